@@ -3,11 +3,17 @@
 
 extern crate self as nc7_core;
 
+pub mod diagnostic;
+pub mod dna;
+pub mod gene;
 pub mod keys;
 pub mod mapping;
 pub mod nest;
 pub mod suggest;
 
+pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
+pub use dna::{Helix, NodeSpec};
+pub use gene::Kind;
 pub use keys::{KeySpec, Signature, ValueKind};
 pub use mapping::{KeysMapping, MappingError, RoutePlan};
 pub use nest::{AnyTensor, Nest, NestError, TensorDtype};
