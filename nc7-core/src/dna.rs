@@ -64,6 +64,17 @@ impl NodeSpec {
     }
 }
 
+/// The keys that flow along one edge of a helix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeKeys {
+    /// The inbound node's index.
+    pub from: usize,
+    /// The receiving nucleotide's index.
+    pub to: usize,
+    /// `(generated key, key after mapping)` pairs.
+    pub keys: Vec<(String, String)>,
+}
+
 /// One node of a built helix.
 #[derive(Debug, Clone)]
 pub struct HelixNode {
@@ -173,9 +184,8 @@ impl Helix {
         backwards
     }
 
-    /// The keys that flow along each edge, as `(from, to, [(generated key, mapped key)])`,
-    /// keeping only keys the receiving nucleotide takes.
-    pub fn edge_keys(&self) -> Vec<(usize, usize, Vec<(String, String)>)> {
+    /// The keys that flow along each edge, keeping only keys the receiving nucleotide takes.
+    pub fn edge_keys(&self) -> Vec<EdgeKeys> {
         let mut edges = Vec::new();
         for &to in &self.order {
             let node = self.node(to).expect("order holds nucleotides");
@@ -188,7 +198,7 @@ impl Helix {
                     .into_iter()
                     .filter(|(_, mapped)| sig.takes(top_level(mapped)))
                     .collect();
-                edges.push((from, to, keys));
+                edges.push(EdgeKeys { from, to, keys });
             }
         }
         edges
@@ -219,7 +229,7 @@ impl Helix {
                 kind_colour(spec.kind)
             );
         }
-        for (from, to, keys) in self.edge_keys() {
+        for EdgeKeys { from, to, keys } in self.edge_keys() {
             let mut label: Vec<String> = keys
                 .iter()
                 .map(|(g, m)| {

@@ -1,4 +1,5 @@
-//! nc7: nucleus7's way of building deep-learning projects, on burn.
+//! nc7-core: the runtime of nc7 (values, key mapping, DNA helix, genes), on burn.
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
 extern crate self as nc7_core;

@@ -641,11 +641,14 @@ impl NodeRules {
     }
 }
 
+/// Values of one key, with the inbound node each came from.
+type FromNodes<'a, B> = Vec<(&'a str, Nest<B>)>;
+
 /// Collapses the remapped outputs of several inbound nodes, key by key in node order: lists are
 /// concatenated, maps merged (a key in two maps is an error), a list and a map together are an
 /// error, and other values become a list of them.
-pub fn collapse<B: Backend>(inputs: Vec<(&str, Nest<B>)>) -> Result<Nest<B>, MappingError> {
-    let mut by_key: Vec<(String, Vec<(&str, Nest<B>)>)> = Vec::new();
+pub fn collapse<B: Backend>(inputs: FromNodes<'_, B>) -> Result<Nest<B>, MappingError> {
+    let mut by_key: Vec<(String, FromNodes<'_, B>)> = Vec::new();
     for (node, input) in inputs {
         let Nest::Map(m) = input else {
             return Err(MappingError::Collapse {

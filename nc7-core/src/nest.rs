@@ -343,10 +343,11 @@ impl fmt::Display for Segment {
 impl Segment {
     /// A segment from its text: all-digit text is an index, anything else a name.
     pub fn parse(text: &str) -> Segment {
-        if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-            if let Ok(i) = text.parse() {
-                return Segment::Index(i);
-            }
+        if !text.is_empty()
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(i) = text.parse()
+        {
+            return Segment::Index(i);
         }
         Segment::Name(text.to_owned())
     }
@@ -675,16 +676,12 @@ impl<B: Backend> Nest<B> {
 }
 
 /// Builds a nest from values placed at segment paths; used by `unflatten` and by key routing.
+#[derive(Default)]
 pub(crate) enum Builder<B: Backend> {
+    #[default]
     Empty,
     Value(Nest<B>),
     Branch(BTreeMap<Segment, Builder<B>>),
-}
-
-impl<B: Backend> Default for Builder<B> {
-    fn default() -> Self {
-        Builder::Empty
-    }
 }
 
 impl<B: Backend> Builder<B> {

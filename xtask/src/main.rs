@@ -1,1 +1,88 @@
-fn main() {}
+//! `cargo xtask`: this repository's small build tool.
+//!
+//! Subcommands:
+//! - `ci`: runs exactly what CI runs (`.ci/run`): formatting, clippy, the CUDA build check and
+//!   the test suite.
+//! - `bench <name>`: runs a benchmark in release mode and prints its table. Names: `dna`.
+
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci            run exactly what CI runs (.ci/run)
+  bench <name>  run a benchmark in release mode; names: dna
+  help          print this message";
+
+/// Benchmarks: name, the package that holds it, and what it measures.
+const BENCHES: &[(&str, &str, &str)] = &[(
+    "dna",
+    "nc7-core",
+    "helix build + validate + sort of 100 / 1,000 / 10,000 nucleotides; routing per nucleotide",
+)];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["ci"] => run(Command::new("bash").arg(".ci/run"), "bash .ci/run"),
+        ["bench", name] => bench(name),
+        ["bench"] => {
+            eprintln!("error: `bench` needs a benchmark name\n");
+            list_benches();
+            ExitCode::FAILURE
+        }
+        [] | ["help"] | ["--help"] | ["-h"] => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        [other, ..] => {
+            eprintln!("error: unknown command `{other}`\n\n{USAGE}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(name: &str) -> ExitCode {
+    let Some((_, package, _)) = BENCHES.iter().find(|(n, _, _)| *n == name) else {
+        eprintln!("error: unknown benchmark `{name}`\n");
+        list_benches();
+        return ExitCode::FAILURE;
+    };
+    let mut cmd = Command::new(cargo());
+    cmd.args(["bench", "--quiet", "--package", package, "--bench", name]);
+    run(
+        &mut cmd,
+        &format!("cargo bench --package {package} --bench {name}"),
+    )
+}
+
+fn list_benches() {
+    eprintln!("benchmarks:");
+    for (name, _, what) in BENCHES {
+        eprintln!("  {name:<8} {what}");
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Runs a command from the workspace root; on failure says what to run to see it again.
+fn run(cmd: &mut Command, shown: &str) -> ExitCode {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root");
+    match cmd.current_dir(root).status() {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("error: `{shown}` failed ({status}); run it again to see the failure");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: could not start `{shown}`: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -176,7 +176,7 @@ fn mapped_keys_satisfy_incoming_keys() {
     assert!(helix.warnings().0.is_empty());
     let edges = helix.edge_keys();
     assert_eq!(
-        edges[0].2,
+        edges[0].keys,
         [
             ("logits".to_string(), "predictions".to_string()),
             ("features:low".to_string(), "f:low".to_string())
