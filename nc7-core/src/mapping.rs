@@ -589,51 +589,147 @@ impl RoutePlan {
     }
 
     /// The keys each inbound node's declared generated keys become after mapping, for checks
-    /// before any value exists: `(inbound index, generated key, mapped key)`. A declared key
-    /// that rules reach inside (such as a list with a rule for `key:2`) also yields every target
-    /// of those deeper rules, since its content is not known in advance.
+    /// before any value exists: `(generated key, mapped key)`. A declared key that rules reach
+    /// inside (such as a list with a rule for `key:2`) also yields every target of those deeper
+    /// rules, since its content is not known in advance.
     pub fn static_keys<'a>(
         &self,
         inbound_index: usize,
         generated: impl IntoIterator<Item = &'a str>,
     ) -> Vec<(String, String)> {
-        let rules = &self.inbound[inbound_index].rules;
         let mut out = Vec::new();
         for key in generated {
-            let levels: Vec<&str> = key.split(SEPARATOR).collect();
-            let mut position = Position::start(rules);
-            for (i, level) in levels.iter().enumerate() {
-                let child = position.cursor.and_then(|c| rules.child_by_name(c, level));
-                position = position.descend(rules, child, i + 1);
-            }
-            let path: Vec<Segment> = levels
-                .iter()
-                .map(|l| Segment::Name((*l).to_owned()))
-                .collect();
-            position.resolve(|prefix, depth| {
-                let mut target = prefix.to_vec();
-                target.extend_from_slice(&path[depth..]);
-                out.push((key.to_owned(), join_segments(&target)));
+            self.for_each_static_key(inbound_index, key, &mut |mapped| {
+                out.push((key.to_owned(), mapped.to_string()));
             });
-            if let Some(c) = position.cursor {
-                if let Some(Target::To(t)) = &rules.nodes[c].wildcard {
-                    out.push((key.to_owned(), join_segments(t)));
-                }
-                rules.deeper_targets(c, &mut |t| out.push((key.to_owned(), t)));
-            }
         }
         out
+    }
+
+    /// Calls `emit` with each key that the declared generated key `key` of inbound node
+    /// `inbound_index` becomes after mapping (see [`RoutePlan::static_keys`]); allocates
+    /// nothing for keys of up to eight levels.
+    pub fn for_each_static_key(
+        &self,
+        inbound_index: usize,
+        key: &str,
+        emit: &mut dyn FnMut(MappedKey<'_>),
+    ) {
+        let rules = &self.inbound[inbound_index].rules;
+        let mut stack = [""; MAX_FIRED];
+        let heap: Vec<&str>;
+        let levels: &[&str] = if key.split(SEPARATOR).count() <= MAX_FIRED {
+            let mut n = 0;
+            for level in key.split(SEPARATOR) {
+                stack[n] = level;
+                n += 1;
+            }
+            &stack[..n]
+        } else {
+            heap = key.split(SEPARATOR).collect();
+            &heap
+        };
+        let mut position = Position::start(rules);
+        for (i, level) in levels.iter().enumerate() {
+            let child = position.cursor.and_then(|c| rules.child_by_name(c, level));
+            position = position.descend(rules, child, i + 1);
+        }
+        position.resolve(|prefix, depth| {
+            emit(MappedKey {
+                prefix,
+                rest: &levels[depth..],
+            })
+        });
+        if let Some(c) = position.cursor {
+            if let Some(Target::To(t)) = &rules.nodes[c].wildcard {
+                emit(MappedKey {
+                    prefix: t,
+                    rest: &[],
+                });
+            }
+            rules.deeper_targets(c, &mut |t| {
+                emit(MappedKey {
+                    prefix: t,
+                    rest: &[],
+                })
+            });
+        }
+    }
+}
+
+/// A key after mapping, before it is joined into a string: the rule's target levels followed by
+/// the levels of the original key below the matched prefix.
+#[derive(Debug, Clone, Copy)]
+pub struct MappedKey<'a> {
+    /// Levels from a rule's target.
+    pub prefix: &'a [Segment],
+    /// Levels kept from the original key.
+    pub rest: &'a [&'a str],
+}
+
+impl MappedKey<'_> {
+    /// Whether this key and `wanted` (given as levels) share all levels of the shorter one:
+    /// the same key, a map holding the wanted key, or a part of it.
+    pub fn overlaps(&self, wanted: &[&str]) -> bool {
+        let mine = self
+            .prefix
+            .iter()
+            .map(Level::Segment)
+            .chain(self.rest.iter().map(|l| Level::Text(l)));
+        mine.zip(wanted).all(|(a, b)| a.is(b))
+    }
+
+    /// The first level.
+    pub fn top_level(&self) -> String {
+        match (self.prefix.first(), self.rest.first()) {
+            (Some(s), _) => s.to_string(),
+            (None, Some(l)) => (*l).to_owned(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+impl fmt::Display for MappedKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        let prefix = self.prefix.iter().map(Level::Segment);
+        for level in prefix.chain(self.rest.iter().map(|l| Level::Text(l))) {
+            if !first {
+                write!(f, "{SEPARATOR}")?;
+            }
+            first = false;
+            match level {
+                Level::Segment(s) => write!(f, "{s}")?,
+                Level::Text(t) => f.write_str(t)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Level<'a> {
+    Segment(&'a Segment),
+    Text(&'a str),
+}
+
+impl Level<'_> {
+    fn is(&self, text: &str) -> bool {
+        match self {
+            Level::Text(t) => *t == text,
+            Level::Segment(Segment::Name(n)) => n == text,
+            Level::Segment(Segment::Index(i)) => text.parse::<usize>() == Ok(*i),
+        }
     }
 }
 
 impl NodeRules {
     /// Every non-drop target of rules strictly below trie node `at`.
-    fn deeper_targets(&self, at: usize, emit: &mut dyn FnMut(String)) {
+    fn deeper_targets<'r>(&'r self, at: usize, emit: &mut dyn FnMut(&'r [Segment])) {
         for (_, child) in &self.nodes[at].children {
             let node = &self.nodes[*child];
             for t in [&node.explicit, &node.wildcard].into_iter().flatten() {
                 if let Target::To(s) = t {
-                    emit(join_segments(s));
+                    emit(s);
                 }
             }
             self.deeper_targets(*child, emit);
