@@ -1,1 +1,34 @@
-//! macros
+//! nc7's derive and attribute macros. Use them through `nc7-core`, which re-exports them and
+//! holds every trait and type the generated code names.
+//!
+//! The macros only parse, validate and emit: each error sits on the offending token and says
+//! the fix, and all errors of one item are reported together.
+
+mod keys;
+
+use proc_macro::TokenStream;
+use syn::{DeriveInput, parse_macro_input};
+
+/// Declares a struct's fields as a nucleotide's incoming keys, one key per field.
+///
+/// A field's type says what the key holds: `Tensor<B, 4>` a float tensor of rank 4,
+/// `Option<T>` an optional key, a struct deriving `Incoming` nested keys (`features:low`),
+/// `Nest<B>` every key no other field takes. `#[nc7(rename = "...")]` names a key that is not a
+/// Rust identifier; doc comments become the keys' docs.
+#[proc_macro_derive(Incoming, attributes(nc7))]
+pub fn derive_incoming(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    keys::expand(input, keys::Side::Incoming)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Declares a struct's fields as a nucleotide's generated keys, one key per field; the same
+/// field types and attributes as `Incoming`.
+#[proc_macro_derive(Generated, attributes(nc7))]
+pub fn derive_generated(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    keys::expand(input, keys::Side::Generated)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

@@ -109,6 +109,8 @@ pub struct KeySpec {
     pub kind: ValueKind,
     /// One line of documentation.
     pub doc: Cow<'static, str>,
+    /// The keys inside a nested key (`features` holds `low` and `high`); empty for leaves.
+    pub children: &'static [KeySpec],
 }
 
 impl KeySpec {
@@ -119,6 +121,7 @@ impl KeySpec {
             optional: false,
             kind: ValueKind::Any,
             doc: Cow::Borrowed(""),
+            children: &[],
         }
     }
 
@@ -170,7 +173,53 @@ pub struct Signature {
     pub dynamic_generated: bool,
 }
 
+/// Flattens nested keys into `parent:child` keys; borrows when nothing is nested. A nested key
+/// is optional when it or its parent is.
+pub fn flatten_keys(keys: &'static [KeySpec]) -> Cow<'static, [KeySpec]> {
+    if keys.iter().all(|k| k.children.is_empty()) {
+        return Cow::Borrowed(keys);
+    }
+    let mut out = Vec::new();
+    flatten_into(keys, "", false, &mut out);
+    Cow::Owned(out)
+}
+
+fn flatten_into(keys: &[KeySpec], prefix: &str, optional: bool, out: &mut Vec<KeySpec>) {
+    for k in keys {
+        let name = if prefix.is_empty() {
+            k.name.to_string()
+        } else {
+            format!("{prefix}{}{}", crate::nest::SEPARATOR, k.name)
+        };
+        if k.children.is_empty() {
+            out.push(KeySpec {
+                name: Cow::Owned(name),
+                optional: optional || k.optional,
+                children: &[],
+                ..k.clone()
+            });
+        } else {
+            flatten_into(k.children, &name, optional || k.optional, out);
+        }
+    }
+}
+
 impl Signature {
+    /// A signature from declared key trees (as the derives emit them), nested keys flattened.
+    pub fn from_keys(
+        incoming: &'static [KeySpec],
+        dynamic_incoming: bool,
+        generated: &'static [KeySpec],
+        dynamic_generated: bool,
+    ) -> Self {
+        Signature {
+            incoming: flatten_keys(incoming),
+            generated: flatten_keys(generated),
+            dynamic_incoming,
+            dynamic_generated,
+        }
+    }
+
     /// A signature from nucleus7-style key lists (`_key` = optional).
     pub fn nucleus7(incoming: &[&str], generated: &[&str]) -> Self {
         Signature {
@@ -300,12 +349,64 @@ mod tests {
     }
 
     #[test]
+    fn nested_keys_flatten_with_their_optional_flag() {
+        const INNER: &[KeySpec] = &[
+            KeySpec {
+                name: Cow::Borrowed("low"),
+                optional: false,
+                kind: ValueKind::float(4),
+                doc: Cow::Borrowed(""),
+                children: &[],
+            },
+            KeySpec {
+                name: Cow::Borrowed("high"),
+                optional: true,
+                kind: ValueKind::float(4),
+                doc: Cow::Borrowed(""),
+                children: &[],
+            },
+        ];
+        const OUTER: &[KeySpec] = &[
+            KeySpec {
+                name: Cow::Borrowed("logits"),
+                optional: false,
+                kind: ValueKind::float(2),
+                doc: Cow::Borrowed(""),
+                children: &[],
+            },
+            KeySpec {
+                name: Cow::Borrowed("features"),
+                optional: false,
+                kind: ValueKind::Nested,
+                doc: Cow::Borrowed(""),
+                children: INNER,
+            },
+        ];
+        let s = Signature::from_keys(&[], false, OUTER, false);
+        let flat: Vec<(&str, bool)> = s
+            .generated
+            .iter()
+            .map(|k| (k.name.as_ref(), k.optional))
+            .collect();
+        assert_eq!(
+            flat,
+            [
+                ("logits", false),
+                ("features:low", false),
+                ("features:high", true)
+            ]
+        );
+        assert!(matches!(flatten_keys(INNER), Cow::Borrowed(_)));
+    }
+
+    #[test]
     fn signatures_are_const_data() {
         const KEYS: &[KeySpec] = &[KeySpec {
             name: Cow::Borrowed("images"),
             optional: false,
             kind: ValueKind::float(4),
             doc: Cow::Borrowed("input images"),
+            children: &[],
         }];
         const SIG: Signature = Signature {
             incoming: Cow::Borrowed(KEYS),

@@ -7,16 +7,23 @@ extern crate self as nc7_core;
 pub mod diagnostic;
 pub mod dna;
 pub mod gene;
+pub mod glue;
 pub mod handler;
 pub mod keys;
 pub mod mapping;
 pub mod nest;
 pub mod suggest;
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
 pub use dna::{Helix, NodeSpec};
 pub use gene::Kind;
+pub use glue::{AnyValue, Field, Generated, GlueError, Incoming, Keys, NoKeys};
 pub use handler::{BoxError, GeneHandler, Outputs, RunError};
 pub use keys::{KeySpec, Signature, ValueKind};
 pub use mapping::{KeysMapping, MappingError, RoutePlan};
+pub use nc7_macros::{Generated, Incoming};
 pub use nest::{AnyTensor, Nest, NestError, TensorDtype};
