@@ -203,19 +203,18 @@ fn parse_field_attrs(attrs: &[syn::Attribute]) -> (Option<LitStr>, Vec<syn::Erro
 pub fn doc_line(attrs: &[syn::Attribute]) -> String {
     let mut lines = Vec::new();
     for attr in attrs.iter().filter(|a| a.path().is_ident("doc")) {
-        if let syn::Meta::NameValue(nv) = &attr.meta {
-            if let syn::Expr::Lit(syn::ExprLit {
+        if let syn::Meta::NameValue(nv) = &attr.meta
+            && let syn::Expr::Lit(syn::ExprLit {
                 lit: syn::Lit::Str(s),
                 ..
             }) = &nv.value
-            {
-                let line = s.value().trim().to_owned();
-                if line.is_empty() && !lines.is_empty() {
-                    break;
-                }
-                if !line.is_empty() {
-                    lines.push(line);
-                }
+        {
+            let line = s.value().trim().to_owned();
+            if line.is_empty() && !lines.is_empty() {
+                break;
+            }
+            if !line.is_empty() {
+                lines.push(line);
             }
         }
     }
