@@ -244,14 +244,14 @@ pub fn take_rest<B: Backend>(map: BTreeMap<String, Nest<B>>) -> Nest<B> {
 
 /// Logs keys that no field takes, as nucleus7 drops them: they are not errors.
 pub fn ignore_extra<B: Backend>(nest: &Nest<B>, at: &At<'_>) {
-    if let Nest::Map(m) = nest {
-        if !m.is_empty() {
-            log::debug!(
-                "nucleotide `{}` ignores keys it does not take: {}",
-                at.nucleotide_name(),
-                suggest::list(m.keys())
-            );
-        }
+    if let Nest::Map(m) = nest
+        && !m.is_empty()
+    {
+        log::debug!(
+            "nucleotide `{}` ignores keys it does not take: {}",
+            at.nucleotide_name(),
+            suggest::list(m.keys())
+        );
     }
 }
 
