@@ -62,8 +62,8 @@ fn keys_are_const_data_from_field_types() {
     assert_eq!(KEYS[2].kind, ValueKind::int(1));
     assert_eq!(KEYS[0].doc, "Input images, NCHW.");
     assert_eq!(KEYS[1].doc, "Where the images are valid.");
-    assert!(!<Inputs<B> as Keys<B>>::DYNAMIC);
-    assert!(<Dynamic<B> as Keys<B>>::DYNAMIC);
+    const { assert!(!<Inputs<B> as Keys<B>>::DYNAMIC) };
+    const { assert!(<Dynamic<B> as Keys<B>>::DYNAMIC) };
     let sig = Signature::from_keys(
         <Inputs<B> as Keys<B>>::KEYS,
         false,
