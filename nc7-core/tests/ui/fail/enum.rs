@@ -1,0 +1,8 @@
+use nc7_core::Incoming;
+
+#[derive(Incoming)]
+enum NotAStruct {
+    A,
+}
+
+fn main() {}
