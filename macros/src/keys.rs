@@ -199,6 +199,22 @@ fn parse_field_attrs(attrs: &[syn::Attribute]) -> (Option<LitStr>, Vec<syn::Erro
     (rename, errors)
 }
 
+/// The whole doc comment, lines trimmed.
+pub fn doc_text(attrs: &[syn::Attribute]) -> String {
+    let mut lines = Vec::new();
+    for attr in attrs.iter().filter(|a| a.path().is_ident("doc")) {
+        if let syn::Meta::NameValue(nv) = &attr.meta
+            && let syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            }) = &nv.value
+        {
+            lines.push(s.value().trim().to_owned());
+        }
+    }
+    lines.join("\n").trim().to_owned()
+}
+
 /// The first paragraph of a field's doc comment, on one line.
 pub fn doc_line(attrs: &[syn::Attribute]) -> String {
     let mut lines = Vec::new();

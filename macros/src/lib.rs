@@ -5,6 +5,7 @@
 //! the fix, and all errors of one item are reported together.
 
 mod keys;
+mod nucleotide;
 
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
@@ -30,5 +31,24 @@ pub fn derive_generated(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     keys::expand(input, keys::Side::Generated)
         .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Makes a type a nucleotide of a kind: `#[nucleotide(kind = ModelPlugin)]`.
+///
+/// The type implements `Build<B>` (its config and key structs) and the kind's trait
+/// (`ModelPlugin<B>`, `ModelLoss<B>`, ...); the attribute checks that, records the class name,
+/// path, kind and doc comment as constants, and registers the type at link time so a config's
+/// `class_name` finds it. `name = "..."` sets another class name, `docs = "..."` other docs.
+#[proc_macro_attribute]
+pub fn nucleotide(args: TokenStream, item: TokenStream) -> TokenStream {
+    nucleotide::expand(args.into(), item.clone().into())
+        .unwrap_or_else(|e| {
+            // Keep the item so that one mistake in the attribute does not cascade into errors
+            // everywhere the type is used.
+            let mut out: proc_macro2::TokenStream = item.into();
+            out.extend(e.into_compile_error());
+            out
+        })
         .into()
 }

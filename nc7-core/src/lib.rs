@@ -12,6 +12,8 @@ pub mod handler;
 pub mod keys;
 pub mod mapping;
 pub mod nest;
+pub mod nucleotide;
+pub mod registry;
 pub mod suggest;
 
 #[doc(hidden)]
@@ -25,5 +27,7 @@ pub use glue::{AnyValue, Field, Generated, GlueError, Incoming, Keys, NoKeys};
 pub use handler::{BoxError, GeneHandler, Outputs, RunError};
 pub use keys::{KeySpec, Signature, ValueKind};
 pub use mapping::{KeysMapping, MappingError, RoutePlan};
-pub use nc7_macros::{Generated, Incoming};
+pub use nc7_macros::{Generated, Incoming, nucleotide};
 pub use nest::{AnyTensor, Nest, NestError, TensorDtype};
+pub use nucleotide::{Build, Mode, Nucleotide, NucleotideConfig};
+pub use registry::{Registry, RegistryError};

@@ -162,6 +162,24 @@ impl<B: Backend> AnyTensor<B> {
         K::unwrap(self).map(Tensor::from_primitive)
     }
 
+    /// A float tensor of any rank (up to 8) as a rank-1 tensor of its elements; `None` for int
+    /// and bool tensors.
+    pub fn flatten_float(self) -> Option<Tensor<B, 1>> {
+        let AnyTensor::Float(p) = self else {
+            return None;
+        };
+        let n = p.shape().num_elements();
+        macro_rules! by_rank {
+            ($($d:literal),*) => {
+                match p.rank() {
+                    $($d => Some(Tensor::<B, $d>::from_primitive(p).reshape([n])),)*
+                    _ => None,
+                }
+            };
+        }
+        by_rank!(1, 2, 3, 4, 5, 6, 7, 8)
+    }
+
     /// A short description such as `float tensor [2, 3] F32`.
     pub fn describe(&self) -> String {
         format!(

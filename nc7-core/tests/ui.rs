@@ -5,11 +5,12 @@
 
 #[test]
 fn ui() {
-    let version = std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let version =
+        std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
     if !version.starts_with("rustc 1.95.") {
         eprintln!("skipping UI snapshots: they are pinned to rustc 1.95, this is {version}");
         return;
