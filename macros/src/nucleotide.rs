@@ -191,13 +191,16 @@ pub fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         }
         None => quote!(#ident),
     };
+    // The checked type is spelt with the `kind` token's span, so that a missing kind trait
+    // is reported on the attribute's `kind = …`.
+    let kind_spanned = Ident::new(&ident.to_string(), kind.span());
     let (check_b, checked_ty) = match &backend {
-        Some(b) => (quote!(#b), quote!(#ident #ty_generics)),
-        None => (quote!(__Nc7B), quote!(#ident)),
+        Some(b) => (quote!(#b), quote!(#kind_spanned #ty_generics)),
+        None => (quote!(B), quote!(#kind_spanned)),
     };
     let check_generics = match &backend {
         Some(_) => quote!(#impl_generics),
-        None => quote!(<__Nc7B: #p::Backend>),
+        None => quote!(<B: #p::Backend>),
     };
     let kind_check = quote_spanned! {kind.span()=>
         #[allow(dead_code)]

@@ -1,0 +1,6 @@
+use nc7_core::nucleotide;
+
+#[nucleotide]
+pub struct Net;
+
+fn main() {}
