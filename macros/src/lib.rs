@@ -40,6 +40,78 @@ pub fn derive_generated(input: TokenStream) -> TokenStream {
 /// (`ModelPlugin<B>`, `ModelLoss<B>`, ...); the attribute checks that, records the class name,
 /// path, kind and doc comment as constants, and registers the type at link time so a config's
 /// `class_name` finds it. `name = "..."` sets another class name, `docs = "..."` other docs.
+///
+/// ```
+/// use burn::prelude::*;
+/// use nc7_core::nucleotide::ModelPlugin;
+/// use nc7_core::{BoxError, Build, Generated, Incoming, Mode, Registry, nucleotide};
+///
+/// /// Turns features into class logits.
+/// #[nucleotide(kind = ModelPlugin)]
+/// pub struct Head<B: Backend> {
+///     weights: Tensor<B, 2>,
+/// }
+///
+/// #[derive(Incoming)]
+/// pub struct HeadIn<B: Backend> {
+///     /// Features, one row per sample.
+///     features: Tensor<B, 2>,
+/// }
+///
+/// #[derive(Generated)]
+/// pub struct HeadOut<B: Backend> {
+///     /// Class logits.
+///     logits: Tensor<B, 2>,
+/// }
+///
+/// #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+/// pub struct HeadConfig {
+///     inputs: usize,
+///     classes: usize,
+/// }
+///
+/// impl<B: Backend> Build<B> for Head<B> {
+///     type Config = HeadConfig;
+///     type Input = HeadIn<B>;
+///     type Output = HeadOut<B>;
+///     fn build(c: &HeadConfig, device: &B::Device) -> Result<Self, BoxError> {
+///         Ok(Head { weights: Tensor::zeros([c.inputs, c.classes], device) })
+///     }
+/// }
+///
+/// impl<B: Backend> ModelPlugin<B> for Head<B> {
+///     fn forward(&self, input: HeadIn<B>, _mode: Mode) -> HeadOut<B> {
+///         HeadOut { logits: input.features.matmul(self.weights.clone()) }
+///     }
+/// }
+///
+/// let info = Registry::global().info("Head").unwrap();
+/// assert!(info.contains("features: float tensor of rank 2 — Features, one row per sample."));
+/// ```
+///
+/// The classic mistake, declaring a kind without implementing its trait, does not compile;
+/// the error sits on `kind = ModelPlugin`:
+///
+/// ```compile_fail
+/// use burn::prelude::*;
+/// use nc7_core::{BoxError, Build, NoKeys, nucleotide};
+///
+/// #[nucleotide(kind = ModelPlugin)]
+/// pub struct Forgotten;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+/// pub struct Config {}
+///
+/// impl<B: Backend> Build<B> for Forgotten {
+///     type Config = Config;
+///     type Input = NoKeys;
+///     type Output = NoKeys;
+///     fn build(_: &Config, _: &B::Device) -> Result<Self, BoxError> {
+///         Ok(Forgotten)
+///     }
+/// }
+/// // Missing: impl<B: Backend> ModelPlugin<B> for Forgotten { ... }
+/// ```
 #[proc_macro_attribute]
 pub fn nucleotide(args: TokenStream, item: TokenStream) -> TokenStream {
     nucleotide::expand(args.into(), item.clone().into())
