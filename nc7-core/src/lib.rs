@@ -4,6 +4,7 @@
 
 extern crate self as nc7_core;
 
+pub mod common;
 pub mod diagnostic;
 pub mod dna;
 pub mod gene;
@@ -20,6 +21,7 @@ pub mod suggest;
 #[path = "private.rs"]
 pub mod __private;
 
+pub use common::CommonConfig;
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
 pub use dna::{Helix, NodeSpec};
 pub use gene::Kind;

@@ -346,7 +346,7 @@ fn type_name(prop: &serde_json::Value) -> String {
     }
 }
 
-/// `UNetEncoder` → `unet_encoder`.
+/// `CeLoss` → `ce_loss`, `HTTPServer` → `http_server`.
 fn snake_case(name: &str) -> String {
     let chars: Vec<char> = name.chars().collect();
     let mut out = String::new();
@@ -371,7 +371,8 @@ mod tests {
 
     #[test]
     fn snake_case_names() {
-        assert_eq!(snake_case("UNetEncoder"), "unet_encoder");
+        assert_eq!(snake_case("UNetEncoder"), "u_net_encoder");
+        assert_eq!(snake_case("HTTPServer"), "http_server");
         assert_eq!(snake_case("CeLoss"), "ce_loss");
         assert_eq!(snake_case("Saver"), "saver");
     }

@@ -395,3 +395,37 @@ fn typed_step_through_the_glue() {
     let y: Tensor<B, 2> = out.get("y").unwrap().clone().into_tensor().unwrap();
     assert_eq!(y.into_data().to_vec::<f32>().unwrap(), [2.0, 2.0]);
 }
+
+#[test]
+fn configs_split_common_fields_and_catch_unknown_ones() {
+    use nc7_core::CommonConfig;
+    let registry = Registry::global();
+    let config = serde_json::json!({
+        "class_name": "Scale", "name": "scale", "inbound_nodes": ["dataset"],
+        "factr": 3.0, "sizes": [1]
+    });
+    let common = CommonConfig::split(&config).unwrap();
+    let entry = registry
+        .resolve(&common.class_name, Some(Kind::ModelPlugin))
+        .unwrap();
+    let unknown = common.unknown_fields(entry);
+    assert_eq!(unknown.len(), 1);
+    assert_eq!(
+        unknown[0].to_string(),
+        "field `factr` of nucleotide config `scale`: `Scale` has no such field; did you mean `factor`?; \
+         its fields are `factor`, `sizes`, `class_name`, `name`, `inbound_nodes`, `incoming_keys_mapping`, `trainable`"
+    );
+    let spec = common
+        .node_spec(registry, Kind::ModelPlugin, Some("plugins/scale.json"))
+        .unwrap();
+    assert_eq!(spec.name, "scale");
+    assert_eq!(spec.inbound_nodes, ["dataset"]);
+    assert_eq!(spec.signature.incoming[0].name, "x");
+    let err = common
+        .node_spec(registry, Kind::ModelLoss, None)
+        .unwrap_err();
+    assert!(
+        err.contains("is a ModelPlugin, but a ModelLoss is expected"),
+        "{err}"
+    );
+}
