@@ -262,3 +262,41 @@ pub fn total_loss<B: Backend>(
     }
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::Int;
+
+    #[test]
+    fn total_loss_weights_the_loss_keys() {
+        let device = Default::default();
+        let mut out = Nest::<NdArray>::map();
+        out.insert(
+            "loss",
+            Tensor::<NdArray, 1>::from_floats([1.0, 3.0], &device).into(),
+        )
+        .unwrap();
+        out.insert(
+            "loss_aux",
+            Tensor::<NdArray, 2>::from_floats([[4.0]], &device).into(),
+        )
+        .unwrap();
+        out.insert(
+            "accuracy",
+            Tensor::<NdArray, 1>::from_floats([100.0], &device).into(),
+        )
+        .unwrap();
+        out.insert(
+            "loss_count",
+            Tensor::<NdArray, 1, Int>::from_ints([7], &device).into(),
+        )
+        .unwrap();
+        let weights = [("loss_aux".to_string(), 0.5)].into_iter().collect();
+        let total = total_loss(&out, &weights).unwrap();
+        // mean(1, 3) * 1 + mean(4) * 0.5; int tensors and other keys are not losses.
+        assert_eq!(total.into_scalar(), 4.0);
+        assert!(total_loss(&Nest::<NdArray>::map(), &weights).is_none());
+    }
+}

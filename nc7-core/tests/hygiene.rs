@@ -5,7 +5,8 @@ use burn::backend::NdArray;
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
 use nc7_core::glue::At;
-use nc7_core::{Generated, Incoming, Keys};
+use nc7_core::nucleotide::ModelPlugin;
+use nc7_core::{BoxError, Build, Generated, Incoming, Keys, Mode, nucleotide};
 
 struct Option;
 struct Some;
@@ -30,6 +31,31 @@ struct Out<B: Backend> {
     all: std::vec::Vec<f64>,
 }
 
+/// A nucleotide declared under the shadowed prelude.
+#[nucleotide(kind = ModelPlugin)]
+struct Shadowed;
+
+#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+struct Config {}
+
+impl<B: Backend> Build<B> for Shadowed {
+    type Config = Config;
+    type Input = In<B>;
+    type Output = Out<B>;
+    fn build(_: &Config, _: &B::Device) -> core::result::Result<Self, BoxError> {
+        core::result::Result::Ok(Shadowed)
+    }
+}
+
+impl<B: Backend> ModelPlugin<B> for Shadowed {
+    fn forward(&self, input: In<B>, _: Mode) -> Out<B> {
+        Out {
+            y: input.x,
+            all: std::vec::Vec::new(),
+        }
+    }
+}
+
 #[test]
 fn derives_survive_a_shadowed_prelude() {
     let device = Default::default();
@@ -41,4 +67,9 @@ fn derives_survive_a_shadowed_prelude() {
     let back = Out::<NdArray>::from_nest(n, &At::nucleotide("h"));
     assert!(back.is_ok());
     assert_eq!(<In<NdArray> as Keys<NdArray>>::KEYS.len(), 3);
+    assert!(
+        nc7_core::Registry::global()
+            .resolve("Shadowed", core::option::Option::None)
+            .is_ok()
+    );
 }
