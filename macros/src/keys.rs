@@ -199,41 +199,35 @@ fn parse_field_attrs(attrs: &[syn::Attribute]) -> (Option<LitStr>, Vec<syn::Erro
     (rename, errors)
 }
 
-/// The whole doc comment, lines trimmed.
-pub fn doc_text(attrs: &[syn::Attribute]) -> String {
-    let mut lines = Vec::new();
-    for attr in attrs.iter().filter(|a| a.path().is_ident("doc")) {
-        if let syn::Meta::NameValue(nv) = &attr.meta
-            && let syn::Expr::Lit(syn::ExprLit {
+/// The lines of a doc comment (`///` or `#[doc = "..."]`), trimmed.
+fn doc_lines(attrs: &[syn::Attribute]) -> impl Iterator<Item = String> + '_ {
+    attrs.iter().filter_map(|attr| match &attr.meta {
+        syn::Meta::NameValue(nv) if attr.path().is_ident("doc") => match &nv.value {
+            syn::Expr::Lit(syn::ExprLit {
                 lit: syn::Lit::Str(s),
                 ..
-            }) = &nv.value
-        {
-            lines.push(s.value().trim().to_owned());
-        }
-    }
-    lines.join("\n").trim().to_owned()
+            }) => Some(s.value().trim().to_owned()),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// The whole doc comment, lines trimmed.
+pub fn doc_text(attrs: &[syn::Attribute]) -> String {
+    doc_lines(attrs)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_owned()
 }
 
 /// The first paragraph of a field's doc comment, on one line.
 pub fn doc_line(attrs: &[syn::Attribute]) -> String {
-    let mut lines = Vec::new();
-    for attr in attrs.iter().filter(|a| a.path().is_ident("doc")) {
-        if let syn::Meta::NameValue(nv) = &attr.meta
-            && let syn::Expr::Lit(syn::ExprLit {
-                lit: syn::Lit::Str(s),
-                ..
-            }) = &nv.value
-        {
-            let line = s.value().trim().to_owned();
-            if line.is_empty() && !lines.is_empty() {
-                break;
-            }
-            if !line.is_empty() {
-                lines.push(line);
-            }
-        }
-    }
+    let lines: Vec<String> = doc_lines(attrs)
+        .skip_while(String::is_empty)
+        .take_while(|l| !l.is_empty())
+        .collect();
     lines.join(" ")
 }
 
