@@ -79,19 +79,66 @@ pub struct IterationInfo {
     pub is_last: bool,
 }
 
+/// Where scalar summaries go: the trainer's TensorBoard writer in a run, [`MemorySummaries`]
+/// in tests. Writers take `&self` so that callbacks can share one.
+pub trait SummaryWriter: Send + Sync {
+    /// Records `value` under `tag` at `step`.
+    fn scalar(&self, tag: &str, value: f64, step: u64);
+}
+
+/// A summary writer that keeps everything in memory.
+#[derive(Debug, Default)]
+pub struct MemorySummaries {
+    scalars: std::sync::Mutex<Vec<(String, f64, u64)>>,
+}
+
+impl MemorySummaries {
+    /// Everything recorded so far: `(tag, value, step)`.
+    pub fn scalars(&self) -> Vec<(String, f64, u64)> {
+        self.scalars
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+}
+
+impl SummaryWriter for MemorySummaries {
+    fn scalar(&self, tag: &str, value: f64, step: u64) {
+        let mut scalars = self
+            .scalars
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        scalars.push((tag.to_owned(), value, step));
+    }
+}
+
 /// What a callback knows about the run it is in.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CallbackContext {
     /// Train, eval or infer.
     pub mode: Mode,
     /// The directory the callback may write to.
     pub log_dir: PathBuf,
+    /// Where the callback writes summaries.
+    pub summaries: std::sync::Arc<dyn SummaryWriter>,
     /// The step summaries are written at.
     pub summary_step: u64,
     /// The current iteration.
     pub iteration: IterationInfo,
     /// Iterations in one epoch of this mode.
     pub iterations_per_epoch: usize,
+}
+
+impl std::fmt::Debug for CallbackContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackContext")
+            .field("mode", &self.mode)
+            .field("log_dir", &self.log_dir)
+            .field("summary_step", &self.summary_step)
+            .field("iteration", &self.iteration)
+            .field("iterations_per_epoch", &self.iterations_per_epoch)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A part of the network: turns inputs into predictions.

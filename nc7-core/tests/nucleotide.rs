@@ -191,9 +191,12 @@ simple!(
     {
         fn on_iteration_end(
             &mut self,
-            _: ScaleOut<B>,
-            _: &CallbackContext,
+            input: ScaleOut<B>,
+            ctx: &CallbackContext,
         ) -> Result<Option<NoKeys>, BoxError> {
+            use burn::tensor::ElementConversion;
+            let mean: f64 = input.y.mean().into_scalar().elem();
+            ctx.summaries.scalar("y_mean", mean, ctx.summary_step);
             Ok(Some(NoKeys))
         }
     }
@@ -428,4 +431,40 @@ fn configs_split_common_fields_and_catch_unknown_ones() {
         err.contains("is a ModelPlugin, but a ModelLoss is expected"),
         "{err}"
     );
+}
+
+#[test]
+fn callbacks_get_their_context_and_write_summaries() {
+    use nc7_core::nucleotide::{IterationInfo, MemorySummaries};
+    use std::sync::Arc;
+    let summaries = Arc::new(MemorySummaries::default());
+    let ctx = CallbackContext {
+        mode: Mode::Eval,
+        log_dir: "callbacks/eval".into(),
+        summaries: summaries.clone(),
+        summary_step: 12,
+        iteration: IterationInfo {
+            epoch: 2,
+            iteration: 3,
+            execution_time: 0.1,
+            is_last: true,
+        },
+        iterations_per_epoch: 3,
+    };
+    let device = Default::default();
+    let mut saver = <Saver as Build<B>>::build(
+        &NeedsPath {
+            path: "x".into(),
+            every: 1,
+        },
+        &device,
+    )
+    .unwrap();
+    let input = ScaleOut::<B> {
+        y: Tensor::from_floats([[1.0, 3.0]], &device),
+    };
+    let out = CoordinatorCallback::<B>::on_iteration_end(&mut saver, input, &ctx).unwrap();
+    assert!(out.is_some());
+    assert_eq!(summaries.scalars(), [("y_mean".to_string(), 2.0, 12)]);
+    assert!(format!("{ctx:?}").contains("summary_step: 12"));
 }
