@@ -667,28 +667,6 @@ pub struct MappedKey<'a> {
     pub rest: &'a [&'a str],
 }
 
-impl MappedKey<'_> {
-    /// Whether this key and `wanted` (given as levels) share all levels of the shorter one:
-    /// the same key, a map holding the wanted key, or a part of it.
-    pub fn overlaps(&self, wanted: &[&str]) -> bool {
-        let mine = self
-            .prefix
-            .iter()
-            .map(Level::Segment)
-            .chain(self.rest.iter().map(|l| Level::Text(l)));
-        mine.zip(wanted).all(|(a, b)| a.is(b))
-    }
-
-    /// The first level.
-    pub fn top_level(&self) -> String {
-        match (self.prefix.first(), self.rest.first()) {
-            (Some(s), _) => s.to_string(),
-            (None, Some(l)) => (*l).to_owned(),
-            (None, None) => String::new(),
-        }
-    }
-}
-
 impl fmt::Display for MappedKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut first = true;
@@ -710,16 +688,6 @@ impl fmt::Display for MappedKey<'_> {
 enum Level<'a> {
     Segment(&'a Segment),
     Text(&'a str),
-}
-
-impl Level<'_> {
-    fn is(&self, text: &str) -> bool {
-        match self {
-            Level::Text(t) => *t == text,
-            Level::Segment(Segment::Name(n)) => n == text,
-            Level::Segment(Segment::Index(i)) => text.parse::<usize>() == Ok(*i),
-        }
-    }
 }
 
 impl NodeRules {
