@@ -130,10 +130,9 @@ pub fn expand(input: DeriveInput, side: Side) -> syn::Result<TokenStream> {
 
 /// The backend type parameter: the struct's one type parameter, or none.
 fn backend_param(input: &DeriveInput) -> syn::Result<Option<Ident>> {
-    let mut types = Vec::new();
     for param in &input.generics.params {
         match param {
-            GenericParam::Type(t) => types.push(t.ident.clone()),
+            GenericParam::Type(_) => {}
             GenericParam::Lifetime(l) => {
                 return Err(syn::Error::new(
                     l.span(),
@@ -148,12 +147,21 @@ fn backend_param(input: &DeriveInput) -> syn::Result<Option<Ident>> {
             }
         }
     }
+    single_type_param(&input.generics, "key structs take")
+}
+
+/// The one type parameter (the burn backend) of a struct, or none; a second one is an error
+/// on it, whose message starts with `subject` ("key structs take", "a nucleotide takes").
+pub fn single_type_param(generics: &syn::Generics, subject: &str) -> syn::Result<Option<Ident>> {
+    let types: Vec<&Ident> = generics.type_params().map(|t| &t.ident).collect();
     match types.as_slice() {
         [] => Ok(None),
-        [b] => Ok(Some(b.clone())),
+        [b] => Ok(Some((*b).clone())),
         [_, second, ..] => Err(syn::Error::new(
             second.span(),
-            "key structs take one type parameter, the burn backend (`B: Backend`); remove this one",
+            format!(
+                "{subject} one type parameter, the burn backend (`B: Backend`); remove this one"
+            ),
         )),
     }
 }

@@ -155,7 +155,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         }
     };
     let args = parse_args(args)?;
-    let backend = backend_param(generics)?;
+    let backend = crate::keys::single_type_param(generics, "a nucleotide takes")?;
 
     let class_name = args
         .name
@@ -245,17 +245,5 @@ fn item_keyword_span(item: &Item) -> Span {
         Item::Impl(i) => i.impl_token.span,
         Item::Mod(m) => m.mod_token.span,
         other => other.span(),
-    }
-}
-
-fn backend_param(generics: &syn::Generics) -> syn::Result<Option<Ident>> {
-    let types: Vec<&Ident> = generics.type_params().map(|t| &t.ident).collect();
-    match types.as_slice() {
-        [] => Ok(None),
-        [b] => Ok(Some((*b).clone())),
-        [_, second, ..] => Err(syn::Error::new(
-            second.span(),
-            "a nucleotide takes one type parameter, the burn backend (`B: Backend`); remove this one",
-        )),
     }
 }

@@ -603,13 +603,7 @@ impl<B: Backend> Nest<B> {
 
     fn to_json_at(&self, path: &str) -> Result<serde_json::Value, NestError> {
         use serde_json::Value;
-        let join = |k: &dyn fmt::Display| {
-            if path.is_empty() {
-                k.to_string()
-            } else {
-                format!("{path}{SEPARATOR}{k}")
-            }
-        };
+        let join = |k: &dyn fmt::Display| child_path(path, k);
         Ok(match self {
             Nest::Map(m) => Value::Object(
                 m.iter()
@@ -648,13 +642,7 @@ impl<B: Backend> Nest<B> {
 
     fn from_json_at(value: &serde_json::Value, path: &str) -> Result<Nest<B>, NestError> {
         use serde_json::Value;
-        let join = |k: &dyn fmt::Display| {
-            if path.is_empty() {
-                k.to_string()
-            } else {
-                format!("{path}{SEPARATOR}{k}")
-            }
-        };
+        let join = |k: &dyn fmt::Display| child_path(path, k);
         Ok(match value {
             Value::Null => {
                 return Err(NestError::Json {
@@ -690,6 +678,15 @@ impl<B: Backend> Nest<B> {
             Nest::Tensor(t) => t.into_tensor().map_err(Nest::Tensor),
             other => Err(other),
         }
+    }
+}
+
+/// The flat key of `key` below `path` (`path` empty at the top).
+fn child_path(path: &str, key: &dyn fmt::Display) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}{SEPARATOR}{key}")
     }
 }
 
