@@ -231,6 +231,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     docs: #docs,
                     signature: #p::signature::<#p::DefaultBackend, #concrete>,
                     config_schema: #p::config_schema::<#p::DefaultBackend, #concrete>,
+                    check_config: #p::check_config::<#p::DefaultBackend, #concrete>,
                 }
             }
         };

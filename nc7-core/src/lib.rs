@@ -4,7 +4,10 @@
 
 extern crate self as nc7_core;
 
+pub mod check;
+pub mod cli;
 pub mod common;
+pub mod config;
 pub mod diagnostic;
 pub mod dna;
 pub mod gene;
@@ -14,6 +17,7 @@ pub mod keys;
 pub mod mapping;
 pub mod nest;
 pub mod nucleotide;
+pub mod project;
 pub mod registry;
 pub mod suggest;
 

@@ -17,7 +17,7 @@ pub use inventory;
 
 pub use crate::gene::Kind;
 pub use crate::nucleotide::{Nucleotide, signature};
-pub use crate::registry::{Registration, config_schema};
+pub use crate::registry::{Registration, check_config, config_schema};
 
 /// The backend registration instantiates generic nucleotides on: the embedded default.
 pub type DefaultBackend = burn::backend::NdArray;

@@ -27,6 +27,9 @@ pub struct Registration {
     pub signature: fn() -> Signature,
     /// The JSON schema of its config.
     pub config_schema: fn() -> serde_json::Value,
+    /// Reads a config (its own fields, defaults filled) into the type's config struct and
+    /// says where it does not fit.
+    pub check_config: fn(&serde_json::Value) -> Result<(), ConfigTypeError>,
 }
 
 inventory::collect!(Registration);
@@ -34,6 +37,31 @@ inventory::collect!(Registration);
 /// The JSON schema of a nucleotide type's config.
 pub fn config_schema<B: Backend, N: Build<B>>() -> serde_json::Value {
     schema_of::<N::Config>()
+}
+
+/// A config field whose value does not fit the config struct.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", if path.is_empty() { String::new() } else { format!("field `{path}`: ") })]
+pub struct ConfigTypeError {
+    /// The key path of the field (`layers.0.filters`), empty for the config as a whole.
+    pub path: String,
+    /// What serde found.
+    pub message: String,
+}
+
+/// Reads `config` into the config struct of a nucleotide type.
+pub fn check_config<B: Backend, N: Build<B>>(
+    config: &serde_json::Value,
+) -> Result<(), ConfigTypeError> {
+    serde_path_to_error::deserialize::<_, N::Config>(config)
+        .map(|_| ())
+        .map_err(|e| {
+            let path = e.path().to_string();
+            ConfigTypeError {
+                path: if path == "." { String::new() } else { path },
+                message: e.into_inner().to_string(),
+            }
+        })
 }
 
 fn schema_of<C: NucleotideConfig>() -> serde_json::Value {

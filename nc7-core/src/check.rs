@@ -1,0 +1,370 @@
+//! `check`: loads a project's configs for one kind of run, resolves every nucleotide, builds
+//! every handler's DNA helix and reports every problem at once, before a tensor is allocated.
+
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use crate::config::{
+    Layered, NucleotideEntry, NucleotideSection, Overrides, RunType, complete_nucleotides, layer,
+};
+use crate::diagnostic::{Code, Diagnostic, Diagnostics};
+use crate::dna::NodeSpec;
+use crate::gene::{CALLBACK_GENES, KPI_GENES, Kind, MODEL_GENES};
+use crate::handler::GeneHandler;
+use crate::keys::Signature;
+use crate::registry::Registry;
+
+/// The node name under which a handler's data (dataset or data feeder) is read.
+pub const DATASET_NODE: &str = "dataset";
+
+/// A project's configs for one kind of run, checked.
+#[derive(Debug, Clone)]
+pub struct ProjectCheck {
+    /// The project directory.
+    pub project: PathBuf,
+    /// The kind of run.
+    pub run: RunType,
+    /// The layered config (global scopes and defaults filled in).
+    pub config: Layered,
+    /// Every nucleotide config, resolved as far as it could be.
+    pub nucleotides: Vec<NucleotideEntry>,
+    /// The handlers whose helix could be built.
+    pub handlers: Vec<GeneHandler>,
+    /// Every problem found, errors first.
+    pub diagnostics: Diagnostics,
+}
+
+impl ProjectCheck {
+    /// Loads and checks the configs of a `run` of `project`, collecting every problem.
+    pub fn load(
+        project: &Path,
+        run: RunType,
+        overrides: &Overrides,
+        registry: &Registry,
+    ) -> ProjectCheck {
+        let mut diags = Diagnostics::default();
+        let mut config = layer(project, run, overrides, registry, &mut diags);
+        let sections = run.nucleotide_sections();
+        let mut nucleotides = complete_nucleotides(&mut config, &sections, registry, &mut diags);
+        if !diags
+            .0
+            .iter()
+            .any(|d| d.code == Code::MISSING_CONFIG && d.key.is_none() && d.file.is_none())
+        {
+            missing_sections(&config, run, &mut diags);
+        }
+        if run == RunType::Infer && RunType::Train.configs_dir(project).is_dir() {
+            // Inference runs the project's own model: its configs come from training.
+            let mut train = layer(
+                project,
+                RunType::Train,
+                &Overrides::default(),
+                registry,
+                &mut diags,
+            );
+            let model: Vec<NucleotideSection> = RunType::Train
+                .nucleotide_sections()
+                .into_iter()
+                .filter(|s| s.kinds.iter().all(|k| MODEL_GENES.contains(k)))
+                .collect();
+            nucleotides.extend(complete_nucleotides(
+                &mut train, &model, registry, &mut diags,
+            ));
+        }
+        let handlers = build_handlers(run, &nucleotides, &mut diags);
+        diags.sort();
+        ProjectCheck {
+            project: project.to_owned(),
+            run,
+            config,
+            nucleotides,
+            handlers,
+            diagnostics: diags,
+        }
+    }
+
+    /// Whether the run may start.
+    pub fn is_ok(&self) -> bool {
+        !self.diagnostics.has_errors()
+    }
+
+    /// The graph summary `check` prints: each handler's nucleotides in run order.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "project `{}`, {} run: {} nucleotides in {} handlers",
+            self.project.display(),
+            self.run,
+            self.nucleotides.len(),
+            self.handlers.len()
+        );
+        for h in &self.handlers {
+            let helix = h.helix();
+            let inputs: Vec<&str> = helix.names().take(helix.incoming_len()).collect();
+            let genes: Vec<&str> = h.genes().iter().map(|k| k.name()).collect();
+            let _ = writeln!(
+                out,
+                "\nhandler `{}` (genes: {}; inputs: {})",
+                h.name(),
+                genes.join(" → "),
+                inputs.join(", ")
+            );
+            for (n, &i) in helix.order().iter().enumerate() {
+                let spec = helix.spec(i);
+                let class = self
+                    .nucleotides
+                    .iter()
+                    .find(|e| e.name() == spec.name)
+                    .and_then(|e| e.registration)
+                    .map_or("?", |r| r.class_name);
+                let _ = write!(
+                    out,
+                    "  {:>2}. {} ({}, {class})",
+                    n + 1,
+                    spec.name,
+                    spec.kind
+                );
+                if !spec.inbound_nodes.is_empty() {
+                    let _ = write!(out, " ← {}", spec.inbound_nodes.join(", "));
+                }
+                out.push('\n');
+            }
+        }
+        let warnings = self.diagnostics.warnings().count();
+        if warnings > 0 {
+            let _ = writeln!(out);
+            for w in self.diagnostics.warnings() {
+                let _ = writeln!(out, "{w}");
+            }
+        }
+        let _ = write!(
+            out,
+            "\nok: no errors, {warnings} warning{}",
+            if warnings == 1 { "" } else { "s" }
+        );
+        out
+    }
+
+    /// The DOT drawing of every handler's helix, by handler name.
+    pub fn dot_files(&self) -> Vec<(String, String)> {
+        self.handlers
+            .iter()
+            .map(|h| (h.name().to_owned(), h.helix().to_dot()))
+            .collect()
+    }
+}
+
+fn missing_sections(config: &Layered, run: RunType, diags: &mut Diagnostics) {
+    let configs = format!("{}/configs", run.dir_name());
+    for (key, what) in run.mandatory() {
+        let section = config.tree.get(key);
+        if section.is_none_or(|s| s.is_empty()) {
+            diags.push(Diagnostic::error(
+                Code::MISSING_CONFIG,
+                "",
+                format!("a {run} run needs `{key}`, which no config gives"),
+                format!("add {what} to `{configs}/` (or a `{key}` section to config_main)"),
+            ));
+        } else if *key == "datasets_config" {
+            let have = section.map(|s| s.keys()).unwrap_or_default();
+            for slot in ["train", "eval"] {
+                if !have.contains(&slot) {
+                    diags.push(
+                        Diagnostic::error(
+                            Code::MISSING_CONFIG,
+                            "",
+                            format!("`datasets_config` has no `{slot}` dataset"),
+                            format!("add a `{slot}` dataset config to datasets.json"),
+                        )
+                        .with_file(section.and_then(|s| config.sources.file(s.source))),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A node for a nucleotide: its signature when its type is known, else one that generates
+/// and takes anything, so that a bad class name does not also give missing-key errors.
+fn node(entry: &NucleotideEntry) -> Option<NodeSpec> {
+    let common = entry.common.as_ref()?;
+    let signature = entry
+        .registration
+        .map_or_else(unknown_signature, |r| (r.signature)());
+    let mut spec = NodeSpec::new(common.name.clone(), entry.kind, signature)
+        .inbound(common.inbound_nodes.iter().cloned())
+        .mapping(common.mapping.clone());
+    if let Some(f) = &entry.file {
+        spec = spec.file(f);
+    }
+    Some(spec)
+}
+
+fn unknown_signature() -> Signature {
+    Signature {
+        dynamic_incoming: true,
+        dynamic_generated: true,
+        ..Signature::default()
+    }
+}
+
+/// A nucleotide as a handler input: only its name, kind and what it generates.
+fn as_input(spec: &NodeSpec) -> NodeSpec {
+    NodeSpec::new(spec.name.clone(), spec.kind, spec.signature.clone())
+}
+
+fn build_handlers(
+    run: RunType,
+    entries: &[NucleotideEntry],
+    diags: &mut Diagnostics,
+) -> Vec<GeneHandler> {
+    let of = |sections: &[&str]| -> Vec<NodeSpec> {
+        entries
+            .iter()
+            .filter(|e| sections.contains(&e.section))
+            .filter_map(node)
+            .collect()
+    };
+    // A missing or broken dataset is reported already; a stand-in that generates anything
+    // keeps it from also failing every key check downstream.
+    let data = |slot: Option<&str>, section: &str| -> Option<NodeSpec> {
+        let e = entries
+            .iter()
+            .find(|e| e.section == section && e.slot.as_deref() == slot);
+        let kind = e.map_or(Kind::Dataset, |e| e.kind);
+        let signature = e
+            .and_then(|e| e.registration)
+            .map_or_else(unknown_signature, |r| (r.signature)());
+        Some(NodeSpec::new(DATASET_NODE, kind, signature))
+    };
+    let model_sections = [
+        "plugins_config",
+        "postprocessors_config",
+        "losses_config",
+        "metrics_config",
+        "summaries_config",
+    ];
+    let mut handlers = Vec::new();
+    let mut build = |name: &str,
+                     genes: &[Kind],
+                     incoming: Vec<NodeSpec>,
+                     nodes: Vec<NodeSpec>,
+                     diags: &mut Diagnostics| {
+        if nodes.is_empty() {
+            return;
+        }
+        match GeneHandler::new(name, genes, incoming, nodes) {
+            Ok(h) => {
+                diags.0.extend(h.helix().warnings().0.iter().cloned());
+                handlers.push(h);
+            }
+            Err(mut errors) => {
+                for d in &mut errors.0 {
+                    d.message = format!("{} (handler `{name}`)", d.message);
+                }
+                diags.0.extend(errors.0);
+            }
+        }
+    };
+    let model = of(&model_sections);
+    let model_inputs: Vec<NodeSpec> = model.iter().map(as_input).collect();
+    let with_data = |data: &Option<NodeSpec>, more: &[NodeSpec]| -> Vec<NodeSpec> {
+        data.iter().cloned().chain(more.iter().cloned()).collect()
+    };
+    match run {
+        RunType::Train => {
+            let train = data(Some("train"), "datasets_config");
+            let eval = data(Some("eval"), "datasets_config");
+            build(
+                "model",
+                MODEL_GENES,
+                with_data(&train, &[]),
+                model.clone(),
+                diags,
+            );
+            if eval.as_ref().map(|e| &e.signature) != train.as_ref().map(|t| &t.signature) {
+                build(
+                    "model_eval",
+                    MODEL_GENES,
+                    with_data(&eval, &[]),
+                    model.clone(),
+                    diags,
+                );
+            }
+            let mut train_callbacks = of(&["callbacks_config"]);
+            let mut eval_callbacks = train_callbacks.clone();
+            train_callbacks.extend(of(&["callbacks_train_config"]));
+            eval_callbacks.extend(of(&["callbacks_eval_config"]));
+            build(
+                "callbacks_train",
+                CALLBACK_GENES,
+                with_data(&train, &model_inputs),
+                train_callbacks,
+                diags,
+            );
+            build(
+                "callbacks_eval",
+                CALLBACK_GENES,
+                with_data(&eval, &model_inputs),
+                eval_callbacks,
+                diags,
+            );
+            build(
+                "kpi",
+                KPI_GENES,
+                with_data(&eval, &model_inputs),
+                of(&["kpi_config"]),
+                diags,
+            );
+        }
+        RunType::Infer => {
+            let feeder = data(None, "datafeeder_config");
+            build(
+                "model",
+                MODEL_GENES,
+                with_data(&feeder, &[]),
+                model.clone(),
+                diags,
+            );
+            build(
+                "callbacks",
+                CALLBACK_GENES,
+                with_data(&feeder, &model_inputs),
+                of(&["callbacks_config"]),
+                diags,
+            );
+            build(
+                "kpi",
+                KPI_GENES,
+                with_data(&feeder, &model_inputs),
+                of(&["kpi_config"]),
+                diags,
+            );
+        }
+        RunType::Kpi => {
+            let feeder = data(None, "datafeeder_config");
+            let kpi = of(&["kpi_config"]);
+            let kpi_inputs: Vec<NodeSpec> = kpi.iter().map(as_input).collect();
+            build("kpi", KPI_GENES, with_data(&feeder, &[]), kpi, diags);
+            build(
+                "callbacks",
+                CALLBACK_GENES,
+                with_data(&feeder, &kpi_inputs),
+                of(&["callbacks_config"]),
+                diags,
+            );
+        }
+        RunType::Data => {
+            let feeder = data(None, "datafeeder_config");
+            build(
+                "callbacks",
+                CALLBACK_GENES,
+                with_data(&feeder, &[]),
+                of(&["callbacks_config"]),
+                diags,
+            );
+        }
+    }
+    handlers
+}

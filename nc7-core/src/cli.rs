@@ -1,0 +1,197 @@
+//! nc7's command line, so that a project's `main.rs` is one line: `nc7_core::cli::main()`.
+//! Every subcommand's doc comment is its `--help`.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::check::ProjectCheck;
+use crate::config::{Overrides, RunType};
+use crate::registry::{Format, Registry};
+
+/// nc7: deep-learning projects as nucleotides wired by configs.
+#[derive(Debug, Parser)]
+#[command(name = "nc7", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load a project's configs, resolve every nucleotide, build every handler's DNA helix and
+    /// print every problem at once (exit code 1), or a summary of the graph.
+    Check(ProjectArgs),
+    /// Inspect a project's resolved config.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Describe a registered nucleotide: kind, docs, incoming and generated keys, config fields.
+    Info {
+        /// Its class name or full path.
+        class_name: String,
+    },
+    /// Print a sample config of a registered nucleotide, every field filled.
+    SampleConfig {
+        /// Its class name or full path.
+        class_name: String,
+        /// The file format.
+        #[arg(long, value_enum, default_value_t = FormatArg::Json)]
+        format: FormatArg,
+    },
+    /// Write the DOT drawing of each handler's helix to `<run dir>/artifacts/dna_<handler>.dot`.
+    Dna(ProjectArgs),
+    /// List every registered nucleotide type by kind.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print every resolved value with the file, variable or argument it came from.
+    Explain(ProjectArgs),
+}
+
+/// Which project, which run, and what is layered over its configs.
+#[derive(Debug, Clone, Args)]
+struct ProjectArgs {
+    /// The project directory (holding `training/`, `inference/`, ...).
+    project_dir: PathBuf,
+    /// Which run's configs to read.
+    #[arg(long = "type", value_enum, default_value_t = RunType::Train)]
+    run: RunType,
+    /// An extra config directory laid out like the run's `configs/`, layered on top
+    /// (repeatable; later ones win).
+    #[arg(long = "config-dir", value_name = "DIR")]
+    config_dirs: Vec<PathBuf>,
+    /// Set one config value, such as `trainer.batch_size=8` or `plugins.encoder.filters=[8,16]`
+    /// (repeatable; applied last, after `NC7_…` environment variables).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Json,
+    Toml,
+}
+
+/// Runs the command line of this process and exits with its code: 0 on success, 1 when the
+/// project has problems, 2 on a usage error.
+pub fn main() -> ExitCode {
+    let code = run(
+        std::env::args_os(),
+        Overrides::default().with_process_env(),
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    ExitCode::from(code)
+}
+
+/// Runs one command line. `env` holds the overrides read from the environment (tests pass
+/// their own); output goes to `out`, problems to `err`. Returns the exit code.
+pub fn run<I, T>(args: I, env: Overrides, out: &mut dyn Write, err: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let to_out = !e.use_stderr();
+            let text = e.render().to_string();
+            let _ = if to_out {
+                write!(out, "{text}")
+            } else {
+                write!(err, "{text}")
+            };
+            return if to_out { 0 } else { 2 };
+        }
+    };
+    match execute(cli.command, env, out, err) {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            1
+        }
+    }
+}
+
+type Failure = Box<dyn std::error::Error>;
+
+fn execute(
+    command: Command,
+    env: Overrides,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, Failure> {
+    let registry = Registry::global();
+    let load = |args: &ProjectArgs| {
+        let overrides = Overrides {
+            config_dirs: args.config_dirs.clone(),
+            set: args.set.clone(),
+            ..env.clone()
+        };
+        ProjectCheck::load(&args.project_dir, args.run, &overrides, registry)
+    };
+    let report = |check: &ProjectCheck, err: &mut dyn Write| -> Result<u8, Failure> {
+        if check.is_ok() {
+            return Ok(0);
+        }
+        writeln!(err, "{}", check.diagnostics)?;
+        Ok(1)
+    };
+    match command {
+        Command::Check(args) => {
+            let check = load(&args);
+            if check.is_ok() {
+                writeln!(out, "{}", check.summary())?;
+            }
+            report(&check, err)
+        }
+        Command::Config {
+            command: ConfigCommand::Explain(args),
+        } => {
+            let check = load(&args);
+            write!(out, "{}", check.config.explain())?;
+            report(&check, err)
+        }
+        Command::Info { class_name } => {
+            write!(out, "{}", registry.info(&class_name)?)?;
+            Ok(0)
+        }
+        Command::SampleConfig { class_name, format } => {
+            let format = match format {
+                FormatArg::Json => Format::Json,
+                FormatArg::Toml => Format::Toml,
+            };
+            write!(out, "{}", registry.sample_config(&class_name, format)?)?;
+            Ok(0)
+        }
+        Command::Dna(args) => {
+            let check = load(&args);
+            let dir = args.project_dir.join(args.run.dir_name()).join("artifacts");
+            let files = check.dot_files();
+            if !files.is_empty() {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+            }
+            for (handler, dot) in files {
+                let path = dir.join(format!("dna_{handler}.dot"));
+                std::fs::write(&path, dot)
+                    .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+                writeln!(out, "wrote {}", path.display())?;
+            }
+            report(&check, err)
+        }
+        Command::List => {
+            for e in registry.entries() {
+                writeln!(out, "{:<24} {:<20} {}", e.class_name, e.kind, e.path)?;
+            }
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! A project's directories and runs (spec §8): the training folders, inference run folders with
+//! their `last_run` link, the project metadata file `nc7_project.json`, and config snapshots
+//! that are never overwritten.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::RunType;
+
+/// Why a project's directories cannot be used as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    /// A file system operation failed.
+    #[error("cannot {action} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A training run exists and `--continue` was not given.
+    #[error(
+        "project `{}` already has a training run ({found}); continue it with `--continue`, or remove `training/`, `checkpoints/` and `saved_models/` (after keeping what you need) to start a new one",
+        project.display()
+    )]
+    TrainingExists {
+        /// The project.
+        project: PathBuf,
+        /// What was found.
+        found: String,
+    },
+    /// `--continue` was given but there is nothing to continue.
+    #[error(
+        "`--continue` was given, but project `{}` has no training run to continue; run without `--continue` to start one",
+        project.display()
+    )]
+    NothingToContinue {
+        /// The project.
+        project: PathBuf,
+    },
+    /// An explicit run name whose folder already has content.
+    #[error(
+        "inference run folder `{}` already has results; choose another `--run-name`, or leave it out to get the next `run-N`",
+        dir.display()
+    )]
+    RunExists {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// A run name that is not a plain folder name.
+    #[error("run name `{name}` is not a plain folder name; use letters, digits, `-`, `_` and `.`")]
+    BadRunName {
+        /// The name given.
+        name: String,
+    },
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ProjectError {
+    let path = path.to_owned();
+    move |source| ProjectError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The folders of a project's training run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainingDirs {
+    /// `training/`.
+    pub root: PathBuf,
+    /// `training/artifacts/`: config snapshots, DNA drawings, file lists.
+    pub artifacts: PathBuf,
+    /// `training/callbacks/train/`.
+    pub callbacks_train: PathBuf,
+    /// `training/callbacks/eval/`.
+    pub callbacks_eval: PathBuf,
+    /// `training/summaries/train/`.
+    pub summaries_train: PathBuf,
+    /// `training/summaries/eval/`.
+    pub summaries_eval: PathBuf,
+    /// `checkpoints/`.
+    pub checkpoints: PathBuf,
+    /// `saved_models/`.
+    pub saved_models: PathBuf,
+}
+
+impl TrainingDirs {
+    /// The folders of `project`'s training run (nothing is created).
+    pub fn of(project: &Path) -> TrainingDirs {
+        let root = project.join("training");
+        TrainingDirs {
+            artifacts: root.join("artifacts"),
+            callbacks_train: root.join("callbacks").join("train"),
+            callbacks_eval: root.join("callbacks").join("eval"),
+            summaries_train: root.join("summaries").join("train"),
+            summaries_eval: root.join("summaries").join("eval"),
+            checkpoints: project.join("checkpoints"),
+            saved_models: project.join("saved_models"),
+            root,
+        }
+    }
+
+    /// What shows that a training run exists: files in the run's folders (configs aside).
+    pub fn existing_run(&self) -> Option<String> {
+        let found: Vec<String> = [
+            (&self.checkpoints, "checkpoints/"),
+            (&self.saved_models, "saved_models/"),
+            (&self.artifacts, "training/artifacts/"),
+            (&self.root.join("summaries"), "training/summaries/"),
+            (&self.root.join("callbacks"), "training/callbacks/"),
+        ]
+        .into_iter()
+        .filter_map(|(dir, label)| {
+            let n = count_files(dir);
+            (n > 0).then(|| format!("{n} file{} in {label}", if n == 1 { "" } else { "s" }))
+        })
+        .collect();
+        (!found.is_empty()).then(|| found.join(", "))
+    }
+
+    /// Creates the folders for a new run, or checks there is one to continue. An existing run
+    /// without `resume` is an error that says how to continue or start over.
+    pub fn prepare(project: &Path, resume: bool) -> Result<TrainingDirs, ProjectError> {
+        let dirs = TrainingDirs::of(project);
+        match (dirs.existing_run(), resume) {
+            (Some(found), false) => {
+                return Err(ProjectError::TrainingExists {
+                    project: project.to_owned(),
+                    found,
+                });
+            }
+            (None, true) => {
+                return Err(ProjectError::NothingToContinue {
+                    project: project.to_owned(),
+                });
+            }
+            _ => {}
+        }
+        for d in [
+            &dirs.artifacts,
+            &dirs.callbacks_train,
+            &dirs.callbacks_eval,
+            &dirs.summaries_train,
+            &dirs.summaries_eval,
+            &dirs.checkpoints,
+            &dirs.saved_models,
+        ] {
+            fs::create_dir_all(d).map_err(io("create", d))?;
+        }
+        Ok(dirs)
+    }
+}
+
+/// Files below `dir` (0 when it does not exist).
+fn count_files(dir: &Path) -> usize {
+    let Ok(read) = fs::read_dir(dir) else {
+        return 0;
+    };
+    read.filter_map(Result::ok)
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() { count_files(&p) } else { 1 }
+        })
+        .sum()
+}
+
+/// Whether a run folder has content: any file outside its `configs/`.
+fn has_content(dir: &Path) -> bool {
+    let Ok(read) = fs::read_dir(dir) else {
+        return false;
+    };
+    read.filter_map(Result::ok)
+        .any(|e| e.file_name() != "configs" && (!e.path().is_dir() || count_files(&e.path()) > 0))
+}
+
+/// One inference run's folders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InferenceRun {
+    /// The run's name (`run-3`, or the name given).
+    pub name: String,
+    /// `inference/<name>/`.
+    pub dir: PathBuf,
+    /// `inference/<name>/results/`.
+    pub results: PathBuf,
+    /// `inference/<name>/artifacts/`.
+    pub artifacts: PathBuf,
+}
+
+impl InferenceRun {
+    /// The folder for a new inference run (spec §8): `run_name` when given (an error if its
+    /// folder has content), else the newest `run-N` when it has no content yet, else
+    /// `run-(N+1)`. Creates `results/` and `artifacts/` and points `inference/last_run` at it.
+    pub fn create(project: &Path, run_name: Option<&str>) -> Result<InferenceRun, ProjectError> {
+        let root = project.join(RunType::Infer.dir_name());
+        let name = match run_name {
+            Some(name) => {
+                let plain = !name.is_empty()
+                    && name != "."
+                    && name != ".."
+                    && name != "last_run"
+                    && name
+                        .chars()
+                        .all(|c| c.is_alphanumeric() || "-_.".contains(c));
+                if !plain {
+                    return Err(ProjectError::BadRunName {
+                        name: name.to_owned(),
+                    });
+                }
+                if has_content(&root.join(name)) {
+                    return Err(ProjectError::RunExists {
+                        dir: root.join(name),
+                    });
+                }
+                name.to_owned()
+            }
+            None => {
+                let newest = fs::read_dir(&root)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Result::ok)
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()?
+                            .strip_prefix("run-")?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .max();
+                match newest {
+                    None => "run-1".to_owned(),
+                    Some(n) if !has_content(&root.join(format!("run-{n}"))) => format!("run-{n}"),
+                    Some(n) => format!("run-{}", n + 1),
+                }
+            }
+        };
+        let dir = root.join(&name);
+        let run = InferenceRun {
+            results: dir.join("results"),
+            artifacts: dir.join("artifacts"),
+            dir,
+            name,
+        };
+        for d in [&run.results, &run.artifacts] {
+            fs::create_dir_all(d).map_err(io("create", d))?;
+        }
+        point_last_run(&root, &run.name)?;
+        Ok(run)
+    }
+}
+
+/// Points `<root>/last_run` at `<root>/<name>`, replacing the old link in one rename.
+fn point_last_run(root: &Path, name: &str) -> Result<(), ProjectError> {
+    let link = root.join("last_run");
+    let tmp = root.join(format!(".last_run.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(name, &tmp).map_err(io("link", &tmp))?;
+    #[cfg(not(unix))]
+    fs::write(&tmp, name).map_err(io("write", &tmp))?;
+    fs::rename(&tmp, &link).map_err(io("replace", &link))
+}
+
+/// Writes the fully resolved config of a run to `artifacts/_config_<type>_run.json`, or to
+/// `_config_<type>_run_2.json`, `_3`, ... when earlier runs wrote theirs: never overwriting.
+pub fn write_snapshot(
+    artifacts: &Path,
+    run: RunType,
+    config: &Value,
+) -> Result<PathBuf, ProjectError> {
+    fs::create_dir_all(artifacts).map_err(io("create", artifacts))?;
+    let mut text = serde_json::to_string_pretty(config).expect("JSON values serialize");
+    text.push('\n');
+    for n in 1.. {
+        let name = if n == 1 {
+            format!("_config_{}_run.json", run.short())
+        } else {
+            format!("_config_{}_run_{n}.json", run.short())
+        };
+        let path = artifacts.join(name);
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                f.write_all(text.as_bytes()).map_err(io("write", &path))?;
+                f.sync_all().map_err(io("sync", &path))?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io("create", &path)(e)),
+        }
+    }
+    unreachable!("the loop above returns")
+}
+
+/// The project metadata file's name.
+pub const METADATA_FILE: &str = "nc7_project.json";
+
+/// `nc7_project.json`: the project's name and a record of every run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectMetadata {
+    /// The project's name (its folder's name).
+    pub project_name: String,
+    /// Every run, oldest first.
+    pub runs: Vec<RunRecord>,
+}
+
+/// One run in the project metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `train`, `infer`, `kpi` or `data`.
+    pub run_type: String,
+    /// The run's folder, relative to the project.
+    pub run_dir: String,
+    /// The command line.
+    pub command: Vec<String>,
+    /// Start time, RFC 3339 UTC.
+    pub start: String,
+    /// End time, when it ended.
+    pub end: Option<String>,
+    /// `running`, `finished` or `failed`.
+    pub status: String,
+    /// The machine.
+    pub host: String,
+    /// The user.
+    pub user: String,
+    /// The project's git commit, when it is a git checkout.
+    pub git_commit: Option<String>,
+    /// Whether the checkout had uncommitted changes.
+    pub git_dirty: Option<bool>,
+    /// nc7's version.
+    pub nc7_version: String,
+    /// nc7's enabled cargo features.
+    pub features: Vec<String>,
+}
+
+impl ProjectMetadata {
+    /// Records the start of a run and returns its index, for [`ProjectMetadata::end_run`].
+    pub fn start_run(
+        project: &Path,
+        run: RunType,
+        run_dir: &Path,
+        command: Vec<String>,
+    ) -> Result<usize, ProjectError> {
+        let (commit, dirty) = git_state(project);
+        let record = RunRecord {
+            run_type: run.short().to_owned(),
+            run_dir: run_dir
+                .strip_prefix(project)
+                .unwrap_or(run_dir)
+                .display()
+                .to_string(),
+            command,
+            start: rfc3339(SystemTime::now()),
+            end: None,
+            status: "running".into(),
+            host: host_name(),
+            user: std::env::var("USER")
+                .or_else(|_| std::env::var("USERNAME"))
+                .unwrap_or_else(|_| "unknown".into()),
+            git_commit: commit,
+            git_dirty: dirty,
+            nc7_version: env!("CARGO_PKG_VERSION").into(),
+            features: enabled_features(),
+        };
+        update_metadata(project, |m| {
+            m.runs.push(record);
+            m.runs.len() - 1
+        })
+    }
+
+    /// Records the end of run `index` with `status` (`finished` or `failed`).
+    pub fn end_run(project: &Path, index: usize, status: &str) -> Result<(), ProjectError> {
+        update_metadata(project, |m| {
+            if let Some(r) = m.runs.get_mut(index) {
+                r.end = Some(rfc3339(SystemTime::now()));
+                r.status = status.to_owned();
+            }
+        })
+    }
+
+    /// Reads the metadata file (a fresh record when there is none).
+    pub fn read(project: &Path) -> Result<ProjectMetadata, ProjectError> {
+        let path = project.join(METADATA_FILE);
+        match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| ProjectError::Io {
+                action: "read",
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ProjectMetadata {
+                project_name: project_name(project),
+                runs: Vec::new(),
+            }),
+            Err(e) => Err(io("read", &path)(e)),
+        }
+    }
+}
+
+/// Reads, changes and writes the metadata file under a lock file, so that runs started in
+/// parallel (sharded inference) do not lose each other's records.
+fn update_metadata<T>(
+    project: &Path,
+    change: impl FnOnce(&mut ProjectMetadata) -> T,
+) -> Result<T, ProjectError> {
+    let lock = project.join(format!(".{METADATA_FILE}.lock"));
+    let mut waited = Duration::ZERO;
+    loop {
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(_) => break,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists
+                    && waited < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+                waited += Duration::from_millis(20);
+            }
+            // A lock left by a killed process: take it over after waiting long enough.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => break,
+            Err(e) => return Err(io("lock", &lock)(e)),
+        }
+    }
+    let result = (|| {
+        let mut meta = ProjectMetadata::read(project)?;
+        let out = change(&mut meta);
+        let path = project.join(METADATA_FILE);
+        let tmp = project.join(format!(".{METADATA_FILE}.tmp"));
+        let mut text = serde_json::to_string_pretty(&meta).expect("metadata serializes");
+        text.push('\n');
+        fs::write(&tmp, text).map_err(io("write", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io("replace", &path))?;
+        Ok(out)
+    })();
+    let _ = fs::remove_file(&lock);
+    result
+}
+
+fn project_name(project: &Path) -> String {
+    project
+        .canonicalize()
+        .ok()
+        .as_deref()
+        .unwrap_or(project)
+        .file_name()
+        .map_or_else(|| "project".into(), |n| n.to_string_lossy().into_owned())
+}
+
+fn host_name() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn enabled_features() -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg!(feature = "cuda") {
+        out.push("cuda".to_owned());
+    }
+    out
+}
+
+/// The commit and dirty flag of the git checkout holding `dir`, when there is one.
+fn git_state(dir: &Path) -> (Option<String>, Option<bool>) {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "HEAD"]);
+    let dirty = commit
+        .as_ref()
+        .and_then(|_| git(&["status", "--porcelain"]))
+        .map(|s| !s.is_empty());
+    (commit, dirty)
+}
+
+/// `2026-11-22T08:15:00Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_335_300)),
+            "2026-11-22T08:15:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+}
