@@ -1037,3 +1037,31 @@ fn command_line_subcommands() {
         "{err}"
     );
 }
+
+#[test]
+fn environment_variables_become_overrides() {
+    // Only `cli::main` reads the process environment; every other test passes its own.
+    // SAFETY: no other test in this binary reads or writes these variables.
+    unsafe {
+        std::env::set_var("NC7_TRAINER__BATCH_SIZE", "8");
+        std::env::set_var("NC7_PLUGINS__NET__LAYERS", "[1, 2]");
+    }
+    let env = Overrides::default().with_process_env().env;
+    for want in [
+        ("NC7_PLUGINS__NET__LAYERS", "plugins.net.layers", "[1, 2]"),
+        ("NC7_TRAINER__BATCH_SIZE", "trainer.batch_size", "8"),
+    ] {
+        let want = (want.0.to_owned(), want.1.to_owned(), want.2.to_owned());
+        assert!(env.contains(&want), "{want:?} not in {env:?}");
+    }
+    let dir = project_with(&[]);
+    let c = check(
+        dir.path(),
+        RunType::Train,
+        Overrides::default().with_process_env(),
+    );
+    assert!(c.is_ok(), "{}", c.diagnostics);
+    let v = c.config.to_value();
+    assert_eq!(v["trainer_config"]["batch_size"], json!(8));
+    assert_eq!(v["plugins_config"][0]["layers"], json!([1, 2]));
+}
