@@ -1,16 +1,14 @@
 //! A nucleotide of every kind in a few lines; its signature, info, sample config and
 //! registration.
 
+mod support;
+
 use std::marker::PhantomData;
 
 use burn::backend::NdArray;
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
-use nc7_core::nucleotide::{
-    CallbackContext, CoordinatorCallback, DataFeeder, DataProcessor, DataReader, Dataset,
-    KpiAccumulator, KpiPlugin, ModelLoss, ModelMetric, ModelPlugin, ModelPostProcessor,
-    ModelSummary,
-};
+use nc7_core::nucleotide::{CallbackContext, CoordinatorCallback, ModelLoss, ModelPlugin};
 use nc7_core::registry::Format;
 use nc7_core::{
     BoxError, Build, Generated, Incoming, Kind, Mode, NoKeys, Nucleotide, Registry, RegistryError,
@@ -109,31 +107,14 @@ pub struct LossOut<B: Backend> {
     loss: Tensor<B, 1>,
 }
 
-/// One macro per remaining kind: each is a complete nucleotide of that kind.
-macro_rules! simple {
-    ($name:ident, $kind:ident, $config:ty, $in:ty, $out:ty, { $($body:tt)* }) => {
-        #[nucleotide(kind = $kind)]
-        pub struct $name;
-        impl<B: Backend> Build<B> for $name {
-            type Config = $config;
-            type Input = $in;
-            type Output = $out;
-            fn build(_: &$config, _: &B::Device) -> Result<Self, BoxError> {
-                Ok($name)
-            }
-        }
-        impl<B: Backend> $kind<B> for $name { $($body)* }
-    };
-}
-
-simple!(Mse, ModelLoss, Empty, ScaleOut<B>, LossOut<B>, {
+simple_nucleotide!(Mse, ModelLoss, Empty, ScaleOut<B>, LossOut<B>, {
     fn loss(&self, input: ScaleOut<B>, _: Mode) -> LossOut<B> {
         LossOut {
             loss: input.y.powi_scalar(2).mean(),
         }
     }
 });
-simple!(
+simple_nucleotide!(
     Round,
     ModelPostProcessor,
     Empty,
@@ -145,19 +126,19 @@ simple!(
         }
     }
 );
-simple!(Hist, ModelSummary, Empty, ScaleOut<B>, NoKeys, {
+simple_nucleotide!(Hist, ModelSummary, Empty, ScaleOut<B>, NoKeys, {
     fn summarize(&self, _: ScaleOut<B>, _: Mode) -> NoKeys {
         NoKeys
     }
 });
-simple!(MeanMetric, ModelMetric, Empty, ScaleOut<B>, LossOut<B>, {
+simple_nucleotide!(MeanMetric, ModelMetric, Empty, ScaleOut<B>, LossOut<B>, {
     fn metric(&self, input: ScaleOut<B>, _: Mode) -> LossOut<B> {
         LossOut {
             loss: input.y.mean(),
         }
     }
 });
-simple!(Ones, Dataset, Empty, NoKeys, ScaleOut<B>, {
+simple_nucleotide!(Ones, Dataset, Empty, NoKeys, ScaleOut<B>, {
     fn len(&self) -> usize {
         3
     }
@@ -167,22 +148,22 @@ simple!(Ones, Dataset, Empty, NoKeys, ScaleOut<B>, {
         })
     }
 });
-simple!(Feeder, DataFeeder, Empty, NoKeys, ScaleOut<B>, {
+simple_nucleotide!(Feeder, DataFeeder, Empty, NoKeys, ScaleOut<B>, {
     fn next_sample(&mut self) -> Result<Option<ScaleOut<B>>, BoxError> {
         Ok(None)
     }
 });
-simple!(Reader, DataReader, NeedsPath, NoKeys, NoKeys, {
+simple_nucleotide!(Reader, DataReader, NeedsPath, NoKeys, NoKeys, {
     fn read(&mut self, _: NoKeys) -> Result<NoKeys, BoxError> {
         Ok(NoKeys)
     }
 });
-simple!(Processor, DataProcessor, Empty, NoKeys, NoKeys, {
+simple_nucleotide!(Processor, DataProcessor, Empty, NoKeys, NoKeys, {
     fn process(&mut self, _: NoKeys) -> Result<NoKeys, BoxError> {
         Ok(NoKeys)
     }
 });
-simple!(
+simple_nucleotide!(
     Saver,
     CoordinatorCallback,
     NeedsPath,
@@ -201,12 +182,12 @@ simple!(
         }
     }
 );
-simple!(Kpi, KpiPlugin, Empty, NoKeys, NoKeys, {
+simple_nucleotide!(Kpi, KpiPlugin, Empty, NoKeys, NoKeys, {
     fn evaluate(&mut self, _: NoKeys) -> Result<NoKeys, BoxError> {
         Ok(NoKeys)
     }
 });
-simple!(Acc, KpiAccumulator, Empty, NoKeys, NoKeys, {
+simple_nucleotide!(Acc, KpiAccumulator, Empty, NoKeys, NoKeys, {
     fn accumulate(&mut self, _: NoKeys) -> Result<Option<NoKeys>, BoxError> {
         Ok(None)
     }

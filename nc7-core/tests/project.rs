@@ -1,6 +1,8 @@
 //! Project configs end to end: layout, layering, global scopes, overrides, every error kind at
 //! once, run folders, snapshots, metadata and the command line (spec §4, §5, §8).
 
+mod support;
+
 use std::fs;
 use std::path::Path;
 
@@ -8,16 +10,11 @@ use burn::prelude::Backend;
 use burn::tensor::{Int, Tensor};
 use nc7_core::check::ProjectCheck;
 use nc7_core::config::{Overrides, RunType};
-use nc7_core::nucleotide::{
-    CallbackContext, CoordinatorCallback, DataFeeder, Dataset, KpiPlugin, ModelLoss, ModelMetric,
-    ModelPlugin, ModelPostProcessor,
-};
+use nc7_core::nucleotide::CallbackContext;
 use nc7_core::project::{
     InferenceRun, ProjectError, ProjectMetadata, TrainingDirs, write_snapshot,
 };
-use nc7_core::{
-    BoxError, Build, Code, Generated, Incoming, Mode, NoKeys, Registry, cli, nucleotide,
-};
+use nc7_core::{BoxError, Code, Generated, Incoming, Mode, NoKeys, Registry, cli};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -101,23 +98,7 @@ impl Default for EveryConfig {
     }
 }
 
-macro_rules! fixture {
-    ($name:ident, $kind:ident, $config:ty, $in:ty, $out:ty, { $($body:tt)* }) => {
-        #[nucleotide(kind = $kind)]
-        pub struct $name;
-        impl<B: Backend> Build<B> for $name {
-            type Config = $config;
-            type Input = $in;
-            type Output = $out;
-            fn build(_: &$config, _: &B::Device) -> Result<Self, BoxError> {
-                Ok($name)
-            }
-        }
-        impl<B: Backend> $kind<B> for $name { $($body)* }
-    };
-}
-
-fixture!(Images, Dataset, ImagesConfig, NoKeys, Batch<B>, {
+simple_nucleotide!(Images, Dataset, ImagesConfig, NoKeys, Batch<B>, {
     fn len(&self) -> usize {
         4
     }
@@ -125,38 +106,38 @@ fixture!(Images, Dataset, ImagesConfig, NoKeys, Batch<B>, {
         Err("not read in these tests".into())
     }
 });
-fixture!(Feeder, DataFeeder, Empty, NoKeys, Batch<B>, {
+simple_nucleotide!(Feeder, DataFeeder, Empty, NoKeys, Batch<B>, {
     fn next_sample(&mut self) -> Result<Option<Batch<B>>, BoxError> {
         Ok(None)
     }
 });
-fixture!(Net, ModelPlugin, NetConfig, Batch<B>, Logits<B>, {
+simple_nucleotide!(Net, ModelPlugin, NetConfig, Batch<B>, Logits<B>, {
     fn forward(&self, input: Batch<B>, _: Mode) -> Logits<B> {
         Logits {
             logits: input.images.flatten(1, 3),
         }
     }
 });
-fixture!(CrossEntropy, ModelLoss, Empty, Scored<B>, Loss<B>, {
+simple_nucleotide!(CrossEntropy, ModelLoss, Empty, Scored<B>, Loss<B>, {
     fn loss(&self, input: Scored<B>, _: Mode) -> Loss<B> {
         Loss {
             loss: input.logits.mean(),
         }
     }
 });
-fixture!(Accuracy, ModelMetric, Empty, Scored<B>, Loss<B>, {
+simple_nucleotide!(Accuracy, ModelMetric, Empty, Scored<B>, Loss<B>, {
     fn metric(&self, input: Scored<B>, _: Mode) -> Loss<B> {
         Loss {
             loss: input.logits.mean(),
         }
     }
 });
-fixture!(Argmax, ModelPostProcessor, Empty, Logits<B>, Logits<B>, {
+simple_nucleotide!(Argmax, ModelPostProcessor, Empty, Logits<B>, Logits<B>, {
     fn process(&self, input: Logits<B>, _: Mode) -> Logits<B> {
         input
     }
 });
-fixture!(
+simple_nucleotide!(
     Printer,
     CoordinatorCallback,
     EveryConfig,
@@ -172,7 +153,7 @@ fixture!(
         }
     }
 );
-fixture!(MeanKpi, KpiPlugin, Empty, Loss<B>, NoKeys, {
+simple_nucleotide!(MeanKpi, KpiPlugin, Empty, Loss<B>, NoKeys, {
     fn evaluate(&mut self, _: Loss<B>) -> Result<NoKeys, BoxError> {
         Ok(NoKeys)
     }

@@ -1,0 +1,20 @@
+//! Helpers shared by the integration tests.
+
+/// A complete unit-struct nucleotide of a kind in a few lines: its name, kind, config, key
+/// structs and the body of the kind's trait (which names the backend `B`).
+#[macro_export]
+macro_rules! simple_nucleotide {
+    ($name:ident, $kind:ident, $config:ty, $in:ty, $out:ty, { $($body:tt)* }) => {
+        #[::nc7_core::nucleotide(kind = $kind)]
+        pub struct $name;
+        impl<B: ::burn::prelude::Backend> ::nc7_core::Build<B> for $name {
+            type Config = $config;
+            type Input = $in;
+            type Output = $out;
+            fn build(_: &$config, _: &B::Device) -> Result<Self, ::nc7_core::BoxError> {
+                Ok($name)
+            }
+        }
+        impl<B: ::burn::prelude::Backend> ::nc7_core::nucleotide::$kind<B> for $name { $($body)* }
+    };
+}
