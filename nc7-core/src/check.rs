@@ -157,6 +157,27 @@ impl ProjectCheck {
 
 fn missing_sections(config: &Layered, run: RunType, diags: &mut Diagnostics) {
     let configs = format!("{}/configs", run.dir_name());
+    // Sections that are not nucleotide configs (trainer, model, inferer, ...) are maps.
+    let nucleotide_keys: Vec<&str> = run.nucleotide_sections().iter().map(|s| s.key).collect();
+    for key in run.section_keys() {
+        let Some(section) = config.tree.get(&key) else {
+            continue;
+        };
+        if !nucleotide_keys.contains(&key.as_str())
+            && !section.is_empty()
+            && !matches!(section.node, crate::config::Node::Map(_))
+        {
+            diags.push(
+                Diagnostic::error(
+                    Code::FIELD_TYPE,
+                    "",
+                    format!("`{key}` is `{}`, not a map of settings", section.to_value()),
+                    format!("write `{key}` as a map, such as `{{\"key\": value}}`"),
+                )
+                .with_file(config.sources.file(section.source)),
+            );
+        }
+    }
     for (key, what) in run.mandatory() {
         let section = config.tree.get(key);
         if section.is_none_or(|s| s.is_empty()) {

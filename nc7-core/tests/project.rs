@@ -536,6 +536,7 @@ fn a_broken_project_reports_every_problem_with_its_file() {
             Some(r#"{"name": "printer", "inbound_nodes": ["ce"], "trainable": "yes"}"#),
         ),
         ("config_main.json", Some(r#"{"plugin_config": []}"#)),
+        ("model.json", Some("[1, 2]")),
     ]);
     let c = check(dir.path(), RunType::Train, Overrides::default());
     let f = |name: &str| format!("training/configs/{name}");
@@ -592,6 +593,12 @@ fn a_broken_project_reports_every_problem_with_its_file() {
         Code::UNKNOWN_FIELD,
         Some(&f("config_main.json")),
         "unknown config section `plugin_config`",
+    );
+    has(
+        &c,
+        Code::FIELD_TYPE,
+        Some(&f("model.json")),
+        "`model_config` is `[1,2]`, not a map of settings",
     );
     // The graph is still checked: the loss lacks `labels` from the dataset.
     has(
