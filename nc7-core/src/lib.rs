@@ -20,6 +20,7 @@ pub mod nucleotide;
 pub mod project;
 pub mod registry;
 pub mod suggest;
+pub mod tracking;
 
 #[doc(hidden)]
 #[path = "private.rs"]

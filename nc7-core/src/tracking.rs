@@ -1,0 +1,5 @@
+//! What runs leave for other tools to read, in those tools' own formats: TensorBoard event files.
+
+pub mod tensorboard;
+
+pub use tensorboard::EventWriter;
