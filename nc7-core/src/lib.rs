@@ -8,6 +8,7 @@ pub mod check;
 pub mod cli;
 pub mod common;
 pub mod config;
+pub mod coordinator;
 pub mod diagnostic;
 pub mod dna;
 pub mod gene;

@@ -1,0 +1,392 @@
+//! Checkpoints that survive crashes: each is a folder `ckpt-<global step>` of files and a
+//! manifest with their sha256, written under a temporary name, fsynced and renamed; old ones
+//! are removed only after the new one is complete; loading verifies every file.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The manifest's file name inside a checkpoint folder.
+pub const MANIFEST: &str = "manifest.json";
+const PREFIX: &str = "ckpt-";
+
+/// Why a checkpoint cannot be written or used.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file system operation failed.
+    #[error("cannot {action} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A checkpoint does not match its manifest.
+    #[error("checkpoint `{}` is corrupt: {problem}; {}", path.display(), match previous {
+        Some(p) => format!("the previous checkpoint `{}` verifies: resume from it with `--checkpoint {}`, or remove the corrupt one", p.display(), p.display()),
+        None => "no earlier checkpoint verifies; remove it to start over".to_owned(),
+    })]
+    Corrupt {
+        /// The checkpoint folder.
+        path: PathBuf,
+        /// What does not match.
+        problem: String,
+        /// The newest earlier checkpoint that verifies, when there is one.
+        previous: Option<PathBuf>,
+    },
+    /// A file name that would leave the checkpoint folder.
+    #[error("checkpoint file name `{0}` is not a plain file name")]
+    BadName(String),
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
+    let path = path.to_owned();
+    move |source| CheckpointError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// What a manifest says of one checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Manifest {
+    global_step: u64,
+    epoch: u64,
+    nc7_version: String,
+    /// File name → (sha256 hex, size in bytes).
+    files: BTreeMap<String, FileEntry>,
+    /// Everything else a resume needs that is not a file (RNG state, data order position, ...).
+    state: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FileEntry {
+    sha256: String,
+    bytes: u64,
+}
+
+/// A verified checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// The training steps done.
+    pub global_step: u64,
+    /// The epoch it was written in.
+    pub epoch: u64,
+    /// The state saved beside the files.
+    pub state: Value,
+    /// Its file names.
+    pub files: Vec<String>,
+}
+
+impl Checkpoint {
+    /// The path of one of its files.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// The checkpoints of a run, in one folder, keeping the newest `keep`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoints {
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl Checkpoints {
+    /// Checkpoints in `dir`, keeping the newest `keep` (at least one).
+    pub fn new(dir: impl Into<PathBuf>, keep: usize) -> Checkpoints {
+        Checkpoints {
+            dir: dir.into(),
+            keep: keep.max(1),
+        }
+    }
+
+    /// Writes a checkpoint of `files` (name, bytes) and `state` after `global_step` steps.
+    /// It appears under its final name only once complete and synced to disk; then the oldest
+    /// beyond `keep` are removed. A checkpoint of the same step is replaced.
+    pub fn save(
+        &self,
+        global_step: u64,
+        epoch: u64,
+        files: &[(&str, &[u8])],
+        state: &Value,
+    ) -> Result<Checkpoint, CheckpointError> {
+        fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
+        let name = format!("{PREFIX}{global_step}");
+        let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
+        }
+        fs::create_dir(&tmp).map_err(io("create", &tmp))?;
+        let mut entries = BTreeMap::new();
+        for (file, bytes) in files {
+            if !is_plain(file) || *file == MANIFEST {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(CheckpointError::BadName((*file).to_owned()));
+            }
+            write_synced(&tmp.join(file), bytes)?;
+            entries.insert(
+                (*file).to_owned(),
+                FileEntry {
+                    sha256: hex(&Sha256::digest(bytes)),
+                    bytes: bytes.len() as u64,
+                },
+            );
+        }
+        let manifest = Manifest {
+            global_step,
+            epoch,
+            nc7_version: env!("CARGO_PKG_VERSION").into(),
+            files: entries,
+            state: state.clone(),
+        };
+        let text = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
+        write_synced(&tmp.join(MANIFEST), &text)?;
+        sync_dir(&tmp)?;
+        let target = self.dir.join(&name);
+        if target.exists() {
+            let old = self.dir.join(format!(".{name}.old-{}", std::process::id()));
+            fs::rename(&target, &old).map_err(io("move aside", &target))?;
+            fs::rename(&tmp, &target).map_err(io("rename", &tmp))?;
+            fs::remove_dir_all(&old).map_err(io("remove", &old))?;
+        } else {
+            fs::rename(&tmp, &target).map_err(io("rename", &tmp))?;
+        }
+        sync_dir(&self.dir)?;
+        self.prune()?;
+        Ok(Checkpoint {
+            dir: target,
+            global_step,
+            epoch,
+            state: manifest.state,
+            files: manifest.files.into_keys().collect(),
+        })
+    }
+
+    /// Complete checkpoint folders, oldest first, with their global steps.
+    pub fn list(&self) -> Vec<(u64, PathBuf)> {
+        let mut out: Vec<(u64, PathBuf)> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let step = e.file_name().to_str()?.strip_prefix(PREFIX)?.parse().ok()?;
+                Some((step, e.path()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Reads and verifies one checkpoint folder.
+    pub fn load(&self, dir: &Path) -> Result<Checkpoint, CheckpointError> {
+        verify(dir).map_err(|problem| CheckpointError::Corrupt {
+            path: dir.to_owned(),
+            problem,
+            previous: self.previous_valid(dir),
+        })
+    }
+
+    /// The newest checkpoint, verified; `None` when there is none. A corrupt newest one is an
+    /// error that names the newest earlier one that verifies.
+    pub fn newest(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        match self.list().pop() {
+            None => Ok(None),
+            Some((_, dir)) => self.load(&dir).map(Some),
+        }
+    }
+
+    fn previous_valid(&self, dir: &Path) -> Option<PathBuf> {
+        self.list()
+            .into_iter()
+            .rev()
+            .map(|(_, p)| p)
+            .skip_while(|p| p != dir)
+            .skip(1)
+            .find(|p| verify(p).is_ok())
+    }
+
+    fn prune(&self) -> Result<(), CheckpointError> {
+        let all = self.list();
+        let excess = all.len().saturating_sub(self.keep);
+        for (_, dir) in all.into_iter().take(excess) {
+            fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+        }
+        Ok(())
+    }
+}
+
+fn verify(dir: &Path) -> Result<Checkpoint, String> {
+    let text =
+        fs::read(dir.join(MANIFEST)).map_err(|e| format!("cannot read its {MANIFEST}: {e}"))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| format!("its {MANIFEST} is invalid: {e}"))?;
+    for (name, entry) in &manifest.files {
+        if !is_plain(name) {
+            return Err(format!(
+                "its {MANIFEST} names `{name}`, which is not a plain file name"
+            ));
+        }
+        let (sha, bytes) =
+            hash_file(&dir.join(name)).map_err(|e| format!("cannot read `{name}`: {e}"))?;
+        if bytes != entry.bytes || sha != entry.sha256 {
+            return Err(format!(
+                "`{name}` has {bytes} bytes with sha256 {sha}, the manifest says {} bytes with sha256 {}",
+                entry.bytes, entry.sha256
+            ));
+        }
+    }
+    Ok(Checkpoint {
+        dir: dir.to_owned(),
+        global_step: manifest.global_step,
+        epoch: manifest.epoch,
+        state: manifest.state,
+        files: manifest.files.into_keys().collect(),
+    })
+}
+
+fn is_plain(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hex(&hasher.finalize()), total))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let mut f = File::create(path).map_err(io("create", path))?;
+    f.write_all(bytes).map_err(io("write", path))?;
+    f.sync_all().map_err(io("sync", path))
+}
+
+/// Makes a folder's entries (new names, renames) durable; a no-op where folders cannot be
+/// opened as files.
+fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync", dir))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn save_load_rotate_and_refuse_corruption() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpts = Checkpoints::new(tmp.path().join("checkpoints"), 2);
+        assert_eq!(ckpts.newest().unwrap(), None);
+        for step in [10u64, 20, 30] {
+            let weights = vec![step as u8; 1000];
+            let c = ckpts
+                .save(
+                    step,
+                    step / 10,
+                    &[("model.bin", &weights), ("optim.bin", b"o")],
+                    &json!({"rng": step}),
+                )
+                .unwrap();
+            assert_eq!(c.files, ["model.bin", "optim.bin"]);
+        }
+        // Only the newest two are kept; no temporary folder is left.
+        let names: Vec<String> = fs::read_dir(tmp.path().join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(names, ["ckpt-20", "ckpt-30"]);
+        let newest = ckpts.newest().unwrap().unwrap();
+        assert_eq!(
+            (newest.global_step, newest.epoch, newest.state.clone()),
+            (30, 3, json!({"rng": 30}))
+        );
+        assert_eq!(
+            fs::read(newest.file("model.bin")).unwrap(),
+            vec![30u8; 1000]
+        );
+
+        // Saving the same step again replaces it.
+        ckpts
+            .save(30, 3, &[("model.bin", b"new")], &json!({}))
+            .unwrap();
+        assert_eq!(
+            fs::read(ckpts.newest().unwrap().unwrap().file("model.bin")).unwrap(),
+            b"new"
+        );
+
+        // One flipped byte: refused, and the previous checkpoint is offered.
+        let path = tmp.path().join("checkpoints/ckpt-30/model.bin");
+        fs::write(&path, b"nex").unwrap();
+        let err = ckpts.newest().unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("ckpt-30` is corrupt: `model.bin` has 3 bytes with sha256"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the previous checkpoint `") && text.contains("ckpt-20` verifies"),
+            "{text}"
+        );
+        // A missing manifest is corrupt too.
+        fs::remove_file(tmp.path().join("checkpoints/ckpt-20").join(MANIFEST)).unwrap();
+        let err = ckpts
+            .load(&tmp.path().join("checkpoints/ckpt-20"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot read its manifest.json"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("no earlier checkpoint verifies"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_names_stay_inside_the_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpts = Checkpoints::new(tmp.path(), 1);
+        for bad in ["../x", "a/b", "", MANIFEST] {
+            assert!(
+                matches!(
+                    ckpts.save(1, 1, &[(bad, b"x")], &json!({})),
+                    Err(CheckpointError::BadName(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(ckpts.list().is_empty());
+    }
+}
