@@ -458,7 +458,8 @@ fn project_name(project: &Path) -> String {
         .map_or_else(|| "project".into(), |n| n.to_string_lossy().into_owned())
 }
 
-fn host_name() -> String {
+/// This machine's name, for records and file names.
+pub(crate) fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .ok()

@@ -28,9 +28,7 @@ impl EventWriter {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".into());
+        let host = crate::project::host_name();
         let path = dir.join(format!(
             "events.out.tfevents.{}.{host}.{}.nc7",
             now.as_secs(),
