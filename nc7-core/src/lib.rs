@@ -9,6 +9,7 @@ pub mod cli;
 pub mod common;
 pub mod config;
 pub mod coordinator;
+pub mod data;
 pub mod diagnostic;
 pub mod dna;
 pub mod gene;
