@@ -327,9 +327,13 @@ pub fn read_configs_dir(
         files.push((stem.to_owned(), path));
     }
 
+    let files = by_stem(files);
     let mut layers = Vec::new();
     for single in &singles {
-        let Some(path) = one_format(&files, single, diags, &shown) else {
+        let Some((_, paths)) = files.iter().find(|(stem, _)| stem == single) else {
+            continue;
+        };
+        let Some(path) = one_format(paths, diags, &shown) else {
             continue;
         };
         let file = shown(&path);
@@ -367,7 +371,7 @@ fn read_gene_folder(
     shown: &dyn Fn(&Path) -> String,
 ) -> Option<Tagged> {
     let mut items = Vec::new();
-    let mut stems: Vec<(String, PathBuf)> = Vec::new();
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
     for (name, path, is_dir) in entries(dir, diags, shown) {
         let (stem, ext) = split_name(&name);
         if is_dir || !matches!(ext, "json" | "toml") {
@@ -382,13 +386,10 @@ fn read_gene_folder(
             );
             continue;
         }
-        if stems.iter().any(|(s, _)| s == stem) {
-            continue;
-        }
-        stems.push((stem.to_owned(), path));
+        files.push((stem.to_owned(), path));
     }
-    for (stem, _) in &stems {
-        let Some(path) = one_format(&stems, stem, diags, shown) else {
+    for (_, paths) in by_stem(files) {
+        let Some(path) = one_format(&paths, diags, shown) else {
             continue;
         };
         let file = shown(&path);
@@ -429,41 +430,43 @@ fn read_gene_folder(
     Some(layer)
 }
 
-/// The one file for `stem`, or an error when it is there in both formats.
+/// Files grouped by stem, in the order their stems first appear.
+fn by_stem(files: Vec<(String, PathBuf)>) -> Vec<(String, Vec<PathBuf>)> {
+    let mut out: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    for (stem, path) in files {
+        match out.iter_mut().find(|(s, _)| *s == stem) {
+            Some((_, paths)) => paths.push(path),
+            None => out.push((stem, vec![path])),
+        }
+    }
+    out
+}
+
+/// The one file of a stem, or an error when it is there in both formats.
 fn one_format(
-    files: &[(String, PathBuf)],
-    stem: &str,
+    paths: &[PathBuf],
     diags: &mut Diagnostics,
     shown: &dyn Fn(&Path) -> String,
 ) -> Option<PathBuf> {
-    let dir_files: Vec<&PathBuf> = files
-        .iter()
-        .filter(|(s, _)| s == stem)
-        .map(|(_, p)| p)
-        .collect();
-    let base = dir_files.first()?;
-    let json = base.with_extension("json");
-    let toml = base.with_extension("toml");
-    match (json.is_file(), toml.is_file()) {
-        (true, true) => {
+    match paths {
+        [one] => Some(one.clone()),
+        [json, toml, ..] => {
             diags.push(
                 Diagnostic::error(
                     Code::LAYOUT,
                     "",
                     format!(
                         "`{}` and `{}` are the same config in two formats",
-                        shown(&json),
-                        shown(&toml)
+                        shown(json),
+                        shown(toml)
                     ),
                     "keep one of the two files".into(),
                 )
-                .with_file(Some(&shown(&json))),
+                .with_file(Some(&shown(json))),
             );
             None
         }
-        (true, false) => Some(json),
-        (false, true) => Some(toml),
-        (false, false) => None,
+        [] => None,
     }
 }
 
