@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use crate::config::{
-    Layered, NucleotideEntry, NucleotideSection, Overrides, RunType, complete_nucleotides, layer,
+    Layered, MODEL_SECTIONS, NucleotideEntry, Overrides, RunType, complete_nucleotides, layer,
 };
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::dna::NodeSpec;
@@ -46,11 +46,8 @@ impl ProjectCheck {
         let mut config = layer(project, run, overrides, registry, &mut diags);
         let sections = run.nucleotide_sections();
         let mut nucleotides = complete_nucleotides(&mut config, &sections, registry, &mut diags);
-        if !diags
-            .0
-            .iter()
-            .any(|d| d.code == Code::MISSING_CONFIG && d.key.is_none() && d.file.is_none())
-        {
+        // Without the run's configs directory that one error says it all.
+        if run.configs_dir(project).is_dir() {
             missing_sections(&config, run, &mut diags);
         }
         if run == RunType::Infer && RunType::Train.configs_dir(project).is_dir() {
@@ -62,13 +59,11 @@ impl ProjectCheck {
                 registry,
                 &mut diags,
             );
-            let model: Vec<NucleotideSection> = RunType::Train
-                .nucleotide_sections()
-                .into_iter()
-                .filter(|s| s.kinds.iter().all(|k| MODEL_GENES.contains(k)))
-                .collect();
             nucleotides.extend(complete_nucleotides(
-                &mut train, &model, registry, &mut diags,
+                &mut train,
+                &MODEL_SECTIONS,
+                registry,
+                &mut diags,
             ));
         }
         let handlers = build_handlers(run, &nucleotides, &mut diags);
@@ -249,7 +244,7 @@ fn build_handlers(
     };
     // A missing or broken dataset is reported already; a stand-in that generates anything
     // keeps it from also failing every key check downstream.
-    let data = |slot: Option<&str>, section: &str| -> Option<NodeSpec> {
+    let data = |slot: Option<&str>, section: &str| -> NodeSpec {
         let e = entries
             .iter()
             .find(|e| e.section == section && e.slot.as_deref() == slot);
@@ -257,15 +252,8 @@ fn build_handlers(
         let signature = e
             .and_then(|e| e.registration)
             .map_or_else(unknown_signature, |r| (r.signature)());
-        Some(NodeSpec::new(DATASET_NODE, kind, signature))
+        NodeSpec::new(DATASET_NODE, kind, signature)
     };
-    let model_sections = [
-        "plugins_config",
-        "postprocessors_config",
-        "losses_config",
-        "metrics_config",
-        "summaries_config",
-    ];
     let mut handlers = Vec::new();
     let mut build = |name: &str,
                      genes: &[Kind],
@@ -288,10 +276,10 @@ fn build_handlers(
             }
         }
     };
-    let model = of(&model_sections);
+    let model = of(&MODEL_SECTIONS.map(|s| s.key));
     let model_inputs: Vec<NodeSpec> = model.iter().map(as_input).collect();
-    let with_data = |data: &Option<NodeSpec>, more: &[NodeSpec]| -> Vec<NodeSpec> {
-        data.iter().cloned().chain(more.iter().cloned()).collect()
+    let with_data = |data: &NodeSpec, more: &[NodeSpec]| -> Vec<NodeSpec> {
+        std::iter::once(data).chain(more).cloned().collect()
     };
     match run {
         RunType::Train => {
@@ -304,7 +292,7 @@ fn build_handlers(
                 model.clone(),
                 diags,
             );
-            if eval.as_ref().map(|e| &e.signature) != train.as_ref().map(|t| &t.signature) {
+            if eval.signature != train.signature {
                 build(
                     "model_eval",
                     MODEL_GENES,

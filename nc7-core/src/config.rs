@@ -10,8 +10,8 @@ mod tree;
 
 pub use global::{Scope, defaults_for};
 pub use layout::{
-    GLOBAL_FILE, MAIN_FILE, NucleotideSection, RunType, SectionShape, is_ignored, read_configs_dir,
-    read_file, section_key,
+    GLOBAL_FILE, MAIN_FILE, MODEL_SECTIONS, NucleotideSection, RunType, SectionShape, is_ignored,
+    read_configs_dir, read_file, section_key,
 };
 pub use nucleotides::{NucleotideEntry, complete_nucleotides};
 pub use resolve::{Layered, Overrides, apply_override, layer, parse_value};

@@ -57,7 +57,8 @@ const fn section(
 
 use SectionShape::{List, Named, One};
 
-const MODEL_SECTIONS: [NucleotideSection; 5] = [
+/// The sections of the model's nucleotides, in the order of the model's genes.
+pub const MODEL_SECTIONS: [NucleotideSection; 5] = [
     section("plugins_config", &[Kind::ModelPlugin], List),
     section("postprocessors_config", &[Kind::ModelPostProcessor], List),
     section("losses_config", &[Kind::ModelLoss], List),
