@@ -66,16 +66,18 @@ pub fn complete_nucleotides(
             continue;
         };
         let file = layered.sources.file(value.source).map(str::to_owned);
-        let mut configs: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+        // Each config: its slot (named sections) and its index in the section (none when the
+        // section is the config itself).
+        let mut configs: Vec<(Option<String>, Option<usize>)> = Vec::new();
         match (&value.node, section.shape) {
             (Node::List(items), SectionShape::List) => {
-                configs.extend((0..items.len()).map(|i| (None, vec![i])));
+                configs.extend((0..items.len()).map(|i| (None, Some(i))));
             }
-            (Node::Map(_), SectionShape::One) => configs.push((None, vec![])),
+            (Node::Map(_), SectionShape::One) => configs.push((None, None)),
             (Node::Map(named), SectionShape::Named(names)) => {
                 for (i, (slot, _)) in named.iter().enumerate() {
                     if names.contains(&slot.as_str()) {
-                        configs.push((Some(slot.clone()), vec![i]));
+                        configs.push((Some(slot.clone()), Some(i)));
                     } else {
                         diags.push(
                             Diagnostic::error(
@@ -115,9 +117,9 @@ pub fn complete_nucleotides(
             let Some(section_value) = layered.tree.get_mut(section.key) else {
                 continue;
             };
-            let target = match at.first() {
+            let target = match at {
                 None => section_value,
-                Some(&i) => match &mut section_value.node {
+                Some(i) => match &mut section_value.node {
                     Node::List(items) => &mut items[i],
                     Node::Map(named) => &mut named[i].1,
                     Node::Leaf(_) => continue,
