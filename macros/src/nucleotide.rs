@@ -191,21 +191,22 @@ pub fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         }
         None => quote!(#ident),
     };
-    // The checked type is spelt with the `kind` token's span, so that a missing kind trait
-    // is reported on the attribute's `kind = …`.
+    // The family names the type on any backend. Its impl is spelt with the `kind` token's span,
+    // so that a type missing its kind's trait is reported on the attribute's `kind = …`.
+    let family_param = match &backend {
+        Some(b) => quote!(#b),
+        None => quote!(B),
+    };
     let kind_spanned = Ident::new(&ident.to_string(), kind.span());
-    let (check_b, checked_ty) = match &backend {
-        Some(b) => (quote!(#b), quote!(#kind_spanned #ty_generics)),
-        None => (quote!(B), quote!(#kind_spanned)),
+    let family_ty = match &backend {
+        Some(_) => quote!(#kind_spanned #ty_generics),
+        None => quote!(#kind_spanned),
     };
-    let check_generics = match &backend {
-        Some(_) => quote!(#impl_generics),
-        None => quote!(<B: #p::Backend>),
-    };
-    let kind_check = quote_spanned! {kind.span()=>
-        #[allow(dead_code)]
-        fn __nc7_implements_its_kind #check_generics () #where_clause {
-            #p::require::#kind::<#check_b, #checked_ty>();
+    let family = quote_spanned! {kind.span()=>
+        #[doc(hidden)]
+        struct __Nc7Family;
+        impl #p::family::#kind for __Nc7Family {
+            type On<#family_param: #p::Backend> = #family_ty;
         }
     };
 
@@ -221,7 +222,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         }
 
         const _: () = {
-            #kind_check
+            #family
 
             #p::inventory::submit! {
                 #p::Registration {
@@ -232,6 +233,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     signature: #p::signature::<#p::DefaultBackend, #concrete>,
                     config_schema: #p::config_schema::<#p::DefaultBackend, #concrete>,
                     check_config: #p::check_config::<#p::DefaultBackend, #concrete>,
+                    runtime: &#p::rt::#kind::<__Nc7Family>(::core::marker::PhantomData),
                 }
             }
         };

@@ -4,6 +4,7 @@
 
 extern crate self as nc7_core;
 
+pub mod backend;
 pub mod check;
 pub mod cli;
 pub mod common;
@@ -20,7 +21,9 @@ pub mod mapping;
 pub mod nest;
 pub mod nucleotide;
 pub mod project;
+pub mod optim;
 pub mod registry;
+pub mod runtime;
 pub mod suggest;
 pub mod tracking;
 

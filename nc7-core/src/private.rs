@@ -18,36 +18,7 @@ pub use inventory;
 pub use crate::gene::Kind;
 pub use crate::nucleotide::{Nucleotide, signature};
 pub use crate::registry::{Registration, check_config, config_schema};
+pub use crate::runtime::{family, rt};
 
 /// The backend registration instantiates generic nucleotides on: the embedded default.
 pub type DefaultBackend = burn::backend::NdArray;
-
-/// One function per kind: calling it proves a type implements that kind's trait, and the
-/// compiler's error on a missing implementation lands on the attribute's `kind`.
-#[allow(non_snake_case)]
-pub mod require {
-    use burn::prelude::Backend;
-
-    use crate::nucleotide as k;
-
-    macro_rules! require {
-        ($($kind:ident),*) => {$(
-            /// Compiles only when `T` implements the kind's trait.
-            pub fn $kind<B: Backend, T: k::$kind<B>>() {}
-        )*};
-    }
-    require!(
-        ModelPlugin,
-        ModelLoss,
-        ModelPostProcessor,
-        ModelSummary,
-        ModelMetric,
-        Dataset,
-        DataFeeder,
-        DataReader,
-        DataProcessor,
-        CoordinatorCallback,
-        KpiPlugin,
-        KpiAccumulator
-    );
-}

@@ -30,6 +30,14 @@ pub struct Registration {
     /// Reads a config (its own fields, defaults filled) into the type's config struct and
     /// says where it does not fit.
     pub check_config: fn(&serde_json::Value) -> Result<(), ConfigTypeError>,
+    /// Builds the type on a backend chosen at run time.
+    pub runtime: &'static dyn crate::runtime::Erased,
+}
+
+impl std::fmt::Debug for dyn crate::runtime::Erased {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Erased")
+    }
 }
 
 inventory::collect!(Registration);

@@ -5,7 +5,7 @@ use burn::backend::NdArray;
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
 use nc7_core::glue::At;
-use nc7_core::nucleotide::ModelPlugin;
+use nc7_core::nucleotide::ModelLoss;
 use nc7_core::{BoxError, Build, Generated, Incoming, Keys, Mode, nucleotide};
 
 struct Option;
@@ -32,7 +32,8 @@ struct Out<B: Backend> {
 }
 
 /// A nucleotide declared under the shadowed prelude.
-#[nucleotide(kind = ModelPlugin)]
+// A loss, not a plugin: plugins derive burn's `Module`, whose derive is not hygienic itself.
+#[nucleotide(kind = ModelLoss)]
 struct Shadowed;
 
 #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
@@ -47,8 +48,8 @@ impl<B: Backend> Build<B> for Shadowed {
     }
 }
 
-impl<B: Backend> ModelPlugin<B> for Shadowed {
-    fn forward(&self, input: In<B>, _: Mode) -> Out<B> {
+impl<B: Backend> ModelLoss<B> for Shadowed {
+    fn loss(&self, input: In<B>, _: Mode) -> Out<B> {
         Out {
             y: input.x,
             all: std::vec::Vec::new(),

@@ -22,6 +22,7 @@ type B = NdArray;
 ///
 /// A second paragraph of docs.
 #[nucleotide(kind = ModelPlugin)]
+#[derive(burn::module::Module, Debug)]
 pub struct Scale<B: Backend> {
     factor: f64,
     _backend: PhantomData<B>,

@@ -6,6 +6,7 @@
 macro_rules! simple_nucleotide {
     ($name:ident, $kind:ident, $config:ty, $in:ty, $out:ty, { $($body:tt)* }) => {
         #[::nc7_core::nucleotide(kind = $kind)]
+        #[derive(::burn::module::Module, Clone, Debug)]
         pub struct $name;
         impl<B: ::burn::prelude::Backend> ::nc7_core::Build<B> for $name {
             type Config = $config;

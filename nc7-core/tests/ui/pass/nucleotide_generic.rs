@@ -7,6 +7,7 @@ use nc7_core::{BoxError, Build, Generated, Incoming, Mode, Nucleotide, nucleotid
 
 /// Doubles its input.
 #[nucleotide(kind = ModelPlugin, name = "Twice")]
+#[derive(burn::module::Module, Debug)]
 pub struct Double<B: Backend> {
     _b: PhantomData<B>,
 }

@@ -1,0 +1,200 @@
+//! The backends nc7 runs on, the `--device` a user names, and moving keyed values between a
+//! training backend (with autodiff) and its inner backend without copying tensors.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::prelude::Backend;
+use burn::tensor::TensorPrimitive;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::nest::{AnyTensor, Nest};
+
+/// The embedded default backend: burn's NdArray, pure Rust, on the CPU.
+pub type Cpu = burn::backend::NdArray;
+/// Training on the CPU: the default backend with autodiff.
+pub type CpuTrain = burn::backend::Autodiff<Cpu>;
+/// burn's CUDA backend (cargo feature `cuda`); the driver is loaded at run time.
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda;
+/// Training on CUDA.
+#[cfg(feature = "cuda")]
+pub type CudaTrain = burn::backend::Autodiff<Cuda>;
+
+/// Runs `$body` with the type alias `$b` set to the backend whose `TypeId` is `$id`, among
+/// the backends without autodiff; `None` for any other backend.
+macro_rules! on_inner_backend {
+    ($id:expr, $b:ident => $body:expr) => {{
+        let id: ::std::any::TypeId = $id;
+        if id == ::std::any::TypeId::of::<$crate::backend::Cpu>() {
+            type $b = $crate::backend::Cpu;
+            Some($body)
+        } else {
+            #[cfg(feature = "cuda")]
+            {
+                if id == ::std::any::TypeId::of::<$crate::backend::Cuda>() {
+                    type $b = $crate::backend::Cuda;
+                    Some($body)
+                } else {
+                    None
+                }
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                None
+            }
+        }
+    }};
+}
+
+/// Like `on_inner_backend!`, among the training (autodiff) backends.
+macro_rules! on_train_backend {
+    ($id:expr, $b:ident => $body:expr) => {{
+        let id: ::std::any::TypeId = $id;
+        if id == ::std::any::TypeId::of::<$crate::backend::CpuTrain>() {
+            type $b = $crate::backend::CpuTrain;
+            Some($body)
+        } else {
+            #[cfg(feature = "cuda")]
+            {
+                if id == ::std::any::TypeId::of::<$crate::backend::CudaTrain>() {
+                    type $b = $crate::backend::CudaTrain;
+                    Some($body)
+                } else {
+                    None
+                }
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                None
+            }
+        }
+    }};
+}
+
+pub(crate) use {on_inner_backend, on_train_backend};
+
+/// Where a run computes, as `--device` and the trainer config's `device` write it: `cpu`,
+/// `cuda` or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The CPU (NdArray).
+    #[default]
+    Cpu,
+    /// The CUDA GPU with this index.
+    Cuda(usize),
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(0) => f.write_str("cuda"),
+            DeviceChoice::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// A device name that is not `cpu`, `cuda` or `cuda:N`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown device `{0}`; write `cpu`, `cuda` or `cuda:N` (N the GPU's index)")]
+pub struct BadDevice(pub String);
+
+impl FromStr for DeviceChoice {
+    type Err = BadDevice;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
+            _ => t
+                .strip_prefix("cuda:")
+                .and_then(|i| i.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| BadDevice(s.to_owned())),
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// Whether this build can run on the device (CUDA needs the `cuda` feature).
+    pub fn available(self) -> Result<(), String> {
+        match self {
+            DeviceChoice::Cpu => Ok(()),
+            DeviceChoice::Cuda(_) if cfg!(feature = "cuda") => Ok(()),
+            DeviceChoice::Cuda(_) => Err(format!(
+                "device `{self}` needs a build with CUDA: build with `--features cuda` (`cargo xtask train --device cuda` does)"
+            )),
+        }
+    }
+}
+
+/// Takes a tensor off the autodiff graph onto the inner backend; the data is not copied.
+pub fn tensor_to_inner<B: AutodiffBackend>(t: AnyTensor<B>) -> AnyTensor<B::InnerBackend> {
+    match t {
+        AnyTensor::Float(TensorPrimitive::Float(p)) => {
+            AnyTensor::Float(TensorPrimitive::Float(B::inner(p)))
+        }
+        AnyTensor::Float(TensorPrimitive::QFloat(q)) => {
+            AnyTensor::Float(TensorPrimitive::QFloat(B::q_inner(q)))
+        }
+        AnyTensor::Int(p) => AnyTensor::Int(B::int_inner(p)),
+        AnyTensor::Bool(p) => AnyTensor::Bool(B::bool_inner(p)),
+    }
+}
+
+/// Puts an inner-backend tensor on the autodiff backend (not tracked); the data is not copied.
+pub fn tensor_from_inner<B: AutodiffBackend>(t: AnyTensor<B::InnerBackend>) -> AnyTensor<B> {
+    match t {
+        AnyTensor::Float(TensorPrimitive::Float(p)) => {
+            AnyTensor::Float(TensorPrimitive::Float(B::from_inner(p)))
+        }
+        AnyTensor::Float(TensorPrimitive::QFloat(q)) => {
+            AnyTensor::Float(TensorPrimitive::QFloat(B::q_from_inner(q)))
+        }
+        AnyTensor::Int(p) => AnyTensor::Int(B::int_from_inner(p)),
+        AnyTensor::Bool(p) => AnyTensor::Bool(B::bool_from_inner(p)),
+    }
+}
+
+/// Maps every tensor of a nest onto another backend, keeping its structure and other leaves.
+pub fn map_nest<A: Backend, B: Backend>(
+    nest: Nest<A>,
+    f: &mut impl FnMut(AnyTensor<A>) -> AnyTensor<B>,
+) -> Nest<B> {
+    match nest {
+        Nest::Map(m) => Nest::Map(m.into_iter().map(|(k, v)| (k, map_nest(v, f))).collect()),
+        Nest::List(l) => Nest::List(l.into_iter().map(|v| map_nest(v, f)).collect()),
+        Nest::Tensor(t) => Nest::Tensor(f(t)),
+        Nest::Float(x) => Nest::Float(x),
+        Nest::Int(x) => Nest::Int(x),
+        Nest::Bool(x) => Nest::Bool(x),
+        Nest::Str(x) => Nest::Str(x),
+    }
+}
+
+/// A nest off the autodiff graph, on the inner backend.
+pub fn nest_to_inner<B: AutodiffBackend>(nest: Nest<B>) -> Nest<B::InnerBackend> {
+    map_nest(nest, &mut tensor_to_inner::<B>)
+}
+
+/// A nest of the inner backend on the autodiff backend.
+pub fn nest_from_inner<B: AutodiffBackend>(nest: Nest<B::InnerBackend>) -> Nest<B> {
+    map_nest(nest, &mut tensor_from_inner::<B>)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names() {
+        assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
+        assert_eq!("CUDA".parse(), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(DeviceChoice::Cuda(3)));
+        assert_eq!(DeviceChoice::Cuda(3).to_string(), "cuda:3");
+        let err = "tpu".parse::<DeviceChoice>().unwrap_err();
+        assert!(err.to_string().contains("`cpu`, `cuda` or `cuda:N`"));
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+    }
+}

@@ -1,0 +1,843 @@
+//! Nucleotides built at run time, on a backend chosen at run time, from their registration.
+//!
+//! `#[nucleotide]` implements, for each type, a *family* trait of its kind: a generic
+//! associated type `On<B>` naming the type on any backend. The registration keeps a small
+//! object ([`Erased`]) that builds the type on one of the backends nc7 runs on (picked by
+//! `TypeId`) and hands it back as the kind's object-safe trait ([`DynPlugin`],
+//! [`TrainPlugin`], [`DynStep`], [`DynDataset`], [`DynFeeder`], [`DynCallback`],
+//! [`DynAccumulator`]): the coordinators run graphs of nucleotides without knowing their types.
+
+use std::any::{Any, TypeId};
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::prelude::{Backend, Tensor};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Bool, Int};
+use serde_json::Value;
+
+use crate::backend::{on_inner_backend, on_train_backend, tensor_to_inner};
+use crate::glue::{At, Keys};
+use crate::handler::BoxError;
+use crate::nest::{AnyTensor, Nest};
+use crate::nucleotide::{self as k, Build, CallbackContext, Mode};
+use crate::optim::{PluginOptimizer, square_sum};
+use crate::registry::Registration;
+
+/// One trait per kind, implemented by a marker type that `#[nucleotide]` writes: `On<B>` is the
+/// nucleotide type on backend `B`.
+#[allow(non_snake_case)]
+pub mod family {
+    use burn::module::Module;
+    use burn::prelude::Backend;
+
+    use crate::nucleotide as k;
+
+    /// Model plugins are burn modules: their parameters are trained and saved.
+    pub trait ModelPlugin: Sync + 'static {
+        /// The plugin on backend `B`.
+        type On<B: Backend>: k::ModelPlugin<B> + Module<B> + Send + 'static;
+    }
+
+    macro_rules! families {
+        ($($kind:ident),*) => {$(
+            #[doc = concat!("The family of a ", stringify!($kind), " nucleotide.")]
+            pub trait $kind: Sync + 'static {
+                /// The nucleotide on backend `B`.
+                type On<B: Backend>: k::$kind<B> + Send + 'static;
+            }
+        )*};
+    }
+    /// Datasets are read from a background thread while the model trains.
+    pub trait Dataset: Sync + 'static {
+        /// The dataset on backend `B`.
+        type On<B: Backend>: k::Dataset<B> + Send + Sync + 'static;
+    }
+
+    families!(
+        ModelLoss,
+        ModelPostProcessor,
+        ModelSummary,
+        ModelMetric,
+        DataFeeder,
+        DataReader,
+        DataProcessor,
+        CoordinatorCallback,
+        KpiPlugin,
+        KpiAccumulator
+    );
+}
+
+/// Builds a registered type on a backend given by `TypeId`: what a [`Registration`] keeps.
+pub trait Erased: Sync + 'static {
+    /// Builds the nucleotide `name` from its own config fields on the backend `backend` (whose
+    /// device `device` is); `None` when nc7 does not run this kind on that backend. The box
+    /// holds the kind's trait object (`Box<dyn DynStep<B>>`, ...).
+    fn build(
+        &self,
+        backend: TypeId,
+        name: &str,
+        config: &Value,
+        device: &dyn Any,
+    ) -> Option<Result<Box<dyn Any>, BoxError>>;
+}
+
+/// Why a nucleotide could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Its config does not fit its config struct (checked before, so rare).
+    #[error("nucleotide `{name}` ({class}): {source}")]
+    Build {
+        /// The nucleotide.
+        name: String,
+        /// Its class.
+        class: &'static str,
+        /// What went wrong.
+        source: BoxError,
+    },
+    /// The backend is not one nc7 builds this kind on.
+    #[error("nucleotide `{name}` ({class}) cannot be built on backend `{backend}`")]
+    Backend {
+        /// The nucleotide.
+        name: String,
+        /// Its class.
+        class: &'static str,
+        /// The backend's type name.
+        backend: &'static str,
+    },
+    /// The type is of another kind than the place it is used in.
+    #[error("nucleotide `{name}` ({class}) is a {kind}, which cannot be used here")]
+    Kind {
+        /// The nucleotide.
+        name: String,
+        /// Its class.
+        class: &'static str,
+        /// Its kind.
+        kind: crate::gene::Kind,
+    },
+}
+
+fn build_as<T: 'static, B: Backend>(
+    reg: &Registration,
+    name: &str,
+    config: &Value,
+    device: &B::Device,
+) -> Result<T, BuildError> {
+    let built = reg
+        .runtime
+        .build(TypeId::of::<B>(), name, config, device)
+        .ok_or_else(|| BuildError::Backend {
+            name: name.to_owned(),
+            class: reg.class_name,
+            backend: std::any::type_name::<B>(),
+        })?
+        .map_err(|source| BuildError::Build {
+            name: name.to_owned(),
+            class: reg.class_name,
+            source,
+        })?;
+    built
+        .downcast::<T>()
+        .map(|b| *b)
+        .map_err(|_| BuildError::Kind {
+            name: name.to_owned(),
+            class: reg.class_name,
+            kind: reg.kind,
+        })
+}
+
+/// Builds a model plugin for inference or evaluation on `B`.
+pub fn plugin<B: Backend>(
+    reg: &Registration,
+    name: &str,
+    config: &Value,
+    device: &B::Device,
+) -> Result<Box<dyn DynPlugin<B>>, BuildError> {
+    build_as::<Box<dyn DynPlugin<B>>, B>(reg, name, config, device)
+}
+
+/// Builds a model plugin for training on the autodiff backend `B`.
+pub fn train_plugin<B: AutodiffBackend>(
+    reg: &Registration,
+    name: &str,
+    config: &Value,
+    device: &B::Device,
+) -> Result<Box<dyn TrainPlugin<B>>, BuildError> {
+    build_as::<Box<dyn TrainPlugin<B>>, B>(reg, name, config, device)
+}
+
+/// Builds a loss, post-processor, metric, summary, data reader, data processor or KPI plugin.
+pub fn step<B: Backend>(
+    reg: &Registration,
+    name: &str,
+    config: &Value,
+    device: &B::Device,
+) -> Result<Box<dyn DynStep<B>>, BuildError> {
+    build_as::<Box<dyn DynStep<B>>, B>(reg, name, config, device)
+}
+
+/// Builds a dataset.
+pub fn dataset<B: Backend>(
+    reg: &Registration,
+    name: &str,
+    config: &Value,
+    device: &B::Device,
+) -> Result<Box<dyn DynDataset<B>>, BuildError> {
+    build_as::<Box<dyn DynDataset<B>>, B>(reg, name, config, device)
+}
+
+/// Builds a data feeder.
+pub fn feeder<B: Backend>(
+    reg: &Registration,
+    name: &str,
+    config: &Value,
+    device: &B::Device,
+) -> Result<Box<dyn DynFeeder<B>>, BuildError> {
+    build_as::<Box<dyn DynFeeder<B>>, B>(reg, name, config, device)
+}
+
+/// Builds a callback.
+pub fn callback<B: Backend>(
+    reg: &Registration,
+    name: &str,
+    config: &Value,
+    device: &B::Device,
+) -> Result<Box<dyn DynCallback<B>>, BuildError> {
+    build_as::<Box<dyn DynCallback<B>>, B>(reg, name, config, device)
+}
+
+/// Builds a KPI accumulator.
+pub fn accumulator<B: Backend>(
+    reg: &Registration,
+    name: &str,
+    config: &Value,
+    device: &B::Device,
+) -> Result<Box<dyn DynAccumulator<B>>, BuildError> {
+    build_as::<Box<dyn DynAccumulator<B>>, B>(reg, name, config, device)
+}
+
+/// A model plugin on a backend, its type erased.
+pub trait DynPlugin<B: Backend>: Send {
+    /// Computes the outputs.
+    fn forward(&self, input: Nest<B>, mode: Mode) -> Result<Nest<B>, BoxError>;
+    /// Every parameter by its path in the module (`encoder.conv1.weight`); handles, not copies.
+    fn tensors(&self) -> Vec<(String, AnyTensor<B>)>;
+    /// Replaces each parameter by the tensor of its path taken out of `tensors`; a parameter
+    /// without one, or with another shape or kind, is an error naming it.
+    fn load_tensors(&mut self, tensors: &mut BTreeMap<String, AnyTensor<B>>)
+    -> Result<(), String>;
+    /// The number of parameter values.
+    fn num_params(&self) -> usize;
+}
+
+/// A model plugin being trained on an autodiff backend.
+pub trait TrainPlugin<B: AutodiffBackend>: DynPlugin<B> {
+    /// The sum of its gradients' squares (on the device, not read back); `None` when it has
+    /// no gradients.
+    fn square_grad_sum(&self, grads: &B::Gradients) -> Option<Tensor<B::InnerBackend, 1>>;
+    /// Takes its gradients out of `grads`, scales them by `scale` (global-norm clipping) and
+    /// steps its parameters with `optimizer` at learning rate `lr`.
+    fn step(
+        &mut self,
+        optimizer: &mut PluginOptimizer<B>,
+        lr: f64,
+        grads: &mut B::Gradients,
+        scale: f64,
+    );
+    /// Stops computing gradients for its parameters (`trainable: false`).
+    fn freeze(&mut self);
+    /// The plugin with the same weights on the inner backend, for evaluation and export.
+    fn valid(
+        &self,
+        device: &burn::tensor::Device<B::InnerBackend>,
+    ) -> Result<Box<dyn DynPlugin<B::InnerBackend>>, BoxError>;
+}
+
+/// One step of a loss, post-processor, metric, summary, data reader or processor, or KPI
+/// plugin: routed inputs in, outputs out.
+pub trait DynStep<B: Backend>: Send {
+    /// Runs the step.
+    fn run(&mut self, input: Nest<B>, mode: Mode) -> Result<Nest<B>, BoxError>;
+}
+
+/// A dataset, its type erased.
+pub trait DynDataset<B: Backend>: Send + Sync {
+    /// The number of samples.
+    fn len(&self) -> usize;
+    /// Whether it has no samples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// One sample.
+    fn get(&self, index: usize) -> Result<Nest<B>, BoxError>;
+}
+
+/// A data feeder, its type erased.
+pub trait DynFeeder<B: Backend>: Send {
+    /// The next sample, `None` at the end.
+    fn next_sample(&mut self) -> Result<Option<Nest<B>>, BoxError>;
+}
+
+/// A callback, its type erased.
+pub trait DynCallback<B: Backend>: Send {
+    /// Before the first iteration.
+    fn begin(&mut self, ctx: &CallbackContext) -> Result<(), BoxError>;
+    /// Before each iteration.
+    fn on_iteration_start(&mut self, ctx: &CallbackContext) -> Result<(), BoxError>;
+    /// After each iteration.
+    fn on_iteration_end(
+        &mut self,
+        input: Nest<B>,
+        ctx: &CallbackContext,
+    ) -> Result<Option<Nest<B>>, BoxError>;
+    /// After the last iteration.
+    fn end(&mut self, ctx: &CallbackContext) -> Result<(), BoxError>;
+}
+
+/// A KPI accumulator, its type erased.
+pub trait DynAccumulator<B: Backend>: Send {
+    /// Adds one sample.
+    fn accumulate(&mut self, input: Nest<B>) -> Result<Option<Nest<B>>, BoxError>;
+    /// The result over everything accumulated.
+    fn finish(&mut self) -> Result<Nest<B>, BoxError>;
+}
+
+fn make<B: Backend, N: Build<B>>(config: &Value, device: &dyn Any) -> Result<N, BoxError> {
+    let device = device
+        .downcast_ref::<B::Device>()
+        .ok_or("the device given is not the backend's")?;
+    let config: N::Config = serde_json::from_value(config.clone())?;
+    N::build(&config, device)
+}
+
+fn input<B: Backend, N: Build<B>>(name: &str, nest: Nest<B>) -> Result<N::Input, BoxError> {
+    Ok(<N::Input as Keys<B>>::from_nest(nest, &At::nucleotide(name))?)
+}
+
+/// The runtime objects `#[nucleotide]` registers, one generic struct per kind.
+#[allow(non_snake_case)]
+pub mod rt {
+    use super::*;
+
+    macro_rules! runtime_struct {
+        ($($kind:ident),*) => {$(
+            #[doc = concat!("Builds a ", stringify!($kind), " of family `F` on a backend.")]
+            pub struct $kind<F>(pub PhantomData<fn() -> F>);
+        )*};
+    }
+    runtime_struct!(
+        ModelPlugin,
+        ModelLoss,
+        ModelPostProcessor,
+        ModelSummary,
+        ModelMetric,
+        Dataset,
+        DataFeeder,
+        DataReader,
+        DataProcessor,
+        CoordinatorCallback,
+        KpiPlugin,
+        KpiAccumulator
+    );
+
+    impl<F: family::ModelPlugin> Erased for ModelPlugin<F> {
+        fn build(
+            &self,
+            backend: TypeId,
+            name: &str,
+            config: &Value,
+            device: &dyn Any,
+        ) -> Option<Result<Box<dyn Any>, BoxError>> {
+            on_train_backend!(backend, B => {
+                make::<B, F::On<B>>(config, device).map(|n| {
+                    let node: Box<dyn TrainPlugin<B>> =
+                        Box::new(PluginNode::<B, F>::new(name, config, n));
+                    Box::new(node) as Box<dyn Any>
+                })
+            })
+            .or_else(|| {
+                on_inner_backend!(backend, B => {
+                    make::<B, F::On<B>>(config, device).map(|n| {
+                        let node: Box<dyn DynPlugin<B>> =
+                            Box::new(PluginNode::<B, F>::new(name, config, n));
+                        Box::new(node) as Box<dyn Any>
+                    })
+                })
+            })
+        }
+    }
+
+    macro_rules! step_runtime {
+        ($($kind:ident => |$n:ident, $i:ident, $mode:ident| $call:expr;)*) => {$(
+            impl<F: family::$kind> Erased for $kind<F> {
+                fn build(
+                    &self,
+                    backend: TypeId,
+                    name: &str,
+                    config: &Value,
+                    device: &dyn Any,
+                ) -> Option<Result<Box<dyn Any>, BoxError>> {
+                    struct Node<B: Backend, F: family::$kind> {
+                        name: String,
+                        inner: F::On<B>,
+                    }
+                    impl<B: Backend, F: family::$kind> DynStep<B> for Node<B, F> {
+                        #[allow(unused_variables)]
+                        fn run(&mut self, nest: Nest<B>, $mode: Mode) -> Result<Nest<B>, BoxError> {
+                            let $i = input::<B, F::On<B>>(&self.name, nest)?;
+                            let $n = &mut self.inner;
+                            let out = $call;
+                            Ok(Keys::into_nest(out))
+                        }
+                    }
+                    fn one<B: Backend, F: family::$kind>(
+                        name: &str,
+                        config: &Value,
+                        device: &dyn Any,
+                    ) -> Result<Box<dyn Any>, BoxError> {
+                        let inner = make::<B, F::On<B>>(config, device)?;
+                        let node: Box<dyn DynStep<B>> =
+                            Box::new(Node::<B, F> { name: name.to_owned(), inner });
+                        Ok(Box::new(node))
+                    }
+                    on_train_backend!(backend, B => one::<B, F>(name, config, device))
+                        .or_else(|| on_inner_backend!(backend, B => one::<B, F>(name, config, device)))
+                }
+            }
+        )*};
+    }
+    step_runtime! {
+        ModelLoss => |n, i, mode| k::ModelLoss::loss(&*n, i, mode);
+        ModelPostProcessor => |n, i, mode| k::ModelPostProcessor::process(&*n, i, mode);
+        ModelMetric => |n, i, mode| k::ModelMetric::metric(&*n, i, mode);
+        ModelSummary => |n, i, mode| k::ModelSummary::summarize(&*n, i, mode);
+        DataReader => |n, i, mode| k::DataReader::read(n, i)?;
+        DataProcessor => |n, i, mode| k::DataProcessor::process(n, i)?;
+        KpiPlugin => |n, i, mode| k::KpiPlugin::evaluate(n, i)?;
+    }
+
+    /// Implements `Erased` for a kind whose object wraps the nucleotide in `$node`, on the
+    /// backends without autodiff (data and callbacks never need gradients).
+    macro_rules! inner_runtime {
+        ($($kind:ident => $node:ident as $dyn:ident;)*) => {$(
+            impl<F: family::$kind> Erased for $kind<F> {
+                fn build(
+                    &self,
+                    backend: TypeId,
+                    name: &str,
+                    config: &Value,
+                    device: &dyn Any,
+                ) -> Option<Result<Box<dyn Any>, BoxError>> {
+                    on_inner_backend!(backend, B => {
+                        make::<B, F::On<B>>(config, device).map(|inner| {
+                            let node: Box<dyn $dyn<B>> =
+                                Box::new($node::<B, F::On<B>> { name: name.to_owned(), inner, _b: PhantomData });
+                            Box::new(node) as Box<dyn Any>
+                        })
+                    })
+                }
+            }
+        )*};
+    }
+    inner_runtime! {
+        Dataset => DatasetNode as DynDataset;
+        DataFeeder => FeederNode as DynFeeder;
+        CoordinatorCallback => CallbackNode as DynCallback;
+        KpiAccumulator => AccumulatorNode as DynAccumulator;
+    }
+}
+
+struct DatasetNode<B: Backend, N> {
+    #[allow(dead_code)]
+    name: String,
+    inner: N,
+    _b: PhantomData<fn() -> B>,
+}
+
+impl<B: Backend, N: k::Dataset<B> + Send> DynDataset<B> for DatasetNode<B, N>
+where
+    N: Sync,
+{
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn get(&self, index: usize) -> Result<Nest<B>, BoxError> {
+        Ok(self.inner.get(index)?.into_nest())
+    }
+}
+
+struct FeederNode<B: Backend, N> {
+    #[allow(dead_code)]
+    name: String,
+    inner: N,
+    _b: PhantomData<fn() -> B>,
+}
+
+impl<B: Backend, N: k::DataFeeder<B> + Send> DynFeeder<B> for FeederNode<B, N> {
+    fn next_sample(&mut self) -> Result<Option<Nest<B>>, BoxError> {
+        Ok(self.inner.next_sample()?.map(Keys::into_nest))
+    }
+}
+
+struct CallbackNode<B: Backend, N> {
+    name: String,
+    inner: N,
+    _b: PhantomData<fn() -> B>,
+}
+
+impl<B: Backend, N: k::CoordinatorCallback<B> + Send> DynCallback<B> for CallbackNode<B, N> {
+    fn begin(&mut self, ctx: &CallbackContext) -> Result<(), BoxError> {
+        self.inner.begin(ctx)
+    }
+    fn on_iteration_start(&mut self, ctx: &CallbackContext) -> Result<(), BoxError> {
+        self.inner.on_iteration_start(ctx)
+    }
+    fn on_iteration_end(
+        &mut self,
+        nest: Nest<B>,
+        ctx: &CallbackContext,
+    ) -> Result<Option<Nest<B>>, BoxError> {
+        let i = input::<B, N>(&self.name, nest)?;
+        Ok(self.inner.on_iteration_end(i, ctx)?.map(Keys::into_nest))
+    }
+    fn end(&mut self, ctx: &CallbackContext) -> Result<(), BoxError> {
+        self.inner.end(ctx)
+    }
+}
+
+struct AccumulatorNode<B: Backend, N> {
+    name: String,
+    inner: N,
+    _b: PhantomData<fn() -> B>,
+}
+
+impl<B: Backend, N: k::KpiAccumulator<B> + Send> DynAccumulator<B> for AccumulatorNode<B, N> {
+    fn accumulate(&mut self, nest: Nest<B>) -> Result<Option<Nest<B>>, BoxError> {
+        let i = input::<B, N>(&self.name, nest)?;
+        Ok(self.inner.accumulate(i)?.map(Keys::into_nest))
+    }
+    fn finish(&mut self) -> Result<Nest<B>, BoxError> {
+        Ok(self.inner.finish()?.into_nest())
+    }
+}
+
+/// A model plugin with what it was built from, so that it can be rebuilt on the inner backend.
+struct PluginNode<B: Backend, F: family::ModelPlugin> {
+    name: String,
+    config: Value,
+    module: Option<F::On<B>>,
+    frozen: bool,
+}
+
+impl<B: Backend, F: family::ModelPlugin> PluginNode<B, F> {
+    fn new(name: &str, config: &Value, module: F::On<B>) -> Self {
+        // Parameter ids follow from the plugin's name and the parameter's path, so that a
+        // resumed run's optimizer state finds its parameters again.
+        let module = module.map(&mut StableIds {
+            plugin: name,
+            path: Vec::new(),
+        });
+        PluginNode {
+            name: name.to_owned(),
+            config: config.clone(),
+            module: Some(module),
+            frozen: false,
+        }
+    }
+
+    fn module(&self) -> &F::On<B> {
+        self.module.as_ref().expect("the module is only taken while mapped")
+    }
+
+    fn map_module(&mut self, mapper: &mut impl ModuleMapper<B>) {
+        let module = self.module.take().expect("the module is only taken while mapped");
+        self.module = Some(module.map(mapper));
+    }
+}
+
+impl<B: Backend, F: family::ModelPlugin> DynPlugin<B> for PluginNode<B, F> {
+    fn forward(&self, nest: Nest<B>, mode: Mode) -> Result<Nest<B>, BoxError> {
+        let i = input::<B, F::On<B>>(&self.name, nest)?;
+        Ok(k::ModelPlugin::forward(self.module(), i, mode).into_nest())
+    }
+
+    fn tensors(&self) -> Vec<(String, AnyTensor<B>)> {
+        let mut collect = Collect {
+            path: Vec::new(),
+            out: Vec::new(),
+        };
+        self.module().visit(&mut collect);
+        collect.out
+    }
+
+    fn load_tensors(
+        &mut self,
+        tensors: &mut BTreeMap<String, AnyTensor<B>>,
+    ) -> Result<(), String> {
+        let mut load = Load {
+            path: Vec::new(),
+            tensors,
+            require_grad: !self.frozen,
+            problems: Vec::new(),
+        };
+        self.map_module(&mut load);
+        if load.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "plugin `{}`: {}",
+                self.name,
+                load.problems.join("; ")
+            ))
+        }
+    }
+
+    fn num_params(&self) -> usize {
+        self.module().num_params()
+    }
+}
+
+impl<B: AutodiffBackend, F: family::ModelPlugin> TrainPlugin<B> for PluginNode<B, F> {
+    fn square_grad_sum(&self, grads: &B::Gradients) -> Option<Tensor<B::InnerBackend, 1>> {
+        let mut sum = SquareSum::<B> { grads, sum: None };
+        self.module().visit(&mut sum);
+        sum.sum
+    }
+
+    fn step(
+        &mut self,
+        optimizer: &mut PluginOptimizer<B>,
+        lr: f64,
+        grads: &mut B::Gradients,
+        scale: f64,
+    ) {
+        if self.frozen {
+            return;
+        }
+        self.map_module(&mut Step {
+            optimizer,
+            lr,
+            grads,
+            scale,
+        });
+    }
+
+    fn freeze(&mut self) {
+        self.frozen = true;
+        let module = self.module.take().expect("the module is only taken while mapped");
+        self.module = Some(module.no_grad());
+    }
+
+    fn valid(
+        &self,
+        device: &burn::tensor::Device<B::InnerBackend>,
+    ) -> Result<Box<dyn DynPlugin<B::InnerBackend>>, BoxError> {
+        let module = make::<B::InnerBackend, F::On<B::InnerBackend>>(&self.config, device)?;
+        let mut node = PluginNode::<B::InnerBackend, F>::new(&self.name, &self.config, module);
+        let mut tensors: BTreeMap<String, AnyTensor<B::InnerBackend>> = self
+            .tensors()
+            .into_iter()
+            .map(|(k, t)| (k, tensor_to_inner::<B>(t)))
+            .collect();
+        node.load_tensors(&mut tensors)?;
+        Ok(Box::new(node))
+    }
+}
+
+fn join(path: &[String]) -> String {
+    path.join(".")
+}
+
+struct StableIds<'a> {
+    plugin: &'a str,
+    path: Vec<String>,
+}
+
+impl StableIds<'_> {
+    fn id(&self) -> ParamId {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.plugin.hash(&mut h);
+        self.path.hash(&mut h);
+        ParamId::from(h.finish())
+    }
+}
+
+impl<B: Backend> ModuleMapper<B> for StableIds<'_> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_owned());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (_, tensor, mapper) = param.consume();
+        Param::from_mapped_value(self.id(), tensor, mapper)
+    }
+    fn map_int<const D: usize>(
+        &mut self,
+        param: Param<Tensor<B, D, Int>>,
+    ) -> Param<Tensor<B, D, Int>> {
+        let (_, tensor, mapper) = param.consume();
+        Param::from_mapped_value(self.id(), tensor, mapper)
+    }
+    fn map_bool<const D: usize>(
+        &mut self,
+        param: Param<Tensor<B, D, Bool>>,
+    ) -> Param<Tensor<B, D, Bool>> {
+        let (_, tensor, mapper) = param.consume();
+        Param::from_mapped_value(self.id(), tensor, mapper)
+    }
+}
+
+struct Collect<B: Backend> {
+    path: Vec<String>,
+    out: Vec<(String, AnyTensor<B>)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Collect<B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_owned());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.out.push((join(&self.path), AnyTensor::new(param.val())));
+    }
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
+        self.out.push((join(&self.path), AnyTensor::new(param.val())));
+    }
+    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<B, D, Bool>>) {
+        self.out.push((join(&self.path), AnyTensor::new(param.val())));
+    }
+}
+
+struct Load<'a, B: Backend> {
+    path: Vec<String>,
+    tensors: &'a mut BTreeMap<String, AnyTensor<B>>,
+    require_grad: bool,
+    problems: Vec<String>,
+}
+
+impl<B: Backend> Load<'_, B> {
+    /// The tensor for the current path, if it fits `shape` and kind `K`.
+    fn take<const D: usize, K: crate::nest::NestTensorKind<B>>(
+        &mut self,
+        shape: &[usize],
+    ) -> Option<Tensor<B, D, K>> {
+        let name = join(&self.path);
+        let Some(tensor) = self.tensors.remove(&name) else {
+            self.problems
+                .push(format!("no weights for parameter `{name}`"));
+            return None;
+        };
+        let found = tensor.shape().to_vec();
+        if found != shape {
+            self.problems.push(format!(
+                "parameter `{name}` has shape {shape:?}, the weights given have {found:?}"
+            ));
+            return None;
+        }
+        match tensor.into_tensor::<D, K>() {
+            Ok(t) => Some(t),
+            Err(other) => {
+                self.problems.push(format!(
+                    "parameter `{name}` holds {} values, the weights given are {}",
+                    K::DTYPE,
+                    other.kind()
+                ));
+                None
+            }
+        }
+    }
+}
+
+impl<B: Backend> ModuleMapper<B> for Load<'_, B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_owned());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let shape = param.shape().to_vec();
+        match self.take::<D, burn::tensor::Float>(&shape) {
+            Some(t) => {
+                let t = if self.require_grad {
+                    t.require_grad()
+                } else {
+                    t
+                };
+                Param::initialized(param.id, t)
+            }
+            None => param,
+        }
+    }
+    fn map_int<const D: usize>(
+        &mut self,
+        param: Param<Tensor<B, D, Int>>,
+    ) -> Param<Tensor<B, D, Int>> {
+        let shape = param.shape().to_vec();
+        match self.take::<D, Int>(&shape) {
+            Some(t) => Param::initialized(param.id, t),
+            None => param,
+        }
+    }
+    fn map_bool<const D: usize>(
+        &mut self,
+        param: Param<Tensor<B, D, Bool>>,
+    ) -> Param<Tensor<B, D, Bool>> {
+        let shape = param.shape().to_vec();
+        match self.take::<D, Bool>(&shape) {
+            Some(t) => Param::initialized(param.id, t),
+            None => param,
+        }
+    }
+}
+
+struct SquareSum<'a, B: AutodiffBackend> {
+    grads: &'a B::Gradients,
+    sum: Option<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SquareSum<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(grad) = param.val().grad(self.grads) {
+            let s = square_sum(&grad);
+            self.sum = Some(match self.sum.take() {
+                Some(total) => total + s,
+                None => s,
+            });
+        }
+    }
+}
+
+struct Step<'a, B: AutodiffBackend> {
+    optimizer: &'a mut PluginOptimizer<B>,
+    lr: f64,
+    grads: &'a mut B::Gradients,
+    scale: f64,
+}
+
+impl<B: AutodiffBackend> ModuleMapper<B> for Step<'_, B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let Some(grad) = tensor.grad_remove(self.grads) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        let grad = if self.scale == 1.0 {
+            grad
+        } else {
+            grad.mul_scalar(self.scale)
+        };
+        let require_grad = tensor.is_require_grad();
+        let stepped = self.optimizer.step(id, self.lr, tensor.inner(), grad);
+        let mut tensor = Tensor::from_inner(stepped);
+        if require_grad {
+            tensor = tensor.require_grad();
+        }
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
