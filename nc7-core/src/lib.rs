@@ -18,6 +18,7 @@ pub mod glue;
 pub mod handler;
 pub mod keys;
 pub mod mapping;
+pub mod model;
 pub mod nest;
 pub mod nucleotide;
 pub mod project;

@@ -10,7 +10,8 @@ use std::fmt;
 
 use burn::prelude::Backend;
 use burn::tensor::{
-    BasicOps, Bool, DType, Float, Int, Shape, Tensor, TensorKind, TensorMetadata, TensorPrimitive,
+    BasicOps, Bool, DType, Float, Int, Shape, Tensor, TensorData, TensorKind, TensorMetadata,
+    TensorPrimitive,
 };
 
 /// Separator between the levels of a flat key: `features:low`, `outputs:0`.
@@ -178,6 +179,50 @@ impl<B: Backend> AnyTensor<B> {
             };
         }
         by_rank!(1, 2, 3, 4, 5, 6, 7, 8)
+    }
+
+    /// The device the tensor is on.
+    pub fn device(&self) -> B::Device {
+        match self {
+            AnyTensor::Float(TensorPrimitive::Float(p)) => B::float_device(p),
+            AnyTensor::Float(TensorPrimitive::QFloat(q)) => B::q_device(q),
+            AnyTensor::Int(p) => B::int_device(p),
+            AnyTensor::Bool(p) => B::bool_device(p),
+        }
+    }
+
+    /// Reads the values (waiting for the device); the data keeps its shape and dtype.
+    pub fn into_data(self) -> Result<TensorData, String> {
+        let shape = self.shape();
+        let n = shape.num_elements();
+        let flat = Shape::from(vec![n]);
+        let data = match self {
+            AnyTensor::Float(p) => Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(
+                B::float_reshape(p.tensor(), flat),
+            ))
+            .try_into_data(),
+            AnyTensor::Int(p) => {
+                Tensor::<B, 1, Int>::from_primitive(B::int_reshape(p, flat)).try_into_data()
+            }
+            AnyTensor::Bool(p) => {
+                Tensor::<B, 1, Bool>::from_primitive(B::bool_reshape(p, flat)).try_into_data()
+            }
+        };
+        let mut data = data.map_err(|e| format!("reading a tensor from the device: {e:?}"))?;
+        data.shape = shape;
+        Ok(data)
+    }
+
+    /// A tensor of `data` on `device`: float dtypes give float tensors, integer dtypes int
+    /// tensors, `Bool` bool tensors.
+    pub fn from_data(data: TensorData, device: &B::Device) -> AnyTensor<B> {
+        match data.dtype {
+            DType::Bool(_) => AnyTensor::Bool(B::bool_from_data(data, device)),
+            d if d.is_float() => {
+                AnyTensor::Float(TensorPrimitive::Float(B::float_from_data(data, device)))
+            }
+            _ => AnyTensor::Int(B::int_from_data(data, device)),
+        }
     }
 
     /// A short description such as `float tensor [2, 3] F32`.

@@ -1,0 +1,444 @@
+//! Batching: samples (nests of the same keys) stacked into one nest along a new first
+//! dimension, ragged tensors zero-padded to the largest shape, and batches read ahead on a
+//! background thread while the model computes.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+
+use burn::prelude::Backend;
+use burn::tensor::{DType, Shape, TensorData, TensorPrimitive};
+
+use crate::handler::BoxError;
+use crate::nest::{AnyTensor, Nest};
+use crate::runtime::DynDataset;
+
+/// Samples that do not stack.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot batch key `{key}`: {problem}")]
+pub struct BatchError {
+    /// The key path (`image`, `boxes:0`).
+    pub key: String,
+    /// What differs.
+    pub problem: String,
+}
+
+/// Stacks samples into a batch: tensors along a new first dimension (zero-padded at the end of
+/// each dimension to the largest sample when their shapes differ), numbers and booleans into
+/// 1-D tensors, strings and lists element-wise into lists.
+pub fn collate<B: Backend>(
+    samples: Vec<Nest<B>>,
+    device: &B::Device,
+) -> Result<Nest<B>, BatchError> {
+    collate_at(samples, "", device)
+}
+
+fn err(key: &str, problem: impl Into<String>) -> BatchError {
+    BatchError {
+        key: if key.is_empty() { "(sample)".into() } else { key.to_owned() },
+        problem: problem.into(),
+    }
+}
+
+fn child(key: &str, name: &str) -> String {
+    if key.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{key}:{name}")
+    }
+}
+
+fn collate_at<B: Backend>(
+    samples: Vec<Nest<B>>,
+    key: &str,
+    device: &B::Device,
+) -> Result<Nest<B>, BatchError> {
+    let Some(first) = samples.first() else {
+        return Err(err(key, "no samples"));
+    };
+    match first {
+        Nest::Map(m) => {
+            let keys: Vec<String> = m.keys().cloned().collect();
+            let mut columns: BTreeMap<String, Vec<Nest<B>>> =
+                keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+            for (i, s) in samples.into_iter().enumerate() {
+                let Nest::Map(m) = s else {
+                    return Err(err(key, format!("sample {i} is not a map like sample 0")));
+                };
+                if m.len() != keys.len() || !m.keys().all(|k| columns.contains_key(k)) {
+                    let got: Vec<&String> = m.keys().collect();
+                    return Err(err(
+                        key,
+                        format!("sample {i} has keys {got:?}, sample 0 has {keys:?}"),
+                    ));
+                }
+                for (k, v) in m {
+                    columns.get_mut(&k).expect("checked above").push(v);
+                }
+            }
+            let mut out = BTreeMap::new();
+            for (k, column) in columns {
+                let value = collate_at(column, &child(key, &k), device)?;
+                out.insert(k, value);
+            }
+            Ok(Nest::Map(out))
+        }
+        Nest::List(l) => {
+            let n = l.len();
+            let mut columns: Vec<Vec<Nest<B>>> = (0..n).map(|_| Vec::new()).collect();
+            for (i, s) in samples.into_iter().enumerate() {
+                match s {
+                    Nest::List(items) if items.len() == n => {
+                        for (c, v) in columns.iter_mut().zip(items) {
+                            c.push(v);
+                        }
+                    }
+                    _ => {
+                        return Err(err(
+                            key,
+                            format!("sample {i} is not a list of {n} items like sample 0"),
+                        ));
+                    }
+                }
+            }
+            columns
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| collate_at(c, &child(key, &i.to_string()), device))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Nest::List)
+        }
+        Nest::Str(_) => samples
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| match s {
+                Nest::Str(_) => Ok(s),
+                _ => Err(err(key, format!("sample {i} is not a string like sample 0"))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Nest::List),
+        Nest::Float(_) | Nest::Int(_) | Nest::Bool(_) => scalars(samples, key, device),
+        Nest::Tensor(_) => {
+            let mut tensors = Vec::with_capacity(samples.len());
+            for (i, s) in samples.into_iter().enumerate() {
+                match s {
+                    Nest::Tensor(t) => tensors.push(t),
+                    _ => return Err(err(key, format!("sample {i} is not a tensor like sample 0"))),
+                }
+            }
+            stack(tensors, key).map(Nest::Tensor)
+        }
+    }
+}
+
+fn scalars<B: Backend>(
+    samples: Vec<Nest<B>>,
+    key: &str,
+    device: &B::Device,
+) -> Result<Nest<B>, BatchError> {
+    let n = samples.len();
+    let shape = [n];
+    let data = match &samples[0] {
+        Nest::Float(_) => TensorData::new(
+            samples
+                .iter()
+                .map(|s| match s {
+                    Nest::Float(x) => Ok(*x as f32),
+                    _ => Err(()),
+                })
+                .collect::<Result<Vec<f32>, ()>>()
+                .map_err(|_| err(key, "samples mix numbers with other values"))?,
+            shape,
+        ),
+        Nest::Int(_) => TensorData::new(
+            samples
+                .iter()
+                .map(|s| match s {
+                    Nest::Int(x) => Ok(*x),
+                    _ => Err(()),
+                })
+                .collect::<Result<Vec<i64>, ()>>()
+                .map_err(|_| err(key, "samples mix integers with other values"))?,
+            shape,
+        ),
+        _ => TensorData::new(
+            samples
+                .iter()
+                .map(|s| match s {
+                    Nest::Bool(x) => Ok(*x),
+                    _ => Err(()),
+                })
+                .collect::<Result<Vec<bool>, ()>>()
+                .map_err(|_| err(key, "samples mix booleans with other values"))?,
+            shape,
+        ),
+    };
+    Ok(Nest::Tensor(AnyTensor::from_data(data, device)))
+}
+
+/// Stacks tensors of one kind along a new first dimension, zero-padding ragged ones.
+pub fn stack<B: Backend>(tensors: Vec<AnyTensor<B>>, key: &str) -> Result<AnyTensor<B>, BatchError> {
+    let first_kind = tensors[0].kind();
+    let rank = tensors[0].rank();
+    let mut max: Vec<usize> = tensors[0].shape().to_vec();
+    let mut ragged = false;
+    for (i, t) in tensors.iter().enumerate() {
+        if t.kind() != first_kind {
+            return Err(err(
+                key,
+                format!("sample {i} holds a {} tensor, sample 0 a {first_kind} one", t.kind()),
+            ));
+        }
+        if t.rank() != rank {
+            return Err(err(
+                key,
+                format!("sample {i} has rank {}, sample 0 rank {rank}", t.rank()),
+            ));
+        }
+        for (m, d) in max.iter_mut().zip(t.shape().to_vec()) {
+            if d != *m {
+                ragged = true;
+                *m = (*m).max(d);
+            }
+        }
+    }
+    let n = tensors.len();
+    let mut batch_shape = vec![n];
+    batch_shape.extend(&max);
+    if ragged {
+        return pad_stack(tensors, &max, batch_shape, key);
+    }
+    let one = |t: &AnyTensor<B>| {
+        let mut s = vec![1];
+        s.extend(t.shape().to_vec());
+        Shape::from(s)
+    };
+    Ok(match first_kind {
+        crate::nest::TensorDtype::Float => AnyTensor::Float(TensorPrimitive::Float(B::float_cat(
+            tensors
+                .into_iter()
+                .map(|t| {
+                    let s = one(&t);
+                    match t {
+                        AnyTensor::Float(p) => B::float_reshape(p.tensor(), s),
+                        _ => unreachable!("kinds checked above"),
+                    }
+                })
+                .collect(),
+            0,
+        ))),
+        crate::nest::TensorDtype::Int => AnyTensor::Int(B::int_cat(
+            tensors
+                .into_iter()
+                .map(|t| {
+                    let s = one(&t);
+                    match t {
+                        AnyTensor::Int(p) => B::int_reshape(p, s),
+                        _ => unreachable!("kinds checked above"),
+                    }
+                })
+                .collect(),
+            0,
+        )),
+        crate::nest::TensorDtype::Bool => AnyTensor::Bool(B::bool_cat(
+            tensors
+                .into_iter()
+                .map(|t| {
+                    let s = one(&t);
+                    match t {
+                        AnyTensor::Bool(p) => B::bool_reshape(p, s),
+                        _ => unreachable!("kinds checked above"),
+                    }
+                })
+                .collect(),
+            0,
+        )),
+    })
+}
+
+/// Pads on the host: ragged batches are the exception (boxes, variable-length labels).
+fn pad_stack<B: Backend>(
+    tensors: Vec<AnyTensor<B>>,
+    max: &[usize],
+    batch_shape: Vec<usize>,
+    key: &str,
+) -> Result<AnyTensor<B>, BatchError> {
+    let device = tensors[0].device();
+    let dtype = tensors[0].dtype();
+    let per_sample: usize = max.iter().product();
+    let datas: Vec<TensorData> = tensors
+        .into_iter()
+        .map(|t| t.into_data().map_err(|e| err(key, e)))
+        .collect::<Result<_, _>>()?;
+    fn fill<T: Copy + Default>(
+        datas: &[TensorData],
+        values: impl Fn(&TensorData) -> Vec<T>,
+        max: &[usize],
+        per_sample: usize,
+    ) -> Vec<T> {
+        let mut out = vec![T::default(); datas.len() * per_sample];
+        for (i, d) in datas.iter().enumerate() {
+            let shape = d.shape.to_vec();
+            let v = values(d);
+            for (flat, x) in v.into_iter().enumerate() {
+                // The sample's index in its own shape, placed in the padded shape.
+                let mut rest = flat;
+                let mut target = 0;
+                let mut stride = 1;
+                for dim in (0..shape.len()).rev() {
+                    let idx = rest % shape[dim];
+                    rest /= shape[dim];
+                    target += idx * stride;
+                    stride *= max[dim];
+                }
+                out[i * per_sample + target] = x;
+            }
+        }
+        out
+    }
+    let data = match dtype {
+        DType::Bool(_) => TensorData::new(
+            fill(&datas, |d| d.to_vec::<bool>().unwrap_or_default(), max, per_sample),
+            batch_shape,
+        ),
+        d if d.is_float() => TensorData::new(
+            fill(
+                &datas,
+                |d| d.clone().convert::<f32>().to_vec::<f32>().unwrap_or_default(),
+                max,
+                per_sample,
+            ),
+            batch_shape,
+        )
+        .convert_dtype(dtype),
+        _ => TensorData::new(
+            fill(
+                &datas,
+                |d| d.clone().convert::<i64>().to_vec::<i64>().unwrap_or_default(),
+                max,
+                per_sample,
+            ),
+            batch_shape,
+        )
+        .convert_dtype(dtype),
+    };
+    Ok(AnyTensor::from_data(data, &device))
+}
+
+/// Reads the batches `batches` (sample indices each) from `dataset` and gives them to `consume`
+/// in order. With `prefetch > 0` a background thread reads up to `prefetch` batches ahead
+/// while `consume` runs; `consume` returning `false` stops early. The first error, of
+/// reading or of `consume`, is returned.
+pub fn for_each_batch<B: Backend, E: From<BoxError>>(
+    dataset: &dyn DynDataset<B>,
+    batches: Vec<Vec<usize>>,
+    prefetch: usize,
+    device: &B::Device,
+    mut consume: impl FnMut(Nest<B>) -> Result<bool, E>,
+) -> Result<(), E> {
+    let read = |indices: &[usize]| -> Result<Nest<B>, BoxError> {
+        let samples = indices
+            .iter()
+            .map(|&i| {
+                dataset
+                    .get(i)
+                    .map_err(|e| -> BoxError { format!("sample {i}: {e}").into() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(collate(samples, device)?)
+    };
+    if prefetch == 0 {
+        for indices in &batches {
+            if !consume(read(indices).map_err(E::from)?)? {
+                break;
+            }
+        }
+        return Ok(());
+    }
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<Result<Nest<B>, BoxError>>(prefetch);
+        let reader = scope.spawn(move || {
+            for indices in &batches {
+                let batch = read(indices);
+                let failed = batch.is_err();
+                // A closed channel means the consumer stopped early.
+                if tx.send(batch).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut result = Ok(());
+        for batch in rx.iter() {
+            match batch.map_err(E::from).and_then(&mut consume) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        if reader.join().is_err() {
+            return Err(E::from("the data reading thread panicked".into()));
+        }
+        result
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::{Int, Tensor};
+
+    type B = NdArray;
+
+    fn sample(x: Vec<f32>, label: i64, name: &str) -> Nest<B> {
+        let d = Default::default();
+        let n = x.len();
+        let mut m = Nest::map();
+        m.insert("x", Tensor::<B, 1>::from_data(TensorData::new(x, [n]), &d).into())
+            .unwrap();
+        m.insert("label", Nest::Int(label)).unwrap();
+        m.insert("name", Nest::Str(name.into())).unwrap();
+        m
+    }
+
+    #[test]
+    fn stacks_pads_and_collects() {
+        let d = Default::default();
+        let batch = collate(
+            vec![sample(vec![1.0, 2.0], 3, "a"), sample(vec![4.0], 5, "b")],
+            &d,
+        )
+        .unwrap();
+        let x: Tensor<B, 2> = batch.get("x").unwrap().clone().into_tensor().unwrap();
+        assert_eq!(x.to_data().to_vec::<f32>().unwrap(), vec![1.0, 2.0, 4.0, 0.0]);
+        let labels: Tensor<B, 1, Int> = batch.get("label").unwrap().clone().into_tensor().unwrap();
+        assert_eq!(labels.to_data().to_vec::<i64>().unwrap(), vec![3, 5]);
+        assert_eq!(
+            batch.get("name").unwrap(),
+            &Nest::List(vec![Nest::Str("a".into()), Nest::Str("b".into())])
+        );
+        let same = collate(
+            vec![sample(vec![1.0, 2.0], 3, "a"), sample(vec![4.0, 5.0], 5, "b")],
+            &d,
+        )
+        .unwrap();
+        let x: Tensor<B, 2> = same.get("x").unwrap().clone().into_tensor().unwrap();
+        assert_eq!(x.dims(), [2, 2]);
+    }
+
+    #[test]
+    fn mismatched_samples_name_the_key() {
+        let d = Default::default();
+        let mut other = sample(vec![1.0], 1, "a");
+        other.remove("label");
+        let e = collate(vec![sample(vec![1.0], 1, "a"), other], &d).unwrap_err();
+        assert!(e.to_string().contains("sample 1 has keys"), "{e}");
+        let mut wrong = sample(vec![1.0], 1, "a");
+        wrong.insert("label", Nest::Str("x".into())).unwrap();
+        let e = collate(vec![sample(vec![1.0], 1, "a"), wrong], &d).unwrap_err();
+        assert_eq!(e.key, "label");
+    }
+}

@@ -1,0 +1,599 @@
+//! The model at run time: the model handler's nucleotides built on a backend and run gene
+//! after gene (plugins → post-processors → losses → metrics → summaries), its weights read
+//! and written as safetensors under `<plugin>.<parameter path>` names.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::prelude::{Backend, Tensor};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType, TensorData};
+use serde_json::Value;
+
+use crate::config::NucleotideEntry;
+use crate::gene::Kind;
+use crate::handler::{BoxError, GeneHandler, Outputs, RunError};
+use crate::nest::{AnyTensor, Nest};
+use crate::nucleotide::{Mode, total_loss};
+use crate::optim::{OptimizerSpec, PluginOptimization, PluginOptimizer, clip_factor};
+use crate::runtime::{self, DynPlugin, DynStep, TrainPlugin};
+
+/// A nucleotide of the model with what it is built from.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its registration.
+    pub registration: &'static crate::registry::Registration,
+    /// Its own config fields, complete.
+    pub config: Value,
+    /// `trainable` (plugins).
+    pub trainable: bool,
+    /// Its own `optimization_config` (plugins).
+    pub optimization: PluginOptimization,
+}
+
+impl Part {
+    /// The model's parts from checked nucleotide entries (those of the model sections).
+    pub fn from_entries<'a>(
+        entries: impl IntoIterator<Item = &'a NucleotideEntry>,
+    ) -> Result<Vec<Part>, String> {
+        let mut parts = Vec::new();
+        for e in entries {
+            let (Some(common), Some(registration)) = (&e.common, e.registration) else {
+                return Err(format!(
+                    "nucleotide `{}` could not be resolved; run `check` for the details",
+                    e.name()
+                ));
+            };
+            let mut config = common.rest.clone();
+            let optimization = match config.remove("optimization_config") {
+                Some(v) if registration.kind == Kind::ModelPlugin => serde_json::from_value(v)
+                    .map_err(|err| {
+                        format!(
+                            "plugin `{}`: optimization_config: {err}; it takes `learning_rate_multiplier` and `optimizer`",
+                            common.name
+                        )
+                    })?,
+                Some(_) => {
+                    return Err(format!(
+                        "nucleotide `{}`: only model plugins take an `optimization_config`",
+                        common.name
+                    ));
+                }
+                None => PluginOptimization {
+                    learning_rate_multiplier: 1.0,
+                    optimizer: None,
+                },
+            };
+            parts.push(Part {
+                name: common.name.clone(),
+                kind: registration.kind,
+                registration,
+                config: Value::Object(config),
+                trainable: common.trainable,
+                optimization,
+            });
+        }
+        Ok(parts)
+    }
+}
+
+fn boxed(e: impl std::fmt::Display) -> BoxError {
+    e.to_string().into()
+}
+
+/// The model on a backend without autodiff: evaluation and inference.
+pub struct Model<B: Backend> {
+    handler: GeneHandler,
+    plugins: BTreeMap<String, Box<dyn DynPlugin<B>>>,
+    steps: BTreeMap<String, Box<dyn DynStep<B>>>,
+}
+
+impl<B: Backend> std::fmt::Debug for Model<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("handler", &self.handler.name())
+            .field("plugins", &self.plugins.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn build_steps<B: Backend>(
+    parts: &[Part],
+    device: &B::Device,
+) -> Result<BTreeMap<String, Box<dyn DynStep<B>>>, BoxError> {
+    let mut steps = BTreeMap::new();
+    for p in parts.iter().filter(|p| p.kind != Kind::ModelPlugin) {
+        steps.insert(
+            p.name.clone(),
+            runtime::step::<B>(p.registration, &p.name, &p.config, device)?,
+        );
+    }
+    Ok(steps)
+}
+
+/// Runs one step of a model handler: plugins through `plugin`, the rest through `steps`.
+/// Post-processors are skipped in training; summaries run when `summaries` is set.
+fn run_handler<'h, B: Backend>(
+    handler: &'h GeneHandler,
+    batch: Nest<B>,
+    mode: Mode,
+    summaries: bool,
+    mut plugin: impl FnMut(&str, Nest<B>) -> Result<Nest<B>, BoxError>,
+    steps: &mut BTreeMap<String, Box<dyn DynStep<B>>>,
+) -> Result<Outputs<'h, B>, RunError> {
+    handler.run(vec![Some(batch)], |node, input| {
+        let name = node.spec.name.as_str();
+        match node.spec.kind {
+            Kind::ModelPlugin => plugin(name, input).map(Some),
+            Kind::ModelPostProcessor if mode == Mode::Train => Ok(None),
+            Kind::ModelLoss if mode == Mode::Infer => Ok(None),
+            Kind::ModelSummary if !summaries => Ok(None),
+            _ => match steps.get_mut(name) {
+                Some(s) => s.run(input, mode).map(Some),
+                None => Err(format!("nucleotide `{name}` was not built").into()),
+            },
+        }
+    })
+}
+
+impl<B: Backend> Model<B> {
+    /// Builds every part on `device` (plugins with fresh weights).
+    pub fn build(handler: GeneHandler, parts: &[Part], device: &B::Device) -> Result<Self, BoxError> {
+        let mut plugins = BTreeMap::new();
+        for p in parts.iter().filter(|p| p.kind == Kind::ModelPlugin) {
+            plugins.insert(
+                p.name.clone(),
+                runtime::plugin::<B>(p.registration, &p.name, &p.config, device)?,
+            );
+        }
+        Ok(Model {
+            handler,
+            plugins,
+            steps: build_steps(parts, device)?,
+        })
+    }
+
+    /// Runs a batch.
+    pub fn run(&mut self, batch: Nest<B>, mode: Mode) -> Result<Outputs<'_, B>, RunError> {
+        let plugins = &self.plugins;
+        run_handler(
+            &self.handler,
+            batch,
+            mode,
+            true,
+            |name, input| match plugins.get(name) {
+                Some(p) => p.forward(input, mode),
+                None => Err(format!("plugin `{name}` was not built").into()),
+            },
+            &mut self.steps,
+        )
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &GeneHandler {
+        &self.handler
+    }
+
+    /// Every plugin's weights, `<plugin>.<path>`.
+    pub fn tensors(&self) -> Vec<(String, AnyTensor<B>)> {
+        named_tensors(self.plugins.iter().map(|(n, p)| (n.as_str(), p.tensors())))
+    }
+
+    /// Loads weights into the plugins `only` names (all when empty), each plugin's tensors
+    /// found under `<plugin>.`.
+    pub fn load_tensors(
+        &mut self,
+        tensors: &mut BTreeMap<String, AnyTensor<B>>,
+        only: &[String],
+    ) -> Result<(), String> {
+        load_into(
+            self.plugins.iter_mut().map(|(n, p)| (n.as_str(), p.as_mut())),
+            tensors,
+            only,
+        )
+    }
+}
+
+fn named_tensors<'a, B: Backend>(
+    plugins: impl Iterator<Item = (&'a str, Vec<(String, AnyTensor<B>)>)>,
+) -> Vec<(String, AnyTensor<B>)> {
+    plugins
+        .flat_map(|(name, tensors)| {
+            tensors
+                .into_iter()
+                .map(move |(path, t)| (format!("{name}.{path}"), t))
+        })
+        .collect()
+}
+
+fn load_into<'a, B: Backend>(
+    plugins: impl Iterator<Item = (&'a str, &'a mut (dyn DynPlugin<B> + 'static))>,
+    tensors: &mut BTreeMap<String, AnyTensor<B>>,
+    only: &[String],
+) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for (name, plugin) in plugins {
+        if !only.is_empty() && !only.iter().any(|o| o == name) {
+            continue;
+        }
+        let prefix = format!("{name}.");
+        let keys: Vec<String> = tensors
+            .keys()
+            .filter(|k| k.starts_with(&prefix))
+            .cloned()
+            .collect();
+        let mut own: BTreeMap<String, AnyTensor<B>> = keys
+            .into_iter()
+            .filter_map(|k| {
+                let t = tensors.remove(&k)?;
+                Some((k[prefix.len()..].to_owned(), t))
+            })
+            .collect();
+        if let Err(e) = plugin.load_tensors(&mut own) {
+            problems.push(e);
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// The model being trained on an autodiff backend, with one optimizer per plugin.
+pub struct TrainModel<B: AutodiffBackend> {
+    handler: GeneHandler,
+    eval_handler: GeneHandler,
+    parts: Vec<Part>,
+    plugins: BTreeMap<String, Box<dyn TrainPlugin<B>>>,
+    optimizers: BTreeMap<String, PluginOptimizer<B>>,
+    steps: BTreeMap<String, Box<dyn DynStep<B>>>,
+}
+
+impl<B: AutodiffBackend> std::fmt::Debug for TrainModel<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainModel")
+            .field("plugins", &self.plugins.keys().collect::<Vec<_>>())
+            .field("optimizers", &self.optimizers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one training step gives back.
+#[derive(Debug)]
+pub struct StepResult<B: Backend> {
+    /// The total loss (read back).
+    pub loss: f64,
+    /// The loss keys and their values, for the non-finite guard and summaries.
+    pub losses: BTreeMap<String, f64>,
+    /// Every nucleotide's outputs, detached from the graph.
+    pub outputs: BTreeMap<String, Option<Nest<B>>>,
+    /// The global norm of the gradients, when asked for or clipping.
+    pub gradient_norm: Option<f64>,
+}
+
+impl<B: AutodiffBackend> TrainModel<B> {
+    /// Builds the model's parts on `device`: plugins with fresh weights (`trainable: false`
+    /// frozen), each with the trainer's optimizer or its own.
+    pub fn build(
+        handler: GeneHandler,
+        eval_handler: GeneHandler,
+        parts: Vec<Part>,
+        optimizer: &OptimizerSpec,
+        device: &B::Device,
+    ) -> Result<Self, BoxError> {
+        let mut plugins = BTreeMap::new();
+        let mut optimizers = BTreeMap::new();
+        for p in parts.iter().filter(|p| p.kind == Kind::ModelPlugin) {
+            let mut plugin = runtime::train_plugin::<B>(p.registration, &p.name, &p.config, device)?;
+            if !p.trainable {
+                plugin.freeze();
+            }
+            plugins.insert(p.name.clone(), plugin);
+            optimizers.insert(
+                p.name.clone(),
+                PluginOptimizer::new(
+                    p.optimization.optimizer.as_ref().unwrap_or(optimizer),
+                    p.optimization.learning_rate_multiplier,
+                ),
+            );
+        }
+        Ok(TrainModel {
+            steps: build_steps(&parts, device)?,
+            handler,
+            eval_handler,
+            parts,
+            plugins,
+            optimizers,
+        })
+    }
+
+    /// One training step: forward, total loss, backward, optional global-norm clipping and
+    /// every plugin's optimizer step at learning rate `lr`.
+    pub fn train_step(
+        &mut self,
+        batch: Nest<B>,
+        lr: f64,
+        clip: Option<f64>,
+        want_norm: bool,
+        summaries: bool,
+    ) -> Result<StepResult<B::InnerBackend>, BoxError> {
+        let plugins = &self.plugins;
+        let outputs = run_handler(
+            &self.handler,
+            batch,
+            Mode::Train,
+            summaries,
+            |name, input| match plugins.get(name) {
+                Some(p) => p.forward(input, Mode::Train),
+                None => Err(format!("plugin `{name}` was not built").into()),
+            },
+            &mut self.steps,
+        )
+        .map_err(boxed)?
+        .into_map();
+        let (total, losses) = losses_of(&self.parts, &outputs)?;
+        let loss = total.clone().into_scalar().elem::<f64>();
+        let mut grads = total.backward();
+        let gradient_norm = if clip.is_some() || want_norm {
+            let mut sum: Option<Tensor<B::InnerBackend, 1>> = None;
+            for p in self.plugins.values() {
+                if let Some(s) = p.square_grad_sum(&grads) {
+                    sum = Some(match sum {
+                        Some(t) => t + s,
+                        None => s,
+                    });
+                }
+            }
+            Some(sum.map_or(0.0, |s| s.into_scalar().elem::<f64>().sqrt()))
+        } else {
+            None
+        };
+        let scale = match (clip, gradient_norm) {
+            (Some(c), Some(n)) => clip_factor(n, c),
+            _ => 1.0,
+        };
+        for (name, plugin) in self.plugins.iter_mut() {
+            let optimizer = self
+                .optimizers
+                .get_mut(name)
+                .expect("every plugin has an optimizer");
+            plugin.step(optimizer, lr, &mut grads, scale);
+        }
+        let outputs = outputs
+            .into_iter()
+            .map(|(k, v)| (k, v.map(crate::backend::nest_to_inner::<B>)))
+            .collect();
+        Ok(StepResult {
+            loss,
+            losses,
+            outputs,
+            gradient_norm,
+        })
+    }
+
+    /// The model with the current weights on the inner backend, for evaluation and export.
+    pub fn valid(
+        &self,
+        device: &burn::tensor::Device<B::InnerBackend>,
+    ) -> Result<Model<B::InnerBackend>, BoxError> {
+        let mut plugins = BTreeMap::new();
+        for (name, p) in &self.plugins {
+            plugins.insert(name.clone(), p.valid(device)?);
+        }
+        Ok(Model {
+            handler: self.eval_handler.clone(),
+            plugins,
+            steps: build_steps(&self.parts, device)?,
+        })
+    }
+
+    /// Every plugin's weights, `<plugin>.<path>`.
+    pub fn tensors(&self) -> Vec<(String, AnyTensor<B>)> {
+        named_tensors(self.plugins.iter().map(|(n, p)| (n.as_str(), p.tensors())))
+    }
+
+    /// Loads weights into the plugins `only` names (all when empty).
+    pub fn load_tensors(
+        &mut self,
+        tensors: &mut BTreeMap<String, AnyTensor<B>>,
+        only: &[String],
+    ) -> Result<(), String> {
+        load_into(
+            self.plugins
+                .iter_mut()
+                .map(|(n, p)| (n.as_str(), p.as_mut() as &mut (dyn DynPlugin<B> + 'static))),
+            tensors,
+            only,
+        )
+    }
+
+    /// Every optimizer's state, by plugin.
+    pub fn optimizer_states(&self) -> Result<Vec<(String, Vec<u8>)>, String> {
+        self.optimizers
+            .iter()
+            .map(|(n, o)| o.save().map(|b| (n.clone(), b)))
+            .collect()
+    }
+
+    /// Restores an optimizer's state.
+    pub fn load_optimizer_state(
+        &mut self,
+        plugin: &str,
+        bytes: Vec<u8>,
+        device: &B::Device,
+    ) -> Result<(), String> {
+        match self.optimizers.get_mut(plugin) {
+            Some(o) => o.load(bytes, device),
+            None => Err(format!("no plugin `{plugin}` in this model")),
+        }
+    }
+
+    /// The parts.
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
+    }
+}
+
+/// The total loss of every loss nucleotide's outputs, and each `loss…` key's mean, by
+/// `<nucleotide>/<key>`.
+pub fn losses_of<B: Backend>(
+    parts: &[Part],
+    outputs: &BTreeMap<String, Option<Nest<B>>>,
+) -> Result<(Tensor<B, 1>, BTreeMap<String, f64>), BoxError> {
+    let weights = BTreeMap::new();
+    let mut total: Option<Tensor<B, 1>> = None;
+    let mut losses = BTreeMap::new();
+    for p in parts.iter().filter(|p| p.kind == Kind::ModelLoss) {
+        let Some(Some(out)) = outputs.get(&p.name) else {
+            continue;
+        };
+        if let Some(t) = total_loss(out, &weights) {
+            total = Some(match total {
+                Some(sum) => sum + t,
+                None => t,
+            });
+        }
+        for (key, value) in out.as_map().into_iter().flatten() {
+            if key.starts_with("loss")
+                && let Some(flat) = value.as_tensor().and_then(|t| t.clone().flatten_float())
+            {
+                losses.insert(
+                    format!("{}/{key}", p.name),
+                    flat.mean().into_scalar().elem::<f64>(),
+                );
+            }
+        }
+    }
+    let total = total.ok_or(
+        "no loss: no loss nucleotide gave a key starting with `loss` (its generated keys named `loss…` are summed)",
+    )?;
+    Ok((total, losses))
+}
+
+/// Scalars among outputs: every float tensor of one element or scalar number, by
+/// `<nucleotide>/<key>`; nucleotides of `kinds` only.
+pub fn scalars_of<B: Backend>(
+    parts: &[Part],
+    kinds: &[Kind],
+    outputs: &BTreeMap<String, Option<Nest<B>>>,
+) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for p in parts.iter().filter(|p| kinds.contains(&p.kind)) {
+        let Some(Some(nest)) = outputs.get(&p.name) else {
+            continue;
+        };
+        for (key, value) in nest.flatten() {
+            let key = key.strip_prefix("scalar_").unwrap_or(&key).to_owned();
+            let v = match value {
+                Nest::Float(x) => Some(*x),
+                Nest::Int(x) => Some(*x as f64),
+                Nest::Tensor(t) if t.shape().num_elements() == 1 => t
+                    .clone()
+                    .flatten_float()
+                    .map(|f| f.into_scalar().elem::<f64>()),
+                _ => None,
+            };
+            if let Some(v) = v {
+                out.insert(format!("{}/{key}", p.name), v);
+            }
+        }
+    }
+    out
+}
+
+use burn::tensor::ElementConversion as _;
+
+fn safetensors_dtype(d: DType) -> Result<safetensors::Dtype, String> {
+    use safetensors::Dtype as S;
+    Ok(match d {
+        DType::F64 => S::F64,
+        DType::F32 | DType::Flex32 => S::F32,
+        DType::F16 => S::F16,
+        DType::BF16 => S::BF16,
+        DType::I64 => S::I64,
+        DType::I32 => S::I32,
+        DType::I16 => S::I16,
+        DType::I8 => S::I8,
+        DType::U64 => S::U64,
+        DType::U32 => S::U32,
+        DType::U16 => S::U16,
+        DType::U8 => S::U8,
+        DType::Bool(_) => S::BOOL,
+        other => return Err(format!("tensors of dtype {other:?} cannot be saved")),
+    })
+}
+
+fn burn_dtype(d: safetensors::Dtype) -> Result<DType, String> {
+    use safetensors::Dtype as S;
+    Ok(match d {
+        S::F64 => DType::F64,
+        S::F32 => DType::F32,
+        S::F16 => DType::F16,
+        S::BF16 => DType::BF16,
+        S::I64 => DType::I64,
+        S::I32 => DType::I32,
+        S::I16 => DType::I16,
+        S::I8 => DType::I8,
+        S::U64 => DType::U64,
+        S::U32 => DType::U32,
+        S::U16 => DType::U16,
+        S::U8 => DType::U8,
+        S::BOOL => DType::Bool(burn::tensor::BoolStore::Native),
+        other => return Err(format!("safetensors dtype {other:?} is not supported")),
+    })
+}
+
+/// Named tensors as a safetensors file's bytes, with `metadata` in its header.
+pub fn to_safetensors<B: Backend>(
+    tensors: Vec<(String, AnyTensor<B>)>,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>, String> {
+    let mut datas = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let data = t.into_data()?;
+        datas.push((name, data));
+    }
+    let mut views = Vec::with_capacity(datas.len());
+    for (name, data) in &datas {
+        let view = safetensors::tensor::TensorView::new(
+            safetensors_dtype(data.dtype)?,
+            data.shape.to_vec(),
+            data.as_bytes(),
+        )
+        .map_err(|e| format!("tensor `{name}`: {e}"))?;
+        views.push((name.clone(), view));
+    }
+    safetensors::serialize(views, metadata).map_err(|e| e.to_string())
+}
+
+/// Reads a safetensors file's tensors onto `device`.
+pub fn from_safetensors<B: Backend>(
+    bytes: &[u8],
+    device: &B::Device,
+) -> Result<BTreeMap<String, AnyTensor<B>>, String> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let data = TensorData::from_bytes_vec(
+            view.data().to_vec(),
+            view.shape().to_vec(),
+            burn_dtype(view.dtype())?,
+        );
+        out.insert(name, AnyTensor::from_data(data, device));
+    }
+    Ok(out)
+}
+
+/// Reads a safetensors file.
+pub fn read_safetensors<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<BTreeMap<String, AnyTensor<B>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    from_safetensors(&bytes, device).map_err(|e| format!("{}: {e}", path.display()))
+}
