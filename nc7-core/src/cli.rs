@@ -47,6 +47,39 @@ enum Command {
     Dna(ProjectArgs),
     /// List every registered nucleotide type by kind.
     List,
+    /// Train a project: train epoch, checkpoint, eval epoch, export, for the configured epochs.
+    /// Ctrl-C stops at the end of the current step with a checkpoint.
+    Train {
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        /// Continue from the newest valid checkpoint (starts fresh when there is none).
+        #[arg(long = "continue")]
+        resume: bool,
+        /// `cpu`, `cuda` or `cuda:N`; overrides the trainer config's `device`.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Export the newest (or a chosen) checkpoint to `training/saved_models/step-<N>/`.
+    Export {
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        /// A checkpoint folder (a name in `training/checkpoints/` or a path).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+}
+
+/// A project's training configs and what is layered over them.
+#[derive(Debug, Clone, Args)]
+struct OverrideArgs {
+    /// The project directory.
+    project_dir: PathBuf,
+    /// An extra config directory laid out like `training/configs/` (repeatable).
+    #[arg(long = "config-dir", value_name = "DIR")]
+    config_dirs: Vec<PathBuf>,
+    /// Set one config value, such as `trainer.num_epochs=3` (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +219,82 @@ fn execute(
                 writeln!(out, "wrote {}", path.display())?;
             }
             report(&check, err)
+        }
+        Command::Train {
+            overrides,
+            resume,
+            device,
+        } => {
+            let device = device
+                .map(|d| d.parse::<crate::backend::DeviceChoice>())
+                .transpose()?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            // Only the first handler installed in a process wins; tests run several trainings.
+            let _ = ctrlc::set_handler(move || {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            let options = crate::coordinator::TrainOptions {
+                resume,
+                device,
+                overrides: Overrides {
+                    config_dirs: overrides.config_dirs.clone(),
+                    set: overrides.set.clone(),
+                    ..env.clone()
+                },
+                command: std::env::args().collect(),
+                stop,
+                max_epochs_this_run: None,
+            };
+            match crate::coordinator::train(&overrides.project_dir, &options, registry) {
+                Ok(r) => {
+                    writeln!(
+                        out,
+                        "trained {} epochs ({} steps){}",
+                        r.epochs,
+                        r.global_step,
+                        r.stopped.map(|s| format!("; {s}")).unwrap_or_default()
+                    )?;
+                    if let Some(last) = r.evaluations.last() {
+                        let metrics: Vec<String> =
+                            last.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                        writeln!(out, "last evaluation: {}", metrics.join(", "))?;
+                    }
+                    if let Some(dir) = r.exports.last() {
+                        writeln!(out, "saved model: {}", dir.display())?;
+                    }
+                    Ok(0)
+                }
+                Err(e) => {
+                    writeln!(err, "{e}")?;
+                    Ok(1)
+                }
+            }
+        }
+        Command::Export {
+            overrides,
+            checkpoint,
+        } => {
+            let o = Overrides {
+                config_dirs: overrides.config_dirs.clone(),
+                set: overrides.set.clone(),
+                ..env.clone()
+            };
+            match crate::coordinator::export_checkpoint(
+                &overrides.project_dir,
+                checkpoint.as_deref(),
+                &o,
+                registry,
+            ) {
+                Ok(dir) => {
+                    writeln!(out, "saved model: {}", dir.display())?;
+                    Ok(0)
+                }
+                Err(e) => {
+                    writeln!(err, "{e}")?;
+                    Ok(1)
+                }
+            }
         }
         Command::List => {
             for e in registry.entries() {

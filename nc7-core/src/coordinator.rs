@@ -3,6 +3,10 @@
 
 pub mod checkpoint;
 pub mod schedule;
+pub mod trainer;
+pub mod trainer_config;
 
 pub use checkpoint::{Checkpoint, CheckpointError, Checkpoints};
 pub use schedule::{EvalSteps, Position, eval_position, train_position};
+pub use trainer::{TrainError, TrainOptions, TrainReport, export_checkpoint, train};
+pub use trainer_config::{PerMode, TrainerConfig};

@@ -12,6 +12,7 @@ pub mod config;
 pub mod coordinator;
 pub mod data;
 pub mod diagnostic;
+pub mod export;
 pub mod dna;
 pub mod gene;
 pub mod glue;

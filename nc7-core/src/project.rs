@@ -478,7 +478,7 @@ fn enabled_features() -> Vec<String> {
 }
 
 /// The commit and dirty flag of the git checkout holding `dir`, when there is one.
-fn git_state(dir: &Path) -> (Option<String>, Option<bool>) {
+pub(crate) fn git_state(dir: &Path) -> (Option<String>, Option<bool>) {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .arg("-C")

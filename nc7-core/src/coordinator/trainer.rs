@@ -1,0 +1,725 @@
+//! The trainer: train epoch → checkpoint → eval epoch → export, with summaries, callbacks,
+//! exact resume from the newest checkpoint and a clean stop on Ctrl-C.
+//!
+//! Exactness: the backend is reseeded from the run's seed and the global step before every
+//! step, the data order is a function of seed and epoch, the learning-rate schedule of the
+//! step count, and weights and optimizer state are saved at full precision; so a run
+//! continued from a checkpoint computes exactly what the uninterrupted run would have.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::prelude::Backend;
+use burn::tensor::backend::AutodiffBackend;
+use serde_json::Value;
+
+use super::checkpoint::Checkpoints;
+use super::schedule::{EvalSteps, train_position};
+use super::trainer_config::TrainerConfig;
+use crate::backend::{DeviceChoice, nest_from_inner};
+use crate::check::{DATASET_NODE, ProjectCheck};
+use crate::config::{MODEL_SECTIONS, Overrides, RunType};
+use crate::data::{BatchOrder, DataPosition, for_each_batch};
+use crate::gene::Kind;
+use crate::handler::{BoxError, GeneHandler};
+use crate::model::{Model, Part, TrainModel, from_safetensors, losses_of, scalars_of, to_safetensors};
+use crate::nest::Nest;
+use crate::nucleotide::{CallbackContext, IterationInfo, Mode, SummaryWriter};
+use crate::optim::Schedule;
+use crate::project::{ProjectMetadata, TrainingDirs, write_snapshot};
+use crate::registry::Registry;
+use crate::runtime::{self, DynCallback, DynDataset};
+use crate::tracking::tensorboard::EventWriter;
+
+/// How to train.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from the newest checkpoint (`--continue`).
+    pub resume: bool,
+    /// `--device`, over the config's.
+    pub device: Option<DeviceChoice>,
+    /// Config overrides.
+    pub overrides: Overrides,
+    /// The command line, for the run record.
+    pub command: Vec<String>,
+    /// Set (by Ctrl-C) to stop at the end of the current step, with a checkpoint.
+    pub stop: Arc<AtomicBool>,
+    /// Stop after this many epochs of this run (tests of resuming).
+    pub max_epochs_this_run: Option<u64>,
+}
+
+/// What a training run did.
+#[derive(Debug, Clone, Default)]
+pub struct TrainReport {
+    /// Steps trained in all runs.
+    pub global_step: u64,
+    /// Epochs completed in all runs.
+    pub epochs: u64,
+    /// The total loss of each step of this run.
+    pub losses: Vec<f64>,
+    /// The mean losses and metrics of each evaluation of this run.
+    pub evaluations: Vec<BTreeMap<String, f64>>,
+    /// Saved models written.
+    pub exports: Vec<PathBuf>,
+    /// Why training stopped before its last epoch, if it did.
+    pub stopped: Option<String>,
+}
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The configs have problems.
+    #[error("{0}")]
+    Check(String),
+    /// Anything else, with what was going on.
+    #[error("{0}")]
+    Run(String),
+}
+
+impl From<BoxError> for TrainError {
+    fn from(e: BoxError) -> Self {
+        TrainError::Run(e.to_string())
+    }
+}
+
+fn run_err(what: &str) -> impl Fn(String) -> TrainError + '_ {
+    move |e| TrainError::Run(format!("{what}: {e}"))
+}
+
+/// Loads and checks a project's training configs, and its trainer config.
+pub fn load(
+    project: &Path,
+    overrides: &Overrides,
+    registry: &Registry,
+) -> Result<(ProjectCheck, TrainerConfig), TrainError> {
+    let check = ProjectCheck::load(project, RunType::Train, overrides, registry);
+    if check.diagnostics.has_errors() {
+        return Err(TrainError::Check(check.diagnostics.to_string()));
+    }
+    let value = check
+        .config
+        .tree
+        .get("trainer_config")
+        .map(|t| t.to_value())
+        .unwrap_or(Value::Null);
+    let config = TrainerConfig::from_value(&value).map_err(TrainError::Check)?;
+    Ok((check, config))
+}
+
+/// Trains a project: `train <project_dir>`.
+pub fn train(
+    project: &Path,
+    options: &TrainOptions,
+    registry: &Registry,
+) -> Result<TrainReport, TrainError> {
+    let (check, config) = load(project, &options.overrides, registry)?;
+    let device = match options.device {
+        Some(d) => d,
+        None => config
+            .device
+            .parse()
+            .map_err(|e: crate::backend::BadDevice| TrainError::Check(format!("trainer_config.device: {e}")))?,
+    };
+    device.available().map_err(TrainError::Check)?;
+    let dirs = TrainingDirs::prepare(project, options.resume)
+        .map_err(|e| TrainError::Check(e.to_string()))?;
+    write_snapshot(&dirs.artifacts, RunType::Train, &check.config.tree.to_value())
+        .map_err(|e| TrainError::Run(e.to_string()))?;
+    let record = ProjectMetadata::start_run(project, RunType::Train, &dirs.root, options.command.clone())
+        .map_err(|e| TrainError::Run(e.to_string()))?;
+    let result = match device {
+        DeviceChoice::Cpu => run::<crate::backend::CpuTrain>(
+            &check,
+            &config,
+            &dirs,
+            options,
+            &Default::default(),
+            &Default::default(),
+        ),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(i) => {
+            let d = burn::backend::cuda::CudaDevice::new(i);
+            run::<crate::backend::CudaTrain>(&check, &config, &dirs, options, &d, &d)
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Cuda(_) => unreachable!("checked by `available`"),
+    };
+    let status = match &result {
+        Ok(r) if r.stopped.is_some() => "stopped",
+        Ok(_) => "finished",
+        Err(_) => "failed",
+    };
+    let _ = ProjectMetadata::end_run(project, record, status);
+    result
+}
+
+/// The datasets, callbacks and handlers of a training run, built.
+struct Setup<B: AutodiffBackend> {
+    model: TrainModel<B>,
+    train_data: Box<dyn DynDataset<B::InnerBackend>>,
+    eval_data: Box<dyn DynDataset<B::InnerBackend>>,
+    callbacks_train: Callbacks<B::InnerBackend>,
+    callbacks_eval: Callbacks<B::InnerBackend>,
+}
+
+fn handler(check: &ProjectCheck, name: &str) -> Option<GeneHandler> {
+    check.handlers.iter().find(|h| h.name() == name).cloned()
+}
+
+fn setup<B: AutodiffBackend>(
+    check: &ProjectCheck,
+    config: &TrainerConfig,
+    device: &B::Device,
+    inner: &burn::tensor::Device<B::InnerBackend>,
+) -> Result<Setup<B>, TrainError> {
+    let model_handler = handler(check, "model")
+        .ok_or_else(|| TrainError::Check("the project has no model to train".into()))?;
+    let eval_handler = handler(check, "model_eval").unwrap_or_else(|| model_handler.clone());
+    let sections: Vec<&str> = MODEL_SECTIONS.iter().map(|s| s.key).collect();
+    let parts = Part::from_entries(
+        check
+            .nucleotides
+            .iter()
+            .filter(|e| sections.contains(&e.section)),
+    )
+    .map_err(TrainError::Check)?;
+    let model = TrainModel::build(
+        model_handler,
+        eval_handler,
+        parts,
+        &config.optimization_config.optimizer,
+        device,
+    )?;
+    let dataset = |slot: &str| -> Result<Box<dyn DynDataset<B::InnerBackend>>, TrainError> {
+        let e = check
+            .nucleotides
+            .iter()
+            .find(|e| e.section == "datasets_config" && e.slot.as_deref() == Some(slot))
+            .ok_or_else(|| TrainError::Check(format!("datasets_config has no `{slot}` dataset")))?;
+        let parts = Part::from_entries([e]).map_err(TrainError::Check)?;
+        let p = &parts[0];
+        let d = runtime::dataset::<B::InnerBackend>(p.registration, &p.name, &p.config, inner)
+            .map_err(|e| TrainError::Run(e.to_string()))?;
+        if d.is_empty() {
+            return Err(TrainError::Check(format!(
+                "the {slot} dataset `{}` has no samples",
+                p.name
+            )));
+        }
+        Ok(d)
+    };
+    Ok(Setup {
+        model,
+        train_data: dataset("train")?,
+        eval_data: dataset("eval")?,
+        callbacks_train: Callbacks::build(check, "callbacks_train", inner)?,
+        callbacks_eval: Callbacks::build(check, "callbacks_eval", inner)?,
+    })
+}
+
+/// Where a run stands; what a checkpoint's state holds besides weights and optimizer state.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+struct RunState {
+    global_step: u64,
+    epoch: u64,
+    data_epoch: u64,
+    data_batch: u64,
+    seed: u64,
+}
+
+const WEIGHTS: &str = "model.safetensors";
+
+fn optimizer_file(plugin: &str) -> String {
+    format!("optimizer-{plugin}.bin")
+}
+
+/// Mixes the run's seed with the step, so that each step's random operations are seeded on
+/// their own and a resumed run repeats them.
+fn step_seed(seed: u64, step: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn run<B: AutodiffBackend>(
+    check: &ProjectCheck,
+    config: &TrainerConfig,
+    dirs: &TrainingDirs,
+    options: &TrainOptions,
+    device: &B::Device,
+    inner: &burn::tensor::Device<B::InnerBackend>,
+) -> Result<TrainReport, TrainError> {
+    B::seed(device, config.random_seed);
+    let Setup {
+        mut model,
+        train_data,
+        eval_data,
+        mut callbacks_train,
+        mut callbacks_eval,
+    } = setup::<B>(check, config, device, inner)?;
+    let checkpoints = Checkpoints::new(&dirs.checkpoints, config.checkpoints_to_keep);
+    let mut state = RunState {
+        seed: config.random_seed,
+        data_epoch: 1,
+        ..RunState::default()
+    };
+    if options.resume
+        && let Some(cp) = checkpoints
+            .newest()
+            .map_err(|e| TrainError::Run(e.to_string()))?
+    {
+        let weights = std::fs::read(cp.file(WEIGHTS))
+            .map_err(|e| TrainError::Run(format!("{}: {e}", cp.file(WEIGHTS).display())))?;
+        let mut tensors = from_safetensors::<B>(&weights, device).map_err(run_err("checkpoint weights"))?;
+        model
+            .load_tensors(&mut tensors, &[])
+            .map_err(run_err("checkpoint weights"))?;
+        for p in model.parts().iter().filter(|p| p.kind == Kind::ModelPlugin).map(|p| p.name.clone()).collect::<Vec<_>>() {
+            let path = cp.file(&optimizer_file(&p));
+            let bytes = std::fs::read(&path)
+                .map_err(|e| TrainError::Run(format!("{}: {e}", path.display())))?;
+            model
+                .load_optimizer_state(&p, bytes, device)
+                .map_err(run_err("checkpoint optimizer state"))?;
+        }
+        state = serde_json::from_value(cp.state.clone())
+            .map_err(|e| TrainError::Run(format!("checkpoint state: {e}")))?;
+        log::info!("continuing from {} (step {})", cp.dir.display(), state.global_step);
+    }
+    let mut schedule =
+        Schedule::new(&config.optimization_config).map_err(|e| TrainError::Check(format!("trainer_config.optimization_config.{e}")))?;
+    schedule.fast_forward(state.global_step as usize);
+    let train_order = BatchOrder {
+        len: train_data.len(),
+        batch_size: config.batch_size.train(),
+        shuffle: config.shuffle,
+        seed: config.random_seed,
+    };
+    let eval_order = BatchOrder {
+        len: eval_data.len(),
+        batch_size: config.batch_size.eval(),
+        shuffle: false,
+        seed: config.random_seed,
+    };
+    let train_iterations = config.train_iterations(train_data.len());
+    let eval_iterations = config.eval_iterations(eval_data.len());
+    let train_writer: Arc<EventWriter> = Arc::new(
+        EventWriter::create(&dirs.summaries_train).map_err(|e| TrainError::Run(e.to_string()))?,
+    );
+    let eval_writer: Arc<EventWriter> = Arc::new(
+        EventWriter::create(&dirs.summaries_eval).map_err(|e| TrainError::Run(e.to_string()))?,
+    );
+    let mut report = TrainReport::default();
+    let clip = config.optimization_config.gradient_clip;
+    let mut epochs_this_run = 0;
+    let ctx = |mode: Mode, writer: Arc<EventWriter>, log_dir: &Path, iterations: u64| CallbackContext {
+        mode,
+        log_dir: log_dir.to_owned(),
+        summaries: writer,
+        summary_step: 0,
+        iteration: IterationInfo::default(),
+        iterations_per_epoch: iterations as usize,
+    };
+    let mut train_ctx = ctx(Mode::Train, train_writer.clone(), &dirs.callbacks_train, train_iterations);
+    let mut eval_ctx = ctx(Mode::Eval, eval_writer.clone(), &dirs.callbacks_eval, eval_iterations);
+    callbacks_train.begin(&train_ctx)?;
+    callbacks_eval.begin(&eval_ctx)?;
+    while state.epoch < config.num_epochs {
+        if options.max_epochs_this_run.is_some_and(|m| epochs_this_run >= m) {
+            report.stopped = Some(format!("stopped after {epochs_this_run} epochs as asked"));
+            break;
+        }
+        // The batches of this epoch, continuing the data order where the last one stopped.
+        let done_in_epoch = state.global_step - state.epoch * train_iterations;
+        let mut batches = Vec::new();
+        let mut position = DataPosition {
+            epoch: state.data_epoch,
+            batch: state.data_batch,
+        };
+        while (batches.len() as u64) < train_iterations - done_in_epoch {
+            let need = (train_iterations - done_in_epoch) as usize - batches.len();
+            let rest: Vec<Vec<usize>> = train_order.batches_from(position).take(need).collect();
+            position.batch += rest.len() as u64;
+            batches.extend(rest);
+            if position.batch >= train_order.batches_per_epoch() {
+                position = DataPosition {
+                    epoch: position.epoch + 1,
+                    batch: 0,
+                };
+            }
+        }
+        let started = Instant::now();
+        let mut failure: Option<TrainError> = None;
+        let mut epoch_losses = Vec::new();
+        for_each_batch::<B::InnerBackend, TrainError>(
+            train_data.as_ref(),
+            batches,
+            config.prefetch,
+            inner,
+            |batch| {
+                let step = state.global_step;
+                let pos = train_position(step, train_iterations);
+                let last = pos.iteration == train_iterations;
+                let summary = (step + 1) % config.summary_steps == 0 || last;
+                B::seed(device, step_seed(config.random_seed, step));
+                let lr = schedule.next_lr();
+                let data = batch.clone();
+                let result = model.train_step(nest_from_inner::<B>(batch), lr, clip, summary, summary)?;
+                if !result.loss.is_finite() {
+                    let bad: Vec<&String> = result
+                        .losses
+                        .iter()
+                        .filter(|(_, v)| !v.is_finite())
+                        .map(|(k, _)| k)
+                        .collect();
+                    failure = Some(TrainError::Run(format!(
+                        "the loss is not finite at step {} (epoch {}, iteration {}): {} is {}; training stopped, the last good checkpoint is kept in {}",
+                        step + 1,
+                        pos.epoch,
+                        pos.iteration,
+                        if bad.is_empty() { "the total loss".to_owned() } else { bad.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ") },
+                        result.loss,
+                        dirs.checkpoints.display()
+                    )));
+                    return Ok(false);
+                }
+                state.global_step += 1;
+                state.data_batch += 1;
+                if state.data_batch >= train_order.batches_per_epoch() {
+                    state.data_epoch += 1;
+                    state.data_batch = 0;
+                }
+                report.losses.push(result.loss);
+                epoch_losses.push(result.loss);
+                if summary {
+                    let s = pos.summary_step;
+                    train_writer.scalar("loss", result.loss, s);
+                    train_writer.scalar("learning_rate", lr, s);
+                    if let Some(n) = result.gradient_norm {
+                        train_writer.scalar("gradient_norm", n, s);
+                    }
+                    for (k, v) in &result.losses {
+                        train_writer.scalar(k, *v, s);
+                    }
+                    for (k, v) in scalars_of(model.parts(), &[Kind::ModelMetric, Kind::ModelSummary], &result.outputs) {
+                        train_writer.scalar(&k, v, s);
+                    }
+                }
+                train_ctx.summary_step = pos.summary_step;
+                train_ctx.iteration = IterationInfo {
+                    epoch: pos.epoch as usize,
+                    iteration: pos.iteration as usize,
+                    execution_time: started.elapsed().as_secs_f64(),
+                    is_last: last,
+                };
+                callbacks_train.iteration(data, result.outputs, &train_ctx)?;
+                Ok(!options.stop.load(Ordering::SeqCst))
+            },
+        )?;
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        let interrupted = options.stop.load(Ordering::SeqCst);
+        let epoch_done = state.global_step % train_iterations == 0 && state.global_step > state.epoch * train_iterations;
+        if epoch_done {
+            state.epoch += 1;
+            epochs_this_run += 1;
+        }
+        save_checkpoint(&model, &checkpoints, &state)?;
+        let mean = epoch_losses.iter().sum::<f64>() / epoch_losses.len().max(1) as f64;
+        log::info!(
+            "epoch {} of {}: {} steps, mean loss {mean:.6}, {:.1} s",
+            state.epoch,
+            config.num_epochs,
+            epoch_losses.len(),
+            started.elapsed().as_secs_f64()
+        );
+        if interrupted {
+            report.stopped = Some(format!(
+                "interrupted at step {}; continue with `--continue`",
+                state.global_step
+            ));
+            break;
+        }
+        let evaluation = evaluate::<B>(
+            &model,
+            eval_data.as_ref(),
+            &eval_order,
+            eval_iterations,
+            train_iterations,
+            state.global_step,
+            inner,
+            &eval_writer,
+            &mut callbacks_eval,
+            &mut eval_ctx,
+            config.prefetch,
+        )?;
+        if config.exports_to_keep > 0 {
+            let mut valid = model.valid(inner)?;
+            let dir = crate::export::export(
+                &check.project,
+                &dirs.saved_models,
+                &mut valid,
+                model.parts(),
+                &check.config.tree.to_value(),
+                eval_data.as_ref(),
+                config.batch_size.eval(),
+                state.global_step,
+                state.epoch,
+                Some(&evaluation),
+                config.exports_to_keep,
+            )
+            .map_err(TrainError::Run)?;
+            report.exports.push(dir);
+        }
+        report.evaluations.push(evaluation);
+    }
+    callbacks_train.end(&train_ctx)?;
+    callbacks_eval.end(&eval_ctx)?;
+    train_writer.flush().map_err(TrainError::Run)?;
+    eval_writer.flush().map_err(TrainError::Run)?;
+    report.global_step = state.global_step;
+    report.epochs = state.epoch;
+    Ok(report)
+}
+
+fn save_checkpoint<B: AutodiffBackend>(
+    model: &TrainModel<B>,
+    checkpoints: &Checkpoints,
+    state: &RunState,
+) -> Result<(), TrainError> {
+    let weights = to_safetensors(model.tensors(), None).map_err(run_err("saving weights"))?;
+    let optimizers = model.optimizer_states().map_err(run_err("saving optimizer state"))?;
+    let names: Vec<String> = optimizers.iter().map(|(p, _)| optimizer_file(p)).collect();
+    let mut files: Vec<(&str, &[u8])> = vec![(WEIGHTS, &weights)];
+    for (name, (_, bytes)) in names.iter().zip(&optimizers) {
+        files.push((name, bytes));
+    }
+    checkpoints
+        .save(
+            state.global_step,
+            state.epoch,
+            &files,
+            &serde_json::to_value(state).expect("run states serialize"),
+        )
+        .map_err(|e| TrainError::Run(e.to_string()))?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn evaluate<B: AutodiffBackend>(
+    model: &TrainModel<B>,
+    data: &dyn DynDataset<B::InnerBackend>,
+    order: &BatchOrder,
+    iterations: u64,
+    train_iterations: u64,
+    global_step: u64,
+    device: &burn::tensor::Device<B::InnerBackend>,
+    writer: &Arc<EventWriter>,
+    callbacks: &mut Callbacks<B::InnerBackend>,
+    ctx: &mut CallbackContext,
+    prefetch: usize,
+) -> Result<BTreeMap<String, f64>, TrainError> {
+    let mut valid = model.valid(device)?;
+    let parts = model.parts().to_vec();
+    let mut steps = EvalSteps::new(iterations, train_iterations);
+    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    let batches: Vec<Vec<usize>> = order
+        .batches_from(DataPosition { epoch: 1, batch: 0 })
+        .take(iterations as usize)
+        .collect();
+    let started = Instant::now();
+    for_each_batch::<B::InnerBackend, TrainError>(data, batches, prefetch, device, |batch| {
+        let pos = steps.next(global_step);
+        let outputs = valid
+            .run(batch.clone(), Mode::Eval)
+            .map_err(|e| TrainError::Run(e.to_string()))?
+            .into_map();
+        let mut values = BTreeMap::new();
+        if let Ok((total, losses)) = losses_of(&parts, &outputs) {
+            values.insert("loss".to_owned(), total.into_scalar().elem::<f64>());
+            values.extend(losses);
+        }
+        values.extend(scalars_of(&parts, &[Kind::ModelMetric, Kind::ModelSummary], &outputs));
+        for (k, v) in values {
+            let e = sums.entry(k).or_insert((0.0, 0));
+            e.0 += v;
+            e.1 += 1;
+        }
+        ctx.summary_step = pos.summary_step;
+        ctx.iteration = IterationInfo {
+            epoch: pos.epoch as usize,
+            iteration: pos.iteration as usize,
+            execution_time: started.elapsed().as_secs_f64(),
+            is_last: pos.iteration == iterations,
+        };
+        callbacks.iteration(batch, outputs, ctx)?;
+        Ok(true)
+    })?;
+    let means: BTreeMap<String, f64> = sums
+        .into_iter()
+        .map(|(k, (s, n))| (k, s / n.max(1) as f64))
+        .collect();
+    for (k, v) in &means {
+        writer.scalar(k, *v, global_step);
+    }
+    log::info!(
+        "evaluation after step {global_step}: {}",
+        means
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.6}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(means)
+}
+
+use burn::tensor::ElementConversion as _;
+
+/// A callbacks handler's nucleotides, built.
+struct Callbacks<B: Backend> {
+    handler: Option<GeneHandler>,
+    callbacks: BTreeMap<String, Box<dyn DynCallback<B>>>,
+}
+
+impl<B: Backend> Callbacks<B> {
+    fn build(check: &ProjectCheck, name: &str, device: &B::Device) -> Result<Self, TrainError> {
+        let handler = handler(check, name);
+        let mut callbacks = BTreeMap::new();
+        if let Some(h) = &handler {
+            let names: Vec<&str> = h.helix().names().skip(h.helix().incoming_len()).collect();
+            for e in check.nucleotides.iter().filter(|e| names.contains(&e.name()) && e.kind == Kind::CoordinatorCallback) {
+                let parts = Part::from_entries([e]).map_err(TrainError::Check)?;
+                let p = &parts[0];
+                callbacks.insert(
+                    p.name.clone(),
+                    runtime::callback::<B>(p.registration, &p.name, &p.config, device)
+                        .map_err(|e| TrainError::Run(e.to_string()))?,
+                );
+            }
+        }
+        Ok(Callbacks { handler, callbacks })
+    }
+
+    fn begin(&mut self, ctx: &CallbackContext) -> Result<(), TrainError> {
+        for (name, c) in &mut self.callbacks {
+            c.begin(ctx)
+                .map_err(|e| TrainError::Run(format!("callback `{name}` failed: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, ctx: &CallbackContext) -> Result<(), TrainError> {
+        for (name, c) in &mut self.callbacks {
+            c.end(ctx)
+                .map_err(|e| TrainError::Run(format!("callback `{name}` failed: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Runs every callback on one iteration's data and model outputs, in topological order.
+    fn iteration(
+        &mut self,
+        data: Nest<B>,
+        mut outputs: BTreeMap<String, Option<Nest<B>>>,
+        ctx: &CallbackContext,
+    ) -> Result<(), TrainError> {
+        let Some(handler) = &self.handler else {
+            return Ok(());
+        };
+        for (name, c) in &mut self.callbacks {
+            c.on_iteration_start(ctx)
+                .map_err(|e| TrainError::Run(format!("callback `{name}` failed: {e}")))?;
+        }
+        let mut data = Some(data);
+        let inputs: Vec<Option<Nest<B>>> = handler
+            .helix()
+            .names()
+            .take(handler.helix().incoming_len())
+            .map(|n| {
+                if n == DATASET_NODE {
+                    data.take()
+                } else {
+                    outputs.remove(n).flatten()
+                }
+            })
+            .collect();
+        let callbacks = &mut self.callbacks;
+        handler
+            .run(inputs, |node, input| match callbacks.get_mut(&node.spec.name) {
+                Some(c) => c.on_iteration_end(input, ctx),
+                None => Ok(None),
+            })
+            .map_err(|e| TrainError::Run(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Writes a saved model from a checkpoint: `export <project_dir> [--checkpoint …]`.
+pub fn export_checkpoint(
+    project: &Path,
+    checkpoint: Option<&Path>,
+    overrides: &Overrides,
+    registry: &Registry,
+) -> Result<PathBuf, TrainError> {
+    type B = crate::backend::Cpu;
+    let (check, config) = load(project, overrides, registry)?;
+    let dirs = TrainingDirs::of(project);
+    let checkpoints = Checkpoints::new(&dirs.checkpoints, usize::MAX);
+    let cp = match checkpoint {
+        Some(dir) => {
+            let dir = if dir.is_absolute() || dir.exists() {
+                dir.to_owned()
+            } else {
+                dirs.checkpoints.join(dir)
+            };
+            checkpoints.load(&dir)
+        }
+        None => checkpoints.newest().and_then(|c| {
+            c.ok_or_else(|| super::checkpoint::CheckpointError::Io {
+                action: "find a checkpoint in",
+                path: dirs.checkpoints.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no checkpoint; train first"),
+            })
+        }),
+    }
+    .map_err(|e| TrainError::Run(e.to_string()))?;
+    let device = Default::default();
+    B::seed(&device, config.random_seed);
+    let model_handler = handler(&check, "model_eval")
+        .or_else(|| handler(&check, "model"))
+        .ok_or_else(|| TrainError::Check("the project has no model".into()))?;
+    let sections: Vec<&str> = MODEL_SECTIONS.iter().map(|s| s.key).collect();
+    let parts = Part::from_entries(check.nucleotides.iter().filter(|e| sections.contains(&e.section)))
+        .map_err(TrainError::Check)?;
+    let mut model = Model::<B>::build(model_handler, &parts, &device)?;
+    let weights = crate::model::read_safetensors::<B>(&cp.file(WEIGHTS), &device).map_err(TrainError::Run)?;
+    let mut weights = weights;
+    model.load_tensors(&mut weights, &[]).map_err(run_err("checkpoint weights"))?;
+    let e = check
+        .nucleotides
+        .iter()
+        .find(|e| e.section == "datasets_config" && e.slot.as_deref() == Some("eval"))
+        .ok_or_else(|| TrainError::Check("datasets_config has no `eval` dataset".into()))?;
+    let dparts = Part::from_entries([e]).map_err(TrainError::Check)?;
+    let data = runtime::dataset::<B>(dparts[0].registration, &dparts[0].name, &dparts[0].config, &device)
+        .map_err(|e| TrainError::Run(e.to_string()))?;
+    crate::export::export(
+        project,
+        &dirs.saved_models,
+        &mut model,
+        &parts,
+        &check.config.tree.to_value(),
+        data.as_ref(),
+        config.batch_size.eval(),
+        cp.global_step,
+        cp.epoch,
+        None,
+        config.exports_to_keep.max(1),
+    )
+    .map_err(TrainError::Run)
+}

@@ -1,0 +1,189 @@
+//! The trainer's own config (`trainer.json` → `trainer_config`): batch sizes, epochs, how long
+//! an epoch is, seed, device, summaries, what to keep, and the optimization.
+
+use serde::{Deserialize, Serialize};
+
+use crate::optim::OptimizationConfig;
+
+/// A value for training and evaluation alike (`32`), or for each (`{"train": 32, "eval": 64}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PerMode<T> {
+    /// The same for both.
+    Both(T),
+    /// One for each.
+    Each {
+        /// Training.
+        train: T,
+        /// Evaluation.
+        eval: T,
+    },
+}
+
+impl<T: Copy> PerMode<T> {
+    /// The training value.
+    pub fn train(&self) -> T {
+        match *self {
+            PerMode::Both(v) | PerMode::Each { train: v, .. } => v,
+        }
+    }
+    /// The evaluation value.
+    pub fn eval(&self) -> T {
+        match *self {
+            PerMode::Both(v) | PerMode::Each { eval: v, .. } => v,
+        }
+    }
+}
+
+/// `trainer_config`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerConfig {
+    /// Samples per batch.
+    pub batch_size: PerMode<usize>,
+    /// Epochs to train.
+    #[serde(default = "one")]
+    pub num_epochs: u64,
+    /// Iterations in an epoch; one pass over the data when absent.
+    #[serde(default)]
+    pub iterations_per_epoch: Option<PerMode<u64>>,
+    /// Samples in an epoch (instead of `iterations_per_epoch`).
+    #[serde(default)]
+    pub samples_per_epoch: Option<PerMode<u64>>,
+    /// Seeds weights, data order and every random operation.
+    #[serde(default)]
+    pub random_seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`; `--device` overrides it.
+    #[serde(default = "cpu")]
+    pub device: String,
+    /// Training summaries every this many steps (and at each epoch's last step).
+    #[serde(default = "ten")]
+    pub summary_steps: u64,
+    /// Checkpoints kept (the newest).
+    #[serde(default = "three")]
+    pub checkpoints_to_keep: usize,
+    /// Saved models kept (the newest); 0 exports nothing after evaluations.
+    #[serde(default = "three_u")]
+    pub exports_to_keep: usize,
+    /// Whether the training data is shuffled each epoch.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// Batches read ahead on a background thread (0: read in the training thread).
+    #[serde(default = "two")]
+    pub prefetch: usize,
+    /// Optimizer, learning rate and its schedule, gradient clipping.
+    #[serde(default)]
+    pub optimization_config: OptimizationConfig,
+}
+
+fn one() -> u64 {
+    1
+}
+fn cpu() -> String {
+    "cpu".into()
+}
+fn ten() -> u64 {
+    10
+}
+fn three() -> usize {
+    3
+}
+fn three_u() -> usize {
+    3
+}
+fn yes() -> bool {
+    true
+}
+fn two() -> usize {
+    2
+}
+
+impl TrainerConfig {
+    /// Reads `trainer_config`; the error names the field and what it takes.
+    pub fn from_value(value: &serde_json::Value) -> Result<TrainerConfig, String> {
+        let config: TrainerConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            format!(
+                "trainer_config{}: {}",
+                if path == "." {
+                    String::new()
+                } else {
+                    format!(".{path}")
+                },
+                e.into_inner()
+            )
+        })?;
+        let problems: Vec<String> = [
+            (config.batch_size.train() == 0 || config.batch_size.eval() == 0)
+                .then_some("trainer_config.batch_size must be at least 1"),
+            (config.summary_steps == 0).then_some("trainer_config.summary_steps must be at least 1"),
+            (config.iterations_per_epoch.is_some() && config.samples_per_epoch.is_some())
+                .then_some("trainer_config gives both `iterations_per_epoch` and `samples_per_epoch`; keep one"),
+            config
+                .optimization_config
+                .gradient_clip
+                .is_some_and(|c| c <= 0.0 || !c.is_finite())
+                .then_some("trainer_config.optimization_config.gradient_clip must be a positive number"),
+        ]
+        .into_iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// Training iterations per epoch for a dataset of `len` samples.
+    pub fn train_iterations(&self, len: usize) -> u64 {
+        self.iterations(len, self.batch_size.train(), |p| p.train())
+    }
+
+    /// Evaluation iterations per epoch for a dataset of `len` samples.
+    pub fn eval_iterations(&self, len: usize) -> u64 {
+        self.iterations(len, self.batch_size.eval(), |p| p.eval())
+    }
+
+    fn iterations(&self, len: usize, batch: usize, pick: impl Fn(&PerMode<u64>) -> u64) -> u64 {
+        if let Some(i) = &self.iterations_per_epoch {
+            return pick(i).max(1);
+        }
+        if let Some(s) = &self.samples_per_epoch {
+            return pick(s).div_ceil(batch as u64).max(1);
+        }
+        (len as u64).div_ceil(batch as u64).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_defaults_and_per_mode_values() {
+        let c = TrainerConfig::from_value(&json!({"batch_size": {"train": 4, "eval": 8}})).unwrap();
+        assert_eq!((c.batch_size.train(), c.batch_size.eval()), (4, 8));
+        assert_eq!(c.num_epochs, 1);
+        assert_eq!(c.train_iterations(10), 3);
+        assert_eq!(c.eval_iterations(10), 2);
+        let c = TrainerConfig::from_value(&json!({"batch_size": 4, "samples_per_epoch": 9}))
+            .unwrap();
+        assert_eq!(c.train_iterations(100), 3);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = TrainerConfig::from_value(&json!({"batch_size": 4, "num_epoch": 3})).unwrap_err();
+        assert!(e.contains("unknown field `num_epoch`"), "{e}");
+        let e = TrainerConfig::from_value(&json!({"batch_size": 4, "num_epochs": "x"}))
+            .unwrap_err();
+        assert!(e.starts_with("trainer_config.num_epochs"), "{e}");
+        let e = TrainerConfig::from_value(&json!({"batch_size": 0})).unwrap_err();
+        assert!(e.contains("batch_size must be at least 1"), "{e}");
+        let e = TrainerConfig::from_value(&json!({})).unwrap_err();
+        assert!(e.contains("batch_size"), "{e}");
+    }
+}

@@ -1,0 +1,185 @@
+//! Saved models (`saved_models/step-<N>/`): the weights as safetensors, the model's graph
+//! config (enough to rebuild it from the registry), its signature (inputs and outputs with
+//! kinds, dtypes and shapes), `model.info` and the evaluation's `eval_result.json`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::Backend;
+use serde_json::{Value, json};
+
+use crate::config::MODEL_SECTIONS;
+use crate::data::{BatchOrder, DataPosition, collate};
+use crate::model::{Model, Part, to_safetensors};
+use crate::nest::Nest;
+use crate::nucleotide::Mode;
+use crate::runtime::DynDataset;
+
+/// The weights file of a saved model.
+pub const WEIGHTS: &str = "model.safetensors";
+/// The graph config file.
+pub const GRAPH: &str = "graph.json";
+/// The signature file.
+pub const SIGNATURE: &str = "signature.json";
+/// The info file.
+pub const INFO: &str = "model.info";
+/// The evaluation results file.
+pub const EVAL_RESULT: &str = "eval_result.json";
+const PREFIX: &str = "step-";
+
+/// Writes `model` as the saved model of `global_step` into `saved_models`, then removes the
+/// oldest beyond `keep`. The folder appears complete or not at all.
+#[allow(clippy::too_many_arguments)]
+pub fn export<B: Backend>(
+    project: &Path,
+    saved_models: &Path,
+    model: &mut Model<B>,
+    parts: &[Part],
+    config: &Value,
+    data: &dyn DynDataset<B>,
+    batch_size: usize,
+    global_step: u64,
+    epoch: u64,
+    eval_result: Option<&BTreeMap<String, f64>>,
+    keep: usize,
+) -> Result<PathBuf, String> {
+    let io = |what: &str, p: &Path| {
+        let p = p.to_owned();
+        let what = what.to_owned();
+        move |e: std::io::Error| format!("cannot {what} {}: {e}", p.display())
+    };
+    fs::create_dir_all(saved_models).map_err(io("create", saved_models))?;
+    let name = format!("{PREFIX}{global_step}");
+    let tmp = saved_models.join(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
+    }
+    fs::create_dir(&tmp).map_err(io("create", &tmp))?;
+
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("global_step".to_owned(), global_step.to_string());
+    metadata.insert("nc7_version".to_owned(), env!("CARGO_PKG_VERSION").to_owned());
+    let weights = to_safetensors(model.tensors(), Some(metadata))?;
+    fs::write(tmp.join(WEIGHTS), weights).map_err(io("write", &tmp.join(WEIGHTS)))?;
+
+    let graph: serde_json::Map<String, Value> = MODEL_SECTIONS
+        .iter()
+        .filter_map(|s| config.get(s.key).map(|v| (s.key.to_owned(), v.clone())))
+        .collect();
+    write_json(&tmp.join(GRAPH), &Value::Object(graph))?;
+    write_json(&tmp.join(SIGNATURE), &signature(model, parts, data, batch_size)?)?;
+    let (commit, dirty) = crate::project::git_state(project);
+    write_json(
+        &tmp.join(INFO),
+        &json!({
+            "global_step": global_step,
+            "epoch": epoch,
+            "nc7_version": env!("CARGO_PKG_VERSION"),
+            "git_commit": commit,
+            "git_dirty": dirty,
+            "created": crate::project::rfc3339(std::time::SystemTime::now()),
+        }),
+    )?;
+    if let Some(result) = eval_result {
+        write_json(&tmp.join(EVAL_RESULT), &json!(result))?;
+    }
+    let target = saved_models.join(&name);
+    if target.exists() {
+        fs::remove_dir_all(&target).map_err(io("replace", &target))?;
+    }
+    fs::rename(&tmp, &target).map_err(io("rename", &tmp))?;
+    let mut all = list(saved_models);
+    while all.len() > keep.max(1) {
+        let (_, old) = all.remove(0);
+        fs::remove_dir_all(&old).map_err(io("remove", &old))?;
+    }
+    Ok(target)
+}
+
+/// Saved models in `saved_models`, oldest first, with their steps.
+pub fn list(saved_models: &Path) -> Vec<(u64, PathBuf)> {
+    let mut out: Vec<(u64, PathBuf)> = fs::read_dir(saved_models)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix(PREFIX)?.parse().ok()?;
+            e.path().join(WEIGHTS).is_file().then(|| (step, e.path()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<(), String> {
+    let mut text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    text.push('\n');
+    fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn describe<B: Backend>(nest: &Nest<B>) -> Vec<Value> {
+    nest.flatten()
+        .into_iter()
+        .map(|(key, value)| match value {
+            Nest::Tensor(t) => {
+                let mut shape: Vec<Value> = t.shape().to_vec().into_iter().map(Value::from).collect();
+                // The first dimension is the batch.
+                if let Some(first) = shape.first_mut() {
+                    *first = Value::Null;
+                }
+                json!({"key": key, "kind": t.kind().to_string(), "dtype": format!("{:?}", t.dtype()), "shape": shape})
+            }
+            other => json!({"key": key, "kind": match other {
+                Nest::Str(_) => "string",
+                Nest::Float(_) => "float",
+                Nest::Int(_) => "int",
+                Nest::Bool(_) => "bool",
+                _ => "list",
+            }}),
+        })
+        .collect()
+}
+
+/// Inputs and outputs of the model on one batch of `data`.
+fn signature<B: Backend>(
+    model: &mut Model<B>,
+    parts: &[Part],
+    data: &dyn DynDataset<B>,
+    batch_size: usize,
+) -> Result<Value, String> {
+    let order = BatchOrder {
+        len: data.len(),
+        batch_size,
+        shuffle: false,
+        seed: 0,
+    };
+    let Some(indices) = order.batches_from(DataPosition { epoch: 1, batch: 0 }).next() else {
+        return Err("the evaluation dataset has no samples".into());
+    };
+    let samples = indices
+        .iter()
+        .map(|&i| data.get(i).map_err(|e| format!("sample {i}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let device = samples
+        .iter()
+        .find_map(|s| s.flatten().into_iter().find_map(|(_, v)| v.as_tensor().map(|t| t.device())))
+        .unwrap_or_default();
+    let batch = collate(samples, &device).map_err(|e| e.to_string())?;
+    let inputs = describe(&batch);
+    let outputs = model
+        .run(batch, Mode::Eval)
+        .map_err(|e| e.to_string())?
+        .into_map();
+    let mut out = serde_json::Map::new();
+    for p in parts {
+        if let Some(Some(nest)) = outputs.get(&p.name) {
+            out.insert(
+                p.name.clone(),
+                json!({"kind": p.kind.name(), "class_name": p.registration.path, "keys": describe(nest)}),
+            );
+        }
+    }
+    Ok(json!({"inputs": inputs, "outputs": out}))
+}
