@@ -22,17 +22,20 @@ pub struct CommonConfig {
     pub mapping: KeysMapping,
     /// Whether its parameters are trained (model plugins; `true` when not given).
     pub trainable: bool,
+    /// A model plugin's own `optimization_config` (learning-rate multiplier or optimizer).
+    pub optimization: Option<crate::optim::PluginOptimization>,
     /// Every other field: the nucleotide's own config.
     pub rest: Map<String, Value>,
 }
 
 /// The names of the common fields.
-pub const COMMON_FIELDS: [&str; 5] = [
+pub const COMMON_FIELDS: [&str; 6] = [
     "class_name",
     "name",
     "inbound_nodes",
     "incoming_keys_mapping",
     "trainable",
+    "optimization_config",
 ];
 
 /// A problem with one nucleotide config; `field` is the key path inside the config.
@@ -151,6 +154,19 @@ impl CommonConfig {
                 true
             }
         };
+        let optimization = match obj.get("optimization_config") {
+            None | Some(Value::Null) => None,
+            Some(v) => match serde_json::from_value(v.clone()) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    error(
+                        "optimization_config",
+                        format!("{e}; it takes `learning_rate_multiplier` and `optimizer`"),
+                    );
+                    None
+                }
+            },
+        };
         let rest = obj
             .iter()
             .filter(|(k, _)| !COMMON_FIELDS.contains(&k.as_str()))
@@ -165,6 +181,7 @@ impl CommonConfig {
             inbound_nodes,
             mapping,
             trainable,
+            optimization,
             rest,
         })
     }

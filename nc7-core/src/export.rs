@@ -59,7 +59,10 @@ pub fn export<B: Backend>(
 
     let mut metadata = std::collections::HashMap::new();
     metadata.insert("global_step".to_owned(), global_step.to_string());
-    metadata.insert("nc7_version".to_owned(), env!("CARGO_PKG_VERSION").to_owned());
+    metadata.insert(
+        "nc7_version".to_owned(),
+        env!("CARGO_PKG_VERSION").to_owned(),
+    );
     let weights = to_safetensors(model.tensors(), Some(metadata))?;
     fs::write(tmp.join(WEIGHTS), weights).map_err(io("write", &tmp.join(WEIGHTS)))?;
 
@@ -68,7 +71,10 @@ pub fn export<B: Backend>(
         .filter_map(|s| config.get(s.key).map(|v| (s.key.to_owned(), v.clone())))
         .collect();
     write_json(&tmp.join(GRAPH), &Value::Object(graph))?;
-    write_json(&tmp.join(SIGNATURE), &signature(model, parts, data, batch_size)?)?;
+    write_json(
+        &tmp.join(SIGNATURE),
+        &signature(model, parts, data, batch_size)?,
+    )?;
     let (commit, dirty) = crate::project::git_state(project);
     write_json(
         &tmp.join(INFO),
@@ -155,7 +161,10 @@ fn signature<B: Backend>(
         shuffle: false,
         seed: 0,
     };
-    let Some(indices) = order.batches_from(DataPosition { epoch: 1, batch: 0 }).next() else {
+    let Some(indices) = order
+        .batches_from(DataPosition { epoch: 1, batch: 0 })
+        .next()
+    else {
         return Err("the evaluation dataset has no samples".into());
     };
     let samples = indices
@@ -164,7 +173,11 @@ fn signature<B: Backend>(
         .collect::<Result<Vec<_>, _>>()?;
     let device = samples
         .iter()
-        .find_map(|s| s.flatten().into_iter().find_map(|(_, v)| v.as_tensor().map(|t| t.device())))
+        .find_map(|s| {
+            s.flatten()
+                .into_iter()
+                .find_map(|(_, v)| v.as_tensor().map(|t| t.device()))
+        })
         .unwrap_or_default();
     let batch = collate(samples, &device).map_err(|e| e.to_string())?;
     let inputs = describe(&batch);

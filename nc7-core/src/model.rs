@@ -48,21 +48,14 @@ impl Part {
                     e.name()
                 ));
             };
-            let mut config = common.rest.clone();
-            let optimization = match config.remove("optimization_config") {
-                Some(v) if registration.kind == Kind::ModelPlugin => serde_json::from_value(v)
-                    .map_err(|err| {
-                        format!(
-                            "plugin `{}`: optimization_config: {err}; it takes `learning_rate_multiplier` and `optimizer`",
-                            common.name
-                        )
-                    })?,
-                Some(_) => {
+            let optimization = match &common.optimization {
+                Some(_) if registration.kind != Kind::ModelPlugin => {
                     return Err(format!(
                         "nucleotide `{}`: only model plugins take an `optimization_config`",
                         common.name
                     ));
                 }
+                Some(o) => o.clone(),
                 None => PluginOptimization {
                     learning_rate_multiplier: 1.0,
                     optimizer: None,
@@ -72,7 +65,7 @@ impl Part {
                 name: common.name.clone(),
                 kind: registration.kind,
                 registration,
-                config: Value::Object(config),
+                config: Value::Object(common.rest.clone()),
                 trainable: common.trainable,
                 optimization,
             });
@@ -142,7 +135,11 @@ fn run_handler<'h, B: Backend>(
 
 impl<B: Backend> Model<B> {
     /// Builds every part on `device` (plugins with fresh weights).
-    pub fn build(handler: GeneHandler, parts: &[Part], device: &B::Device) -> Result<Self, BoxError> {
+    pub fn build(
+        handler: GeneHandler,
+        parts: &[Part],
+        device: &B::Device,
+    ) -> Result<Self, BoxError> {
         let mut plugins = BTreeMap::new();
         for p in parts.iter().filter(|p| p.kind == Kind::ModelPlugin) {
             plugins.insert(
@@ -191,7 +188,9 @@ impl<B: Backend> Model<B> {
         only: &[String],
     ) -> Result<(), String> {
         load_into(
-            self.plugins.iter_mut().map(|(n, p)| (n.as_str(), p.as_mut())),
+            self.plugins
+                .iter_mut()
+                .map(|(n, p)| (n.as_str(), p.as_mut())),
             tensors,
             only,
         )
@@ -289,7 +288,8 @@ impl<B: AutodiffBackend> TrainModel<B> {
         let mut plugins = BTreeMap::new();
         let mut optimizers = BTreeMap::new();
         for p in parts.iter().filter(|p| p.kind == Kind::ModelPlugin) {
-            let mut plugin = runtime::train_plugin::<B>(p.registration, &p.name, &p.config, device)?;
+            let mut plugin =
+                runtime::train_plugin::<B>(p.registration, &p.name, &p.config, device)?;
             if !p.trainable {
                 plugin.freeze();
             }

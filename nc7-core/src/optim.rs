@@ -8,6 +8,15 @@
 
 use hashbrown::HashMap;
 
+use burn::lr_scheduler::LrScheduler;
+use burn::lr_scheduler::composed::{
+    ComposedLrScheduler, ComposedLrSchedulerConfig, SchedulerReduction,
+};
+use burn::lr_scheduler::constant::ConstantLr;
+use burn::lr_scheduler::cosine::{CosineAnnealingLrScheduler, CosineAnnealingLrSchedulerConfig};
+use burn::lr_scheduler::exponential::{ExponentialLrScheduler, ExponentialLrSchedulerConfig};
+use burn::lr_scheduler::linear::{LinearLrScheduler, LinearLrSchedulerConfig};
+use burn::lr_scheduler::step::{StepLrScheduler, StepLrSchedulerConfig};
 use burn::module::ParamId;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -15,13 +24,6 @@ use burn::optim::record::AdaptorRecord;
 use burn::optim::{
     Adam, AdamConfig, AdamW, AdamWConfig, RmsProp, RmsPropConfig, Sgd, SgdConfig, SimpleOptimizer,
 };
-use burn::lr_scheduler::LrScheduler;
-use burn::lr_scheduler::composed::{ComposedLrScheduler, ComposedLrSchedulerConfig, SchedulerReduction};
-use burn::lr_scheduler::constant::ConstantLr;
-use burn::lr_scheduler::cosine::{CosineAnnealingLrScheduler, CosineAnnealingLrSchedulerConfig};
-use burn::lr_scheduler::exponential::{ExponentialLrScheduler, ExponentialLrSchedulerConfig};
-use burn::lr_scheduler::linear::{LinearLrScheduler, LinearLrSchedulerConfig};
-use burn::lr_scheduler::step::{StepLrScheduler, StepLrSchedulerConfig};
 use burn::prelude::{Backend, Tensor};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
@@ -225,7 +227,7 @@ impl<O: SimpleOptimizer<B::InnerBackend>, B: AutodiffBackend> Stateful<O, B> {
             self.states.clone(),
             (),
         )
-            .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())
     }
 
     fn load(&mut self, bytes: Vec<u8>, device: &B::Device) -> Result<(), String> {
@@ -234,7 +236,7 @@ impl<O: SimpleOptimizer<B::InnerBackend>, B: AutodiffBackend> Stateful<O, B> {
             bytes,
             device,
         )
-            .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
         Ok(())
     }
 }
@@ -347,10 +349,7 @@ impl<B: AutodiffBackend> PluginOptimizer<B> {
                     .build(),
             )),
         };
-        PluginOptimizer {
-            inner,
-            multiplier,
-        }
+        PluginOptimizer { inner, multiplier }
     }
 
     /// Steps one parameter with its gradient at the trainer's learning rate `lr`.
@@ -705,8 +704,10 @@ mod tests {
             let first = s.next_lr();
             assert!(first > 0.0 && first <= 0.1 + 1e-12, "{spec}: {first}");
         }
-        let err = Schedule::new(&config(serde_json::json!({"name": "exponential", "gamma": 2.0})))
-            .unwrap_err();
+        let err = Schedule::new(&config(
+            serde_json::json!({"name": "exponential", "gamma": 2.0}),
+        ))
+        .unwrap_err();
         assert!(err.contains("exponential"), "{err}");
         let unknown = serde_json::from_value::<OptimizationConfig>(serde_json::json!({
             "learning_rate_schedule": {"name": "cosinus", "steps": 3}

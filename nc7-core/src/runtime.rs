@@ -226,8 +226,7 @@ pub trait DynPlugin<B: Backend>: Send {
     fn tensors(&self) -> Vec<(String, AnyTensor<B>)>;
     /// Replaces each parameter by the tensor of its path taken out of `tensors`; a parameter
     /// without one, or with another shape or kind, is an error naming it.
-    fn load_tensors(&mut self, tensors: &mut BTreeMap<String, AnyTensor<B>>)
-    -> Result<(), String>;
+    fn load_tensors(&mut self, tensors: &mut BTreeMap<String, AnyTensor<B>>) -> Result<(), String>;
     /// The number of parameter values.
     fn num_params(&self) -> usize;
 }
@@ -313,7 +312,10 @@ fn make<B: Backend, N: Build<B>>(config: &Value, device: &dyn Any) -> Result<N, 
 }
 
 fn input<B: Backend, N: Build<B>>(name: &str, nest: Nest<B>) -> Result<N::Input, BoxError> {
-    Ok(<N::Input as Keys<B>>::from_nest(nest, &At::nucleotide(name))?)
+    Ok(<N::Input as Keys<B>>::from_nest(
+        nest,
+        &At::nucleotide(name),
+    )?)
 }
 
 /// The runtime objects `#[nucleotide]` registers, one generic struct per kind.
@@ -548,11 +550,16 @@ impl<B: Backend, F: family::ModelPlugin> PluginNode<B, F> {
     }
 
     fn module(&self) -> &F::On<B> {
-        self.module.as_ref().expect("the module is only taken while mapped")
+        self.module
+            .as_ref()
+            .expect("the module is only taken while mapped")
     }
 
     fn map_module(&mut self, mapper: &mut impl ModuleMapper<B>) {
-        let module = self.module.take().expect("the module is only taken while mapped");
+        let module = self
+            .module
+            .take()
+            .expect("the module is only taken while mapped");
         self.module = Some(module.map(mapper));
     }
 }
@@ -572,10 +579,7 @@ impl<B: Backend, F: family::ModelPlugin> DynPlugin<B> for PluginNode<B, F> {
         collect.out
     }
 
-    fn load_tensors(
-        &mut self,
-        tensors: &mut BTreeMap<String, AnyTensor<B>>,
-    ) -> Result<(), String> {
+    fn load_tensors(&mut self, tensors: &mut BTreeMap<String, AnyTensor<B>>) -> Result<(), String> {
         let mut load = Load {
             path: Vec::new(),
             tensors,
@@ -626,7 +630,10 @@ impl<B: AutodiffBackend, F: family::ModelPlugin> TrainPlugin<B> for PluginNode<B
 
     fn freeze(&mut self) {
         self.frozen = true;
-        let module = self.module.take().expect("the module is only taken while mapped");
+        let module = self
+            .module
+            .take()
+            .expect("the module is only taken while mapped");
         self.module = Some(module.no_grad());
     }
 
@@ -704,13 +711,16 @@ impl<B: Backend> ModuleVisitor<B> for Collect<B> {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.out.push((join(&self.path), AnyTensor::new(param.val())));
+        self.out
+            .push((join(&self.path), AnyTensor::new(param.val())));
     }
     fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
-        self.out.push((join(&self.path), AnyTensor::new(param.val())));
+        self.out
+            .push((join(&self.path), AnyTensor::new(param.val())));
     }
     fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<B, D, Bool>>) {
-        self.out.push((join(&self.path), AnyTensor::new(param.val())));
+        self.out
+            .push((join(&self.path), AnyTensor::new(param.val())));
     }
 }
 

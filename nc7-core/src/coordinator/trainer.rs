@@ -25,7 +25,9 @@ use crate::config::{MODEL_SECTIONS, Overrides, RunType};
 use crate::data::{BatchOrder, DataPosition, for_each_batch};
 use crate::gene::Kind;
 use crate::handler::{BoxError, GeneHandler};
-use crate::model::{Model, Part, TrainModel, from_safetensors, losses_of, scalars_of, to_safetensors};
+use crate::model::{
+    Model, Part, TrainModel, from_safetensors, losses_of, scalars_of, to_safetensors,
+};
 use crate::nest::Nest;
 use crate::nucleotide::{CallbackContext, IterationInfo, Mode, SummaryWriter};
 use crate::optim::Schedule;
@@ -121,15 +123,22 @@ pub fn train(
         None => config
             .device
             .parse()
-            .map_err(|e: crate::backend::BadDevice| TrainError::Check(format!("trainer_config.device: {e}")))?,
+            .map_err(|e: crate::backend::BadDevice| {
+                TrainError::Check(format!("trainer_config.device: {e}"))
+            })?,
     };
     device.available().map_err(TrainError::Check)?;
     let dirs = TrainingDirs::prepare(project, options.resume)
         .map_err(|e| TrainError::Check(e.to_string()))?;
-    write_snapshot(&dirs.artifacts, RunType::Train, &check.config.tree.to_value())
-        .map_err(|e| TrainError::Run(e.to_string()))?;
-    let record = ProjectMetadata::start_run(project, RunType::Train, &dirs.root, options.command.clone())
-        .map_err(|e| TrainError::Run(e.to_string()))?;
+    write_snapshot(
+        &dirs.artifacts,
+        RunType::Train,
+        &check.config.tree.to_value(),
+    )
+    .map_err(|e| TrainError::Run(e.to_string()))?;
+    let record =
+        ProjectMetadata::start_run(project, RunType::Train, &dirs.root, options.command.clone())
+            .map_err(|e| TrainError::Run(e.to_string()))?;
     let result = match device {
         DeviceChoice::Cpu => run::<crate::backend::CpuTrain>(
             &check,
@@ -274,11 +283,18 @@ fn run<B: AutodiffBackend>(
     {
         let weights = std::fs::read(cp.file(WEIGHTS))
             .map_err(|e| TrainError::Run(format!("{}: {e}", cp.file(WEIGHTS).display())))?;
-        let mut tensors = from_safetensors::<B>(&weights, device).map_err(run_err("checkpoint weights"))?;
+        let mut tensors =
+            from_safetensors::<B>(&weights, device).map_err(run_err("checkpoint weights"))?;
         model
             .load_tensors(&mut tensors, &[])
             .map_err(run_err("checkpoint weights"))?;
-        for p in model.parts().iter().filter(|p| p.kind == Kind::ModelPlugin).map(|p| p.name.clone()).collect::<Vec<_>>() {
+        for p in model
+            .parts()
+            .iter()
+            .filter(|p| p.kind == Kind::ModelPlugin)
+            .map(|p| p.name.clone())
+            .collect::<Vec<_>>()
+        {
             let path = cp.file(&optimizer_file(&p));
             let bytes = std::fs::read(&path)
                 .map_err(|e| TrainError::Run(format!("{}: {e}", path.display())))?;
@@ -288,10 +304,14 @@ fn run<B: AutodiffBackend>(
         }
         state = serde_json::from_value(cp.state.clone())
             .map_err(|e| TrainError::Run(format!("checkpoint state: {e}")))?;
-        log::info!("continuing from {} (step {})", cp.dir.display(), state.global_step);
+        log::info!(
+            "continuing from {} (step {})",
+            cp.dir.display(),
+            state.global_step
+        );
     }
-    let mut schedule =
-        Schedule::new(&config.optimization_config).map_err(|e| TrainError::Check(format!("trainer_config.optimization_config.{e}")))?;
+    let mut schedule = Schedule::new(&config.optimization_config)
+        .map_err(|e| TrainError::Check(format!("trainer_config.optimization_config.{e}")))?;
     schedule.fast_forward(state.global_step as usize);
     let train_order = BatchOrder {
         len: train_data.len(),
@@ -316,20 +336,34 @@ fn run<B: AutodiffBackend>(
     let mut report = TrainReport::default();
     let clip = config.optimization_config.gradient_clip;
     let mut epochs_this_run = 0;
-    let ctx = |mode: Mode, writer: Arc<EventWriter>, log_dir: &Path, iterations: u64| CallbackContext {
-        mode,
-        log_dir: log_dir.to_owned(),
-        summaries: writer,
-        summary_step: 0,
-        iteration: IterationInfo::default(),
-        iterations_per_epoch: iterations as usize,
-    };
-    let mut train_ctx = ctx(Mode::Train, train_writer.clone(), &dirs.callbacks_train, train_iterations);
-    let mut eval_ctx = ctx(Mode::Eval, eval_writer.clone(), &dirs.callbacks_eval, eval_iterations);
+    let ctx =
+        |mode: Mode, writer: Arc<EventWriter>, log_dir: &Path, iterations: u64| CallbackContext {
+            mode,
+            log_dir: log_dir.to_owned(),
+            summaries: writer,
+            summary_step: 0,
+            iteration: IterationInfo::default(),
+            iterations_per_epoch: iterations as usize,
+        };
+    let mut train_ctx = ctx(
+        Mode::Train,
+        train_writer.clone(),
+        &dirs.callbacks_train,
+        train_iterations,
+    );
+    let mut eval_ctx = ctx(
+        Mode::Eval,
+        eval_writer.clone(),
+        &dirs.callbacks_eval,
+        eval_iterations,
+    );
     callbacks_train.begin(&train_ctx)?;
     callbacks_eval.begin(&eval_ctx)?;
     while state.epoch < config.num_epochs {
-        if options.max_epochs_this_run.is_some_and(|m| epochs_this_run >= m) {
+        if options
+            .max_epochs_this_run
+            .is_some_and(|m| epochs_this_run >= m)
+        {
             report.stopped = Some(format!("stopped after {epochs_this_run} epochs as asked"));
             break;
         }
@@ -368,7 +402,8 @@ fn run<B: AutodiffBackend>(
                 B::seed(device, step_seed(config.random_seed, step));
                 let lr = schedule.next_lr();
                 let data = batch.clone();
-                let result = model.train_step(nest_from_inner::<B>(batch), lr, clip, summary, summary)?;
+                let result =
+                    model.train_step(nest_from_inner::<B>(batch), lr, clip, summary, summary)?;
                 if !result.loss.is_finite() {
                     let bad: Vec<&String> = result
                         .losses
@@ -381,7 +416,14 @@ fn run<B: AutodiffBackend>(
                         step + 1,
                         pos.epoch,
                         pos.iteration,
-                        if bad.is_empty() { "the total loss".to_owned() } else { bad.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ") },
+                        if bad.is_empty() {
+                            "the total loss".to_owned()
+                        } else {
+                            bad.iter()
+                                .map(|k| format!("`{k}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        },
                         result.loss,
                         dirs.checkpoints.display()
                     )));
@@ -405,7 +447,11 @@ fn run<B: AutodiffBackend>(
                     for (k, v) in &result.losses {
                         train_writer.scalar(k, *v, s);
                     }
-                    for (k, v) in scalars_of(model.parts(), &[Kind::ModelMetric, Kind::ModelSummary], &result.outputs) {
+                    for (k, v) in scalars_of(
+                        model.parts(),
+                        &[Kind::ModelMetric, Kind::ModelSummary],
+                        &result.outputs,
+                    ) {
                         train_writer.scalar(&k, v, s);
                     }
                 }
@@ -424,7 +470,8 @@ fn run<B: AutodiffBackend>(
             return Err(f);
         }
         let interrupted = options.stop.load(Ordering::SeqCst);
-        let epoch_done = state.global_step % train_iterations == 0 && state.global_step > state.epoch * train_iterations;
+        let epoch_done = state.global_step % train_iterations == 0
+            && state.global_step > state.epoch * train_iterations;
         if epoch_done {
             state.epoch += 1;
             epochs_this_run += 1;
@@ -493,7 +540,9 @@ fn save_checkpoint<B: AutodiffBackend>(
     state: &RunState,
 ) -> Result<(), TrainError> {
     let weights = to_safetensors(model.tensors(), None).map_err(run_err("saving weights"))?;
-    let optimizers = model.optimizer_states().map_err(run_err("saving optimizer state"))?;
+    let optimizers = model
+        .optimizer_states()
+        .map_err(run_err("saving optimizer state"))?;
     let names: Vec<String> = optimizers.iter().map(|(p, _)| optimizer_file(p)).collect();
     let mut files: Vec<(&str, &[u8])> = vec![(WEIGHTS, &weights)];
     for (name, (_, bytes)) in names.iter().zip(&optimizers) {
@@ -544,7 +593,11 @@ fn evaluate<B: AutodiffBackend>(
             values.insert("loss".to_owned(), total.into_scalar().elem::<f64>());
             values.extend(losses);
         }
-        values.extend(scalars_of(&parts, &[Kind::ModelMetric, Kind::ModelSummary], &outputs));
+        values.extend(scalars_of(
+            &parts,
+            &[Kind::ModelMetric, Kind::ModelSummary],
+            &outputs,
+        ));
         for (k, v) in values {
             let e = sums.entry(k).or_insert((0.0, 0));
             e.0 += v;
@@ -592,7 +645,11 @@ impl<B: Backend> Callbacks<B> {
         let mut callbacks = BTreeMap::new();
         if let Some(h) = &handler {
             let names: Vec<&str> = h.helix().names().skip(h.helix().incoming_len()).collect();
-            for e in check.nucleotides.iter().filter(|e| names.contains(&e.name()) && e.kind == Kind::CoordinatorCallback) {
+            for e in check
+                .nucleotides
+                .iter()
+                .filter(|e| names.contains(&e.name()) && e.kind == Kind::CoordinatorCallback)
+            {
                 let parts = Part::from_entries([e]).map_err(TrainError::Check)?;
                 let p = &parts[0];
                 callbacks.insert(
@@ -650,9 +707,11 @@ impl<B: Backend> Callbacks<B> {
             .collect();
         let callbacks = &mut self.callbacks;
         handler
-            .run(inputs, |node, input| match callbacks.get_mut(&node.spec.name) {
-                Some(c) => c.on_iteration_end(input, ctx),
-                None => Ok(None),
+            .run(inputs, |node, input| {
+                match callbacks.get_mut(&node.spec.name) {
+                    Some(c) => c.on_iteration_end(input, ctx),
+                    None => Ok(None),
+                }
             })
             .map_err(|e| TrainError::Run(e.to_string()))?;
         Ok(())
@@ -683,7 +742,10 @@ pub fn export_checkpoint(
             c.ok_or_else(|| super::checkpoint::CheckpointError::Io {
                 action: "find a checkpoint in",
                 path: dirs.checkpoints.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no checkpoint; train first"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no checkpoint; train first",
+                ),
             })
         }),
     }
@@ -694,20 +756,33 @@ pub fn export_checkpoint(
         .or_else(|| handler(&check, "model"))
         .ok_or_else(|| TrainError::Check("the project has no model".into()))?;
     let sections: Vec<&str> = MODEL_SECTIONS.iter().map(|s| s.key).collect();
-    let parts = Part::from_entries(check.nucleotides.iter().filter(|e| sections.contains(&e.section)))
-        .map_err(TrainError::Check)?;
+    let parts = Part::from_entries(
+        check
+            .nucleotides
+            .iter()
+            .filter(|e| sections.contains(&e.section)),
+    )
+    .map_err(TrainError::Check)?;
     let mut model = Model::<B>::build(model_handler, &parts, &device)?;
-    let weights = crate::model::read_safetensors::<B>(&cp.file(WEIGHTS), &device).map_err(TrainError::Run)?;
+    let weights =
+        crate::model::read_safetensors::<B>(&cp.file(WEIGHTS), &device).map_err(TrainError::Run)?;
     let mut weights = weights;
-    model.load_tensors(&mut weights, &[]).map_err(run_err("checkpoint weights"))?;
+    model
+        .load_tensors(&mut weights, &[])
+        .map_err(run_err("checkpoint weights"))?;
     let e = check
         .nucleotides
         .iter()
         .find(|e| e.section == "datasets_config" && e.slot.as_deref() == Some("eval"))
         .ok_or_else(|| TrainError::Check("datasets_config has no `eval` dataset".into()))?;
     let dparts = Part::from_entries([e]).map_err(TrainError::Check)?;
-    let data = runtime::dataset::<B>(dparts[0].registration, &dparts[0].name, &dparts[0].config, &device)
-        .map_err(|e| TrainError::Run(e.to_string()))?;
+    let data = runtime::dataset::<B>(
+        dparts[0].registration,
+        &dparts[0].name,
+        &dparts[0].config,
+        &device,
+    )
+    .map_err(|e| TrainError::Run(e.to_string()))?;
     crate::export::export(
         project,
         &dirs.saved_models,

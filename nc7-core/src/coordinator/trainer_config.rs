@@ -169,8 +169,8 @@ mod tests {
         assert_eq!(c.num_epochs, 1);
         assert_eq!(c.train_iterations(10), 3);
         assert_eq!(c.eval_iterations(10), 2);
-        let c = TrainerConfig::from_value(&json!({"batch_size": 4, "samples_per_epoch": 9}))
-            .unwrap();
+        let c =
+            TrainerConfig::from_value(&json!({"batch_size": 4, "samples_per_epoch": 9})).unwrap();
         assert_eq!(c.train_iterations(100), 3);
     }
 
@@ -178,8 +178,8 @@ mod tests {
     fn errors_name_the_field() {
         let e = TrainerConfig::from_value(&json!({"batch_size": 4, "num_epoch": 3})).unwrap_err();
         assert!(e.contains("unknown field `num_epoch`"), "{e}");
-        let e = TrainerConfig::from_value(&json!({"batch_size": 4, "num_epochs": "x"}))
-            .unwrap_err();
+        let e =
+            TrainerConfig::from_value(&json!({"batch_size": 4, "num_epochs": "x"})).unwrap_err();
         assert!(e.starts_with("trainer_config.num_epochs"), "{e}");
         let e = TrainerConfig::from_value(&json!({"batch_size": 0})).unwrap_err();
         assert!(e.contains("batch_size must be at least 1"), "{e}");

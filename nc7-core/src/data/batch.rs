@@ -34,7 +34,11 @@ pub fn collate<B: Backend>(
 
 fn err(key: &str, problem: impl Into<String>) -> BatchError {
     BatchError {
-        key: if key.is_empty() { "(sample)".into() } else { key.to_owned() },
+        key: if key.is_empty() {
+            "(sample)".into()
+        } else {
+            key.to_owned()
+        },
         problem: problem.into(),
     }
 }
@@ -112,7 +116,10 @@ fn collate_at<B: Backend>(
             .enumerate()
             .map(|(i, s)| match s {
                 Nest::Str(_) => Ok(s),
-                _ => Err(err(key, format!("sample {i} is not a string like sample 0"))),
+                _ => Err(err(
+                    key,
+                    format!("sample {i} is not a string like sample 0"),
+                )),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Nest::List),
@@ -122,7 +129,12 @@ fn collate_at<B: Backend>(
             for (i, s) in samples.into_iter().enumerate() {
                 match s {
                     Nest::Tensor(t) => tensors.push(t),
-                    _ => return Err(err(key, format!("sample {i} is not a tensor like sample 0"))),
+                    _ => {
+                        return Err(err(
+                            key,
+                            format!("sample {i} is not a tensor like sample 0"),
+                        ));
+                    }
                 }
             }
             stack(tensors, key).map(Nest::Tensor)
@@ -176,7 +188,10 @@ fn scalars<B: Backend>(
 }
 
 /// Stacks tensors of one kind along a new first dimension, zero-padding ragged ones.
-pub fn stack<B: Backend>(tensors: Vec<AnyTensor<B>>, key: &str) -> Result<AnyTensor<B>, BatchError> {
+pub fn stack<B: Backend>(
+    tensors: Vec<AnyTensor<B>>,
+    key: &str,
+) -> Result<AnyTensor<B>, BatchError> {
     let first_kind = tensors[0].kind();
     let rank = tensors[0].rank();
     let mut max: Vec<usize> = tensors[0].shape().to_vec();
@@ -185,7 +200,10 @@ pub fn stack<B: Backend>(tensors: Vec<AnyTensor<B>>, key: &str) -> Result<AnyTen
         if t.kind() != first_kind {
             return Err(err(
                 key,
-                format!("sample {i} holds a {} tensor, sample 0 a {first_kind} one", t.kind()),
+                format!(
+                    "sample {i} holds a {} tensor, sample 0 a {first_kind} one",
+                    t.kind()
+                ),
             ));
         }
         if t.rank() != rank {
@@ -297,13 +315,23 @@ fn pad_stack<B: Backend>(
     }
     let data = match dtype {
         DType::Bool(_) => TensorData::new(
-            fill(&datas, |d| d.to_vec::<bool>().unwrap_or_default(), max, per_sample),
+            fill(
+                &datas,
+                |d| d.to_vec::<bool>().unwrap_or_default(),
+                max,
+                per_sample,
+            ),
             batch_shape,
         ),
         d if d.is_float() => TensorData::new(
             fill(
                 &datas,
-                |d| d.clone().convert::<f32>().to_vec::<f32>().unwrap_or_default(),
+                |d| {
+                    d.clone()
+                        .convert::<f32>()
+                        .to_vec::<f32>()
+                        .unwrap_or_default()
+                },
                 max,
                 per_sample,
             ),
@@ -313,7 +341,12 @@ fn pad_stack<B: Backend>(
         _ => TensorData::new(
             fill(
                 &datas,
-                |d| d.clone().convert::<i64>().to_vec::<i64>().unwrap_or_default(),
+                |d| {
+                    d.clone()
+                        .convert::<i64>()
+                        .to_vec::<i64>()
+                        .unwrap_or_default()
+                },
                 max,
                 per_sample,
             ),
@@ -397,8 +430,11 @@ mod tests {
         let d = Default::default();
         let n = x.len();
         let mut m = Nest::map();
-        m.insert("x", Tensor::<B, 1>::from_data(TensorData::new(x, [n]), &d).into())
-            .unwrap();
+        m.insert(
+            "x",
+            Tensor::<B, 1>::from_data(TensorData::new(x, [n]), &d).into(),
+        )
+        .unwrap();
         m.insert("label", Nest::Int(label)).unwrap();
         m.insert("name", Nest::Str(name.into())).unwrap();
         m
@@ -413,7 +449,10 @@ mod tests {
         )
         .unwrap();
         let x: Tensor<B, 2> = batch.get("x").unwrap().clone().into_tensor().unwrap();
-        assert_eq!(x.to_data().to_vec::<f32>().unwrap(), vec![1.0, 2.0, 4.0, 0.0]);
+        assert_eq!(
+            x.to_data().to_vec::<f32>().unwrap(),
+            vec![1.0, 2.0, 4.0, 0.0]
+        );
         let labels: Tensor<B, 1, Int> = batch.get("label").unwrap().clone().into_tensor().unwrap();
         assert_eq!(labels.to_data().to_vec::<i64>().unwrap(), vec![3, 5]);
         assert_eq!(
@@ -421,7 +460,10 @@ mod tests {
             &Nest::List(vec![Nest::Str("a".into()), Nest::Str("b".into())])
         );
         let same = collate(
-            vec![sample(vec![1.0, 2.0], 3, "a"), sample(vec![4.0, 5.0], 5, "b")],
+            vec![
+                sample(vec![1.0, 2.0], 3, "a"),
+                sample(vec![4.0, 5.0], 5, "b"),
+            ],
             &d,
         )
         .unwrap();

@@ -22,19 +22,32 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// Creates `dir` when needed and a new event file in it (TensorBoard's naming:
-    /// `events.out.tfevents.<seconds>.<host>.<pid>.nc7`), starting with the file-version event.
+    /// `events.out.tfevents.<seconds>.<host>.<pid>.nc7`, `….nc7.2` for a second writer in the
+    /// same second), starting with the file-version event.
     pub fn create(dir: &Path) -> std::io::Result<EventWriter> {
         std::fs::create_dir_all(dir)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let host = crate::project::host_name();
-        let path = dir.join(format!(
+        let base = format!(
             "events.out.tfevents.{}.{host}.{}.nc7",
             now.as_secs(),
             std::process::id()
-        ));
-        let file = File::options().create_new(true).write(true).open(&path)?;
+        );
+        let mut n = 1;
+        let (path, file) = loop {
+            let path = if n == 1 {
+                dir.join(&base)
+            } else {
+                dir.join(format!("{base}.{n}"))
+            };
+            match File::options().create_new(true).write(true).open(&path) {
+                Ok(f) => break (path, f),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => return Err(e),
+            }
+        };
         let writer = EventWriter {
             path,
             file: Mutex::new(BufWriter::new(file)),

@@ -1,0 +1,508 @@
+//! The trainer end to end on a small regression project: it learns, resumes exactly, writes
+//! summaries TensorBoard reads, checkpoints that refuse corruption, saved models, and stops
+//! with a clear error on a non-finite loss.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::Backend;
+use burn::tensor::{Tensor, TensorData};
+use nc7_core::coordinator::{TrainError, TrainOptions, TrainReport, export_checkpoint, train};
+use nc7_core::nucleotide::{CallbackContext, Dataset, ModelPlugin};
+use nc7_core::{BoxError, Build, Generated, Incoming, Mode, NoKeys, Registry, cli, nucleotide};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[path = "support/python.rs"]
+mod python;
+
+/// One sample: the batch adds the first dimension.
+#[derive(Generated)]
+pub struct PointSample<B: Backend> {
+    x: Tensor<B, 1>,
+    y: Tensor<B, 1>,
+}
+
+#[derive(Incoming)]
+pub struct Features<B: Backend> {
+    x: Tensor<B, 2>,
+}
+
+#[derive(Generated)]
+pub struct Prediction<B: Backend> {
+    prediction: Tensor<B, 2>,
+}
+
+#[derive(Incoming)]
+pub struct Scored<B: Backend> {
+    prediction: Tensor<B, 2>,
+    y: Tensor<B, 2>,
+}
+
+#[derive(Generated)]
+pub struct LossOut<B: Backend> {
+    loss: Tensor<B, 1>,
+}
+
+#[derive(Incoming)]
+pub struct LossIn<B: Backend> {
+    loss: Tensor<B, 1>,
+}
+
+#[derive(Generated)]
+pub struct MetricOut<B: Backend> {
+    mae: Tensor<B, 1>,
+}
+
+/// Points on `y = 2 x0 - x1 + 0.5`, with `x` from the sample's index.
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PointsConfig {
+    /// Samples.
+    len: usize,
+    /// Makes every target NaN (the non-finite guard's test).
+    #[serde(default)]
+    poison: bool,
+}
+
+#[nucleotide(kind = Dataset)]
+pub struct Points {
+    len: usize,
+    poison: bool,
+}
+
+impl<B: Backend> Build<B> for Points {
+    type Config = PointsConfig;
+    type Input = NoKeys;
+    type Output = PointSample<B>;
+    fn build(c: &PointsConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(Points {
+            len: c.len,
+            poison: c.poison,
+        })
+    }
+}
+
+impl<B: Backend> Dataset<B> for Points {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn get(&self, i: usize) -> Result<PointSample<B>, BoxError> {
+        let d = Default::default();
+        let a = ((i * 7919) % 97) as f32 / 48.5 - 1.0;
+        let b = ((i * 104_729) % 89) as f32 / 44.5 - 1.0;
+        let y = if self.poison {
+            f32::NAN
+        } else {
+            2.0 * a - b + 0.5
+        };
+        Ok(PointSample {
+            x: Tensor::from_data(TensorData::new(vec![a, b], [2]), &d),
+            y: Tensor::from_data(TensorData::new(vec![y], [1]), &d),
+        })
+    }
+}
+
+/// A linear layer.
+#[nucleotide(kind = ModelPlugin)]
+#[derive(Module, Debug)]
+pub struct Line<B: Backend> {
+    linear: Linear<B>,
+}
+
+/// Line's parameters.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {}
+
+impl<B: Backend> Build<B> for Line<B> {
+    type Config = LineConfig;
+    type Input = Features<B>;
+    type Output = Prediction<B>;
+    fn build(_: &LineConfig, device: &B::Device) -> Result<Self, BoxError> {
+        Ok(Line {
+            linear: LinearConfig::new(2, 1).init(device),
+        })
+    }
+}
+
+impl<B: Backend> ModelPlugin<B> for Line<B> {
+    fn forward(&self, input: Features<B>, _: Mode) -> Prediction<B> {
+        Prediction {
+            prediction: self.linear.forward(input.x),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+simple_nucleotide!(Mse, ModelLoss, Empty, Scored<B>, LossOut<B>, {
+    fn loss(&self, input: Scored<B>, _: Mode) -> LossOut<B> {
+        LossOut {
+            loss: (input.prediction - input.y).powi_scalar(2).mean(),
+        }
+    }
+});
+
+simple_nucleotide!(Mae, ModelMetric, Empty, Scored<B>, MetricOut<B>, {
+    fn metric(&self, input: Scored<B>, _: Mode) -> MetricOut<B> {
+        MetricOut {
+            mae: (input.prediction - input.y).abs().mean(),
+        }
+    }
+});
+
+simple_nucleotide!(LossLog, CoordinatorCallback, Empty, LossIn<B>, NoKeys, {
+    fn on_iteration_end(
+        &mut self,
+        input: LossIn<B>,
+        ctx: &CallbackContext,
+    ) -> Result<Option<NoKeys>, BoxError> {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(ctx.log_dir.join("losses.txt"))?;
+        writeln!(
+            f,
+            "{} {} {}",
+            ctx.iteration.epoch,
+            ctx.iteration.iteration,
+            input.loss.into_scalar()
+        )?;
+        Ok(Some(NoKeys))
+    }
+});
+
+const C: &str = "training/configs";
+
+fn project(trainer: &str, extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<(String, String)> = vec![
+        (
+            "datasets.json".into(),
+            r#"{"train": {"class_name": "Points", "name": "train_points", "len": 20},
+                "eval": {"class_name": "Points", "name": "eval_points", "len": 8}}"#
+                .into(),
+        ),
+        ("trainer.json".into(), trainer.into()),
+        (
+            "plugins/line.json".into(),
+            r#"{"class_name": "Line", "name": "line", "inbound_nodes": ["dataset"]}"#.into(),
+        ),
+        (
+            "losses/mse.json".into(),
+            r#"{"class_name": "Mse", "name": "mse", "inbound_nodes": ["dataset", "line"]}"#.into(),
+        ),
+        (
+            "metrics/mae.json".into(),
+            r#"{"class_name": "Mae", "name": "mae", "inbound_nodes": ["dataset", "line"]}"#.into(),
+        ),
+        (
+            "callbacks_train/log.json".into(),
+            r#"{"class_name": "LossLog", "name": "log", "inbound_nodes": ["mse"]}"#.into(),
+        ),
+    ];
+    for (p, t) in extra {
+        files.retain(|(q, _)| q != p);
+        files.push((p.to_string(), t.to_string()));
+    }
+    for (p, t) in files {
+        let path = dir.path().join(C).join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, t).unwrap();
+    }
+    dir
+}
+
+const TRAINER: &str = r#"{
+    "batch_size": {"train": 4, "eval": 3}, "num_epochs": 4, "random_seed": 7,
+    "summary_steps": 2, "checkpoints_to_keep": 2, "exports_to_keep": 2,
+    "optimization_config": {
+        "optimizer": {"name": "adam"}, "learning_rate": 0.05, "gradient_clip": 2.0,
+        "learning_rate_schedule": {"name": "step", "step_size": 5, "gamma": 0.5,
+                                   "warmup": {"steps": 3, "start_factor": 0.2}}
+    }
+}"#;
+
+fn options(resume: bool, max_epochs: Option<u64>) -> TrainOptions {
+    TrainOptions {
+        resume,
+        max_epochs_this_run: max_epochs,
+        stop: Arc::new(AtomicBool::new(false)),
+        ..TrainOptions::default()
+    }
+}
+
+fn run(dir: &Path, resume: bool, max_epochs: Option<u64>) -> Result<TrainReport, TrainError> {
+    train(dir, &options(resume, max_epochs), Registry::global())
+}
+
+fn newest_weights(dir: &Path) -> Vec<u8> {
+    let cps = dir.join("checkpoints");
+    let mut names: Vec<(u64, String)> = fs::read_dir(&cps)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            Some((n.rsplit('-').next()?.parse().ok()?, n))
+        })
+        .collect();
+    names.sort();
+    fs::read(cps.join(&names.last().unwrap().1).join("model.safetensors")).unwrap()
+}
+
+#[test]
+fn trains_and_resumes_exactly() {
+    let whole = project(TRAINER, &[]);
+    let one_go = run(whole.path(), false, None).unwrap();
+    assert_eq!(one_go.epochs, 4);
+    assert_eq!(one_go.global_step, 20);
+    assert_eq!(one_go.losses.len(), 20);
+    let first = one_go.losses[0];
+    let last = *one_go.losses.last().unwrap();
+    assert!(last < first / 2.0, "the loss falls: {first} → {last}");
+    assert_eq!(one_go.evaluations.len(), 4);
+    assert!(one_go.evaluations[3]["mae/mae"] < one_go.evaluations[0]["mae/mae"]);
+
+    let split = project(TRAINER, &[]);
+    let a = run(split.path(), false, Some(2)).unwrap();
+    assert_eq!((a.epochs, a.global_step), (2, 10));
+    assert!(a.stopped.is_some());
+    // Without --continue an existing run is refused.
+    let refused = run(split.path(), false, None).unwrap_err();
+    assert!(refused.to_string().contains("--continue"), "{refused}");
+    let b = run(split.path(), true, None).unwrap();
+    assert_eq!((b.epochs, b.global_step), (4, 20));
+    let mut losses = a.losses.clone();
+    losses.extend(&b.losses);
+    assert_eq!(losses, one_go.losses, "the same loss sequence, bit for bit");
+    assert_eq!(
+        newest_weights(split.path()),
+        newest_weights(whole.path()),
+        "bitwise-identical weights"
+    );
+    assert_eq!(b.evaluations, one_go.evaluations[2..].to_vec());
+
+    // Checkpoints kept: the newest two; saved models: the newest two, complete.
+    let cps: Vec<_> = fs::read_dir(whole.path().join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(cps.len(), 2);
+    let saved = whole.path().join("saved_models/step-20");
+    for f in [
+        "model.safetensors",
+        "graph.json",
+        "signature.json",
+        "model.info",
+        "eval_result.json",
+    ] {
+        assert!(saved.join(f).is_file(), "{f} in {}", saved.display());
+    }
+    assert!(!whole.path().join("saved_models/step-10").exists());
+    let info: Value =
+        serde_json::from_str(&fs::read_to_string(saved.join("model.info")).unwrap()).unwrap();
+    assert_eq!(info["global_step"], 20);
+    let sig: Value =
+        serde_json::from_str(&fs::read_to_string(saved.join("signature.json")).unwrap()).unwrap();
+    assert_eq!(sig["inputs"][0]["key"], "x");
+    assert_eq!(sig["inputs"][0]["shape"], serde_json::json!([null, 2]));
+    assert_eq!(sig["outputs"]["line"]["keys"][0]["key"], "prediction");
+    let graph: Value =
+        serde_json::from_str(&fs::read_to_string(saved.join("graph.json")).unwrap()).unwrap();
+    assert!(
+        graph["plugins_config"][0]["class_name"]
+            .as_str()
+            .unwrap()
+            .ends_with("::Line")
+    );
+    let result: Value =
+        serde_json::from_str(&fs::read_to_string(saved.join("eval_result.json")).unwrap()).unwrap();
+    assert!((result["mae/mae"].as_f64().unwrap() - one_go.evaluations[3]["mae/mae"]).abs() < 1e-12);
+
+    // The callback saw every training step, in the callbacks folder.
+    let log = fs::read_to_string(whole.path().join("training/callbacks/train/losses.txt")).unwrap();
+    assert_eq!(log.lines().count(), 20);
+    assert!(log.lines().next().unwrap().starts_with("1 1 "));
+
+    // The weights are read back by the safetensors Python package; the summaries by TensorBoard.
+    if let Some(out) = python::run_python(
+        "safetensors",
+        "import sys, json\nfrom safetensors.numpy import load_file\nt = load_file(sys.argv[1])\nprint(json.dumps({k: list(v.shape) for k, v in t.items()}))",
+        &[saved.join("model.safetensors").to_str().unwrap()],
+    ) {
+        let shapes: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(shapes["line.linear.weight"], serde_json::json!([2, 1]));
+        assert_eq!(shapes["line.linear.bias"], serde_json::json!([1]));
+    }
+    if let Some(out) = python::run_python(
+        "tensorboard",
+        "import sys, json\nfrom tensorboard.backend.event_processing.event_accumulator import EventAccumulator\nr = {}\nfor m in ('train', 'eval'):\n    a = EventAccumulator(sys.argv[1] + '/' + m, size_guidance={'scalars': 0}); a.Reload()\n    r[m] = {t: [[e.step, e.value] for e in a.Scalars(t)] for t in a.Tags()['scalars']}\nprint(json.dumps(r))",
+        &[whole.path().join("training/summaries").to_str().unwrap()],
+    ) {
+        let tb: Value = serde_json::from_str(out.trim()).unwrap();
+        let loss = tb["train"]["loss"].as_array().unwrap();
+        // Every second step, and each epoch's last (5 steps per epoch): 2, 4, 5, 6, 8, 10, ...
+        assert_eq!(loss.len(), 12);
+        assert_eq!(loss[2][0], 5);
+        assert_eq!(loss[0][0], 2);
+        assert!((loss[0][1].as_f64().unwrap() - one_go.losses[1]).abs() < 1e-5);
+        assert_eq!(tb["train"]["learning_rate"].as_array().unwrap().len(), 12);
+        assert!(tb["train"]["gradient_norm"].is_array());
+        assert!(tb["train"]["mae/mae"].is_array());
+        let eval_mae = tb["eval"]["mae/mae"].as_array().unwrap();
+        assert_eq!(
+            eval_mae
+                .iter()
+                .map(|e| e[0].as_u64().unwrap())
+                .collect::<Vec<_>>(),
+            vec![5, 10, 15, 20]
+        );
+    }
+
+    // `export` writes a saved model from a chosen checkpoint, without training.
+    let dir = export_checkpoint(
+        whole.path(),
+        Some(Path::new("ckpt-15")),
+        &Default::default(),
+        Registry::global(),
+    )
+    .unwrap();
+    assert!(dir.ends_with("step-15"));
+    assert!(dir.join("model.safetensors").is_file());
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_refused_and_the_previous_offered() {
+    let dir = project(
+        r#"{"batch_size": 5, "num_epochs": 2, "exports_to_keep": 0,
+            "optimization_config": {"optimizer": {"name": "sgd", "momentum": 0.9}, "learning_rate": 0.1}}"#,
+        &[],
+    );
+    run(dir.path(), false, None).unwrap();
+    let newest = dir.path().join("checkpoints/ckpt-8/model.safetensors");
+    let mut bytes = fs::read(&newest).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    fs::write(&newest, bytes).unwrap();
+    let err = run(dir.path(), true, None).unwrap_err().to_string();
+    assert!(err.contains("ckpt-8"), "{err}");
+    assert!(err.contains("ckpt-4"), "the previous one is offered: {err}");
+}
+
+#[test]
+fn frozen_plugins_keep_their_weights_and_rmsprop_adamw_run() {
+    for optimizer in [r#"{"name": "rmsprop"}"#, r#"{"name": "adamw"}"#] {
+        let trainer = format!(
+            r#"{{"batch_size": 5, "num_epochs": 1, "exports_to_keep": 0,
+                "optimization_config": {{"optimizer": {optimizer}, "learning_rate": 0.01,
+                "learning_rate_schedule": {{"name": "cosine", "steps": 4}}}}}}"#
+        );
+        let dir = project(&trainer, &[]);
+        let r = run(dir.path(), false, None).unwrap();
+        assert_eq!(r.global_step, 4, "{optimizer}");
+    }
+    let frozen = project(
+        r#"{"batch_size": 5, "num_epochs": 1, "random_seed": 1, "exports_to_keep": 0}"#,
+        &[(
+            "plugins/line.json",
+            r#"{"class_name": "Line", "name": "line", "inbound_nodes": ["dataset"], "trainable": false}"#,
+        )],
+    );
+    let moving = project(
+        r#"{"batch_size": 5, "num_epochs": 1, "random_seed": 1, "exports_to_keep": 0}"#,
+        &[(
+            "plugins/line.json",
+            r#"{"class_name": "Line", "name": "line", "inbound_nodes": ["dataset"],
+                "optimization_config": {"learning_rate_multiplier": 0.0}}"#,
+        )],
+    );
+    let trained = project(
+        r#"{"batch_size": 5, "num_epochs": 1, "random_seed": 1, "exports_to_keep": 0}"#,
+        &[],
+    );
+    let f = run(frozen.path(), false, None).unwrap();
+    let m = run(moving.path(), false, None).unwrap();
+    let t = run(trained.path(), false, None).unwrap();
+    // Frozen and a zero learning rate keep the initial weights: the loss stays the same per
+    // batch order; training proper moves it.
+    assert_eq!(f.losses, m.losses);
+    assert_ne!(f.losses, t.losses);
+    assert_eq!(newest_weights(frozen.path()), newest_weights(moving.path()));
+}
+
+#[test]
+fn a_non_finite_loss_stops_with_the_step_and_the_loss_key() {
+    let dir = project(
+        r#"{"batch_size": 5, "num_epochs": 2}"#,
+        &[(
+            "datasets.json",
+            r#"{"train": {"class_name": "Points", "name": "train_points", "len": 20, "poison": true},
+                "eval": {"class_name": "Points", "name": "eval_points", "len": 8}}"#,
+        )],
+    );
+    let err = run(dir.path(), false, None).unwrap_err().to_string();
+    assert!(err.contains("not finite at step 1"), "{err}");
+    assert!(err.contains("`mse/loss`"), "{err}");
+}
+
+#[test]
+fn bad_trainer_configs_and_devices_are_clear_errors() {
+    let dir = project(r#"{"batch_size": 4, "num_epoch": 2}"#, &[]);
+    let err = run(dir.path(), false, None).unwrap_err().to_string();
+    assert!(err.contains("unknown field `num_epoch`"), "{err}");
+    let dir = project(r#"{"batch_size": 4, "device": "tpu"}"#, &[]);
+    let err = run(dir.path(), false, None).unwrap_err().to_string();
+    assert!(err.contains("unknown device `tpu`"), "{err}");
+    let dir = project(
+        r#"{"batch_size": 4, "optimization_config": {"optimizer": {"name": "adagrad"}}}"#,
+        &[],
+    );
+    let err = run(dir.path(), false, None).unwrap_err().to_string();
+    assert!(err.contains("adagrad"), "{err}");
+}
+
+#[test]
+fn the_command_line_trains_and_exports() {
+    let dir = project(r#"{"batch_size": 5, "num_epochs": 1}"#, &[]);
+    let p = dir.path().to_str().unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::run(
+        ["nc7", "train", p, "--set", "trainer.num_epochs=2"],
+        Default::default(),
+        &mut out,
+        &mut err,
+    );
+    let (o, e) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+    assert_eq!(code, 0, "{o}{e}");
+    assert!(o.contains("trained 2 epochs (8 steps)"), "{o}");
+    assert!(o.contains("saved model:"), "{o}");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::run(["nc7", "train", p], Default::default(), &mut out, &mut err);
+    assert_eq!(code, 1);
+    assert!(String::from_utf8_lossy(&err).contains("--continue"));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::run(["nc7", "export", p], Default::default(), &mut out, &mut err);
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    assert!(String::from_utf8_lossy(&out).contains("step-8"));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cli::run(
+        ["nc7", "train", p, "--continue", "--device", "cuda:0"],
+        Default::default(),
+        &mut out,
+        &mut err,
+    );
+    if !cfg!(feature = "cuda") {
+        assert_eq!(code, 1);
+        assert!(String::from_utf8_lossy(&err).contains("--features cuda"));
+    }
+}
