@@ -398,7 +398,7 @@ fn run<B: AutodiffBackend>(
                 let step = state.global_step;
                 let pos = train_position(step, train_iterations);
                 let last = pos.iteration == train_iterations;
-                let summary = (step + 1) % config.summary_steps == 0 || last;
+                let summary = (step + 1).is_multiple_of(config.summary_steps) || last;
                 B::seed(device, step_seed(config.random_seed, step));
                 let lr = schedule.next_lr();
                 let data = batch.clone();
@@ -470,7 +470,7 @@ fn run<B: AutodiffBackend>(
             return Err(f);
         }
         let interrupted = options.stop.load(Ordering::SeqCst);
-        let epoch_done = state.global_step % train_iterations == 0
+        let epoch_done = state.global_step.is_multiple_of(train_iterations)
             && state.global_step > state.epoch * train_iterations;
         if epoch_done {
             state.epoch += 1;
