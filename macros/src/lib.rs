@@ -40,16 +40,20 @@ pub fn derive_generated(input: TokenStream) -> TokenStream {
 /// (`ModelPlugin<B>`, `ModelLoss<B>`, ...); the attribute checks that, records the class name,
 /// path, kind and doc comment as constants, and registers the type at link time so a config's
 /// `class_name` finds it. `name = "..."` sets another class name, `docs = "..."` other docs.
+/// Model plugins are also burn modules (`#[derive(Module, Debug)]`): their parameters are
+/// what the trainer trains and saves.
 ///
 /// ```
+/// use burn::module::Param;
 /// use burn::prelude::*;
 /// use nc7_core::nucleotide::ModelPlugin;
 /// use nc7_core::{BoxError, Build, Generated, Incoming, Mode, Registry, nucleotide};
 ///
 /// /// Turns features into class logits.
 /// #[nucleotide(kind = ModelPlugin)]
+/// #[derive(Module, Debug)]
 /// pub struct Head<B: Backend> {
-///     weights: Tensor<B, 2>,
+///     weights: Param<Tensor<B, 2>>,
 /// }
 ///
 /// #[derive(Incoming)]
@@ -75,13 +79,13 @@ pub fn derive_generated(input: TokenStream) -> TokenStream {
 ///     type Input = HeadIn<B>;
 ///     type Output = HeadOut<B>;
 ///     fn build(c: &HeadConfig, device: &B::Device) -> Result<Self, BoxError> {
-///         Ok(Head { weights: Tensor::zeros([c.inputs, c.classes], device) })
+///         Ok(Head { weights: Param::from_tensor(Tensor::zeros([c.inputs, c.classes], device)) })
 ///     }
 /// }
 ///
 /// impl<B: Backend> ModelPlugin<B> for Head<B> {
 ///     fn forward(&self, input: HeadIn<B>, _mode: Mode) -> HeadOut<B> {
-///         HeadOut { logits: input.features.matmul(self.weights.clone()) }
+///         HeadOut { logits: input.features.matmul(self.weights.val()) }
 ///     }
 /// }
 ///

@@ -398,7 +398,8 @@ fn configs_split_common_fields_and_catch_unknown_ones() {
     assert_eq!(
         unknown[0].to_string(),
         "field `factr` of nucleotide config `scale`: `Scale` has no such field; did you mean `factor`?; \
-         its fields are `factor`, `sizes`, `class_name`, `name`, `inbound_nodes`, `incoming_keys_mapping`, `trainable`"
+         its fields are `factor`, `sizes`, `class_name`, `name`, `inbound_nodes`, `incoming_keys_mapping`, `trainable`, \
+         `optimization_config`"
     );
     let spec = common
         .node_spec(registry, Kind::ModelPlugin, Some("plugins/scale.json"))

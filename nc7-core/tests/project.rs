@@ -743,7 +743,7 @@ fn overrides_of_paths_that_do_not_exist() {
         &c,
         Code::OVERRIDE,
         None,
-        "`plugins_config[net]` has no `filtres` (it has `class_name`, `name`, `inbound_nodes`; its type also declares `filters`, `dropout`, `layers`, `incoming_keys_mapping`, `trainable`); did you mean `filters`?",
+        "`plugins_config[net]` has no `filtres` (it has `class_name`, `name`, `inbound_nodes`; its type also declares `filters`, `dropout`, `layers`, `incoming_keys_mapping`, `trainable`, `optimization_config`); did you mean `filters`?",
     );
     has(
         &c,

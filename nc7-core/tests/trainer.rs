@@ -242,7 +242,16 @@ fn options(resume: bool, max_epochs: Option<u64>) -> TrainOptions {
     }
 }
 
+/// burn's backends seed one process-wide generator, so trainings that run at the same time in
+/// one process draw from each other's stream; the tests train one at a time to stay exact.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn run(dir: &Path, resume: bool, max_epochs: Option<u64>) -> Result<TrainReport, TrainError> {
+    let _one_at_a_time = serial();
     train(dir, &options(resume, max_epochs), Registry::global())
 }
 
@@ -473,6 +482,7 @@ fn bad_trainer_configs_and_devices_are_clear_errors() {
 
 #[test]
 fn the_command_line_trains_and_exports() {
+    let _one_at_a_time = serial();
     let dir = project(r#"{"batch_size": 5, "num_epochs": 1}"#, &[]);
     let p = dir.path().to_str().unwrap();
     let (mut out, mut err) = (Vec::new(), Vec::new());
