@@ -187,14 +187,7 @@ fn setup<B: AutodiffBackend>(
     let model_handler = handler(check, "model")
         .ok_or_else(|| TrainError::Check("the project has no model to train".into()))?;
     let eval_handler = handler(check, "model_eval").unwrap_or_else(|| model_handler.clone());
-    let sections: Vec<&str> = MODEL_SECTIONS.iter().map(|s| s.key).collect();
-    let parts = Part::from_entries(
-        check
-            .nucleotides
-            .iter()
-            .filter(|e| sections.contains(&e.section)),
-    )
-    .map_err(TrainError::Check)?;
+    let parts = model_parts(check)?;
     let model = TrainModel::build(
         model_handler,
         eval_handler,
@@ -203,19 +196,10 @@ fn setup<B: AutodiffBackend>(
         device,
     )?;
     let dataset = |slot: &str| -> Result<Box<dyn DynDataset<B::InnerBackend>>, TrainError> {
-        let e = check
-            .nucleotides
-            .iter()
-            .find(|e| e.section == "datasets_config" && e.slot.as_deref() == Some(slot))
-            .ok_or_else(|| TrainError::Check(format!("datasets_config has no `{slot}` dataset")))?;
-        let parts = Part::from_entries([e]).map_err(TrainError::Check)?;
-        let p = &parts[0];
-        let d = runtime::dataset::<B::InnerBackend>(p.registration, &p.name, &p.config, inner)
-            .map_err(|e| TrainError::Run(e.to_string()))?;
+        let d = dataset::<B::InnerBackend>(check, slot, inner)?;
         if d.is_empty() {
             return Err(TrainError::Check(format!(
-                "the {slot} dataset `{}` has no samples",
-                p.name
+                "the {slot} dataset has no samples"
             )));
         }
         Ok(d)
@@ -227,6 +211,43 @@ fn setup<B: AutodiffBackend>(
         callbacks_train: Callbacks::build(check, "callbacks_train", inner)?,
         callbacks_eval: Callbacks::build(check, "callbacks_eval", inner)?,
     })
+}
+
+/// The model's parts: the nucleotides of the model sections.
+fn model_parts(check: &ProjectCheck) -> Result<Vec<Part>, TrainError> {
+    let sections: Vec<&str> = MODEL_SECTIONS.iter().map(|s| s.key).collect();
+    Part::from_entries(
+        check
+            .nucleotides
+            .iter()
+            .filter(|e| sections.contains(&e.section)),
+    )
+    .map_err(TrainError::Check)
+}
+
+/// The dataset of `datasets_config`'s `slot` (`train` or `eval`), built on `device`; one
+/// without samples is an error naming it.
+fn dataset<B: Backend>(
+    check: &ProjectCheck,
+    slot: &str,
+    device: &B::Device,
+) -> Result<Box<dyn DynDataset<B>>, TrainError> {
+    let e = check
+        .nucleotides
+        .iter()
+        .find(|e| e.section == "datasets_config" && e.slot.as_deref() == Some(slot))
+        .ok_or_else(|| TrainError::Check(format!("datasets_config has no `{slot}` dataset")))?;
+    let parts = Part::from_entries([e]).map_err(TrainError::Check)?;
+    let p = &parts[0];
+    let d = runtime::dataset::<B>(p.registration, &p.name, &p.config, device)
+        .map_err(|e| TrainError::Run(e.to_string()))?;
+    if d.is_empty() {
+        return Err(TrainError::Check(format!(
+            "the {slot} dataset `{}` has no samples",
+            p.name
+        )));
+    }
+    Ok(d)
 }
 
 /// Where a run stands; what a checkpoint's state holds besides weights and optimizer state.
@@ -755,34 +776,14 @@ pub fn export_checkpoint(
     let model_handler = handler(&check, "model_eval")
         .or_else(|| handler(&check, "model"))
         .ok_or_else(|| TrainError::Check("the project has no model".into()))?;
-    let sections: Vec<&str> = MODEL_SECTIONS.iter().map(|s| s.key).collect();
-    let parts = Part::from_entries(
-        check
-            .nucleotides
-            .iter()
-            .filter(|e| sections.contains(&e.section)),
-    )
-    .map_err(TrainError::Check)?;
+    let parts = model_parts(&check)?;
     let mut model = Model::<B>::build(model_handler, &parts, &device)?;
-    let weights =
+    let mut weights =
         crate::model::read_safetensors::<B>(&cp.file(WEIGHTS), &device).map_err(TrainError::Run)?;
-    let mut weights = weights;
     model
         .load_tensors(&mut weights, &[])
         .map_err(run_err("checkpoint weights"))?;
-    let e = check
-        .nucleotides
-        .iter()
-        .find(|e| e.section == "datasets_config" && e.slot.as_deref() == Some("eval"))
-        .ok_or_else(|| TrainError::Check("datasets_config has no `eval` dataset".into()))?;
-    let dparts = Part::from_entries([e]).map_err(TrainError::Check)?;
-    let data = runtime::dataset::<B>(
-        dparts[0].registration,
-        &dparts[0].name,
-        &dparts[0].config,
-        &device,
-    )
-    .map_err(|e| TrainError::Run(e.to_string()))?;
+    let data = dataset::<B>(&check, "eval", &device)?;
     crate::export::export(
         project,
         &dirs.saved_models,

@@ -63,7 +63,7 @@ pub struct TrainerConfig {
     #[serde(default = "three")]
     pub checkpoints_to_keep: usize,
     /// Saved models kept (the newest); 0 exports nothing after evaluations.
-    #[serde(default = "three_u")]
+    #[serde(default = "three")]
     pub exports_to_keep: usize,
     /// Whether the training data is shuffled each epoch.
     #[serde(default = "yes")]
@@ -86,9 +86,6 @@ fn ten() -> u64 {
     10
 }
 fn three() -> usize {
-    3
-}
-fn three_u() -> usize {
     3
 }
 fn yes() -> bool {
