@@ -59,11 +59,11 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
     },
-    /// Export the newest (or a chosen) checkpoint to `training/saved_models/step-<N>/`.
+    /// Export the newest (or a chosen) checkpoint to `saved_models/step-<N>/`.
     Export {
         #[command(flatten)]
         overrides: OverrideArgs,
-        /// A checkpoint folder (a name in `training/checkpoints/` or a path).
+        /// A checkpoint folder (a name in `checkpoints/`, `best` for the best kept, or a path).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
     },
@@ -115,6 +115,7 @@ enum FormatArg {
 /// Runs the command line of this process and exits with its code: 0 on success, 1 when the
 /// project has problems, 2 on a usage error.
 pub fn main() -> ExitCode {
+    init_logging();
     let code = run(
         std::env::args_os(),
         Overrides::default().with_process_env(),
@@ -122,6 +123,41 @@ pub fn main() -> ExitCode {
         &mut std::io::stderr().lock(),
     );
     ExitCode::from(code)
+}
+
+/// Log records to stderr, as `nc7: …` (info) or `nc7 <level>: …`; the level is `NC7_LOG`
+/// (`off`, `error`, `warn`, `info` — the default —, `debug`, `trace`).
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Info => String::new(),
+            other => format!(" {}", other.as_str().to_lowercase()),
+        };
+        eprintln!("nc7{level}: {}", record.args());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Sends log records to stderr at the level `NC7_LOG` names (info by default).
+pub fn init_logging() {
+    static LOGGER: StderrLog = StderrLog;
+    let level = std::env::var("NC7_LOG")
+        .ok()
+        .and_then(|v| v.parse::<log::LevelFilter>().ok())
+        .unwrap_or(log::LevelFilter::Info);
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(level);
+    }
 }
 
 /// Runs one command line. `env` holds the overrides read from the environment (tests pass

@@ -2,6 +2,8 @@
 //! checkpoints.
 
 pub mod checkpoint;
+pub mod load;
+pub mod monitor;
 pub mod schedule;
 pub mod trainer;
 pub mod trainer_config;

@@ -127,6 +127,30 @@ pub struct CallbackContext {
     pub iteration: IterationInfo,
     /// Iterations in one epoch of this mode.
     pub iterations_per_epoch: usize,
+    /// Asks the run to stop (early stopping, a budget, an external signal).
+    pub control: RunControl,
+}
+
+/// How a callback asks the run it is in to stop: the trainer stops after the current step,
+/// writes a checkpoint and reports the reason.
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    stop: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl RunControl {
+    /// Asks the run to stop, saying why; the first reason given is kept.
+    pub fn request_stop(&self, reason: impl Into<String>) {
+        let mut s = self.stop.lock().unwrap_or_else(|p| p.into_inner());
+        if s.is_none() {
+            *s = Some(reason.into());
+        }
+    }
+
+    /// Why a stop was asked for, if it was.
+    pub fn stop_requested(&self) -> Option<String> {
+        self.stop.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl std::fmt::Debug for CallbackContext {

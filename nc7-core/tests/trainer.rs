@@ -516,3 +516,254 @@ fn the_command_line_trains_and_exports() {
         assert!(String::from_utf8_lossy(&err).contains("--features cuda"));
     }
 }
+
+#[derive(Incoming)]
+pub struct PredictionIn<B: Backend> {
+    prediction: Tensor<B, 2>,
+}
+
+#[derive(Generated)]
+pub struct Pictures<B: Backend> {
+    image_ramp: Tensor<B, 3>,
+    histogram_prediction: Tensor<B, 2>,
+}
+
+simple_nucleotide!(
+    Picture,
+    ModelSummary,
+    Empty,
+    PredictionIn<B>,
+    Pictures<B>,
+    {
+        fn summarize(&self, input: PredictionIn<B>, _: Mode) -> Pictures<B> {
+            let device = input.prediction.device();
+            // A 4×6 grey ramp, channels last.
+            let ramp: Vec<f32> = (0..24).map(|i| i as f32 / 23.0).collect();
+            Pictures {
+                image_ramp: Tensor::from_data(TensorData::new(ramp, [4, 6, 1]), &device),
+                histogram_prediction: input.prediction,
+            }
+        }
+    }
+);
+
+/// Asks the run to stop after training step `at`.
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopAtConfig {
+    at: u64,
+}
+
+#[nucleotide(kind = CoordinatorCallback)]
+pub struct StopAt {
+    at: u64,
+}
+
+impl<B: Backend> Build<B> for StopAt {
+    type Config = StopAtConfig;
+    type Input = LossIn<B>;
+    type Output = NoKeys;
+    fn build(c: &StopAtConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(StopAt { at: c.at })
+    }
+}
+
+impl<B: Backend> nc7_core::nucleotide::CoordinatorCallback<B> for StopAt {
+    fn on_iteration_end(
+        &mut self,
+        _: LossIn<B>,
+        ctx: &CallbackContext,
+    ) -> Result<Option<NoKeys>, BoxError> {
+        if ctx.summary_step == self.at {
+            ctx.control
+                .request_stop(format!("asked to stop at step {}", self.at));
+        }
+        Ok(Some(NoKeys))
+    }
+}
+
+#[test]
+fn early_stopping_keeping_the_best_and_stops_asked_by_callbacks() {
+    // A learning rate of 0: the evaluation loss never improves; patience 2 stops after the
+    // third evaluation, and a continued run stops at once for the same reason.
+    let flat = project(
+        r#"{"batch_size": 5, "num_epochs": 10, "exports_to_keep": 0,
+            "optimization_config": {"optimizer": {"name": "sgd"}, "learning_rate": 0.0},
+            "early_stopping": {"monitor": "loss", "patience": 2}}"#,
+        &[],
+    );
+    let r = run(flat.path(), false, None).unwrap();
+    assert_eq!(r.epochs, 3);
+    let reason = r.stopped.unwrap();
+    assert!(
+        reason.contains("early stopping: `loss`") && reason.contains("after step 4"),
+        "{reason}"
+    );
+    let again = run(flat.path(), true, None).unwrap();
+    assert_eq!((again.epochs, again.losses.len()), (3, 0));
+    assert!(again.stopped.unwrap().contains("early stopping"));
+    let history: Value = serde_json::from_str(
+        &fs::read_to_string(flat.path().join("training/evaluations.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 3);
+
+    // keep_best with `max` on a falling loss: the first checkpoint is the best and is kept
+    // beside the newest, named in best.json, and exported with `--checkpoint best`.
+    let best = project(
+        r#"{"batch_size": 5, "num_epochs": 3, "checkpoints_to_keep": 1, "exports_to_keep": 0,
+            "optimization_config": {"optimizer": {"name": "sgd"}, "learning_rate": 0.1},
+            "keep_best": {"monitor": "loss", "mode": "max"}}"#,
+        &[],
+    );
+    let r = run(best.path(), false, None).unwrap();
+    assert!(r.evaluations[2]["loss"] < r.evaluations[0]["loss"]);
+    let mut kept: Vec<String> = fs::read_dir(best.path().join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["best.json", "ckpt-12", "ckpt-4"]);
+    let named: Value = serde_json::from_str(
+        &fs::read_to_string(best.path().join("checkpoints/best.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(named["checkpoint"], "ckpt-4");
+    assert_eq!(named["monitor"], "loss");
+    let dir = export_checkpoint(
+        best.path(),
+        Some(Path::new("best")),
+        &Default::default(),
+        Registry::global(),
+    )
+    .unwrap();
+    assert!(dir.ends_with("step-4"), "{}", dir.display());
+
+    // A monitor the evaluation does not have: an error listing what it has.
+    let unknown = project(
+        r#"{"batch_size": 5, "num_epochs": 2, "keep_best": {"monitor": "accuracy"}}"#,
+        &[],
+    );
+    let err = run(unknown.path(), false, None).unwrap_err().to_string();
+    assert!(
+        err.contains("keep_best.monitor")
+            && err.contains("no value `accuracy`")
+            && err.contains("`mae/mae`"),
+        "{err}"
+    );
+
+    // A callback asks to stop after step 6 (mid epoch): a checkpoint there, and continuing
+    // gives the uninterrupted run's losses.
+    let trainer = r#"{"batch_size": 5, "num_epochs": 3, "random_seed": 3, "exports_to_keep": 0}"#;
+    let whole = project(trainer, &[]);
+    let all = run(whole.path(), false, None).unwrap();
+    let stop = r#"{"class_name": "StopAt", "name": "stop", "inbound_nodes": ["mse"], "at": 6}"#;
+    let asked = project(trainer, &[("callbacks_train/stop.json", stop)]);
+    let a = run(asked.path(), false, None).unwrap();
+    assert_eq!(a.global_step, 6);
+    assert_eq!(a.stopped.as_deref(), Some("asked to stop at step 6"));
+    assert!(asked.path().join("checkpoints/ckpt-6").is_dir());
+    fs::remove_file(asked.path().join(C).join("callbacks_train/stop.json")).unwrap();
+    let b = run(asked.path(), true, None).unwrap();
+    let mut losses = a.losses;
+    losses.extend(b.losses);
+    assert_eq!(losses, all.losses);
+    assert_eq!(b.evaluations, all.evaluations[1..].to_vec());
+}
+
+#[test]
+fn load_config_starts_plugins_from_another_run_and_summaries_draw_images() {
+    let picture = r#"{"class_name": "Picture", "name": "picture", "inbound_nodes": ["line"]}"#;
+    let source = project(
+        r#"{"batch_size": 5, "num_epochs": 1, "random_seed": 11, "summary_steps": 2}"#,
+        &[("summaries/picture.json", picture)],
+    );
+    run(source.path(), false, None).unwrap();
+    let saved = source.path().join("saved_models/step-4/model.safetensors");
+    assert!(saved.is_file());
+
+    // With a learning rate of 0 the target's checkpoint holds exactly what it loaded.
+    let target_trainer = |load: &str| {
+        format!(
+            r#"{{"batch_size": 5, "num_epochs": 1, "random_seed": 99, "exports_to_keep": 0,
+                "optimization_config": {{"optimizer": {{"name": "sgd"}}, "learning_rate": 0.0}},
+                "load_config": [{load}]}}"#
+        )
+    };
+    let src = serde_json::to_string(source.path().to_str().unwrap()).unwrap();
+    let target = project(
+        &target_trainer(&format!(
+            r#"{{"path": {src}, "nucleotides": {{"line": "line"}}}}"#
+        )),
+        &[],
+    );
+    run(target.path(), false, None).unwrap();
+    let tensors = |bytes: &[u8]| -> Vec<(String, Vec<u8>)> {
+        let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+        let mut v: Vec<(String, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.data().to_vec()))
+            .collect();
+        v.sort();
+        v
+    };
+    let loaded = tensors(&newest_weights(target.path()));
+    assert_eq!(loaded, tensors(&fs::read(&saved).unwrap()));
+    let fresh = project(&target_trainer(""), &[]);
+    run(fresh.path(), false, None).unwrap();
+    assert_ne!(
+        tensors(&newest_weights(fresh.path())),
+        loaded,
+        "the seed alone gives other weights"
+    );
+
+    // Bad sources: each error names the entry and what there is.
+    for (load, expected) in [
+        (
+            r#"{"path": "missing", "nucleotides": ["line"]}"#.to_owned(),
+            "load_config[0].path: `",
+        ),
+        (
+            format!(r#"{{"path": {src}, "nucleotides": ["nope"]}}"#),
+            "this project has no model plugin `nope`; it has `line`",
+        ),
+        (
+            format!(r#"{{"path": {src}, "nucleotides": {{"line": "other"}}}}"#),
+            "has no weights of a nucleotide `other`; it has `line`",
+        ),
+        (
+            format!(
+                r#"{{"path": {src}, "nucleotides": ["line"], "rename": {{"linear.": "lin."}}}}"#
+            ),
+            "no weights for parameter `linear.weight`",
+        ),
+    ] {
+        let bad = project(&target_trainer(&load), &[]);
+        let err = run(bad.path(), false, None).unwrap_err().to_string();
+        assert!(err.contains(expected), "{load}: {err}");
+    }
+
+    // The source's summary images and histograms, read by TensorBoard.
+    if let Some(out) = python::run_python(
+        "tensorboard",
+        "import sys, json\nfrom tensorboard.backend.event_processing.event_accumulator import EventAccumulator\nr = {}\nfor m in ('train', 'eval'):\n    a = EventAccumulator(sys.argv[1] + '/' + m, size_guidance={'images': 0, 'histograms': 0}); a.Reload()\n    r[m] = {'images': {t: [[e.step, e.width, e.height, len(e.encoded_image_string)] for e in a.Images(t)] for t in a.Tags()['images']},\n            'histograms': {t: [[e.step, e.histogram_value.num] for e in a.Histograms(t)] for t in a.Tags()['histograms']}}\nprint(json.dumps(r))",
+        &[source.path().join("training/summaries").to_str().unwrap()],
+    ) {
+        let tb: Value = serde_json::from_str(out.trim()).unwrap();
+        let images = tb["train"]["images"]["picture/ramp"].as_array().unwrap();
+        // Summary steps 2 and 4 (the epoch's last).
+        assert_eq!(images.len(), 2, "{tb}");
+        assert_eq!(images[0][0], 2);
+        assert_eq!(
+            (images[0][1].as_u64(), images[0][2].as_u64()),
+            (Some(6), Some(4))
+        );
+        let hist = tb["train"]["histograms"]["picture/prediction"]
+            .as_array()
+            .unwrap();
+        assert_eq!(hist[0][1], 5.0, "a batch of 5 predictions");
+        assert_eq!(tb["eval"]["images"]["picture/ramp"][0][0], 4);
+    }
+}

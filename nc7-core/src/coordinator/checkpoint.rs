@@ -95,11 +95,13 @@ impl Checkpoint {
     }
 }
 
-/// The checkpoints of a run, in one folder, keeping the newest `keep`.
+/// The checkpoints of a run, in one folder, keeping the newest `keep` (and a protected one,
+/// the best so far, when the run keeps the best).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoints {
     dir: PathBuf,
     keep: usize,
+    protected: Option<u64>,
 }
 
 impl Checkpoints {
@@ -108,7 +110,18 @@ impl Checkpoints {
         Checkpoints {
             dir: dir.into(),
             keep: keep.max(1),
+            protected: None,
         }
+    }
+
+    /// Keeps the checkpoint of `step` whatever its age (the best one); `None` protects none.
+    pub fn protect(&mut self, step: Option<u64>) {
+        self.protected = step;
+    }
+
+    /// The folder of the checkpoint after `step` steps (which may not exist).
+    pub fn dir_of(&self, step: u64) -> PathBuf {
+        self.dir.join(format!("{PREFIX}{step}"))
     }
 
     /// Writes a checkpoint of `files` (name, bytes) and `state` after `global_step` steps.
@@ -217,7 +230,11 @@ impl Checkpoints {
     }
 
     fn prune(&self) -> Result<(), CheckpointError> {
-        let all = self.list();
+        let all: Vec<(u64, PathBuf)> = self
+            .list()
+            .into_iter()
+            .filter(|(step, _)| Some(*step) != self.protected)
+            .collect();
         let excess = all.len().saturating_sub(self.keep);
         for (_, dir) in all.into_iter().take(excess) {
             fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;

@@ -17,6 +17,8 @@ use burn::tensor::backend::AutodiffBackend;
 use serde_json::Value;
 
 use super::checkpoint::Checkpoints;
+use super::load::load_weights;
+use super::monitor::{BestCheckpoint, Evaluation, History, KeepBest, best_file};
 use super::schedule::{EvalSteps, train_position};
 use super::trainer_config::TrainerConfig;
 use crate::backend::{DeviceChoice, nest_from_inner};
@@ -29,11 +31,12 @@ use crate::model::{
     Model, Part, TrainModel, from_safetensors, losses_of, scalars_of, to_safetensors,
 };
 use crate::nest::Nest;
-use crate::nucleotide::{CallbackContext, IterationInfo, Mode, SummaryWriter};
+use crate::nucleotide::{CallbackContext, IterationInfo, Mode, RunControl, SummaryWriter};
 use crate::optim::Schedule;
 use crate::project::{ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::registry::Registry;
 use crate::runtime::{self, DynCallback, DynDataset};
+use crate::tracking::summaries::write_images_and_histograms;
 use crate::tracking::tensorboard::EventWriter;
 
 /// How to train.
@@ -291,45 +294,24 @@ fn run<B: AutodiffBackend>(
         mut callbacks_train,
         mut callbacks_eval,
     } = setup::<B>(check, config, device, inner)?;
-    let checkpoints = Checkpoints::new(&dirs.checkpoints, config.checkpoints_to_keep);
+    let mut checkpoints = Checkpoints::new(&dirs.checkpoints, config.checkpoints_to_keep);
     let mut state = RunState {
         seed: config.random_seed,
         data_epoch: 1,
         ..RunState::default()
     };
-    if options.resume
-        && let Some(cp) = checkpoints
-            .newest()
-            .map_err(|e| TrainError::Run(e.to_string()))?
-    {
-        let weights = std::fs::read(cp.file(WEIGHTS))
-            .map_err(|e| TrainError::Run(format!("{}: {e}", cp.file(WEIGHTS).display())))?;
-        let mut tensors =
-            from_safetensors::<B>(&weights, device).map_err(run_err("checkpoint weights"))?;
-        model
-            .load_tensors(&mut tensors, &[])
-            .map_err(run_err("checkpoint weights"))?;
-        for p in model
-            .parts()
-            .iter()
-            .filter(|p| p.kind == Kind::ModelPlugin)
-            .map(|p| p.name.clone())
-            .collect::<Vec<_>>()
+    let resumed = options.resume && resume(&mut model, &checkpoints, &mut state, device)?;
+    if !resumed && !config.load_config.is_empty() {
+        for line in load_weights(&mut model, &check.project, &config.load_config, device)
+            .map_err(TrainError::Check)?
         {
-            let path = cp.file(&optimizer_file(&p));
-            let bytes = std::fs::read(&path)
-                .map_err(|e| TrainError::Run(format!("{}: {e}", path.display())))?;
-            model
-                .load_optimizer_state(&p, bytes, device)
-                .map_err(run_err("checkpoint optimizer state"))?;
+            log::info!("loaded {line}");
         }
-        state = serde_json::from_value(cp.state.clone())
-            .map_err(|e| TrainError::Run(format!("checkpoint state: {e}")))?;
-        log::info!(
-            "continuing from {} (step {})",
-            cp.dir.display(),
-            state.global_step
-        );
+    }
+    let mut history =
+        History::open(&dirs.root, resumed, state.global_step).map_err(TrainError::Run)?;
+    if let Some(keep) = &config.keep_best {
+        checkpoints.protect(history.best(keep).map_err(TrainError::Check)?.map(|b| b.0));
     }
     let mut schedule = Schedule::new(&config.optimization_config)
         .map_err(|e| TrainError::Check(format!("trainer_config.optimization_config.{e}")))?;
@@ -357,6 +339,7 @@ fn run<B: AutodiffBackend>(
     let mut report = TrainReport::default();
     let clip = config.optimization_config.gradient_clip;
     let mut epochs_this_run = 0;
+    let control = RunControl::default();
     let ctx =
         |mode: Mode, writer: Arc<EventWriter>, log_dir: &Path, iterations: u64| CallbackContext {
             mode,
@@ -365,6 +348,7 @@ fn run<B: AutodiffBackend>(
             summary_step: 0,
             iteration: IterationInfo::default(),
             iterations_per_epoch: iterations as usize,
+            control: control.clone(),
         };
     let mut train_ctx = ctx(
         Mode::Train,
@@ -380,7 +364,72 @@ fn run<B: AutodiffBackend>(
     );
     callbacks_train.begin(&train_ctx)?;
     callbacks_eval.begin(&eval_ctx)?;
-    while state.epoch < config.num_epochs {
+    // A checkpoint at an epoch's end whose evaluation did not happen (the run stopped in
+    // between) is evaluated first, as the uninterrupted run did.
+    let mut pending_eval = resumed
+        && state.global_step > 0
+        && state.global_step.is_multiple_of(train_iterations)
+        && !history.has(state.global_step);
+    loop {
+        if pending_eval {
+            let evaluation = evaluate::<B>(
+                &model,
+                eval_data.as_ref(),
+                &eval_order,
+                eval_iterations,
+                train_iterations,
+                state.global_step,
+                inner,
+                &eval_writer,
+                &mut callbacks_eval,
+                &mut eval_ctx,
+                config.prefetch,
+            )?;
+            history
+                .push(Evaluation {
+                    step: state.global_step,
+                    epoch: state.epoch,
+                    values: evaluation.clone(),
+                })
+                .map_err(TrainError::Run)?;
+            if let Some(keep) = &config.keep_best {
+                keep_best(&mut checkpoints, &history, keep)?;
+            }
+            if config.exports_to_keep > 0 {
+                let mut valid = model.valid(inner)?;
+                let dir = crate::export::export(
+                    &check.project,
+                    &dirs.saved_models,
+                    &mut valid,
+                    model.parts(),
+                    &check.config.tree.to_value(),
+                    eval_data.as_ref(),
+                    config.batch_size.eval(),
+                    state.global_step,
+                    state.epoch,
+                    Some(&evaluation),
+                    config.exports_to_keep,
+                )
+                .map_err(TrainError::Run)?;
+                report.exports.push(dir);
+            }
+            report.evaluations.push(evaluation);
+        }
+        if let Some(stopping) = &config.early_stopping
+            && let Some(reason) = history.should_stop(stopping).map_err(TrainError::Check)?
+        {
+            log::info!("{reason}");
+            report.stopped = Some(reason);
+            break;
+        }
+        if let Some(reason) = control.stop_requested() {
+            log::info!("stopped: {reason}");
+            report.stopped = Some(reason);
+            break;
+        }
+        if state.epoch >= config.num_epochs {
+            break;
+        }
         if options
             .max_epochs_this_run
             .is_some_and(|m| epochs_this_run >= m)
@@ -407,6 +456,12 @@ fn run<B: AutodiffBackend>(
                 };
             }
         }
+        let progress = progress_bar(
+            config.progress_bar,
+            batches.len() as u64,
+            state.epoch + 1,
+            config.num_epochs,
+        );
         let started = Instant::now();
         let mut failure: Option<TrainError> = None;
         let mut epoch_losses = Vec::new();
@@ -426,28 +481,7 @@ fn run<B: AutodiffBackend>(
                 let result =
                     model.train_step(nest_from_inner::<B>(batch), lr, clip, summary, summary)?;
                 if !result.loss.is_finite() {
-                    let bad: Vec<&String> = result
-                        .losses
-                        .iter()
-                        .filter(|(_, v)| !v.is_finite())
-                        .map(|(k, _)| k)
-                        .collect();
-                    failure = Some(TrainError::Run(format!(
-                        "the loss is not finite at step {} (epoch {}, iteration {}): {} is {}; training stopped, the last good checkpoint is kept in {}",
-                        step + 1,
-                        pos.epoch,
-                        pos.iteration,
-                        if bad.is_empty() {
-                            "the total loss".to_owned()
-                        } else {
-                            bad.iter()
-                                .map(|k| format!("`{k}`"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        },
-                        result.loss,
-                        dirs.checkpoints.display()
-                    )));
+                    failure = Some(non_finite(&result.losses, result.loss, step, pos, dirs));
                     return Ok(false);
                 }
                 state.global_step += 1;
@@ -458,8 +492,10 @@ fn run<B: AutodiffBackend>(
                 }
                 report.losses.push(result.loss);
                 epoch_losses.push(result.loss);
+                progress.inc(1);
                 if summary {
                     let s = pos.summary_step;
+                    progress.set_message(format!("loss {:.4}", result.loss));
                     train_writer.scalar("loss", result.loss, s);
                     train_writer.scalar("learning_rate", lr, s);
                     if let Some(n) = result.gradient_norm {
@@ -475,6 +511,8 @@ fn run<B: AutodiffBackend>(
                     ) {
                         train_writer.scalar(&k, v, s);
                     }
+                    write_images_and_histograms(&train_writer, model.parts(), &result.outputs, s)
+                        .map_err(TrainError::Run)?;
                 }
                 train_ctx.summary_step = pos.summary_step;
                 train_ctx.iteration = IterationInfo {
@@ -484,9 +522,10 @@ fn run<B: AutodiffBackend>(
                     is_last: last,
                 };
                 callbacks_train.iteration(data, result.outputs, &train_ctx)?;
-                Ok(!options.stop.load(Ordering::SeqCst))
+                Ok(!options.stop.load(Ordering::SeqCst) && control.stop_requested().is_none())
             },
         )?;
+        progress.finish_and_clear();
         if let Some(f) = failure {
             return Err(f);
         }
@@ -513,38 +552,7 @@ fn run<B: AutodiffBackend>(
             ));
             break;
         }
-        let evaluation = evaluate::<B>(
-            &model,
-            eval_data.as_ref(),
-            &eval_order,
-            eval_iterations,
-            train_iterations,
-            state.global_step,
-            inner,
-            &eval_writer,
-            &mut callbacks_eval,
-            &mut eval_ctx,
-            config.prefetch,
-        )?;
-        if config.exports_to_keep > 0 {
-            let mut valid = model.valid(inner)?;
-            let dir = crate::export::export(
-                &check.project,
-                &dirs.saved_models,
-                &mut valid,
-                model.parts(),
-                &check.config.tree.to_value(),
-                eval_data.as_ref(),
-                config.batch_size.eval(),
-                state.global_step,
-                state.epoch,
-                Some(&evaluation),
-                config.exports_to_keep,
-            )
-            .map_err(TrainError::Run)?;
-            report.exports.push(dir);
-        }
-        report.evaluations.push(evaluation);
+        pending_eval = epoch_done;
     }
     callbacks_train.end(&train_ctx)?;
     callbacks_eval.end(&eval_ctx)?;
@@ -553,6 +561,129 @@ fn run<B: AutodiffBackend>(
     report.global_step = state.global_step;
     report.epochs = state.epoch;
     Ok(report)
+}
+
+/// Loads the newest checkpoint into `model` and `state`; whether there was one.
+fn resume<B: AutodiffBackend>(
+    model: &mut TrainModel<B>,
+    checkpoints: &Checkpoints,
+    state: &mut RunState,
+    device: &B::Device,
+) -> Result<bool, TrainError> {
+    let Some(cp) = checkpoints
+        .newest()
+        .map_err(|e| TrainError::Run(e.to_string()))?
+    else {
+        return Ok(false);
+    };
+    let weights = std::fs::read(cp.file(WEIGHTS))
+        .map_err(|e| TrainError::Run(format!("{}: {e}", cp.file(WEIGHTS).display())))?;
+    let mut tensors =
+        from_safetensors::<B>(&weights, device).map_err(run_err("checkpoint weights"))?;
+    model
+        .load_tensors(&mut tensors, &[])
+        .map_err(run_err("checkpoint weights"))?;
+    for p in model
+        .parts()
+        .iter()
+        .filter(|p| p.kind == Kind::ModelPlugin)
+        .map(|p| p.name.clone())
+        .collect::<Vec<_>>()
+    {
+        let path = cp.file(&optimizer_file(&p));
+        let bytes = std::fs::read(&path)
+            .map_err(|e| TrainError::Run(format!("{}: {e}", path.display())))?;
+        model
+            .load_optimizer_state(&p, bytes, device)
+            .map_err(run_err("checkpoint optimizer state"))?;
+    }
+    *state = serde_json::from_value(cp.state.clone())
+        .map_err(|e| TrainError::Run(format!("checkpoint state: {e}")))?;
+    log::info!(
+        "continuing from {} (step {})",
+        cp.dir.display(),
+        state.global_step
+    );
+    Ok(true)
+}
+
+/// The error of a non-finite loss: the step, where it is in the run, the loss keys at fault.
+fn non_finite(
+    losses: &BTreeMap<String, f64>,
+    loss: f64,
+    step: u64,
+    pos: super::schedule::Position,
+    dirs: &TrainingDirs,
+) -> TrainError {
+    let bad: Vec<String> = losses
+        .iter()
+        .filter(|(_, v)| !v.is_finite())
+        .map(|(k, _)| format!("`{k}`"))
+        .collect();
+    TrainError::Run(format!(
+        "the loss is not finite at step {} (epoch {}, iteration {}): {} is {loss}; training stopped, the last good checkpoint is kept in {}",
+        step + 1,
+        pos.epoch,
+        pos.iteration,
+        if bad.is_empty() {
+            "the total loss".to_owned()
+        } else {
+            bad.join(", ")
+        },
+        dirs.checkpoints.display()
+    ))
+}
+
+/// Protects the best evaluation's checkpoint and names it in `checkpoints/best.json`.
+fn keep_best(
+    checkpoints: &mut Checkpoints,
+    history: &History,
+    keep: &KeepBest,
+) -> Result<(), TrainError> {
+    let Some((step, value)) = history.best(keep).map_err(TrainError::Check)? else {
+        return Ok(());
+    };
+    checkpoints.protect(Some(step));
+    let dir = checkpoints.dir_of(step);
+    let best = BestCheckpoint {
+        checkpoint: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        step,
+        monitor: keep.monitor.clone(),
+        value,
+    };
+    let file = best_file(&dirs_of(&dir));
+    let tmp = file.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&best).expect("best checkpoints serialize"),
+    )
+    .and_then(|()| std::fs::rename(&tmp, &file))
+    .map_err(|e| TrainError::Run(format!("cannot write {}: {e}", file.display())))
+}
+
+fn dirs_of(checkpoint: &Path) -> PathBuf {
+    checkpoint.parent().map(Path::to_owned).unwrap_or_default()
+}
+
+/// The epoch's progress bar: drawn on stderr when it is a terminal and `show` is on.
+fn progress_bar(show: bool, steps: u64, epoch: u64, epochs: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(steps),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+    bar
 }
 
 fn save_checkpoint<B: AutodiffBackend>(
@@ -619,6 +750,11 @@ fn evaluate<B: AutodiffBackend>(
             &[Kind::ModelMetric, Kind::ModelSummary],
             &outputs,
         ));
+        if pos.iteration == 1 {
+            // Images and histograms of the first batch.
+            write_images_and_histograms(writer, &parts, &outputs, global_step)
+                .map_err(TrainError::Run)?;
+        }
         for (k, v) in values {
             let e = sums.entry(k).or_insert((0.0, 0));
             e.0 += v;
@@ -751,6 +887,19 @@ pub fn export_checkpoint(
     let dirs = TrainingDirs::of(project);
     let checkpoints = Checkpoints::new(&dirs.checkpoints, usize::MAX);
     let cp = match checkpoint {
+        Some(dir) if dir == Path::new("best") && !dir.exists() => {
+            let file = best_file(&dirs.checkpoints);
+            let best: BestCheckpoint = std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    TrainError::Run(format!(
+                        "--checkpoint best: cannot read {} ({e}); it is written when trainer_config.keep_best is set",
+                        file.display()
+                    ))
+                })?;
+            checkpoints.load(&dirs.checkpoints.join(best.checkpoint))
+        }
         Some(dir) => {
             let dir = if dir.is_absolute() || dir.exists() {
                 dir.to_owned()

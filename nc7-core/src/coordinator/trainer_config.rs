@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::load::LoadConfig;
+use super::monitor::{EarlyStopping, KeepBest};
 use crate::optim::OptimizationConfig;
 
 /// A value for training and evaluation alike (`32`), or for each (`{"train": 32, "eval": 64}`).
@@ -74,6 +76,19 @@ pub struct TrainerConfig {
     /// Optimizer, learning rate and its schedule, gradient clipping.
     #[serde(default)]
     pub optimization_config: OptimizationConfig,
+    /// Weights loaded into plugins by nucleotide name before a fresh run.
+    #[serde(default)]
+    pub load_config: Vec<LoadConfig>,
+    /// A progress bar on the terminal (never drawn when stderr is not a terminal; the log has
+    /// one line per epoch either way).
+    #[serde(default = "yes")]
+    pub progress_bar: bool,
+    /// Stop when an evaluation value stops improving.
+    #[serde(default)]
+    pub early_stopping: Option<EarlyStopping>,
+    /// Keep the checkpoint with the best evaluation value.
+    #[serde(default)]
+    pub keep_best: Option<KeepBest>,
 }
 
 fn one() -> u64 {
@@ -121,6 +136,16 @@ impl TrainerConfig {
                 .gradient_clip
                 .is_some_and(|c| c <= 0.0 || !c.is_finite())
                 .then_some("trainer_config.optimization_config.gradient_clip must be a positive number"),
+            config
+                .early_stopping
+                .as_ref()
+                .is_some_and(|e| e.patience == 0)
+                .then_some("trainer_config.early_stopping.patience must be at least 1"),
+            config
+                .early_stopping
+                .as_ref()
+                .is_some_and(|e| e.min_delta < 0.0 || !e.min_delta.is_finite())
+                .then_some("trainer_config.early_stopping.min_delta must be a number of 0 or more"),
         ]
         .into_iter()
         .flatten()
@@ -182,5 +207,27 @@ mod tests {
         assert!(e.contains("batch_size must be at least 1"), "{e}");
         let e = TrainerConfig::from_value(&json!({})).unwrap_err();
         assert!(e.contains("batch_size"), "{e}");
+        let e = TrainerConfig::from_value(
+            &json!({"batch_size": 4, "early_stopping": {"monitor": "loss", "patience": 0}}),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("early_stopping.patience must be at least 1"),
+            "{e}"
+        );
+        let e = TrainerConfig::from_value(
+            &json!({"batch_size": 4, "keep_best": {"monitor": "loss", "mode": "lowest"}}),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("trainer_config.keep_best.mode"), "{e}");
+        let e = TrainerConfig::from_value(
+            &json!({"batch_size": 4, "load_config": [{"path": "x", "nucleotides": 3}]}),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("trainer_config.load_config[0].nucleotides")
+                && e.contains("list of plugin names"),
+            "{e}"
+        );
     }
 }

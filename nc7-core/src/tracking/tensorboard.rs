@@ -1,6 +1,6 @@
 //! TensorBoard event files: `events.out.tfevents.*` in TFRecord framing (length, masked
-//! CRC-32C, Event protocol buffer, masked CRC-32C), with scalars as `simple_value` and
-//! histograms as `HistogramProto`, so TensorBoard and its Python readers load them as they are.
+//! CRC-32C, Event protocol buffer, masked CRC-32C), with scalars as `simple_value`,
+//! images as PNG-encoded `Summary.Image` and histograms as `HistogramProto`, so TensorBoard and its Python readers load them as they are.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -105,6 +105,55 @@ impl EventWriter {
         field_bytes(&mut value, 1, tag.as_bytes());
         field_bytes(&mut value, 5, &histo);
         self.write_summary(&value, step);
+    }
+
+    /// Records an image under `tag` at `step`: 8-bit pixels, rows of `width` × `channels`
+    /// values (1 grey, 2 grey and alpha, 3 RGB, 4 RGBA), stored PNG-encoded.
+    pub fn image(
+        &self,
+        tag: &str,
+        pixels: &[u8],
+        height: u32,
+        width: u32,
+        channels: u8,
+        step: u64,
+    ) -> Result<(), String> {
+        use image::ImageEncoder as _;
+        let color = match channels {
+            1 => image::ExtendedColorType::L8,
+            2 => image::ExtendedColorType::La8,
+            3 => image::ExtendedColorType::Rgb8,
+            4 => image::ExtendedColorType::Rgba8,
+            n => {
+                return Err(format!(
+                    "image `{tag}` has {n} channels; 1, 2, 3 or 4 are drawn"
+                ));
+            }
+        };
+        let expected = height as usize * width as usize * channels as usize;
+        if pixels.len() != expected {
+            return Err(format!(
+                "image `{tag}` has {} values, {height}×{width}×{channels} = {expected} expected",
+                pixels.len()
+            ));
+        }
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(pixels, width, height, color)
+            .map_err(|e| format!("image `{tag}`: {e}"))?;
+        let mut img = Vec::new();
+        key(&mut img, 1, 0);
+        varint(&mut img, u64::from(height));
+        key(&mut img, 2, 0);
+        varint(&mut img, u64::from(width));
+        key(&mut img, 3, 0);
+        varint(&mut img, u64::from(channels));
+        field_bytes(&mut img, 4, &png);
+        let mut value = Vec::new();
+        field_bytes(&mut value, 1, tag.as_bytes());
+        field_bytes(&mut value, 4, &img);
+        self.write_summary(&value, step);
+        Ok(())
     }
 
     /// Writes what is buffered to disk; the first write error met so far, if any.
