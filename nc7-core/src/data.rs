@@ -1,8 +1,14 @@
 //! Data for coordinators: which samples make each batch, in a seeded order that a resumed run
-//! reproduces exactly, and how samples are stacked into batches and read ahead.
+//! reproduces exactly, and how samples are stacked into batches and read ahead; file lists,
+//! sample files (images, `.npy`) and records (saved samples as safetensors shards).
 
 pub mod batch;
+pub mod file_list;
+pub mod files;
 pub mod order;
+pub mod records;
 
 pub use batch::{BatchError, collate, for_each_batch, stack};
+pub use file_list::{FileList, FileListConfig};
 pub use order::{BatchOrder, DataPosition};
+pub use records::{RecordsWriter, read_records};

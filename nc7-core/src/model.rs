@@ -337,6 +337,12 @@ impl<B: AutodiffBackend> TrainModel<B> {
         .map_err(boxed)?
         .into_map();
         let (total, losses) = losses_of(&self.parts, &outputs)?;
+        // Detached before the backward pass: an output still on the graph would keep its
+        // ancestors' saved activations alive while the gradients are computed.
+        let outputs: BTreeMap<String, Option<Nest<B::InnerBackend>>> = outputs
+            .into_iter()
+            .map(|(k, v)| (k, v.map(crate::backend::nest_to_inner::<B>)))
+            .collect();
         let loss = total.clone().into_scalar().elem::<f64>();
         let mut grads = total.backward();
         let gradient_norm = if clip.is_some() || want_norm {
@@ -364,10 +370,6 @@ impl<B: AutodiffBackend> TrainModel<B> {
                 .expect("every plugin has an optimizer");
             plugin.step(optimizer, lr, &mut grads, scale);
         }
-        let outputs = outputs
-            .into_iter()
-            .map(|(k, v)| (k, v.map(crate::backend::nest_to_inner::<B>)))
-            .collect();
         Ok(StepResult {
             loss,
             losses,
@@ -508,7 +510,7 @@ pub fn scalars_of<B: Backend>(
 
 use burn::tensor::ElementConversion as _;
 
-fn safetensors_dtype(d: DType) -> Result<safetensors::Dtype, String> {
+pub(crate) fn safetensors_dtype(d: DType) -> Result<safetensors::Dtype, String> {
     use safetensors::Dtype as S;
     Ok(match d {
         DType::F64 => S::F64,
@@ -528,7 +530,7 @@ fn safetensors_dtype(d: DType) -> Result<safetensors::Dtype, String> {
     })
 }
 
-fn burn_dtype(d: safetensors::Dtype) -> Result<DType, String> {
+pub(crate) fn burn_dtype(d: safetensors::Dtype) -> Result<DType, String> {
     use safetensors::Dtype as S;
     Ok(match d {
         S::F64 => DType::F64,

@@ -3,7 +3,7 @@
 //! Subcommands:
 //! - `ci`: runs exactly what CI runs (`.ci/run`): formatting, clippy, the CUDA build check and
 //!   the test suite.
-//! - `bench <name>`: runs a benchmark in release mode and prints its table. Names: `dna`.
+//! - `bench <name>`: runs a benchmark in release mode and prints its table. Names: `dna`, `parity`.
 
 use std::process::{Command, ExitCode};
 
@@ -12,15 +12,22 @@ usage: cargo xtask <command>
 
 commands:
   ci            run exactly what CI runs (.ci/run)
-  bench <name>  run a benchmark in release mode; names: dna
+  bench <name>  run a benchmark in release mode; names: dna, parity
   help          print this message";
 
 /// Benchmarks: name, the package that holds it, and what it measures.
-const BENCHES: &[(&str, &str, &str)] = &[(
-    "dna",
-    "nc7-core",
-    "helix build + validate + sort of 100 / 1,000 / 10,000 nucleotides; routing per nucleotide",
-)];
+const BENCHES: &[(&str, &str, &str)] = &[
+    (
+        "dna",
+        "nc7-core",
+        "helix build + validate + sort of 100 / 1,000 / 10,000 nucleotides; routing per nucleotide",
+    ),
+    (
+        "parity",
+        "nc7-core",
+        "the nc7 Trainer vs a hand-written burn loop (ConvNet, 200 steps): time and peak memory",
+    ),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

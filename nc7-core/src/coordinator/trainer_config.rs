@@ -70,8 +70,9 @@ pub struct TrainerConfig {
     /// Whether the training data is shuffled each epoch.
     #[serde(default = "yes")]
     pub shuffle: bool,
-    /// Batches read ahead on a background thread (0: read in the training thread).
-    #[serde(default = "two")]
+    /// Batches read ahead on a background thread (0: read in the training thread). One keeps
+    /// reading and training overlapped at the least memory; more absorbs uneven read times.
+    #[serde(default = "one_usize")]
     pub prefetch: usize,
     /// Optimizer, learning rate and its schedule, gradient clipping.
     #[serde(default)]
@@ -106,8 +107,8 @@ fn three() -> usize {
 fn yes() -> bool {
     true
 }
-fn two() -> usize {
-    2
+fn one_usize() -> usize {
+    1
 }
 
 impl TrainerConfig {

@@ -388,7 +388,9 @@ pub fn for_each_batch<B: Backend, E: From<BoxError>>(
         return Ok(());
     }
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel::<Result<Nest<B>, BoxError>>(prefetch);
+        // The reader holds one finished batch while it waits to hand it over, so a channel of
+        // `prefetch - 1` keeps at most `prefetch` batches ahead of the consumer.
+        let (tx, rx) = mpsc::sync_channel::<Result<Nest<B>, BoxError>>(prefetch - 1);
         let reader = scope.spawn(move || {
             for indices in &batches {
                 let batch = read(indices);

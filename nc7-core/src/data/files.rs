@@ -1,0 +1,248 @@
+//! Reading sample files: images (PNG, JPEG) and `.npy` arrays, as tensor data.
+//!
+//! Images become float tensors of shape `[C, H, W]` (channels first, burn's convolution
+//! layout) with values in `[0, 1]`: `C` is 1 for `grey`, 3 for `rgb`; other colour types are
+//! converted. `.npy` files (format versions 1–3, little-endian or byte-sized dtypes, C order)
+//! keep their dtype and shape.
+
+use std::path::Path;
+
+use burn::tensor::{DType, TensorData};
+
+/// The colour of images read.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Color {
+    /// One channel.
+    Grey,
+    /// Three channels.
+    #[default]
+    Rgb,
+}
+
+/// Reads a PNG or JPEG file as `[C, H, W]` floats in `[0, 1]`; the error names the file.
+pub fn read_image(path: &Path, color: Color) -> Result<TensorData, String> {
+    let img = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| format!("cannot read image {}: {e}", path.display()))?
+        .decode()
+        .map_err(|e| format!("cannot decode image {}: {e}", path.display()))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (channels, pixels) = match color {
+        Color::Grey => (1, img.into_luma8().into_raw()),
+        Color::Rgb => (3, img.into_rgb8().into_raw()),
+    };
+    let mut out = vec![0f32; channels * h * w];
+    for (p, chunk) in pixels.chunks_exact(channels).enumerate() {
+        for (c, v) in chunk.iter().enumerate() {
+            out[c * h * w + p] = f32::from(*v) / 255.0;
+        }
+    }
+    Ok(TensorData::new(out, [channels, h, w]))
+}
+
+/// Writes `[C, H, W]` (or `[H, W]`) floats in `[0, 1]` as a PNG file (values clamped).
+pub fn write_png(path: &Path, data: &TensorData) -> Result<(), String> {
+    let shape = data.shape.to_vec();
+    let (c, h, w) = match shape.as_slice() {
+        [h, w] => (1, *h, *w),
+        [c, h, w] if matches!(c, 1 | 3 | 4) => (*c, *h, *w),
+        _ => {
+            return Err(format!(
+                "{}: an image is [C, H, W] with 1, 3 or 4 channels or [H, W], not {shape:?}",
+                path.display()
+            ));
+        }
+    };
+    let values: Vec<f32> = data
+        .clone()
+        .convert::<f32>()
+        .to_vec()
+        .map_err(|e| format!("{}: {e:?}", path.display()))?;
+    let mut pixels = vec![0u8; c * h * w];
+    for ch in 0..c {
+        for p in 0..h * w {
+            pixels[p * c + ch] = (values[ch * h * w + p] * 255.0).round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    let color = match c {
+        1 => image::ExtendedColorType::L8,
+        3 => image::ExtendedColorType::Rgb8,
+        _ => image::ExtendedColorType::Rgba8,
+    };
+    image::save_buffer_with_format(
+        path,
+        &pixels,
+        w as u32,
+        h as u32,
+        color,
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Reads a `.npy` file; the error names the file and what is wrong.
+pub fn read_npy(path: &Path) -> Result<TensorData, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_npy(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn parse_npy(bytes: &[u8]) -> Result<TensorData, String> {
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err("not a .npy file (no \\x93NUMPY magic)".into());
+    }
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => return Err(format!("unsupported .npy format version {v}")),
+    };
+    let header = bytes
+        .get(start..start + header_len)
+        .ok_or("the header is cut short")?;
+    let header = std::str::from_utf8(header).map_err(|_| "the header is not text")?;
+    let field = |name: &str| -> Result<&str, String> {
+        let at = header
+            .find(&format!("'{name}'"))
+            .ok_or(format!("the header has no '{name}'"))?;
+        let rest = header[at + name.len() + 2..].trim_start();
+        Ok(rest.strip_prefix(':').unwrap_or(rest).trim_start())
+    };
+    let descr = field("descr")?;
+    let descr = descr
+        .strip_prefix('\'')
+        .and_then(|d| d.split('\'').next())
+        .ok_or("the header's descr is not a string")?;
+    if field("fortran_order")?.starts_with("True") {
+        return Err(
+            "Fortran-ordered arrays are not read; save it with np.ascontiguousarray".into(),
+        );
+    }
+    let shape_text = field("shape")?;
+    let shape_text = shape_text
+        .strip_prefix('(')
+        .and_then(|s| s.split(')').next())
+        .ok_or("the header's shape is not a tuple")?;
+    let shape: Vec<usize> = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad shape dimension `{s}`"))
+        })
+        .collect::<Result<_, _>>()?;
+    let dtype = match descr {
+        "<f4" => DType::F32,
+        "<f8" => DType::F64,
+        "<f2" => DType::F16,
+        "<i8" => DType::I64,
+        "<i4" => DType::I32,
+        "<i2" => DType::I16,
+        "|i1" => DType::I8,
+        "|u1" => DType::U8,
+        "<u2" => DType::U16,
+        "<u4" => DType::U32,
+        "<u8" => DType::U64,
+        "|b1" => DType::Bool(burn::tensor::BoolStore::Native),
+        other => {
+            return Err(format!(
+                "dtype `{other}` is not read (little-endian numbers and bool are)"
+            ));
+        }
+    };
+    let data = &bytes[start + header_len..];
+    let expected = shape.iter().product::<usize>() * dtype.size();
+    if data.len() != expected {
+        return Err(format!(
+            "shape {shape:?} of {descr} needs {expected} bytes of data, the file has {}",
+            data.len()
+        ));
+    }
+    Ok(TensorData::from_bytes_vec(data.to_vec(), shape, dtype))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn npy(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn npy_table() {
+        let f: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let t = parse_npy(&npy("<f4", "(2,)", &f)).unwrap();
+        assert_eq!(t.shape.to_vec(), [2]);
+        assert_eq!(t.to_vec::<f32>().unwrap(), [1.5, -2.0]);
+        let i: Vec<u8> = [1i64, 2, 3, 4, 5, 6]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let t = parse_npy(&npy("<i8", "(2, 3)", &i)).unwrap();
+        assert_eq!(t.shape.to_vec(), [2, 3]);
+        assert_eq!(t.dtype, DType::I64);
+        let t = parse_npy(&npy("|u1", "()", &[7])).unwrap();
+        assert_eq!(t.shape.to_vec(), Vec::<usize>::new());
+        for (bytes, expected) in [
+            (b"hello world".to_vec(), "no \\x93NUMPY magic"),
+            (npy(">f4", "(1,)", &[0; 4]), "dtype `>f4` is not read"),
+            (
+                npy("<f4", "(3,)", &[0; 4]),
+                "needs 12 bytes of data, the file has 4",
+            ),
+        ] {
+            let e = parse_npy(&bytes).unwrap_err();
+            assert!(e.contains(expected), "{e}");
+        }
+    }
+
+    #[test]
+    fn images_round_trip_through_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.png");
+        // 3 channels, 2×2: a distinct value per channel and pixel.
+        let values: Vec<f32> = (0..12).map(|i| i as f32 / 11.0).collect();
+        write_png(&path, &TensorData::new(values.clone(), [3, 2, 2])).unwrap();
+        let back = read_image(&path, Color::Rgb).unwrap();
+        assert_eq!(back.shape.to_vec(), [3, 2, 2]);
+        for (a, b) in back.to_vec::<f32>().unwrap().iter().zip(&values) {
+            assert!((a - b).abs() <= 0.5 / 255.0 + 1e-6, "{a} vs {b}");
+        }
+        let grey = read_image(&path, Color::Grey).unwrap();
+        assert_eq!(grey.shape.to_vec(), [1, 2, 2]);
+        std::fs::write(dir.path().join("bad.png"), b"not an image").unwrap();
+        let e = read_image(&dir.path().join("bad.png"), Color::Rgb).unwrap_err();
+        assert!(e.contains("bad.png"), "{e}");
+        let e = write_png(&path, &TensorData::new(vec![0f32; 10], [5, 2])).map(|_| ());
+        assert!(e.is_ok(), "[H, W] is an image");
+        let e = write_png(&path, &TensorData::new(vec![0f32; 20], [5, 2, 2])).unwrap_err();
+        assert!(e.contains("not [5, 2, 2]"), "{e}");
+    }
+}
