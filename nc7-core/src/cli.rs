@@ -47,6 +47,9 @@ enum Command {
     Dna(ProjectArgs),
     /// List every registered nucleotide type by kind.
     List,
+    /// Match the file list of every dataset and data feeder that has one and write it to
+    /// `<run dir>/artifacts/file_list_<nucleotide>.jsonl` (one JSON object per sample).
+    FileList(ProjectArgs),
     /// Train a project: train epoch, checkpoint, eval epoch, export, for the configured epochs.
     /// Ctrl-C stops at the end of the current step with a checkpoint.
     Train {
@@ -191,6 +194,60 @@ where
 
 type Failure = Box<dyn std::error::Error>;
 
+/// Writes the file list of each data nucleotide with a `file_list` field; 1 when one fails.
+fn write_file_lists(
+    check: &ProjectCheck,
+    dir: &std::path::Path,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, Failure> {
+    use crate::data::{FileList, FileListConfig};
+    let entries = check
+        .nucleotides
+        .iter()
+        .filter(|e| matches!(e.kind, crate::Kind::Dataset | crate::Kind::DataFeeder));
+    let parts = crate::model::Part::from_entries(entries)?;
+    let mut code = 0;
+    let mut found = false;
+    for p in &parts {
+        let Some(value) = p.config.get("file_list") else {
+            continue;
+        };
+        found = true;
+        let listed = serde_json::from_value::<FileListConfig>(value.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|c| FileList::build(&c, std::path::Path::new(".")));
+        match listed {
+            Ok(list) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+                let path = dir.join(format!("file_list_{}.jsonl", p.name));
+                std::fs::write(&path, list.to_json_lines())
+                    .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+                writeln!(
+                    out,
+                    "{}: {} samples → {}",
+                    p.name,
+                    list.len(),
+                    path.display()
+                )?;
+            }
+            Err(e) => {
+                writeln!(err, "error: `{}` file_list: {e}", p.name)?;
+                code = 1;
+            }
+        }
+    }
+    if !found {
+        writeln!(
+            err,
+            "no dataset or data feeder of this run has a `file_list`"
+        )?;
+        code = 1;
+    }
+    Ok(code)
+}
+
 fn execute(
     command: Command,
     env: Overrides,
@@ -239,6 +296,15 @@ fn execute(
             };
             write!(out, "{}", registry.sample_config(&class_name, format)?)?;
             Ok(0)
+        }
+        Command::FileList(args) => {
+            let check = load(&args);
+            if !check.is_ok() {
+                return report(&check, err);
+            }
+            let dir = args.project_dir.join(args.run.dir_name()).join("artifacts");
+            let code = write_file_lists(&check, &dir, out, err)?;
+            Ok(code)
         }
         Command::Dna(args) => {
             let check = load(&args);

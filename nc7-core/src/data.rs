@@ -5,10 +5,12 @@
 pub mod batch;
 pub mod file_list;
 pub mod files;
+pub mod image_files;
 pub mod order;
 pub mod records;
 
 pub use batch::{BatchError, collate, for_each_batch, stack};
 pub use file_list::{FileList, FileListConfig};
+pub use image_files::{ImageFiles, ImageFilesFeeder};
 pub use order::{BatchOrder, DataPosition};
 pub use records::{RecordsWriter, read_records};
