@@ -5,6 +5,7 @@
 extern crate self as nc7_core;
 
 pub mod backend;
+pub mod callbacks;
 pub mod check;
 pub mod cli;
 pub mod common;

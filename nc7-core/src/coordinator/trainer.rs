@@ -393,7 +393,7 @@ fn run<B: AutodiffBackend>(
                 })
                 .map_err(TrainError::Run)?;
             if let Some(keep) = &config.keep_best {
-                keep_best(&mut checkpoints, &history, keep)?;
+                keep_best(&mut checkpoints, &dirs.checkpoints, &history, keep)?;
             }
             if config.exports_to_keep > 0 {
                 let mut valid = model.valid(inner)?;
@@ -637,6 +637,7 @@ fn non_finite(
 /// Protects the best evaluation's checkpoint and names it in `checkpoints/best.json`.
 fn keep_best(
     checkpoints: &mut Checkpoints,
+    checkpoints_dir: &Path,
     history: &History,
     keep: &KeepBest,
 ) -> Result<(), TrainError> {
@@ -654,7 +655,7 @@ fn keep_best(
         monitor: keep.monitor.clone(),
         value,
     };
-    let file = best_file(&dirs_of(&dir));
+    let file = best_file(checkpoints_dir);
     let tmp = file.with_extension("json.tmp");
     std::fs::write(
         &tmp,
@@ -662,10 +663,6 @@ fn keep_best(
     )
     .and_then(|()| std::fs::rename(&tmp, &file))
     .map_err(|e| TrainError::Run(format!("cannot write {}: {e}", file.display())))
-}
-
-fn dirs_of(checkpoint: &Path) -> PathBuf {
-    checkpoint.parent().map(Path::to_owned).unwrap_or_default()
 }
 
 /// The epoch's progress bar: drawn on stderr when it is a terminal and `show` is on.
