@@ -114,6 +114,12 @@ pub struct KeySpec {
 }
 
 impl KeySpec {
+    /// Whether this is a field that takes every key no other field takes (a `Nest` field):
+    /// nested, with no declared children.
+    pub fn is_dynamic(&self) -> bool {
+        self.kind == ValueKind::Nested && self.children.is_empty()
+    }
+
     /// A required key of any kind, without docs.
     pub fn required(name: impl Into<Cow<'static, str>>) -> Self {
         KeySpec {
@@ -176,7 +182,10 @@ pub struct Signature {
 /// Flattens nested keys into `parent:child` keys; borrows when nothing is nested. A nested key
 /// is optional when it or its parent is.
 pub fn flatten_keys(keys: &'static [KeySpec]) -> Cow<'static, [KeySpec]> {
-    if keys.iter().all(|k| k.children.is_empty()) {
+    if keys
+        .iter()
+        .all(|k| k.children.is_empty() && !k.is_dynamic())
+    {
         return Cow::Borrowed(keys);
     }
     let mut out = Vec::new();
@@ -191,6 +200,10 @@ fn flatten_into(keys: &[KeySpec], prefix: &str, optional: bool, out: &mut Vec<Ke
         } else {
             format!("{prefix}{}{}", crate::nest::SEPARATOR, k.name)
         };
+        if k.is_dynamic() {
+            // A `Nest` field takes whatever keys are left: it names no key itself.
+            continue;
+        }
         if k.children.is_empty() {
             out.push(KeySpec {
                 name: Cow::Owned(name),

@@ -148,6 +148,11 @@ fn dynamic_fields_take_every_other_key() {
         d.into_nest().to_json().unwrap(),
         json!({"required": 1.0, "a": 1, "b": {"c": 2}})
     );
+    // The dynamic field names no key of its own: the helix must not ask for a key `rest`.
+    let sig = nc7_core::glue::signature_of::<B, Dynamic<B>, nc7_core::NoKeys>();
+    let names: Vec<&str> = sig.incoming.iter().map(|k| k.name.as_ref()).collect();
+    assert_eq!(names, ["required"]);
+    assert!(sig.dynamic_incoming);
 }
 
 #[test]

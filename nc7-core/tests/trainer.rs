@@ -767,3 +767,33 @@ fn load_config_starts_plugins_from_another_run_and_summaries_draw_images() {
         assert_eq!(tb["eval"]["images"]["picture/ramp"][0][0], 4);
     }
 }
+
+#[test]
+fn records_saver_writes_each_evaluated_sample() {
+    let saver = r#"{"class_name": "RecordsSaver", "name": "records",
+                    "inbound_nodes": ["dataset", "line"], "samples_per_file": 5}"#;
+    let dir = project(
+        r#"{"batch_size": 5, "num_epochs": 1, "exports_to_keep": 0}"#,
+        &[("callbacks_eval/records.json", saver)],
+    );
+    run(dir.path(), false, None).unwrap();
+    let folder = dir.path().join("training/callbacks/eval/records");
+    let shards: Vec<Vec<nc7_core::data::records::Record>> = ["records-00000", "records-00001"]
+        .iter()
+        .map(|n| nc7_core::data::read_records(&folder.join(format!("{n}.safetensors"))).unwrap())
+        .collect();
+    assert_eq!(
+        (shards[0].len(), shards[1].len()),
+        (5, 3),
+        "8 eval samples, 5 per shard"
+    );
+    let first = &shards[0][0];
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        ["prediction", "x", "y"],
+        "every incoming key"
+    );
+    assert_eq!(first["x"].shape.to_vec(), [2]);
+    assert_eq!(first["x"].to_vec::<f32>().unwrap(), [-1.0, -1.0]);
+    assert_eq!(first["prediction"].shape.to_vec(), [1]);
+}
