@@ -5,6 +5,11 @@
 //! records (see [`crate::data::records`]) in its log folder: tensors whose first dimension is
 //! the batch size are split per sample, keys named in `not_batch_keys` and scalars are stored
 //! whole with each sample; strings are not stored (a `save_names` key names the shards).
+//!
+//! `SampleSaver` writes each sample's results as files: the keys in `image_keys` as PNG
+//! images (`[C, H, W]` or `[H, W]` in `[0, 1]`), every other value into one JSON file. The
+//! file names follow spec §7 (`prefix-name-suffix`, the name from `save_names` or
+//! `epoch_EEE_iter_IIIII_sample_SSS`), with `-<key>.png` or `.json` added.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -245,6 +250,141 @@ impl<B: Backend> CoordinatorCallback<B> for RecordsSaver {
     }
 }
 
+/// `SampleSaver`'s config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SampleSaverConfig {
+    /// Keys saved as PNG images.
+    #[serde(default)]
+    pub image_keys: Vec<String>,
+    /// Put before each name.
+    #[serde(default)]
+    pub save_prefix: String,
+    /// Put after each name.
+    #[serde(default)]
+    pub save_suffix: String,
+    /// Keys stored whole with every sample instead of split along the batch.
+    #[serde(default)]
+    pub not_batch_keys: Vec<String>,
+}
+
+/// Saves each sample's results as PNG images and a JSON file.
+#[nucleotide(kind = CoordinatorCallback)]
+pub struct SampleSaver {
+    config: SampleSaverConfig,
+}
+
+impl<B: Backend> Build<B> for SampleSaver {
+    type Config = SampleSaverConfig;
+    type Input = ToSave<B>;
+    type Output = NoKeys;
+    fn build(c: &SampleSaverConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(SampleSaver { config: c.clone() })
+    }
+}
+
+impl<B: Backend> CoordinatorCallback<B> for SampleSaver {
+    fn on_iteration_end(
+        &mut self,
+        input: ToSave<B>,
+        ctx: &CallbackContext,
+    ) -> Result<Option<NoKeys>, BoxError> {
+        let c = &self.config;
+        let n = match (
+            &input.save_names,
+            batch_size(&input.rest, &c.not_batch_keys),
+        ) {
+            (Some(names), _) => names.len(),
+            (None, Some(n)) => n,
+            (None, None) => return Err("nothing to save: no tensor among the incoming keys".into()),
+        };
+        let samples = split_batch(&input.rest, n, &c.not_batch_keys)?;
+        for (i, mut sample) in samples.into_iter().enumerate() {
+            let base = save_path(
+                &ctx.log_dir,
+                &SaveName {
+                    prefix: &c.save_prefix,
+                    suffix: &c.save_suffix,
+                    name: input.save_names.as_ref().map(|s| s[i].as_str()),
+                    position: Some((ctx.iteration.epoch, ctx.iteration.iteration, i)),
+                },
+            )?;
+            if let Some(parent) = base.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            let with = |tail: &str| {
+                let mut p = base.clone().into_os_string();
+                p.push(tail);
+                PathBuf::from(p)
+            };
+            for key in &c.image_keys {
+                let data = sample
+                    .remove(key)
+                    .ok_or_else(|| format!("image key `{key}` is not among the incoming keys"))?;
+                crate::data::files::write_png(&with(&format!("-{key}.png")), &data)?;
+            }
+            if !sample.is_empty() {
+                let mut json = serde_json::Map::new();
+                for (key, data) in sample {
+                    json.insert(key, tensor_json(&data)?);
+                }
+                let path = with(".json");
+                std::fs::write(&path, serde_json::Value::Object(json).to_string())
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+        }
+        Ok(Some(NoKeys))
+    }
+}
+
+/// A tensor as nested JSON lists (a scalar as a number).
+fn tensor_json(data: &TensorData) -> Result<serde_json::Value, String> {
+    let values: Vec<serde_json::Value> = match data.dtype {
+        burn::tensor::DType::Bool(_) => data
+            .clone()
+            .convert::<u8>()
+            .to_vec::<u8>()
+            .map_err(|e| format!("{e:?}"))?
+            .into_iter()
+            .map(|v| (v != 0).into())
+            .collect(),
+        d if d.is_float() => data
+            .clone()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .map_err(|e| format!("{e:?}"))?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        _ => data
+            .clone()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .map_err(|e| format!("{e:?}"))?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    };
+    fn nest(values: &[serde_json::Value], shape: &[usize]) -> serde_json::Value {
+        match shape {
+            [] => values.first().cloned().unwrap_or(serde_json::Value::Null),
+            [_] => serde_json::Value::Array(values.to_vec()),
+            [n, rest @ ..] => {
+                let size = values.len() / (*n).max(1);
+                serde_json::Value::Array(
+                    values
+                        .chunks(size.max(1))
+                        .take(*n)
+                        .map(|c| nest(c, rest))
+                        .collect(),
+                )
+            }
+        }
+    }
+    Ok(nest(&values, &data.shape.to_vec()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +418,65 @@ mod tests {
         assert_eq!(samples[0]["table"].shape.to_vec(), [3]);
         assert_eq!(samples[0]["step"].to_vec::<i64>().unwrap(), [7]);
         assert!(!samples[0].contains_key("name"));
+    }
+
+    #[test]
+    fn sample_saver_writes_pngs_and_json() {
+        type B = crate::backend::Cpu;
+        let d = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut batch = Nest::<B>::map();
+        let image = TensorData::new(
+            vec![0.0f32, 1.0, 0.5, 0.25, 0.0, 1.0, 0.5, 0.25],
+            [2, 1, 2, 2],
+        );
+        batch
+            .insert(
+                "mask",
+                Nest::Tensor(crate::nest::AnyTensor::from_data(image, &d)),
+            )
+            .unwrap();
+        let score = TensorData::new(vec![1i64, 2, 3, 4], [2, 2]);
+        batch
+            .insert(
+                "score",
+                Nest::Tensor(crate::nest::AnyTensor::from_data(score, &d)),
+            )
+            .unwrap();
+        let mut saver = <SampleSaver as Build<B>>::build(
+            &SampleSaverConfig {
+                image_keys: vec!["mask".into()],
+                ..SampleSaverConfig::default()
+            },
+            &d,
+        )
+        .unwrap();
+        let ctx = CallbackContext {
+            mode: crate::Mode::Infer,
+            log_dir: dir.path().to_owned(),
+            summaries: std::sync::Arc::new(crate::nucleotide::MemorySummaries::default()),
+            summary_step: 0,
+            iteration: Default::default(),
+            iterations_per_epoch: 1,
+            control: Default::default(),
+        };
+        let input = ToSave {
+            save_names: Some(vec!["a".into(), "sub/b".into()]),
+            rest: batch,
+        };
+        CoordinatorCallback::<B>::on_iteration_end(&mut saver, input, &ctx).unwrap();
+        let png = crate::data::files::read_image(
+            &dir.path().join("sub/b-mask.png"),
+            crate::data::files::Color::Grey,
+        )
+        .unwrap();
+        // 8-bit pixels: 0, 255, 128, 64.
+        assert_eq!(
+            png.to_vec::<f32>().unwrap(),
+            [0.0, 1.0, 128.0 / 255.0, 64.0 / 255.0]
+        );
+        let json = std::fs::read_to_string(dir.path().join("a.json")).unwrap();
+        assert_eq!(json, r#"{"score":[1,2]}"#);
     }
 
     #[test]

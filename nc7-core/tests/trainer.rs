@@ -772,11 +772,44 @@ fn load_config_starts_plugins_from_another_run_and_summaries_draw_images() {
 fn records_saver_writes_each_evaluated_sample() {
     let saver = r#"{"class_name": "RecordsSaver", "name": "records",
                     "inbound_nodes": ["dataset", "line"], "samples_per_file": 5}"#;
+    let samples = r#"{"class_name": "SampleSaver", "name": "samples",
+                     "inbound_nodes": ["dataset", "line"], "save_prefix": "pred"}"#;
     let dir = project(
         r#"{"batch_size": 5, "num_epochs": 1, "exports_to_keep": 0}"#,
-        &[("callbacks_eval/records.json", saver)],
+        &[
+            ("callbacks_eval/records.json", saver),
+            ("callbacks_eval/samples.json", samples),
+        ],
     );
     run(dir.path(), false, None).unwrap();
+    // One JSON file per evaluated sample, named by epoch, iteration and sample (spec §7).
+    let eval = dir.path().join("training/callbacks/eval");
+    let first: Value = serde_json::from_str(
+        &fs::read_to_string(eval.join("pred-epoch_001_iter_00001_sample_000.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["x"], serde_json::json!([-1.0, -1.0]));
+    assert!(first["prediction"][0].is_f64());
+    assert!(
+        eval.join("pred-epoch_001_iter_00002_sample_002.json")
+            .is_file()
+    );
+    assert!(
+        !eval
+            .join("pred-epoch_001_iter_00002_sample_003.json")
+            .exists()
+    );
+    // A prefix that would leave the callback's folder stops the run with the reason.
+    let escape = project(
+        r#"{"batch_size": 5, "num_epochs": 1, "exports_to_keep": 0}"#,
+        &[(
+            "callbacks_eval/samples.json",
+            r#"{"class_name": "SampleSaver", "name": "samples",
+                "inbound_nodes": ["dataset", "line"], "save_prefix": "../../escape"}"#,
+        )],
+    );
+    let err = run(escape.path(), false, None).unwrap_err().to_string();
+    assert!(err.contains("would leave the results folder"), "{err}");
     let folder = dir.path().join("training/callbacks/eval/records");
     let shards: Vec<Vec<nc7_core::data::records::Record>> = ["records-00000", "records-00001"]
         .iter()
