@@ -6,6 +6,9 @@
 //! the batch size are split per sample, keys named in `not_batch_keys` and scalars are stored
 //! whole with each sample; strings are not stored (a `save_names` key names the shards).
 //!
+//! [`Buffer`] keeps samples, their sum or their mean for callbacks that work on many samples
+//! at once, handed over when a batch's `evaluate` flag is set or at the end.
+//!
 //! `SampleSaver` writes each sample's results as files: the keys in `image_keys` as PNG
 //! images (`[C, H, W]` or `[H, W]` in `[0, 1]`), every other value into one JSON file. The
 //! file names follow spec §7 (`prefix-name-suffix`, the name from `save_names` or
@@ -385,6 +388,136 @@ fn tensor_json(data: &TensorData) -> Result<serde_json::Value, String> {
     Ok(nest(&values, &data.shape.to_vec()))
 }
 
+/// How a [`Buffer`] keeps what it is given.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BufferKind {
+    /// Every sample, in order.
+    #[default]
+    Samples,
+    /// The element-wise sum of every sample.
+    Additive,
+    /// The element-wise mean of every sample.
+    Average,
+}
+
+/// What a buffer held when it was taken.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Buffered {
+    /// Every sample (`samples`).
+    Samples(Vec<Record>),
+    /// The sum or mean of each key (`additive`, `average`), as f64 tensors, and how many
+    /// samples went in.
+    Reduced(Record, usize),
+}
+
+/// A buffer for callbacks that work on many samples at once (nucleus7's BufferCallback):
+/// samples go in with [`Buffer::push`] — or a batch with [`Buffer::push_batch`], evaluated
+/// when the batch's `evaluate` flag is set or at the end — and come out with
+/// [`Buffer::take`].
+#[derive(Debug, Clone, Default)]
+pub struct Buffer {
+    kind: BufferKind,
+    samples: Vec<Record>,
+    sums: BTreeMap<String, (Vec<f64>, Vec<usize>)>,
+    count: usize,
+}
+
+impl Buffer {
+    /// An empty buffer.
+    pub fn new(kind: BufferKind) -> Buffer {
+        Buffer {
+            kind,
+            ..Buffer::default()
+        }
+    }
+
+    /// Samples held.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Adds a sample; for sums and means every key must keep its shape.
+    pub fn push(&mut self, record: Record) -> Result<(), String> {
+        if self.kind == BufferKind::Samples {
+            self.samples.push(record);
+            self.count += 1;
+            return Ok(());
+        }
+        for (key, data) in &record {
+            let values: Vec<f64> = data
+                .clone()
+                .convert::<f64>()
+                .to_vec()
+                .map_err(|e| format!("key `{key}`: {e:?}"))?;
+            let shape = data.shape.to_vec();
+            let entry = self
+                .sums
+                .entry(key.clone())
+                .or_insert_with(|| (vec![0.0; values.len()], shape.clone()));
+            if entry.1 != shape {
+                return Err(format!(
+                    "key `{key}` has shape {shape:?} here and {:?} before; a {} buffer needs one shape",
+                    entry.1,
+                    if self.kind == BufferKind::Additive {
+                        "additive"
+                    } else {
+                        "average"
+                    }
+                ));
+            }
+            for (s, v) in entry.0.iter_mut().zip(values) {
+                *s += v;
+            }
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Splits a batch into samples and adds them; when `evaluate` is set, returns what the
+    /// buffer held (this batch included) and empties it.
+    pub fn push_batch<B: Backend>(
+        &mut self,
+        batch: &Nest<B>,
+        not_batch_keys: &[String],
+        evaluate: bool,
+    ) -> Result<Option<Buffered>, String> {
+        if let Some(n) = batch_size(batch, not_batch_keys) {
+            for record in split_batch(batch, n, not_batch_keys)? {
+                self.push(record)?;
+            }
+        }
+        Ok(evaluate.then(|| self.take()))
+    }
+
+    /// What the buffer holds; it is empty afterwards.
+    pub fn take(&mut self) -> Buffered {
+        let count = std::mem::take(&mut self.count);
+        match self.kind {
+            BufferKind::Samples => Buffered::Samples(std::mem::take(&mut self.samples)),
+            kind => Buffered::Reduced(
+                std::mem::take(&mut self.sums)
+                    .into_iter()
+                    .map(|(k, (mut v, shape))| {
+                        if kind == BufferKind::Average {
+                            v.iter_mut().for_each(|x| *x /= count.max(1) as f64);
+                        }
+                        (k, TensorData::new(v, shape))
+                    })
+                    .collect(),
+                count,
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,6 +610,58 @@ mod tests {
         );
         let json = std::fs::read_to_string(dir.path().join("a.json")).unwrap();
         assert_eq!(json, r#"{"score":[1,2]}"#);
+    }
+
+    #[test]
+    fn buffers_keep_sum_and_average() {
+        let rec = |v: f32| -> Record {
+            [("x".to_owned(), TensorData::new(vec![v, 2.0 * v], [2]))].into()
+        };
+        let mut samples = Buffer::new(BufferKind::Samples);
+        let mut sum = Buffer::new(BufferKind::Additive);
+        let mut mean = Buffer::new(BufferKind::Average);
+        for v in [1.0, 2.0, 6.0] {
+            for b in [&mut samples, &mut sum, &mut mean] {
+                b.push(rec(v)).unwrap();
+            }
+        }
+        assert_eq!(samples.len(), 3);
+        assert!(matches!(samples.take(), Buffered::Samples(s) if s.len() == 3));
+        assert!(samples.is_empty());
+        let Buffered::Reduced(s, 3) = sum.take() else {
+            panic!()
+        };
+        assert_eq!(s["x"].to_vec::<f64>().unwrap(), [9.0, 18.0]);
+        let Buffered::Reduced(m, 3) = mean.take() else {
+            panic!()
+        };
+        assert_eq!(m["x"].to_vec::<f64>().unwrap(), [3.0, 6.0]);
+        assert!(mean.is_empty());
+        mean.push(rec(1.0)).unwrap();
+        let e = mean
+            .push([("x".to_owned(), TensorData::new(vec![1.0f32], [1]))].into())
+            .unwrap_err();
+        assert!(
+            e.contains("key `x` has shape [1] here and [2] before"),
+            "{e}"
+        );
+
+        // Batches go in split; `evaluate` hands the buffer over.
+        type B = crate::backend::Cpu;
+        let mut batch = Nest::<B>::map();
+        let data = TensorData::new(vec![1.0f32, 3.0], [2, 1]);
+        batch
+            .insert(
+                "y",
+                Nest::Tensor(crate::nest::AnyTensor::from_data(data, &Default::default())),
+            )
+            .unwrap();
+        let mut b = Buffer::new(BufferKind::Average);
+        assert_eq!(b.push_batch(&batch, &[], false).unwrap(), None);
+        let Some(Buffered::Reduced(m, 4)) = b.push_batch(&batch, &[], true).unwrap() else {
+            panic!()
+        };
+        assert_eq!(m["y"].to_vec::<f64>().unwrap(), [2.0]);
     }
 
     #[test]
