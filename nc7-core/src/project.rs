@@ -437,11 +437,9 @@ fn update_metadata<T>(
         let mut meta = ProjectMetadata::read(project)?;
         let out = change(&mut meta);
         let path = project.join(METADATA_FILE);
-        let tmp = project.join(format!(".{METADATA_FILE}.tmp"));
         let mut text = serde_json::to_string_pretty(&meta).expect("metadata serializes");
         text.push('\n');
-        fs::write(&tmp, text).map_err(io("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io("replace", &path))?;
+        replace_file(&path, text.as_bytes()).map_err(io("replace", &path))?;
         Ok(out)
     })();
     let _ = fs::remove_file(&lock);
@@ -459,6 +457,18 @@ fn project_name(project: &Path) -> String {
 }
 
 /// This machine's name, for records and file names.
+/// Writes `bytes` to `path` through a temporary file renamed over it, so that a reader sees
+/// the old file or the new one, never part of one.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
 pub(crate) fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())

@@ -103,9 +103,7 @@ impl History {
         self.evaluations.retain(|e| e.step != evaluation.step);
         self.evaluations.push(evaluation);
         let text = serde_json::to_vec_pretty(&self.evaluations).expect("evaluations serialize");
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &self.path))
+        crate::project::replace_file(&self.path, &text)
             .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
     }
 

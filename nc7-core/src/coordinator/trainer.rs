@@ -656,13 +656,9 @@ fn keep_best(
         value,
     };
     let file = best_file(checkpoints_dir);
-    let tmp = file.with_extension("json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(&best).expect("best checkpoints serialize"),
-    )
-    .and_then(|()| std::fs::rename(&tmp, &file))
-    .map_err(|e| TrainError::Run(format!("cannot write {}: {e}", file.display())))
+    let text = serde_json::to_vec_pretty(&best).expect("best checkpoints serialize");
+    crate::project::replace_file(&file, &text)
+        .map_err(|e| TrainError::Run(format!("cannot write {}: {e}", file.display())))
 }
 
 /// The epoch's progress bar: drawn on stderr when it is a terminal and `show` is on.

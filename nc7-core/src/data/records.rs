@@ -94,9 +94,7 @@ impl RecordsWriter {
             }
         }
         let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
-        let tmp = path.with_extension("safetensors.tmp");
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
+        crate::project::replace_file(&path, &bytes)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         self.written.push(path);
         Ok(())
