@@ -510,7 +510,7 @@ pub fn scalars_of<B: Backend>(
 
 use burn::tensor::ElementConversion as _;
 
-pub(crate) fn safetensors_dtype(d: DType) -> Result<safetensors::Dtype, String> {
+fn safetensors_dtype(d: DType) -> Result<safetensors::Dtype, String> {
     use safetensors::Dtype as S;
     Ok(match d {
         DType::F64 => S::F64,
@@ -530,7 +530,7 @@ pub(crate) fn safetensors_dtype(d: DType) -> Result<safetensors::Dtype, String> 
     })
 }
 
-pub(crate) fn burn_dtype(d: safetensors::Dtype) -> Result<DType, String> {
+fn burn_dtype(d: safetensors::Dtype) -> Result<DType, String> {
     use safetensors::Dtype as S;
     Ok(match d {
         S::F64 => DType::F64,
@@ -560,17 +560,7 @@ pub fn to_safetensors<B: Backend>(
         let data = t.into_data()?;
         datas.push((name, data));
     }
-    let mut views = Vec::with_capacity(datas.len());
-    for (name, data) in &datas {
-        let view = safetensors::tensor::TensorView::new(
-            safetensors_dtype(data.dtype)?,
-            data.shape.to_vec(),
-            data.as_bytes(),
-        )
-        .map_err(|e| format!("tensor `{name}`: {e}"))?;
-        views.push((name.clone(), view));
-    }
-    safetensors::serialize(views, metadata).map_err(|e| e.to_string())
+    encode_safetensors(datas.iter().map(|(n, d)| (n.clone(), d)), metadata)
 }
 
 /// Reads a safetensors file's tensors onto `device`.
@@ -578,17 +568,42 @@ pub fn from_safetensors<B: Backend>(
     bytes: &[u8],
     device: &B::Device,
 ) -> Result<BTreeMap<String, AnyTensor<B>>, String> {
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
-    let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let data = TensorData::from_bytes_vec(
-            view.data().to_vec(),
-            view.shape().to_vec(),
-            burn_dtype(view.dtype())?,
-        );
-        out.insert(name, AnyTensor::from_data(data, device));
+    Ok(decode_safetensors(bytes)?
+        .into_iter()
+        .map(|(name, data)| (name, AnyTensor::from_data(data, device)))
+        .collect())
+}
+
+/// Named tensor data as the bytes of a safetensors file, with `metadata` in its header.
+pub fn encode_safetensors<'a>(
+    datas: impl IntoIterator<Item = (String, &'a TensorData)>,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>, String> {
+    let mut views = Vec::new();
+    for (name, data) in datas {
+        let view = safetensors::tensor::TensorView::new(
+            safetensors_dtype(data.dtype)?,
+            data.shape.to_vec(),
+            data.as_bytes(),
+        )
+        .map_err(|e| format!("tensor `{name}`: {e}"))?;
+        views.push((name, view));
     }
-    Ok(out)
+    safetensors::serialize(views, metadata).map_err(|e| e.to_string())
+}
+
+/// Every tensor of a safetensors file's bytes, as tensor data by name.
+pub fn decode_safetensors(bytes: &[u8]) -> Result<Vec<(String, TensorData)>, String> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let dtype = burn_dtype(view.dtype()).map_err(|e| format!("tensor `{name}`: {e}"))?;
+            let data =
+                TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype);
+            Ok((name, data))
+        })
+        .collect()
 }
 
 /// Reads a safetensors file.

@@ -81,19 +81,12 @@ impl RecordsWriter {
             ),
         ]
         .into();
-        let mut views = Vec::new();
-        for (i, record) in samples.iter().enumerate() {
-            for (key, data) in record {
-                let view = safetensors::tensor::TensorView::new(
-                    crate::model::safetensors_dtype(data.dtype)?,
-                    data.shape.to_vec(),
-                    data.as_bytes(),
-                )
-                .map_err(|e| format!("record {i} key `{key}`: {e}"))?;
-                views.push((format!("{i:06}/{key}"), view));
-            }
-        }
-        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
+        let named = samples.iter().enumerate().flat_map(|(i, record)| {
+            record
+                .iter()
+                .map(move |(key, data)| (format!("{i:06}/{key}"), data))
+        });
+        let bytes = crate::model::encode_safetensors(named, Some(metadata))?;
         crate::project::replace_file(&path, &bytes)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         self.written.push(path);
@@ -130,19 +123,13 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, String> {
             "not a records shard (its metadata has format {format:?}, `{FORMAT}` expected)"
         )));
     }
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| at(e.to_string()))?;
     let mut samples: BTreeMap<usize, Record> = BTreeMap::new();
-    for (name, view) in st.tensors() {
+    for (name, data) in crate::model::decode_safetensors(&bytes).map_err(at)? {
         let (i, key) = name
             .split_once('/')
-            .and_then(|(i, k)| Some((i.parse::<usize>().ok()?, k)))
+            .and_then(|(i, k)| Some((i.parse::<usize>().ok()?, k.to_owned())))
             .ok_or_else(|| at(format!("tensor `{name}` is not named `<sample>/<key>`")))?;
-        let data = TensorData::from_bytes_vec(
-            view.data().to_vec(),
-            view.shape().to_vec(),
-            crate::model::burn_dtype(view.dtype()).map_err(at)?,
-        );
-        samples.entry(i).or_default().insert(key.to_owned(), data);
+        samples.entry(i).or_default().insert(key, data);
     }
     Ok(samples.into_values().collect())
 }
