@@ -64,17 +64,12 @@ pub fn write_png(path: &Path, data: &TensorData) -> Result<(), String> {
             ));
         }
     };
-    let values: Vec<f32> = data
+    let values: Vec<f64> = data
         .clone()
-        .convert::<f32>()
+        .convert::<f64>()
         .to_vec()
         .map_err(|e| format!("{}: {e:?}", path.display()))?;
-    let mut pixels = vec![0u8; c * h * w];
-    for ch in 0..c {
-        for p in 0..h * w {
-            pixels[p * c + ch] = (values[ch * h * w + p] * 255.0).round().clamp(0.0, 255.0) as u8;
-        }
-    }
+    let pixels = to_pixels(&values, c, true, 255.0);
     let color = match c {
         1 => image::ExtendedColorType::L8,
         3 => image::ExtendedColorType::Rgb8,
@@ -89,6 +84,24 @@ pub fn write_png(path: &Path, data: &TensorData) -> Result<(), String> {
         image::ImageFormat::Png,
     )
     .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// One image's values as 8-bit pixels, channels interleaved (the layout image encoders take):
+/// each value times `scale`, rounded and clamped to `[0, 255]`. `channels_first` says whether
+/// `values` is `[C, H, W]` (else `[H, W, C]`).
+pub fn to_pixels(values: &[f64], channels: usize, channels_first: bool, scale: f64) -> Vec<u8> {
+    let to_u8 = |v: f64| (v * scale).round().clamp(0.0, 255.0) as u8;
+    if !channels_first || channels == 1 {
+        return values.iter().map(|&v| to_u8(v)).collect();
+    }
+    let plane = values.len() / channels;
+    let mut out = vec![0u8; values.len()];
+    for ch in 0..channels {
+        for p in 0..plane {
+            out[p * channels + ch] = to_u8(values[ch * plane + p]);
+        }
+    }
+    out
 }
 
 /// Reads a `.npy` file; the error names the file and what is wrong.

@@ -94,22 +94,11 @@ pub fn to_images<B: Backend>(t: AnyTensor<B>, tag: &str) -> Result<Vec<Image>, S
         _ => return Err(bad()),
     };
     let scale = if float { 255.0 } else { 1.0 };
-    let to_u8 = |v: f64| (v * scale).round().clamp(0.0, 255.0) as u8;
     let size = h * w * c;
     Ok((0..n.min(MAX_IMAGES))
         .map(|i| {
-            let one = &values[i * size..(i + 1) * size];
-            let pixels = if last {
-                one.iter().map(|&v| to_u8(v)).collect()
-            } else {
-                let mut out = vec![0u8; size];
-                for ch in 0..c {
-                    for p in 0..h * w {
-                        out[p * c + ch] = to_u8(one[ch * h * w + p]);
-                    }
-                }
-                out
-            };
+            let pixels =
+                crate::data::files::to_pixels(&values[i * size..(i + 1) * size], c, !last, scale);
             Image {
                 height: h as u32,
                 width: w as u32,
