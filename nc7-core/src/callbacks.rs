@@ -161,6 +161,19 @@ pub struct ToSave<B: Backend> {
     pub rest: Nest<B>,
 }
 
+impl<B: Backend> ToSave<B> {
+    /// The batch split into samples: as many as `save_names` has, else the first dimension
+    /// of the first tensor; `not_batch_keys` kept whole.
+    pub fn samples(&self, not_batch_keys: &[String]) -> Result<Vec<Record>, String> {
+        let n = match (&self.save_names, batch_size(&self.rest, not_batch_keys)) {
+            (Some(names), _) => names.len(),
+            (None, Some(n)) => n,
+            (None, None) => return Err("nothing to save: no tensor among the incoming keys".into()),
+        };
+        split_batch(&self.rest, n, not_batch_keys)
+    }
+}
+
 /// Saves every sample it is given as records (safetensors shards).
 #[nucleotide(kind = CoordinatorCallback)]
 pub struct RecordsSaver {
@@ -204,14 +217,7 @@ impl<B: Backend> CoordinatorCallback<B> for RecordsSaver {
         ctx: &CallbackContext,
     ) -> Result<Option<NoKeys>, BoxError> {
         let c = &self.config;
-        let n = match (
-            &input.save_names,
-            batch_size(&input.rest, &c.not_batch_keys),
-        ) {
-            (Some(names), _) => names.len(),
-            (None, Some(n)) => n,
-            (None, None) => return Err("nothing to save: no tensor among the incoming keys".into()),
-        };
+        let samples = input.samples(&c.not_batch_keys)?;
         if self.writer.is_none() {
             let dir = save_path(
                 &ctx.log_dir,
@@ -223,10 +229,7 @@ impl<B: Backend> CoordinatorCallback<B> for RecordsSaver {
             self.writer = Some(RecordsWriter::new(&dir, c.samples_per_file)?);
         }
         let writer = self.writer.as_mut().expect("made above");
-        for (i, record) in split_batch(&input.rest, n, &c.not_batch_keys)?
-            .into_iter()
-            .enumerate()
-        {
+        for (i, record) in samples.into_iter().enumerate() {
             let name = input
                 .save_names
                 .as_ref()
@@ -293,15 +296,7 @@ impl<B: Backend> CoordinatorCallback<B> for SampleSaver {
         ctx: &CallbackContext,
     ) -> Result<Option<NoKeys>, BoxError> {
         let c = &self.config;
-        let n = match (
-            &input.save_names,
-            batch_size(&input.rest, &c.not_batch_keys),
-        ) {
-            (Some(names), _) => names.len(),
-            (None, Some(n)) => n,
-            (None, None) => return Err("nothing to save: no tensor among the incoming keys".into()),
-        };
-        let samples = split_batch(&input.rest, n, &c.not_batch_keys)?;
+        let samples = input.samples(&c.not_batch_keys)?;
         for (i, mut sample) in samples.into_iter().enumerate() {
             let base = save_path(
                 &ctx.log_dir,
