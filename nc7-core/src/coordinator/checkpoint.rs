@@ -119,9 +119,9 @@ impl Checkpoints {
         self.protected = step;
     }
 
-    /// The folder of the checkpoint after `step` steps (which may not exist).
-    pub fn dir_of(&self, step: u64) -> PathBuf {
-        self.dir.join(format!("{PREFIX}{step}"))
+    /// The folder name of the checkpoint after `step` steps.
+    pub fn name_of(step: u64) -> String {
+        format!("{PREFIX}{step}")
     }
 
     /// Writes a checkpoint of `files` (name, bytes) and `state` after `global_step` steps.
@@ -135,7 +135,7 @@ impl Checkpoints {
         state: &Value,
     ) -> Result<Checkpoint, CheckpointError> {
         fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
-        let name = format!("{PREFIX}{global_step}");
+        let name = Checkpoints::name_of(global_step);
         let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;

@@ -198,19 +198,11 @@ fn setup<B: AutodiffBackend>(
         &config.optimization_config.optimizer,
         device,
     )?;
-    let dataset = |slot: &str| -> Result<Box<dyn DynDataset<B::InnerBackend>>, TrainError> {
-        let d = dataset::<B::InnerBackend>(check, slot, inner)?;
-        if d.is_empty() {
-            return Err(TrainError::Check(format!(
-                "the {slot} dataset has no samples"
-            )));
-        }
-        Ok(d)
-    };
+    // `dataset` refuses one without samples.
     Ok(Setup {
         model,
-        train_data: dataset("train")?,
-        eval_data: dataset("eval")?,
+        train_data: dataset::<B::InnerBackend>(check, "train", inner)?,
+        eval_data: dataset::<B::InnerBackend>(check, "eval", inner)?,
         callbacks_train: Callbacks::build(check, "callbacks_train", inner)?,
         callbacks_eval: Callbacks::build(check, "callbacks_eval", inner)?,
     })
@@ -645,12 +637,8 @@ fn keep_best(
         return Ok(());
     };
     checkpoints.protect(Some(step));
-    let dir = checkpoints.dir_of(step);
     let best = BestCheckpoint {
-        checkpoint: dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        checkpoint: Checkpoints::name_of(step),
         step,
         monitor: keep.monitor.clone(),
         value,
