@@ -17,6 +17,25 @@ use crate::registry::Registry;
 /// The node name under which a handler's data (dataset or data feeder) is read.
 pub const DATASET_NODE: &str = "dataset";
 
+/// The model sections an inference run builds: plugins and post-processors (losses, metrics
+/// and summaries need labels and belong to training).
+pub const INFER_MODEL_SECTIONS: [crate::config::NucleotideSection; 2] =
+    [MODEL_SECTIONS[0], MODEL_SECTIONS[1]];
+
+/// Where an inference run's model comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelGraph<'a> {
+    /// The project's training configs (what `check --type infer` reads).
+    Training,
+    /// A saved model's graph: the `graph.json` value, and its path as messages show it.
+    Saved {
+        /// The graph config.
+        graph: &'a serde_json::Value,
+        /// Its file.
+        file: &'a str,
+    },
+}
+
 /// A project's configs for one kind of run, checked.
 #[derive(Debug, Clone)]
 pub struct ProjectCheck {
@@ -42,6 +61,17 @@ impl ProjectCheck {
         overrides: &Overrides,
         registry: &Registry,
     ) -> ProjectCheck {
+        Self::load_with_model(project, run, overrides, registry, ModelGraph::Training)
+    }
+
+    /// Like [`ProjectCheck::load`], with an inference run's model taken from `model`.
+    pub fn load_with_model(
+        project: &Path,
+        run: RunType,
+        overrides: &Overrides,
+        registry: &Registry,
+        model: ModelGraph<'_>,
+    ) -> ProjectCheck {
         let mut diags = Diagnostics::default();
         let mut config = layer(project, run, overrides, registry, &mut diags);
         let sections = run.nucleotide_sections();
@@ -50,21 +80,38 @@ impl ProjectCheck {
         if run.configs_dir(project).is_dir() {
             missing_sections(&config, run, &mut diags);
         }
-        if run == RunType::Infer && RunType::Train.configs_dir(project).is_dir() {
-            // Inference runs the project's own model: its configs come from training.
-            let mut train = layer(
-                project,
-                RunType::Train,
-                &Overrides::default(),
-                registry,
-                &mut diags,
-            );
-            nucleotides.extend(complete_nucleotides(
-                &mut train,
-                &MODEL_SECTIONS,
-                registry,
-                &mut diags,
-            ));
+        if run == RunType::Infer {
+            // Inference runs plugins and post-processors: those of a saved model's graph, or
+            // of the project's training configs.
+            let graph = match model {
+                ModelGraph::Saved { graph, file } => {
+                    let mut sources = crate::config::Sources::default();
+                    let source = sources.add(crate::config::Source::File(file.to_owned()));
+                    Some(Layered {
+                        run: RunType::Train,
+                        tree: crate::config::Tagged::new(graph, source),
+                        sources,
+                    })
+                }
+                ModelGraph::Training if RunType::Train.configs_dir(project).is_dir() => {
+                    Some(layer(
+                        project,
+                        RunType::Train,
+                        &Overrides::default(),
+                        registry,
+                        &mut diags,
+                    ))
+                }
+                ModelGraph::Training => None,
+            };
+            if let Some(mut graph) = graph {
+                nucleotides.extend(complete_nucleotides(
+                    &mut graph,
+                    &INFER_MODEL_SECTIONS,
+                    registry,
+                    &mut diags,
+                ));
+            }
         }
         let handlers = build_handlers(run, &nucleotides, &mut diags);
         diags.sort();

@@ -70,14 +70,50 @@ enum Command {
         #[arg(long)]
         checkpoint: Option<PathBuf>,
     },
+    /// Run a saved model (the newest, or a chosen one or checkpoint) over the data feeder's
+    /// samples with the inference callbacks, in `inference/run-N/`.
+    Infer {
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        /// The run folder's name instead of the next `run-N`.
+        #[arg(long)]
+        run_name: Option<String>,
+        /// A saved model: a name in `saved_models/` (`step-40`) or a path; the newest by default.
+        #[arg(long, conflicts_with = "checkpoint")]
+        saved_model: Option<String>,
+        /// Run a checkpoint (`ckpt-N`, `best` or a path) with the training configs' model.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Samples per batch (over `inferer.json`'s `batch_size`).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Read, predict and call back in one thread.
+        #[arg(long)]
+        single_thread: bool,
+        /// Iterations each stage may run ahead of the next.
+        #[arg(long)]
+        prefetch: Option<usize>,
+        /// Split the data feeder's file list into this many shards (with `--shard-index`).
+        #[arg(long, requires = "shard_index")]
+        number_of_shards: Option<usize>,
+        /// Which shard this process reads, from 0.
+        #[arg(long, requires = "number_of_shards")]
+        shard_index: Option<usize>,
+        /// Log samples the data feeder cannot read and go on.
+        #[arg(long)]
+        skip_bad_samples: bool,
+        /// `cpu`, `cuda` or `cuda:N`; over `inferer.json`'s `device`.
+        #[arg(long)]
+        device: Option<String>,
+    },
 }
 
-/// A project's training configs and what is layered over them.
+/// A project's configs and what is layered over them.
 #[derive(Debug, Clone, Args)]
 struct OverrideArgs {
     /// The project directory.
     project_dir: PathBuf,
-    /// An extra config directory laid out like `training/configs/` (repeatable).
+    /// An extra config directory laid out like the run's `configs/` (repeatable).
     #[arg(long = "config-dir", value_name = "DIR")]
     config_dirs: Vec<PathBuf>,
     /// Set one config value, such as `trainer.num_epochs=3` (repeatable).
@@ -390,6 +426,63 @@ fn execute(
             ) {
                 Ok(dir) => {
                     writeln!(out, "saved model: {}", dir.display())?;
+                    Ok(0)
+                }
+                Err(e) => {
+                    writeln!(err, "{e}")?;
+                    Ok(1)
+                }
+            }
+        }
+        Command::Infer {
+            overrides,
+            run_name,
+            saved_model,
+            checkpoint,
+            batch_size,
+            single_thread,
+            prefetch,
+            number_of_shards,
+            shard_index,
+            skip_bad_samples,
+            device,
+        } => {
+            let options = crate::coordinator::InferOptions {
+                run_name,
+                saved_model,
+                checkpoint,
+                batch_size,
+                single_thread,
+                prefetch,
+                shard: number_of_shards.zip(shard_index),
+                skip_bad_samples,
+                device: device
+                    .map(|d| d.parse::<crate::backend::DeviceChoice>())
+                    .transpose()?,
+                overrides: Overrides {
+                    config_dirs: overrides.config_dirs.clone(),
+                    set: overrides.set.clone(),
+                    ..env.clone()
+                },
+                command: std::env::args().collect(),
+            };
+            match crate::coordinator::infer(&overrides.project_dir, &options, registry) {
+                Ok(r) => {
+                    writeln!(
+                        out,
+                        "inferred {} samples in {} iterations ({:.1} samples/s) with {}{}{}",
+                        r.samples,
+                        r.iterations,
+                        r.samples as f64 / r.seconds.max(1e-9),
+                        r.model.display(),
+                        if r.skipped.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; skipped {} bad samples", r.skipped.len())
+                        },
+                        r.stopped.map(|s| format!("; {s}")).unwrap_or_default()
+                    )?;
+                    writeln!(out, "results: {}", r.run.results.display())?;
                     Ok(0)
                 }
                 Err(e) => {

@@ -1,7 +1,10 @@
-//! Coordinators (trainer, inferer) and what they share: where a step sits in a run, and
-//! checkpoints.
+//! Coordinators (trainer, inferer) and what they share: handlers and callbacks, where a step
+//! sits in a run, and checkpoints.
 
 pub mod checkpoint;
+pub mod handlers;
+pub mod inferer;
+pub mod inferer_config;
 pub mod load;
 pub mod monitor;
 pub mod schedule;
@@ -9,6 +12,8 @@ pub mod trainer;
 pub mod trainer_config;
 
 pub use checkpoint::{Checkpoint, CheckpointError, Checkpoints};
+pub use inferer::{InferError, InferOptions, InferReport, infer};
+pub use inferer_config::InfererConfig;
 pub use schedule::{EvalSteps, Position, eval_position, train_position};
 pub use trainer::{TrainError, TrainOptions, TrainReport, export_checkpoint, train};
 pub use trainer_config::{PerMode, TrainerConfig};

@@ -9,7 +9,7 @@ pub mod image_files;
 pub mod order;
 pub mod records;
 
-pub use batch::{BatchError, collate, for_each_batch, stack};
+pub use batch::{BatchError, collate, concat, for_each_batch, stack};
 pub use file_list::{FileList, FileListConfig};
 pub use image_files::{ImageFiles, ImageFilesFeeder};
 pub use order::{BatchOrder, DataPosition};

@@ -125,27 +125,56 @@ fn write_json(path: &Path, value: &Value) -> Result<(), String> {
     fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-fn describe<B: Backend>(nest: &Nest<B>) -> Vec<Value> {
-    nest.flatten()
-        .into_iter()
-        .map(|(key, value)| match value {
-            Nest::Tensor(t) => {
-                let mut shape: Vec<Value> = t.shape().to_vec().into_iter().map(Value::from).collect();
-                // The first dimension is the batch.
-                if let Some(first) = shape.first_mut() {
-                    *first = Value::Null;
-                }
-                json!({"key": key, "kind": t.kind().to_string(), "dtype": format!("{:?}", t.dtype()), "shape": shape})
+/// Each key of a batch with its kind, and for tensors dtype and shape (the batch dimension
+/// `null`), as `signature.json` lists them. A batch's strings (a list of one per sample) are
+/// one key of kind `string`; nested maps and lists give `outer:inner` keys.
+pub fn describe<B: Backend>(nest: &Nest<B>) -> Vec<Value> {
+    let mut out = Vec::new();
+    describe_at(nest, "", &mut out);
+    out
+}
+
+fn describe_at<B: Backend>(nest: &Nest<B>, key: &str, out: &mut Vec<Value>) {
+    let child = |name: &str| {
+        if key.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{key}:{name}")
+        }
+    };
+    let kind = match nest {
+        Nest::Map(m) => {
+            for (k, v) in m {
+                describe_at(v, &child(k), out);
             }
-            other => json!({"key": key, "kind": match other {
-                Nest::Str(_) => "string",
-                Nest::Float(_) => "float",
-                Nest::Int(_) => "int",
-                Nest::Bool(_) => "bool",
-                _ => "list",
-            }}),
-        })
-        .collect()
+            return;
+        }
+        Nest::List(items)
+            if !items.is_empty() && items.iter().all(|i| matches!(i, Nest::Str(_))) =>
+        {
+            "string"
+        }
+        Nest::List(items) => {
+            for (i, v) in items.iter().enumerate() {
+                describe_at(v, &child(&i.to_string()), out);
+            }
+            return;
+        }
+        Nest::Tensor(t) => {
+            let mut shape: Vec<Value> = t.shape().to_vec().into_iter().map(Value::from).collect();
+            // The first dimension is the batch.
+            if let Some(first) = shape.first_mut() {
+                *first = Value::Null;
+            }
+            out.push(json!({"key": key, "kind": t.kind().to_string(), "dtype": format!("{:?}", t.dtype()), "shape": shape}));
+            return;
+        }
+        Nest::Str(_) => "string",
+        Nest::Float(_) => "float",
+        Nest::Int(_) => "int",
+        Nest::Bool(_) => "bool",
+    };
+    out.push(json!({"key": key, "kind": kind}));
 }
 
 /// Inputs and outputs of the model on one batch of `data`.

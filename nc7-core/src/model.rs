@@ -589,7 +589,39 @@ pub fn encode_safetensors<'a>(
         .map_err(|e| format!("tensor `{name}`: {e}"))?;
         views.push((name, view));
     }
-    safetensors::serialize(views, metadata).map_err(|e| e.to_string())
+    let mut bytes = safetensors::serialize(views, metadata).map_err(|e| e.to_string())?;
+    sort_metadata(&mut bytes);
+    Ok(bytes)
+}
+
+/// safetensors writes the metadata map in hash order, so the same tensors would give other
+/// bytes on each run; with its keys sorted (same length, so the offsets hold) they do not.
+fn sort_metadata(bytes: &mut [u8]) {
+    let Some(n) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    else {
+        return;
+    };
+    let Some(header) = bytes.get(8..8 + n) else {
+        return;
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(header) else {
+        return;
+    };
+    let Some(Value::Object(meta)) = value.get_mut("__metadata__") else {
+        return;
+    };
+    let sorted: std::collections::BTreeMap<String, Value> =
+        std::mem::take(meta).into_iter().collect();
+    meta.extend(sorted);
+    let Ok(text) = serde_json::to_vec(&value) else {
+        return;
+    };
+    if text.len() <= n {
+        bytes[8..8 + text.len()].copy_from_slice(&text);
+        bytes[8 + text.len()..8 + n].fill(b' ');
+    }
 }
 
 /// Every tensor of a safetensors file's bytes, as tensor data by name.

@@ -139,6 +139,17 @@ impl<B: Backend> AnyTensor<B> {
         }
     }
 
+    /// The same values in another shape with as many elements.
+    pub fn reshape(self, shape: Shape) -> AnyTensor<B> {
+        match self {
+            AnyTensor::Float(p) => {
+                AnyTensor::Float(TensorPrimitive::Float(B::float_reshape(p.tensor(), shape)))
+            }
+            AnyTensor::Int(p) => AnyTensor::Int(B::int_reshape(p, shape)),
+            AnyTensor::Bool(p) => AnyTensor::Bool(B::bool_reshape(p, shape)),
+        }
+    }
+
     /// The number of dimensions.
     pub fn rank(&self) -> usize {
         self.shape().num_dims()

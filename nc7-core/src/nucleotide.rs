@@ -240,6 +240,20 @@ pub trait Dataset<B: Backend>: Build<B> {
 pub trait DataFeeder<B: Backend>: Build<B> {
     /// The next sample, or `None` at the end.
     fn next_sample(&mut self) -> Result<Option<Self::Output>, BoxError>;
+
+    /// Whether the feeder gives *feed lists*: several samples that make up one iteration
+    /// (the tiles of one large image, say). The inferer then runs each list's samples in
+    /// batches and hands the callbacks one iteration whose data and outputs are the batches
+    /// put back together along the first dimension.
+    fn feed_lists(&self) -> bool {
+        false
+    }
+
+    /// The next feed list (see [`DataFeeder::feed_lists`]), or `None` at the end. By default
+    /// a list of one sample from [`DataFeeder::next_sample`].
+    fn next_feeds(&mut self) -> Result<Option<Vec<Self::Output>>, BoxError> {
+        Ok(self.next_sample()?.map(|s| vec![s]))
+    }
 }
 
 /// Reads raw data, such as files named in its input.

@@ -277,6 +277,10 @@ pub trait DynDataset<B: Backend>: Send + Sync {
 pub trait DynFeeder<B: Backend>: Send {
     /// The next sample, `None` at the end.
     fn next_sample(&mut self) -> Result<Option<Nest<B>>, BoxError>;
+    /// Whether it gives feed lists (see [`k::DataFeeder::feed_lists`]).
+    fn feed_lists(&self) -> bool;
+    /// The next feed list, `None` at the end.
+    fn next_feeds(&mut self) -> Result<Option<Vec<Nest<B>>>, BoxError>;
 }
 
 /// A callback, its type erased.
@@ -480,6 +484,15 @@ struct FeederNode<B: Backend, N> {
 impl<B: Backend, N: k::DataFeeder<B> + Send> DynFeeder<B> for FeederNode<B, N> {
     fn next_sample(&mut self) -> Result<Option<Nest<B>>, BoxError> {
         Ok(self.inner.next_sample()?.map(Keys::into_nest))
+    }
+    fn feed_lists(&self) -> bool {
+        self.inner.feed_lists()
+    }
+    fn next_feeds(&mut self) -> Result<Option<Vec<Nest<B>>>, BoxError> {
+        Ok(self
+            .inner
+            .next_feeds()?
+            .map(|feeds| feeds.into_iter().map(Keys::into_nest).collect()))
     }
 }
 

@@ -771,7 +771,9 @@ fn inference_checks_the_feeder_callbacks_and_the_model() {
     ));
     files.push((
         "inference/configs/callbacks/printer.json".into(),
-        r#"{"class_name": "Printer", "name": "printer", "inbound_nodes": ["ce"]}"#.into(),
+        r#"{"class_name": "Printer", "name": "printer", "inbound_nodes": ["argmax"],
+            "incoming_keys_mapping": {"argmax": {"logits": "loss"}}}"#
+            .into(),
     ));
     let refs: Vec<(&str, &str)> = files
         .iter()
@@ -782,6 +784,22 @@ fn inference_checks_the_feeder_callbacks_and_the_model() {
     assert!(c.is_ok(), "{}", c.diagnostics);
     let names: Vec<&str> = c.handlers.iter().map(|h| h.name()).collect();
     assert_eq!(names, ["model", "callbacks"]);
+    // Inference runs plugins and post-processors only: losses need labels.
+    let printer = dir.path().join("inference/configs/callbacks/printer.json");
+    let good = fs::read_to_string(&printer).unwrap();
+    fs::write(
+        &printer,
+        r#"{"class_name": "Printer", "name": "printer", "inbound_nodes": ["ce"]}"#,
+    )
+    .unwrap();
+    let c = check(dir.path(), RunType::Infer, Overrides::default());
+    assert!(!c.is_ok());
+    assert!(
+        c.diagnostics.to_string().contains("`ce`"),
+        "{}",
+        c.diagnostics
+    );
+    fs::write(&printer, good).unwrap();
 
     // A feeder that is not a feeder.
     fs::write(

@@ -17,25 +17,25 @@ use burn::tensor::backend::AutodiffBackend;
 use serde_json::Value;
 
 use super::checkpoint::Checkpoints;
+use super::handlers::{Callbacks, handler, model_parts};
 use super::load::load_weights;
 use super::monitor::{BestCheckpoint, Evaluation, History, KeepBest, best_file};
 use super::schedule::{EvalSteps, train_position};
 use super::trainer_config::TrainerConfig;
 use crate::backend::{DeviceChoice, nest_from_inner};
-use crate::check::{DATASET_NODE, ProjectCheck};
-use crate::config::{MODEL_SECTIONS, Overrides, RunType};
+use crate::check::ProjectCheck;
+use crate::config::{Overrides, RunType};
 use crate::data::{BatchOrder, DataPosition, for_each_batch};
 use crate::gene::Kind;
-use crate::handler::{BoxError, GeneHandler};
+use crate::handler::BoxError;
 use crate::model::{
     Model, Part, TrainModel, from_safetensors, losses_of, scalars_of, to_safetensors,
 };
-use crate::nest::Nest;
 use crate::nucleotide::{CallbackContext, IterationInfo, Mode, RunControl, SummaryWriter};
 use crate::optim::Schedule;
 use crate::project::{ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::registry::Registry;
-use crate::runtime::{self, DynCallback, DynDataset};
+use crate::runtime::{self, DynDataset};
 use crate::tracking::summaries::write_images_and_histograms;
 use crate::tracking::tensorboard::EventWriter;
 
@@ -87,6 +87,12 @@ pub enum TrainError {
 impl From<BoxError> for TrainError {
     fn from(e: BoxError) -> Self {
         TrainError::Run(e.to_string())
+    }
+}
+
+impl From<String> for TrainError {
+    fn from(e: String) -> Self {
+        TrainError::Run(e)
     }
 }
 
@@ -177,10 +183,6 @@ struct Setup<B: AutodiffBackend> {
     callbacks_eval: Callbacks<B::InnerBackend>,
 }
 
-fn handler(check: &ProjectCheck, name: &str) -> Option<GeneHandler> {
-    check.handlers.iter().find(|h| h.name() == name).cloned()
-}
-
 fn setup<B: AutodiffBackend>(
     check: &ProjectCheck,
     config: &TrainerConfig,
@@ -190,7 +192,7 @@ fn setup<B: AutodiffBackend>(
     let model_handler = handler(check, "model")
         .ok_or_else(|| TrainError::Check("the project has no model to train".into()))?;
     let eval_handler = handler(check, "model_eval").unwrap_or_else(|| model_handler.clone());
-    let parts = model_parts(check)?;
+    let parts = model_parts(check).map_err(TrainError::Check)?;
     let model = TrainModel::build(
         model_handler,
         eval_handler,
@@ -206,18 +208,6 @@ fn setup<B: AutodiffBackend>(
         callbacks_train: Callbacks::build(check, "callbacks_train", inner)?,
         callbacks_eval: Callbacks::build(check, "callbacks_eval", inner)?,
     })
-}
-
-/// The model's parts: the nucleotides of the model sections.
-fn model_parts(check: &ProjectCheck) -> Result<Vec<Part>, TrainError> {
-    let sections: Vec<&str> = MODEL_SECTIONS.iter().map(|s| s.key).collect();
-    Part::from_entries(
-        check
-            .nucleotides
-            .iter()
-            .filter(|e| sections.contains(&e.section)),
-    )
-    .map_err(TrainError::Check)
 }
 
 /// The dataset of `datasets_config`'s `slot` (`train` or `eval`), built on `device`; one
@@ -255,7 +245,7 @@ struct RunState {
     seed: u64,
 }
 
-const WEIGHTS: &str = "model.safetensors";
+pub(crate) const WEIGHTS: &str = "model.safetensors";
 
 fn optimizer_file(plugin: &str) -> String {
     format!("optimizer-{plugin}.bin")
@@ -771,91 +761,6 @@ fn evaluate<B: AutodiffBackend>(
 
 use burn::tensor::ElementConversion as _;
 
-/// A callbacks handler's nucleotides, built.
-struct Callbacks<B: Backend> {
-    handler: Option<GeneHandler>,
-    callbacks: BTreeMap<String, Box<dyn DynCallback<B>>>,
-}
-
-impl<B: Backend> Callbacks<B> {
-    fn build(check: &ProjectCheck, name: &str, device: &B::Device) -> Result<Self, TrainError> {
-        let handler = handler(check, name);
-        let mut callbacks = BTreeMap::new();
-        if let Some(h) = &handler {
-            let names: Vec<&str> = h.helix().names().skip(h.helix().incoming_len()).collect();
-            for e in check
-                .nucleotides
-                .iter()
-                .filter(|e| names.contains(&e.name()) && e.kind == Kind::CoordinatorCallback)
-            {
-                let parts = Part::from_entries([e]).map_err(TrainError::Check)?;
-                let p = &parts[0];
-                callbacks.insert(
-                    p.name.clone(),
-                    runtime::callback::<B>(p.registration, &p.name, &p.config, device)
-                        .map_err(|e| TrainError::Run(e.to_string()))?,
-                );
-            }
-        }
-        Ok(Callbacks { handler, callbacks })
-    }
-
-    fn begin(&mut self, ctx: &CallbackContext) -> Result<(), TrainError> {
-        for (name, c) in &mut self.callbacks {
-            c.begin(ctx)
-                .map_err(|e| TrainError::Run(format!("callback `{name}` failed: {e}")))?;
-        }
-        Ok(())
-    }
-
-    fn end(&mut self, ctx: &CallbackContext) -> Result<(), TrainError> {
-        for (name, c) in &mut self.callbacks {
-            c.end(ctx)
-                .map_err(|e| TrainError::Run(format!("callback `{name}` failed: {e}")))?;
-        }
-        Ok(())
-    }
-
-    /// Runs every callback on one iteration's data and model outputs, in topological order.
-    fn iteration(
-        &mut self,
-        data: Nest<B>,
-        mut outputs: BTreeMap<String, Option<Nest<B>>>,
-        ctx: &CallbackContext,
-    ) -> Result<(), TrainError> {
-        let Some(handler) = &self.handler else {
-            return Ok(());
-        };
-        for (name, c) in &mut self.callbacks {
-            c.on_iteration_start(ctx)
-                .map_err(|e| TrainError::Run(format!("callback `{name}` failed: {e}")))?;
-        }
-        let mut data = Some(data);
-        let inputs: Vec<Option<Nest<B>>> = handler
-            .helix()
-            .names()
-            .take(handler.helix().incoming_len())
-            .map(|n| {
-                if n == DATASET_NODE {
-                    data.take()
-                } else {
-                    outputs.remove(n).flatten()
-                }
-            })
-            .collect();
-        let callbacks = &mut self.callbacks;
-        handler
-            .run(inputs, |node, input| {
-                match callbacks.get_mut(&node.spec.name) {
-                    Some(c) => c.on_iteration_end(input, ctx),
-                    None => Ok(None),
-                }
-            })
-            .map_err(|e| TrainError::Run(e.to_string()))?;
-        Ok(())
-    }
-}
-
 /// Writes a saved model from a checkpoint: `export <project_dir> [--checkpoint …]`.
 pub fn export_checkpoint(
     project: &Path,
@@ -866,18 +771,54 @@ pub fn export_checkpoint(
     type B = crate::backend::Cpu;
     let (check, config) = load(project, overrides, registry)?;
     let dirs = TrainingDirs::of(project);
+    let cp = find_checkpoint(&dirs, checkpoint).map_err(TrainError::Run)?;
+    let device = Default::default();
+    B::seed(&device, config.random_seed);
+    let model_handler = handler(&check, "model_eval")
+        .or_else(|| handler(&check, "model"))
+        .ok_or_else(|| TrainError::Check("the project has no model".into()))?;
+    let parts = model_parts(&check).map_err(TrainError::Check)?;
+    let mut model = Model::<B>::build(model_handler, &parts, &device)?;
+    let mut weights =
+        crate::model::read_safetensors::<B>(&cp.file(WEIGHTS), &device).map_err(TrainError::Run)?;
+    model
+        .load_tensors(&mut weights, &[])
+        .map_err(run_err("checkpoint weights"))?;
+    let data = dataset::<B>(&check, "eval", &device)?;
+    crate::export::export(
+        project,
+        &dirs.saved_models,
+        &mut model,
+        &parts,
+        &check.config.tree.to_value(),
+        data.as_ref(),
+        config.batch_size.eval(),
+        cp.global_step,
+        cp.epoch,
+        None,
+        config.exports_to_keep.max(1),
+    )
+    .map_err(TrainError::Run)
+}
+
+/// The checkpoint `--checkpoint` names: `best` (the one `checkpoints/best.json` names), a
+/// folder name in `checkpoints/`, or a path; the newest valid one when `None`.
+pub(crate) fn find_checkpoint(
+    dirs: &TrainingDirs,
+    checkpoint: Option<&Path>,
+) -> Result<super::Checkpoint, String> {
     let checkpoints = Checkpoints::new(&dirs.checkpoints, usize::MAX);
-    let cp = match checkpoint {
+    match checkpoint {
         Some(dir) if dir == Path::new("best") && !dir.exists() => {
             let file = best_file(&dirs.checkpoints);
             let best: BestCheckpoint = std::fs::read(&file)
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
                 .map_err(|e| {
-                    TrainError::Run(format!(
+                    format!(
                         "--checkpoint best: cannot read {} ({e}); it is written when trainer_config.keep_best is set",
                         file.display()
-                    ))
+                    )
                 })?;
             checkpoints.load(&dirs.checkpoints.join(best.checkpoint))
         }
@@ -900,32 +841,5 @@ pub fn export_checkpoint(
             })
         }),
     }
-    .map_err(|e| TrainError::Run(e.to_string()))?;
-    let device = Default::default();
-    B::seed(&device, config.random_seed);
-    let model_handler = handler(&check, "model_eval")
-        .or_else(|| handler(&check, "model"))
-        .ok_or_else(|| TrainError::Check("the project has no model".into()))?;
-    let parts = model_parts(&check)?;
-    let mut model = Model::<B>::build(model_handler, &parts, &device)?;
-    let mut weights =
-        crate::model::read_safetensors::<B>(&cp.file(WEIGHTS), &device).map_err(TrainError::Run)?;
-    model
-        .load_tensors(&mut weights, &[])
-        .map_err(run_err("checkpoint weights"))?;
-    let data = dataset::<B>(&check, "eval", &device)?;
-    crate::export::export(
-        project,
-        &dirs.saved_models,
-        &mut model,
-        &parts,
-        &check.config.tree.to_value(),
-        data.as_ref(),
-        config.batch_size.eval(),
-        cp.global_step,
-        cp.epoch,
-        None,
-        config.exports_to_keep.max(1),
-    )
-    .map_err(TrainError::Run)
+    .map_err(|e| e.to_string())
 }

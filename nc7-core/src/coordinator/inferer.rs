@@ -1,0 +1,842 @@
+//! The inferer: runs a saved model (or a checkpoint) over a data feeder's samples and hands
+//! each iteration's data and outputs to the callbacks, in `inference/run-N/`.
+//!
+//! Reading (the data feeder and batching), prediction and the callbacks run on three threads
+//! joined by bounded channels, so that on a machine with spare cores they overlap; or in one
+//! thread (`--single-thread`). Each stage may run `prefetch_buffer_size` iterations ahead of the
+//! next. An error on any thread stops the others, is reported once, and the callbacks' `end`
+//! still runs so that what they hold is written. The last iteration is known because the
+//! reader reads one iteration ahead.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+use burn::prelude::Backend;
+use serde_json::Value;
+
+use super::handlers::{Callbacks, handler, model_parts};
+use super::inferer_config::InfererConfig;
+use super::trainer::{WEIGHTS, find_checkpoint};
+use crate::backend::DeviceChoice;
+use crate::check::{ModelGraph, ProjectCheck};
+use crate::config::{MODEL_SECTIONS, Overrides, RunType};
+use crate::data::{collate, concat};
+use crate::export::{GRAPH, SIGNATURE, describe};
+use crate::model::{Model, Part};
+use crate::nest::Nest;
+use crate::nucleotide::{CallbackContext, IterationInfo, Mode, RunControl};
+use crate::project::{InferenceRun, ProjectMetadata, TrainingDirs, write_snapshot};
+use crate::registry::Registry;
+use crate::runtime::{self, DynFeeder};
+use crate::tracking::tensorboard::EventWriter;
+
+/// How to run inference; each field over the `inferer_config` field of the same name.
+#[derive(Debug, Clone, Default)]
+pub struct InferOptions {
+    /// `--run-name`: the run folder's name instead of the next `run-N`.
+    pub run_name: Option<String>,
+    /// `--saved-model`: a name in `saved_models/` or a path; the newest when absent.
+    pub saved_model: Option<String>,
+    /// `--checkpoint`: run a checkpoint (`ckpt-N`, `best` or a path) with the training
+    /// configs' model instead of a saved model.
+    pub checkpoint: Option<PathBuf>,
+    /// `--batch-size`.
+    pub batch_size: Option<usize>,
+    /// `--single-thread`.
+    pub single_thread: bool,
+    /// `--prefetch`: iterations each stage may run ahead.
+    pub prefetch: Option<usize>,
+    /// `--number-of-shards` and `--shard-index`: this process reads one shard of the data
+    /// feeder's file list.
+    pub shard: Option<(usize, usize)>,
+    /// `--skip-bad-samples`.
+    pub skip_bad_samples: bool,
+    /// `--device`.
+    pub device: Option<DeviceChoice>,
+    /// Config overrides of the inference configs.
+    pub overrides: Overrides,
+    /// The command line, for the run record.
+    pub command: Vec<String>,
+}
+
+/// What an inference run did.
+#[derive(Debug, Clone)]
+pub struct InferReport {
+    /// The run's folders.
+    pub run: InferenceRun,
+    /// The saved model or checkpoint that ran.
+    pub model: PathBuf,
+    /// Iterations run.
+    pub iterations: u64,
+    /// Samples run.
+    pub samples: u64,
+    /// The samples skipped as bad (`--skip-bad-samples`), each with its error.
+    pub skipped: Vec<String>,
+    /// Why the run stopped before the data ended, if a callback asked it to.
+    pub stopped: Option<String>,
+    /// Seconds from the first read to the last callback.
+    pub seconds: f64,
+}
+
+/// Why inference failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// The configs, the options or the model do not fit.
+    #[error("{0}")]
+    Check(String),
+    /// Anything that went wrong while running, with what was going on.
+    #[error("{0}")]
+    Run(String),
+}
+
+/// Where the model comes from.
+struct ModelSource {
+    /// The saved model or checkpoint folder.
+    dir: PathBuf,
+    /// Its weights file.
+    weights: PathBuf,
+    /// A saved model's graph config.
+    graph: Option<Value>,
+    /// A saved model's inputs (`signature.json`).
+    inputs: Option<Vec<Value>>,
+}
+
+fn read_json(path: &Path) -> Result<Value, InferError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| InferError::Check(format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| InferError::Check(format!("{} is not valid JSON: {e}", path.display())))
+}
+
+fn model_source(
+    project: &Path,
+    saved_model: Option<&str>,
+    checkpoint: Option<&Path>,
+) -> Result<ModelSource, InferError> {
+    let dirs = TrainingDirs::of(project);
+    if let Some(checkpoint) = checkpoint {
+        let cp = find_checkpoint(&dirs, Some(checkpoint)).map_err(InferError::Check)?;
+        return Ok(ModelSource {
+            weights: cp.file(WEIGHTS),
+            dir: cp.dir,
+            graph: None,
+            inputs: None,
+        });
+    }
+    let dir = match saved_model {
+        Some(tag) => {
+            let path = Path::new(tag);
+            let dir = if path.is_absolute() || path.is_dir() {
+                path.to_owned()
+            } else {
+                dirs.saved_models.join(tag)
+            };
+            if !dir.join(crate::export::WEIGHTS).is_file() {
+                let have: Vec<String> = crate::export::list(&dirs.saved_models)
+                    .into_iter()
+                    .filter_map(|(_, p)| Some(p.file_name()?.to_string_lossy().into_owned()))
+                    .collect();
+                return Err(InferError::Check(format!(
+                    "saved model `{tag}`: {} holds no saved model ({} has {})",
+                    dir.display(),
+                    dirs.saved_models.display(),
+                    if have.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        crate::suggest::list(&have)
+                    }
+                )));
+            }
+            dir
+        }
+        None => crate::export::list(&dirs.saved_models)
+            .pop()
+            .map(|(_, dir)| dir)
+            .ok_or_else(|| {
+                InferError::Check(format!(
+                    "no saved model in {}: train the project first, or export a checkpoint with `export {}`",
+                    dirs.saved_models.display(),
+                    project.display()
+                ))
+            })?,
+    };
+    let graph = read_json(&dir.join(GRAPH))?;
+    let inputs = read_json(&dir.join(SIGNATURE))?
+        .get("inputs")
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| {
+            InferError::Check(format!(
+                "{} has no `inputs` list",
+                dir.join(SIGNATURE).display()
+            ))
+        })?;
+    Ok(ModelSource {
+        weights: dir.join(crate::export::WEIGHTS),
+        dir,
+        graph: Some(graph),
+        inputs: Some(inputs),
+    })
+}
+
+/// Runs inference: `infer <project_dir>`.
+pub fn infer(
+    project: &Path,
+    options: &InferOptions,
+    registry: &Registry,
+) -> Result<InferReport, InferError> {
+    // The inferer config names the saved model, so it is read before the model's graph.
+    let first = ProjectCheck::load(project, RunType::Infer, &options.overrides, registry);
+    let config = InfererConfig::from_value(
+        &first
+            .config
+            .tree
+            .get("inferer_config")
+            .map(|t| t.to_value())
+            .unwrap_or(Value::Null),
+    )
+    .map_err(InferError::Check)?;
+    let saved_model = options
+        .saved_model
+        .as_deref()
+        .or(config.saved_model.as_deref());
+    let source = model_source(project, saved_model, options.checkpoint.as_deref())?;
+    let graph_file = source.dir.join(GRAPH).display().to_string();
+    let check = match &source.graph {
+        Some(graph) => ProjectCheck::load_with_model(
+            project,
+            RunType::Infer,
+            &options.overrides,
+            registry,
+            ModelGraph::Saved {
+                graph,
+                file: &graph_file,
+            },
+        ),
+        None => first,
+    };
+    if check.diagnostics.has_errors() {
+        return Err(InferError::Check(check.diagnostics.to_string()));
+    }
+    let batch_size = options.batch_size.or(config.batch_size).ok_or_else(|| {
+        InferError::Check(
+            "no batch size: give `--batch-size N` or set `batch_size` in inference/configs/inferer.json"
+                .into(),
+        )
+    })?;
+    if batch_size == 0 {
+        return Err(InferError::Check("--batch-size must be at least 1".into()));
+    }
+    let device = match options.device {
+        Some(d) => d,
+        None => config
+            .device
+            .parse()
+            .map_err(|e: crate::backend::BadDevice| {
+                InferError::Check(format!("inferer_config.device: {e}"))
+            })?,
+    };
+    device.available().map_err(InferError::Check)?;
+    let settings = Settings {
+        batch_size,
+        prefetch: options.prefetch.unwrap_or(config.prefetch_buffer_size),
+        single_thread: options.single_thread || config.single_thread,
+        skip_bad_samples: options.skip_bad_samples || config.skip_bad_samples,
+        shard: options.shard,
+    };
+    let feeder = feeder_part(&check, settings.shard)?;
+
+    let run = InferenceRun::create(project, options.run_name.as_deref())
+        .map_err(|e| InferError::Check(e.to_string()))?;
+    let mut snapshot = check.config.tree.to_value();
+    if let (Value::Object(s), Some(Value::Object(g))) = (&mut snapshot, &source.graph) {
+        for section in MODEL_SECTIONS {
+            if let Some(v) = g.get(section.key) {
+                s.insert(section.key.to_owned(), v.clone());
+            }
+        }
+        s.insert(
+            "saved_model".to_owned(),
+            Value::String(source.dir.display().to_string()),
+        );
+    }
+    write_snapshot(&run.artifacts, RunType::Infer, &snapshot)
+        .map_err(|e| InferError::Run(e.to_string()))?;
+    let record =
+        ProjectMetadata::start_run(project, RunType::Infer, &run.dir, options.command.clone())
+            .map_err(|e| InferError::Run(e.to_string()))?;
+    let result = match device {
+        DeviceChoice::Cpu => run_on::<crate::backend::Cpu>(
+            &check,
+            &source,
+            &feeder,
+            &settings,
+            &run,
+            &Default::default(),
+        ),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(i) => run_on::<crate::backend::Cuda>(
+            &check,
+            &source,
+            &feeder,
+            &settings,
+            &run,
+            &burn::backend::cuda::CudaDevice::new(i),
+        ),
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Cuda(_) => unreachable!("checked by `available`"),
+    };
+    let status = match &result {
+        Ok(r) if r.stopped.is_some() => "stopped",
+        Ok(_) => "finished",
+        Err(_) => "failed",
+    };
+    let _ = ProjectMetadata::end_run(project, record, status);
+    let counts = result?;
+    Ok(InferReport {
+        run,
+        model: source.dir,
+        iterations: counts.iterations,
+        samples: counts.samples,
+        skipped: counts.skipped,
+        stopped: counts.stopped,
+        seconds: counts.seconds,
+    })
+}
+
+/// The run's settings, options over config.
+struct Settings {
+    batch_size: usize,
+    prefetch: usize,
+    single_thread: bool,
+    skip_bad_samples: bool,
+    shard: Option<(usize, usize)>,
+}
+
+/// The data feeder's part, its file list split into shards when asked.
+fn feeder_part(check: &ProjectCheck, shard: Option<(usize, usize)>) -> Result<Part, InferError> {
+    let entry = check
+        .nucleotides
+        .iter()
+        .find(|e| e.section == "datafeeder_config")
+        .ok_or_else(|| InferError::Check("the inference configs have no data feeder".into()))?;
+    let mut part = Part::from_entries([entry])
+        .map_err(InferError::Check)?
+        .remove(0);
+    if let Some((number, index)) = shard {
+        if number == 0 || index >= number {
+            return Err(InferError::Check(format!(
+                "shard index {index} is out of range for {number} shards: give 0 ≤ --shard-index < --number-of-shards"
+            )));
+        }
+        let Some(Value::Object(list)) = part.config.get_mut("file_list") else {
+            return Err(InferError::Check(format!(
+                "--number-of-shards: the data feeder `{}` ({}) has no `file_list` to split into shards",
+                part.name, part.registration.class_name
+            )));
+        };
+        list.insert("number_of_shards".into(), number.into());
+        list.insert("shard_index".into(), index.into());
+    }
+    Ok(part)
+}
+
+/// What the run counted.
+#[derive(Debug, Default)]
+struct Counts {
+    iterations: u64,
+    samples: u64,
+    skipped: Vec<String>,
+    stopped: Option<String>,
+    seconds: f64,
+}
+
+/// One iteration as read: its batches (one, or several for a feed list), and whether it is the
+/// last.
+struct Read<B: Backend> {
+    batches: Vec<Nest<B>>,
+    samples: usize,
+    is_last: bool,
+}
+
+impl<B: Backend> Read<B> {
+    fn new(batches: Vec<Nest<B>>, samples: usize) -> Self {
+        Read {
+            batches,
+            samples,
+            is_last: false,
+        }
+    }
+}
+
+/// One iteration after prediction: the data and every model nucleotide's outputs.
+struct Predicted<B: Backend> {
+    data: Nest<B>,
+    outputs: BTreeMap<String, Option<Nest<B>>>,
+    samples: usize,
+    is_last: bool,
+}
+
+/// How many failed reads in a row end a run even with `--skip-bad-samples`: a feeder that
+/// fails this often is broken, not fed a few bad files.
+const MAX_FAILURES_IN_A_ROW: usize = 100;
+
+/// The reading stage: samples from the data feeder, batched, one iteration ahead.
+struct Reader<B: Backend> {
+    name: String,
+    feeder: Box<dyn DynFeeder<B>>,
+    batch_size: usize,
+    skip_bad_samples: bool,
+    device: B::Device,
+    skipped: Vec<String>,
+    ahead: Option<Result<Option<Read<B>>, String>>,
+}
+
+impl<B: Backend> Reader<B> {
+    /// The next feed list (or sample), skipping bad ones when asked.
+    fn feeds(&mut self) -> Result<Option<Vec<Nest<B>>>, String> {
+        let mut failures = 0;
+        loop {
+            match self.feeder.next_feeds() {
+                Ok(feeds) => return Ok(feeds),
+                Err(e) if self.skip_bad_samples && failures + 1 < MAX_FAILURES_IN_A_ROW => {
+                    failures += 1;
+                    log::warn!("skipped a bad sample of data feeder `{}`: {e}", self.name);
+                    self.skipped.push(e.to_string());
+                }
+                Err(e) if self.skip_bad_samples => {
+                    return Err(format!(
+                        "data feeder `{}` failed {MAX_FAILURES_IN_A_ROW} times in a row; the last: {e}",
+                        self.name
+                    ));
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "data feeder `{}`: {e} (--skip-bad-samples logs bad samples and goes on)",
+                        self.name
+                    ));
+                }
+            }
+        }
+    }
+
+    /// One iteration's batches (not yet known to be the last); `None` at the end of the data.
+    fn read_iteration(&mut self) -> Result<Option<Read<B>>, String> {
+        let batch = |samples: Vec<Nest<B>>, device: &B::Device| {
+            collate(samples, device).map_err(|e| format!("batching the data feeder's samples: {e}"))
+        };
+        if self.feeder.feed_lists() {
+            let Some(feeds) = self.feeds()? else {
+                return Ok(None);
+            };
+            if feeds.is_empty() {
+                return Err(format!(
+                    "data feeder `{}` gave an empty feed list",
+                    self.name
+                ));
+            }
+            let n = feeds.len();
+            let mut batches = Vec::new();
+            let mut feeds = feeds.into_iter().peekable();
+            while feeds.peek().is_some() {
+                let chunk: Vec<Nest<B>> = feeds.by_ref().take(self.batch_size).collect();
+                batches.push(batch(chunk, &self.device)?);
+            }
+            return Ok(Some(Read::new(batches, n)));
+        }
+        let mut samples = Vec::with_capacity(self.batch_size);
+        while samples.len() < self.batch_size {
+            match self.feeds()? {
+                Some(feeds) => samples.extend(feeds),
+                None => break,
+            }
+        }
+        if samples.is_empty() {
+            return Ok(None);
+        }
+        let n = samples.len();
+        Ok(Some(Read::new(vec![batch(samples, &self.device)?], n)))
+    }
+
+    /// The next iteration. An error while reading ahead is given after the iteration before it.
+    fn next(&mut self) -> Result<Option<Read<B>>, String> {
+        let current = match self.ahead.take() {
+            Some(read) => read?,
+            None => self.read_iteration()?,
+        };
+        let Some(mut read) = current else {
+            return Ok(None);
+        };
+        let ahead = self.read_iteration();
+        read.is_last = matches!(ahead, Ok(None));
+        self.ahead = Some(ahead);
+        Ok(Some(read))
+    }
+}
+
+/// The prediction stage.
+struct Predictor<'a, B: Backend> {
+    model: Model<B>,
+    parts: &'a [Part],
+    /// The saved model's inputs, checked against the first batch.
+    inputs: Option<&'a [Value]>,
+    model_dir: &'a Path,
+}
+
+impl<B: Backend> Predictor<'_, B> {
+    fn predict(&mut self, read: Read<B>) -> Result<Predicted<B>, String> {
+        if let (Some(inputs), Some(first)) = (self.inputs.take(), read.batches.first()) {
+            check_signature(inputs, first, self.model_dir)?;
+        }
+        let mut data = Vec::with_capacity(read.batches.len());
+        let mut outputs: BTreeMap<String, Vec<Option<Nest<B>>>> = BTreeMap::new();
+        for batch in read.batches {
+            let out = self
+                .model
+                .run(batch.clone(), Mode::Infer)
+                .map_err(|e| format!("the model: {e}"))?
+                .into_map();
+            data.push(batch);
+            for p in self.parts {
+                if let Some(o) = out.get(&p.name) {
+                    outputs.entry(p.name.clone()).or_default().push(o.clone());
+                }
+            }
+        }
+        let joined = |batches: Vec<Nest<B>>, what: &str| {
+            concat(batches).map_err(|e| format!("joining the feed list's batches ({what}): {e}"))
+        };
+        let data = joined(data, "data")?;
+        let mut collapsed = BTreeMap::new();
+        for (name, values) in outputs {
+            // An output absent in any batch is absent for the iteration.
+            let value = match values.into_iter().collect::<Option<Vec<_>>>() {
+                Some(v) => Some(joined(v, &name)?),
+                None => None,
+            };
+            collapsed.insert(name, value);
+        }
+        Ok(Predicted {
+            data,
+            outputs: collapsed,
+            samples: read.samples,
+            is_last: read.is_last,
+        })
+    }
+}
+
+/// Compares the first batch with the saved model's inputs: every key both have must agree in
+/// kind, dtype and the sizes the model was exported with; and they must share a key.
+fn check_signature<B: Backend>(
+    inputs: &[Value],
+    batch: &Nest<B>,
+    model_dir: &Path,
+) -> Result<(), String> {
+    let given = describe(batch);
+    let key = |v: &Value| {
+        v.get("key")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let show = |v: &Value| {
+        let mut s = format!(
+            "`{}` {}",
+            key(v),
+            v.get("kind").and_then(Value::as_str).unwrap_or("?")
+        );
+        if let Some(d) = v.get("dtype").and_then(Value::as_str) {
+            s.push_str(&format!(" {d}"));
+        }
+        if let Some(shape) = v.get("shape").and_then(Value::as_array) {
+            let dims: Vec<String> = shape
+                .iter()
+                .map(|d| d.as_u64().map_or("_".to_owned(), |d| d.to_string()))
+                .collect();
+            s.push_str(&format!(" [{}]", dims.join(", ")));
+        }
+        s
+    };
+    let fits = |saved: &Value, got: &Value| {
+        let same = |field: &str| saved.get(field) == got.get(field);
+        let shapes = match (
+            saved.get("shape").and_then(Value::as_array),
+            got.get("shape").and_then(Value::as_array),
+        ) {
+            (Some(a), Some(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|(x, y)| x.is_null() || y.is_null() || x == y)
+            }
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        same("kind") && same("dtype") && shapes
+    };
+    let mut problems = Vec::new();
+    let mut shared = 0;
+    for saved in inputs {
+        if let Some(got) = given.iter().find(|g| key(g) == key(saved)) {
+            shared += 1;
+            if !fits(saved, got) {
+                problems.push(format!(
+                    "key `{}`: the model was exported with {}, the data feeder gives {}",
+                    key(saved),
+                    show(saved),
+                    show(got)
+                ));
+            }
+        }
+    }
+    if shared == 0 && !inputs.is_empty() {
+        problems.push("the data feeder gives none of the keys the model was exported with".into());
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list = |vs: &[Value]| vs.iter().map(show).collect::<Vec<_>>().join(", ");
+    Err(format!(
+        "the data feeder's samples do not fit the saved model {}:\n  {}\n  the saved model's inputs: {}\n  the data feeder gives:     {}",
+        model_dir.display(),
+        problems.join("\n  "),
+        list(inputs),
+        list(&given)
+    ))
+}
+
+fn run_on<B: Backend>(
+    check: &ProjectCheck,
+    source: &ModelSource,
+    feeder: &Part,
+    settings: &Settings,
+    run: &InferenceRun,
+    device: &B::Device,
+) -> Result<Counts, InferError> {
+    let model_handler = handler(check, "model").ok_or_else(|| {
+        InferError::Check("the saved model has no plugins to run (no `model` handler)".into())
+    })?;
+    let parts = model_parts(check).map_err(InferError::Check)?;
+    let mut model = Model::<B>::build(model_handler, &parts, device)
+        .map_err(|e| InferError::Run(e.to_string()))?;
+    let mut weights =
+        crate::model::read_safetensors::<B>(&source.weights, device).map_err(InferError::Check)?;
+    model
+        .load_tensors(&mut weights, &[])
+        .map_err(|e| InferError::Check(format!("weights {}: {e}", source.weights.display())))?;
+    let reader = Reader {
+        name: feeder.name.clone(),
+        feeder: runtime::feeder::<B>(feeder.registration, &feeder.name, &feeder.config, device)
+            .map_err(|e| InferError::Check(e.to_string()))?,
+        batch_size: settings.batch_size,
+        skip_bad_samples: settings.skip_bad_samples,
+        device: device.clone(),
+        skipped: Vec::new(),
+        ahead: None,
+    };
+    let predictor = Predictor {
+        model,
+        parts: &parts,
+        inputs: source.inputs.as_deref(),
+        model_dir: &source.dir,
+    };
+    let mut callbacks =
+        Callbacks::<B>::build(check, "callbacks", device).map_err(InferError::Check)?;
+    let writer: Arc<EventWriter> = Arc::new(
+        EventWriter::create(&run.dir.join("summaries"))
+            .map_err(|e| InferError::Run(e.to_string()))?,
+    );
+    let mut ctx = CallbackContext {
+        mode: Mode::Infer,
+        log_dir: run.results.clone(),
+        summaries: writer,
+        summary_step: 0,
+        iteration: IterationInfo::default(),
+        iterations_per_epoch: 0,
+        control: RunControl::default(),
+    };
+    callbacks.begin(&ctx).map_err(InferError::Run)?;
+    let started = Instant::now();
+    let mut counts = Counts::default();
+    let mut call_back = |p: Predicted<B>, ctx: &mut CallbackContext| -> Result<bool, String> {
+        counts.iterations += 1;
+        counts.samples += p.samples as u64;
+        ctx.summary_step = counts.iterations;
+        ctx.iteration = IterationInfo {
+            epoch: 1,
+            iteration: counts.iterations as usize,
+            execution_time: started.elapsed().as_secs_f64(),
+            is_last: p.is_last,
+        };
+        callbacks.iteration(p.data, p.outputs, ctx)?;
+        Ok(ctx.control.stop_requested().is_none())
+    };
+    let (result, skipped) = if settings.single_thread {
+        one_thread(reader, predictor, &mut ctx, &mut call_back)
+    } else {
+        threaded(
+            reader,
+            predictor,
+            settings.prefetch,
+            &mut ctx,
+            &mut call_back,
+        )
+    };
+    let ended = callbacks.end(&ctx);
+    counts.seconds = started.elapsed().as_secs_f64();
+    counts.skipped = skipped;
+    counts.stopped = ctx.control.stop_requested();
+    result.map_err(InferError::Run)?;
+    ended.map_err(InferError::Run)?;
+    if let Some(reason) = &counts.stopped {
+        log::info!("stopped: {reason}");
+    }
+    log::info!(
+        "inferred {} samples in {} iterations in {:.2} s{}",
+        counts.samples,
+        counts.iterations,
+        counts.seconds,
+        if counts.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; {} bad samples skipped", counts.skipped.len())
+        }
+    );
+    Ok(counts)
+}
+
+type CallBack<'c, B> = dyn FnMut(Predicted<B>, &mut CallbackContext) -> Result<bool, String> + 'c;
+
+/// Reads, predicts and calls back one iteration after another.
+fn one_thread<B: Backend>(
+    mut reader: Reader<B>,
+    mut predictor: Predictor<'_, B>,
+    ctx: &mut CallbackContext,
+    call_back: &mut CallBack<'_, B>,
+) -> (Result<(), String>, Vec<String>) {
+    let mut go = || -> Result<(), String> {
+        while let Some(read) = reader.next()? {
+            if !call_back(predictor.predict(read)?, ctx)? {
+                break;
+            }
+        }
+        Ok(())
+    };
+    let result = go();
+    (result, reader.skipped)
+}
+
+/// Reads and predicts on threads of their own, calling back on this one.
+fn threaded<B: Backend>(
+    mut reader: Reader<B>,
+    mut predictor: Predictor<'_, B>,
+    prefetch: usize,
+    ctx: &mut CallbackContext,
+    call_back: &mut CallBack<'_, B>,
+) -> (Result<(), String>, Vec<String>) {
+    std::thread::scope(|scope| {
+        let (read_tx, read_rx) = sync_channel::<Read<B>>(prefetch);
+        let (out_tx, out_rx) = sync_channel::<Predicted<B>>(prefetch);
+        // A stage whose receiver is gone stops quietly: the stage after it failed or stopped,
+        // and reports that itself.
+        let reading = scope.spawn(move || {
+            let result = loop {
+                match reader.next() {
+                    Ok(Some(read)) => {
+                        if read_tx.send(read).is_err() {
+                            break Ok(());
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            };
+            (result, reader.skipped)
+        });
+        let predicting = scope.spawn(move || -> Result<(), String> {
+            for read in read_rx {
+                if out_tx.send(predictor.predict(read)?).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut result = Ok(());
+        for predicted in out_rx.iter() {
+            match call_back(predicted, ctx) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(out_rx);
+        let predicted = predicting
+            .join()
+            .unwrap_or_else(|_| Err("the prediction thread panicked".into()));
+        let (read, skipped) = reading
+            .join()
+            .unwrap_or_else(|_| (Err("the reading thread panicked".into()), Vec::new()));
+        // The first stage that failed; later stages only stopped because of it.
+        (read.and(predicted).and(result), skipped)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::{Int, Tensor};
+    use serde_json::json;
+
+    #[test]
+    fn signature_mismatches_list_both_sides() {
+        let d = Default::default();
+        let mut batch = Nest::<NdArray>::map();
+        batch
+            .insert(
+                "image",
+                Tensor::<NdArray, 4>::zeros([2, 3, 8, 8], &d).into(),
+            )
+            .unwrap();
+        batch
+            .insert("label", Tensor::<NdArray, 2, Int>::zeros([2, 1], &d).into())
+            .unwrap();
+        let input = |key: &str, kind: &str, dtype: &str, shape: Value| json!({"key": key, "kind": kind, "dtype": dtype, "shape": shape});
+        let dir = Path::new("saved_models/step-4");
+        let fits = [
+            input("image", "float", "F32", json!([null, 3, 8, 8])),
+            input("label", "int", "I64", json!([null, 1])),
+        ];
+        check_signature(&fits, &batch, dir).unwrap();
+        // Keys the model does not know are fine; its extra keys (labels) too.
+        check_signature(&fits[..1], &batch, dir).unwrap();
+        let cases = [
+            (
+                vec![input("image", "float", "F32", json!([null, 1, 8, 8]))],
+                "key `image`: the model was exported with `image` float F32 [_, 1, 8, 8], the data feeder gives `image` float F32 [_, 3, 8, 8]",
+            ),
+            (
+                vec![input("label", "float", "F32", json!([null, 1]))],
+                "key `label`: the model was exported with `label` float F32 [_, 1], the data feeder gives `label` int",
+            ),
+            (
+                vec![input("x", "float", "F32", json!([null, 2]))],
+                "gives none of the keys",
+            ),
+        ];
+        for (inputs, expected) in cases {
+            let e = check_signature(&inputs, &batch, dir).unwrap_err();
+            assert!(e.contains(expected), "{e}");
+            assert!(e.contains("the saved model's inputs: `"), "{e}");
+            assert!(
+                e.contains("the data feeder gives:     `image` float F32 [_, 3, 8, 8]"),
+                "{e}"
+            );
+        }
+    }
+}

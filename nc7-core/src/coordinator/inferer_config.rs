@@ -1,0 +1,109 @@
+//! The inferer's own config (`inference/configs/inferer.json` → `inferer_config`).
+
+use serde::{Deserialize, Serialize};
+
+/// `inferer_config`; every field can also be given on the command line, which wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfererConfig {
+    /// Samples per batch (`--batch-size`); one of the two must give it.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Iterations each stage may run ahead of the next (`--prefetch`).
+    #[serde(default = "two")]
+    pub prefetch_buffer_size: usize,
+    /// Read, predict and call back in one thread (`--single-thread`).
+    #[serde(default)]
+    pub single_thread: bool,
+    /// Log and skip samples the data feeder fails to read (`--skip-bad-samples`).
+    #[serde(default)]
+    pub skip_bad_samples: bool,
+    /// `cpu`, `cuda` or `cuda:N` (`--device`).
+    #[serde(default = "cpu")]
+    pub device: String,
+    /// The saved model (a name in `saved_models/`, or a path); the newest when absent
+    /// (`--saved-model`).
+    #[serde(default)]
+    pub saved_model: Option<String>,
+}
+
+fn two() -> usize {
+    2
+}
+
+fn cpu() -> String {
+    "cpu".into()
+}
+
+impl Default for InfererConfig {
+    fn default() -> Self {
+        InfererConfig {
+            batch_size: None,
+            prefetch_buffer_size: two(),
+            single_thread: false,
+            skip_bad_samples: false,
+            device: cpu(),
+            saved_model: None,
+        }
+    }
+}
+
+impl InfererConfig {
+    /// Reads `inferer_config` (absent: the defaults); the error names the field.
+    pub fn from_value(value: &serde_json::Value) -> Result<InfererConfig, String> {
+        if value.is_null() {
+            return Ok(InfererConfig::default());
+        }
+        let config: InfererConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            format!(
+                "inferer_config{}: {}",
+                if path == "." {
+                    String::new()
+                } else {
+                    format!(".{path}")
+                },
+                e.into_inner()
+            )
+        })?;
+        if config.batch_size == Some(0) {
+            return Err("inferer_config.batch_size must be at least 1".into());
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_defaults_fields_and_refuses_bad_ones() {
+        assert_eq!(
+            InfererConfig::from_value(&serde_json::Value::Null).unwrap(),
+            InfererConfig::default()
+        );
+        let c =
+            InfererConfig::from_value(&json!({"batch_size": 4, "single_thread": true})).unwrap();
+        assert_eq!(
+            (c.batch_size, c.single_thread, c.prefetch_buffer_size),
+            (Some(4), true, 2)
+        );
+        let cases = [
+            (
+                json!({"batch_sise": 4}),
+                "inferer_config.batch_sise: unknown field `batch_sise`, expected one of `batch_size`",
+            ),
+            (
+                json!({"batch_size": "4"}),
+                "inferer_config.batch_size: invalid type",
+            ),
+            (json!({"batch_size": 0}), "batch_size must be at least 1"),
+        ];
+        for (value, expected) in cases {
+            let e = InfererConfig::from_value(&value).unwrap_err();
+            assert!(e.contains(expected), "{value}: {e}");
+        }
+    }
+}

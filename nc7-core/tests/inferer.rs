@@ -1,0 +1,742 @@
+//! The inferer end to end: a small image classifier is trained and exported, then run over a
+//! folder of PNG files with savers, threaded and in one thread, with feed lists, shards and
+//! every bad input the inference issue names.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use nc7_core::coordinator::{InferError, InferOptions, InferReport, TrainOptions, infer, train};
+use nc7_core::nucleotide::{CallbackContext, CoordinatorCallback, DataFeeder, ModelPlugin};
+use nc7_core::{BoxError, Build, Generated, Incoming, Mode, NoKeys, Registry, cli, nucleotide};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Incoming)]
+pub struct Pictures<B: Backend> {
+    image: Tensor<B, 4>,
+}
+
+#[derive(Generated)]
+pub struct Judged<B: Backend> {
+    logits: Tensor<B, 2>,
+    /// The image scaled by the model, saved as PNG by the savers.
+    picture: Tensor<B, 4>,
+}
+
+#[derive(Incoming)]
+pub struct Logits<B: Backend> {
+    logits: Tensor<B, 2>,
+}
+
+#[derive(Generated)]
+pub struct Class<B: Backend> {
+    class: Tensor<B, 1, Int>,
+}
+
+#[derive(Incoming)]
+pub struct Scored<B: Backend> {
+    logits: Tensor<B, 2>,
+    label: Tensor<B, 2, Int>,
+}
+
+#[derive(Generated)]
+pub struct LossOut<B: Backend> {
+    loss: Tensor<B, 1>,
+}
+
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// Bright or dark: the mean pixel through a linear layer.
+#[nucleotide(kind = ModelPlugin)]
+#[derive(Module, Debug)]
+pub struct Brightness<B: Backend> {
+    linear: Linear<B>,
+}
+
+impl<B: Backend> Build<B> for Brightness<B> {
+    type Config = Empty;
+    type Input = Pictures<B>;
+    type Output = Judged<B>;
+    fn build(_: &Empty, device: &B::Device) -> Result<Self, BoxError> {
+        Ok(Brightness {
+            linear: LinearConfig::new(1, 2).init(device),
+        })
+    }
+}
+
+impl<B: Backend> ModelPlugin<B> for Brightness<B> {
+    fn forward(&self, input: Pictures<B>, _: Mode) -> Judged<B> {
+        let [n, ..] = input.image.dims();
+        let mean = input.image.clone().reshape([n as i32, -1]).mean_dim(1);
+        Judged {
+            logits: self.linear.forward(mean.mul_scalar(4.0).sub_scalar(2.0)),
+            picture: input.image.mul_scalar(0.5),
+        }
+    }
+}
+
+simple_nucleotide!(Decide, ModelPostProcessor, Empty, Logits<B>, Class<B>, {
+    fn process(&self, input: Logits<B>, _: Mode) -> Class<B> {
+        Class {
+            class: input.logits.argmax(1).squeeze_dim(1),
+        }
+    }
+});
+
+simple_nucleotide!(Ce, ModelLoss, Empty, Scored<B>, LossOut<B>, {
+    fn loss(&self, input: Scored<B>, _: Mode) -> LossOut<B> {
+        let device = input.logits.device();
+        let targets = input.label.squeeze_dim(1);
+        LossOut {
+            loss: CrossEntropyLossConfig::new()
+                .init(&device)
+                .forward(input.logits, targets)
+                .reshape([1]),
+        }
+    }
+});
+
+#[derive(Incoming)]
+pub struct Seen<B: Backend> {
+    class: Tensor<B, 1, Int>,
+    file_name: Vec<String>,
+}
+
+/// `Log`'s config.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Fails on this iteration.
+    #[serde(default)]
+    fail_at: Option<usize>,
+    /// Asks the run to stop after this iteration.
+    #[serde(default)]
+    stop_at: Option<usize>,
+}
+
+/// Writes one line per iteration to `log.txt`: iteration, is-last, file names and classes.
+#[nucleotide(kind = CoordinatorCallback)]
+pub struct Log {
+    fail_at: Option<usize>,
+    stop_at: Option<usize>,
+}
+
+impl<B: Backend> Build<B> for Log {
+    type Config = LogConfig;
+    type Input = Seen<B>;
+    type Output = NoKeys;
+    fn build(c: &LogConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(Log {
+            fail_at: c.fail_at,
+            stop_at: c.stop_at,
+        })
+    }
+}
+
+impl<B: Backend> CoordinatorCallback<B> for Log {
+    fn on_iteration_end(
+        &mut self,
+        input: Seen<B>,
+        ctx: &CallbackContext,
+    ) -> Result<Option<NoKeys>, BoxError> {
+        use std::io::Write;
+        let i = ctx.iteration.iteration;
+        if self.fail_at == Some(i) {
+            return Err(format!("refused iteration {i}").into());
+        }
+        if self.stop_at == Some(i) {
+            ctx.control
+                .request_stop(format!("enough after iteration {i}"));
+        }
+        assert_eq!(ctx.mode, Mode::Infer);
+        let classes: Vec<i64> = input.class.into_data().to_vec().unwrap();
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(ctx.log_dir.join("log.txt"))?;
+        writeln!(
+            f,
+            "{i} {} {} {:?}",
+            ctx.iteration.is_last,
+            input.file_name.join(","),
+            classes
+        )?;
+        Ok(Some(NoKeys))
+    }
+}
+
+#[derive(Generated)]
+pub struct Tile<B: Backend> {
+    image: Tensor<B, 3>,
+    file_name: String,
+}
+
+/// `Tiles`' config.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TilesConfig {
+    /// Feed lists.
+    lists: usize,
+    /// Tiles per list.
+    tiles: usize,
+}
+
+/// Feed lists of `tiles` 6×6 grey tiles, alternately dark and bright.
+#[nucleotide(kind = DataFeeder)]
+pub struct Tiles {
+    lists: usize,
+    tiles: usize,
+    next: usize,
+}
+
+impl<B: Backend> Build<B> for Tiles {
+    type Config = TilesConfig;
+    type Input = NoKeys;
+    type Output = Tile<B>;
+    fn build(c: &TilesConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(Tiles {
+            lists: c.lists,
+            tiles: c.tiles,
+            next: 0,
+        })
+    }
+}
+
+impl<B: Backend> DataFeeder<B> for Tiles {
+    fn next_sample(&mut self) -> Result<Option<Tile<B>>, BoxError> {
+        Err("Tiles gives feed lists".into())
+    }
+    fn feed_lists(&self) -> bool {
+        true
+    }
+    fn next_feeds(&mut self) -> Result<Option<Vec<Tile<B>>>, BoxError> {
+        if self.next == self.lists {
+            return Ok(None);
+        }
+        self.next += 1;
+        Ok(Some(
+            (0..self.tiles)
+                .map(|t| Tile {
+                    image: Tensor::from_data(
+                        TensorData::new(vec![(t % 2) as f32; 36], [1, 6, 6]),
+                        &Default::default(),
+                    ),
+                    file_name: format!("list{}-tile{t}", self.next),
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// Writes `n` grey 6×6 PNGs, even ones dark (label 0), odd ones bright (label 1), and their
+/// label files.
+fn write_images(dir: &Path, n: usize) {
+    fs::create_dir_all(dir.join("images")).unwrap();
+    fs::create_dir_all(dir.join("labels")).unwrap();
+    for i in 0..n {
+        let level = if i % 2 == 0 { 0.1 } else { 0.9 } + (i % 3) as f32 * 0.02;
+        let data = TensorData::new(vec![level; 36], [1, 6, 6]);
+        nc7_core::data::files::write_png(&dir.join(format!("images/im{i:02}.png")), &data).unwrap();
+        fs::write(
+            dir.join(format!("labels/im{i:02}.json")),
+            (i % 2).to_string(),
+        )
+        .unwrap();
+    }
+}
+
+fn write(dir: &Path, files: &[(&str, &str)]) {
+    for (p, t) in files {
+        let path = dir.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, t).unwrap();
+    }
+}
+
+/// A project trained for a few epochs on 12 images, with inference configs: the images
+/// through `ImageFilesFeeder`, a PNG and JSON saver, a records saver and `Log`.
+fn trained_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_images(&root.join("data"), 12);
+    let list = format!(
+        r#"{{"file_names": {{"image": "{0}/data/images/*.png", "label": "{0}/data/labels/*.json"}}}}"#,
+        root.display()
+    );
+    write(
+        root,
+        &[
+            (
+                "training/configs/datasets.json",
+                &format!(
+                    r#"{{"train": {{"class_name": "ImageFiles", "name": "train_images", "color": "grey", "file_list": {list}}},
+                         "eval": {{"class_name": "ImageFiles", "name": "eval_images", "color": "grey", "file_list": {list}}}}}"#
+                ),
+            ),
+            (
+                "training/configs/trainer.json",
+                r#"{"batch_size": 4, "num_epochs": 6, "random_seed": 3,
+                    "optimization_config": {"optimizer": {"name": "adam"}, "learning_rate": 0.1}}"#,
+            ),
+            (
+                "training/configs/plugins/brightness.json",
+                r#"{"class_name": "Brightness", "name": "brightness", "inbound_nodes": ["dataset"]}"#,
+            ),
+            (
+                "training/configs/postprocessors/decide.json",
+                r#"{"class_name": "Decide", "name": "decide", "inbound_nodes": ["brightness"]}"#,
+            ),
+            (
+                "training/configs/losses/ce.json",
+                r#"{"class_name": "Ce", "name": "ce", "inbound_nodes": ["dataset", "brightness"]}"#,
+            ),
+            (
+                "inference/configs/datafeeder.json",
+                &format!(
+                    r#"{{"class_name": "ImageFilesFeeder", "name": "images", "color": "grey",
+                         "file_list": {{"file_names": {{"image": "{}/data/images/*.png"}}}}}}"#,
+                    root.display()
+                ),
+            ),
+            ("inference/configs/inferer.json", r#"{"batch_size": 5}"#),
+            (
+                "inference/configs/callbacks/log.json",
+                r#"{"class_name": "Log", "name": "log", "inbound_nodes": ["dataset", "decide"]}"#,
+            ),
+            (
+                "inference/configs/callbacks/pictures.json",
+                r#"{"class_name": "SampleSaver", "name": "pictures",
+                    "inbound_nodes": ["dataset", "brightness", "decide"],
+                    "incoming_keys_mapping": {"dataset": {"file_name": "save_names", "image": "_"}},
+                    "image_keys": ["picture"], "save_prefix": "pred"}"#,
+            ),
+            (
+                "inference/configs/callbacks/records.json",
+                r#"{"class_name": "RecordsSaver", "name": "records",
+                    "inbound_nodes": ["brightness", "decide"], "samples_per_file": 4}"#,
+            ),
+        ],
+    );
+    let _one_at_a_time = serial();
+    let report = train(
+        root,
+        &TrainOptions {
+            stop: Arc::new(AtomicBool::new(false)),
+            ..TrainOptions::default()
+        },
+        Registry::global(),
+    )
+    .unwrap();
+    let last = report.evaluations.last().unwrap();
+    assert!(last["loss"] < 0.5, "the classifier learns: {last:?}");
+    dir
+}
+
+/// burn's backends seed one process-wide generator: trainings run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn run(dir: &Path, options: InferOptions) -> Result<InferReport, InferError> {
+    infer(dir, &options, Registry::global())
+}
+
+fn log_lines(run: &Path) -> Vec<String> {
+    fs::read_to_string(run.join("results/log.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((
+                    e.path().strip_prefix(dir).unwrap().to_owned(),
+                    fs::read(e.path()).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn runs_a_saved_model_over_images_threaded_and_in_one_thread_alike() {
+    let dir = trained_project();
+    let root = dir.path();
+    let threaded = run(root, InferOptions::default()).unwrap();
+    assert_eq!((threaded.samples, threaded.iterations), (12, 3));
+    assert_eq!(threaded.run.name, "run-1");
+    assert!(
+        threaded.model.ends_with("saved_models/step-18"),
+        "{:?}",
+        threaded.model
+    );
+    // Iterations of 5, 5 and 2 samples, the last one known; every image classified right.
+    let lines = log_lines(&threaded.run.dir);
+    assert_eq!(
+        lines,
+        [
+            "1 false im00,im01,im02,im03,im04 [0, 1, 0, 1, 0]",
+            "2 false im05,im06,im07,im08,im09 [1, 0, 1, 0, 1]",
+            "3 true im10,im11 [0, 1]",
+        ]
+    );
+    let results = &threaded.run.results;
+    // One PNG (the model's picture) and one JSON (logits and class) per image, named by file.
+    let json: Value =
+        serde_json::from_str(&fs::read_to_string(results.join("pred-im01.json")).unwrap()).unwrap();
+    assert_eq!(json["class"], 1);
+    assert_eq!(json["logits"].as_array().unwrap().len(), 2);
+    let png = fs::read_dir(results)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("-picture.png"))
+        .count();
+    assert_eq!(png, 12);
+    let picture = nc7_core::data::files::read_image(
+        &results.join("pred-im01-picture.png"),
+        nc7_core::data::files::Color::Grey,
+    )
+    .unwrap();
+    let v: Vec<f32> = picture.to_vec().unwrap();
+    assert!((v[0] - 0.46).abs() < 0.01, "half of 0.92: {}", v[0]);
+    // Records: 12 samples in shards of 4.
+    let records =
+        nc7_core::data::read_records(&results.join("records/records-00002.safetensors")).unwrap();
+    assert_eq!(records.len(), 4);
+    assert_eq!(
+        records[0].keys().collect::<Vec<_>>(),
+        ["class", "logits", "picture"]
+    );
+    // The run folder: artifacts with the resolved config (the saved model's graph in it) and
+    // `last_run`.
+    let snapshot: Value = serde_json::from_str(
+        &fs::read_to_string(threaded.run.artifacts.join("_config_infer_run.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(snapshot["plugins_config"][0]["name"], "brightness");
+    assert!(
+        snapshot["saved_model"]
+            .as_str()
+            .unwrap()
+            .ends_with("step-18")
+    );
+    assert_eq!(
+        fs::read_link(root.join("inference/last_run")).unwrap(),
+        Path::new("run-1")
+    );
+
+    // One thread, another batch size and a tiny prefetch: the same results, byte for byte.
+    let single = run(
+        root,
+        InferOptions {
+            single_thread: true,
+            ..InferOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(single.run.name, "run-2");
+    assert_eq!(files_under(&single.run.results), files_under(results));
+    let small = run(
+        root,
+        InferOptions {
+            batch_size: Some(2),
+            prefetch: Some(1),
+            run_name: Some("small".into()),
+            ..InferOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(small.iterations, 6);
+    assert_eq!(log_lines(&small.run.dir).len(), 6);
+    assert!(log_lines(&small.run.dir)[5].starts_with("6 true im10,im11"));
+    // A named run whose folder has results is refused.
+    let again = run(
+        root,
+        InferOptions {
+            run_name: Some("small".into()),
+            ..InferOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(again.to_string().contains("small"), "{again}");
+
+    // A checkpoint runs with the training configs' model, and a chosen saved model by name.
+    let from_checkpoint = run(
+        root,
+        InferOptions {
+            checkpoint: Some("ckpt-18".into()),
+            ..InferOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        files_under(&from_checkpoint.run.results),
+        files_under(results)
+    );
+    let chosen = run(
+        root,
+        InferOptions {
+            saved_model: Some("step-18".into()),
+            single_thread: true,
+            ..InferOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(chosen.samples, 12);
+
+    // Shards split the file list: shard 1 of 3 holds every third image from the second.
+    let shard = run(
+        root,
+        InferOptions {
+            shard: Some((3, 1)),
+            ..InferOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(shard.samples, 4);
+    let out_of_range = run(
+        root,
+        InferOptions {
+            shard: Some((3, 3)),
+            ..InferOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        out_of_range.to_string().contains("out of range"),
+        "{out_of_range}"
+    );
+
+    // A callback can stop the run.
+    write(
+        root,
+        &[(
+            "inference/configs/callbacks/log.json",
+            r#"{"class_name": "Log", "name": "log", "inbound_nodes": ["dataset", "decide"], "stop_at": 1}"#,
+        )],
+    );
+    let stopped = run(root, InferOptions::default()).unwrap();
+    assert_eq!(stopped.stopped.as_deref(), Some("enough after iteration 1"));
+    assert_eq!(log_lines(&stopped.run.dir).len(), 1);
+
+    // The command line.
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = cli::run(
+        [
+            "nc7",
+            "infer",
+            root.to_str().unwrap(),
+            "--batch-size",
+            "6",
+            "--single-thread",
+            "--set",
+            "callbacks.log.stop_at=null",
+            "--run-name",
+            "cli",
+        ],
+        Default::default(),
+        &mut out,
+        &mut err,
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(code, 0, "{text}{}", String::from_utf8_lossy(&err));
+    assert!(
+        text.contains("inferred 12 samples in 2 iterations"),
+        "{text}"
+    );
+    assert!(text.contains("inference/cli/results"), "{text}");
+    assert_eq!(log_lines(&root.join("inference/cli")).len(), 2);
+}
+
+#[test]
+fn feed_lists_run_in_batches_and_are_put_back_together() {
+    let dir = trained_project();
+    let root = dir.path();
+    write(
+        root,
+        &[
+            (
+                "inference/configs/datafeeder.json",
+                r#"{"class_name": "Tiles", "name": "tiles", "lists": 2, "tiles": 5}"#,
+            ),
+            ("inference/configs/callbacks/pictures.json", r#"[]"#),
+            ("inference/configs/callbacks/records.json", r#"[]"#),
+        ],
+    );
+    for single_thread in [false, true] {
+        // Batches of 2: each list of 5 tiles runs as 3 batches, joined into one iteration.
+        let r = run(
+            root,
+            InferOptions {
+                batch_size: Some(2),
+                single_thread,
+                ..InferOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((r.iterations, r.samples), (2, 10));
+        assert_eq!(
+            log_lines(&r.run.dir),
+            [
+                "1 false list1-tile0,list1-tile1,list1-tile2,list1-tile3,list1-tile4 [0, 1, 0, 1, 0]",
+                "2 true list2-tile0,list2-tile1,list2-tile2,list2-tile3,list2-tile4 [0, 1, 0, 1, 0]",
+            ]
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_are_clear_errors_and_keep_what_was_written() {
+    let dir = trained_project();
+    let root = dir.path();
+    let err = |options: InferOptions| run(root, options).unwrap_err().to_string();
+
+    // No batch size anywhere.
+    write(root, &[("inference/configs/inferer.json", "{}")]);
+    let e = err(InferOptions::default());
+    assert!(e.contains("no batch size: give `--batch-size N`"), "{e}");
+    write(
+        root,
+        &[("inference/configs/inferer.json", r#"{"batch_size": 5}"#)],
+    );
+
+    // A saved model that is not there.
+    let e = err(InferOptions {
+        saved_model: Some("step-99".into()),
+        ..InferOptions::default()
+    });
+    assert!(e.contains("saved model `step-99`"), "{e}");
+    assert!(e.contains("has `step-12`, `step-15`, `step-18`"), "{e}");
+
+    // A data feeder whose samples do not fit the saved model: RGB images for a grey model.
+    let feeder = fs::read_to_string(root.join("inference/configs/datafeeder.json")).unwrap();
+    write(
+        root,
+        &[(
+            "inference/configs/datafeeder.json",
+            &feeder.replace("\"grey\"", "\"rgb\""),
+        )],
+    );
+    let e = err(InferOptions::default());
+    assert!(
+        e.contains("key `image`: the model was exported with `image` float F32 [_, 1, 6, 6], the data feeder gives `image` float F32 [_, 3, 6, 6]"),
+        "{e}"
+    );
+    assert!(e.contains("the saved model's inputs: `file_name` string, `image` float F32 [_, 1, 6, 6], `label` int I64 [_, 1]"), "{e}");
+    write(root, &[("inference/configs/datafeeder.json", &feeder)]);
+
+    // An empty file list names its glob.
+    let e = err(InferOptions {
+        overrides: nc7_core::config::Overrides {
+            set: vec!["datafeeder.file_list.file_names.image=/nowhere/*.png".into()],
+            ..Default::default()
+        },
+        ..InferOptions::default()
+    });
+    assert!(e.contains("/nowhere/*.png"), "{e}");
+
+    // A corrupt image: the error names its file; --skip-bad-samples logs it and goes on.
+    fs::write(root.join("data/images/im03.png"), b"not a png").unwrap();
+    let e = err(InferOptions::default());
+    assert!(e.contains("im03.png"), "{e}");
+    assert!(e.contains("--skip-bad-samples"), "{e}");
+    let skipped = run(
+        root,
+        InferOptions {
+            skip_bad_samples: true,
+            ..InferOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(skipped.samples, 11);
+    assert_eq!(skipped.skipped.len(), 1);
+    assert!(skipped.skipped[0].contains("im03.png"));
+    assert!(!log_lines(&skipped.run.dir).join(" ").contains("im03"));
+
+    // A callback that fails stops the run; what the savers hold is still written.
+    write(
+        root,
+        &[(
+            "inference/configs/callbacks/log.json",
+            r#"{"class_name": "Log", "name": "log", "inbound_nodes": ["dataset", "decide"], "fail_at": 2}"#,
+        )],
+    );
+    for single_thread in [false, true] {
+        let r = run(
+            root,
+            InferOptions {
+                skip_bad_samples: true,
+                single_thread,
+                ..InferOptions::default()
+            },
+        );
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("callback `log` failed: refused iteration 2"),
+            "{e}"
+        );
+        let last = fs::read_link(root.join("inference/last_run")).unwrap();
+        let results = root.join("inference").join(last).join("results");
+        assert_eq!(log_lines(results.parent().unwrap()).len(), 1);
+        // The records saver had iteration 1 at least (it does not depend on `log`) and wrote
+        // its unfinished shard at the end.
+        let records: usize = fs::read_dir(results.join("records"))
+            .unwrap()
+            .flatten()
+            .map(|e| nc7_core::data::read_records(&e.path()).unwrap().len())
+            .sum();
+        assert!(records >= 5, "{records}");
+    }
+
+    // Save names that would leave the results folder are refused.
+    write(
+        root,
+        &[
+            (
+                "inference/configs/callbacks/log.json",
+                r#"{"class_name": "Log", "name": "log", "inbound_nodes": ["dataset", "decide"]}"#,
+            ),
+            (
+                "inference/configs/callbacks/pictures.json",
+                r#"{"class_name": "SampleSaver", "name": "pictures",
+                    "inbound_nodes": ["brightness"], "save_prefix": "../../../escape"}"#,
+            ),
+        ],
+    );
+    let e = err(InferOptions {
+        skip_bad_samples: true,
+        ..InferOptions::default()
+    });
+    assert!(e.contains("would leave the results folder"), "{e}");
+    assert!(!root.join("escape").exists() && !root.join("inference/escape").exists());
+
+    // Without any saved model.
+    fs::remove_dir_all(root.join("saved_models")).unwrap();
+    let e = err(InferOptions::default());
+    assert!(e.contains("no saved model in"), "{e}");
+    assert!(e.contains("train the project first"), "{e}");
+}
