@@ -12,7 +12,7 @@ usage: cargo xtask <command>
 
 commands:
   ci            run exactly what CI runs (.ci/run)
-  bench <name>  run a benchmark in release mode; names: dna, parity
+  bench <name>  run a benchmark in release mode; names: dna, parity, inferer
   help          print this message";
 
 /// Benchmarks: name, the package that holds it, and what it measures.
@@ -26,6 +26,11 @@ const BENCHES: &[(&str, &str, &str)] = &[
         "parity",
         "nc7-core",
         "the nc7 Trainer vs a hand-written burn loop (ConvNet, 200 steps): time and peak memory",
+    ),
+    (
+        "inferer",
+        "nc7-core",
+        "the Inferer's reading, network and saving threads vs one thread (PNG in, PNG out)",
     ),
 ];
 

@@ -79,6 +79,9 @@ pub struct InferReport {
     pub stopped: Option<String>,
     /// Seconds from the first read to the last callback.
     pub seconds: f64,
+    /// Seconds each stage worked (reading, prediction, callbacks), waits left out: with
+    /// threads, the slowest stage bounds the run.
+    pub stage_seconds: [f64; 3],
 }
 
 /// Why inference failed.
@@ -304,6 +307,7 @@ pub fn infer(
         skipped: counts.skipped,
         stopped: counts.stopped,
         seconds: counts.seconds,
+        stage_seconds: counts.stage_seconds,
     })
 }
 
@@ -352,6 +356,7 @@ struct Counts {
     skipped: Vec<String>,
     stopped: Option<String>,
     seconds: f64,
+    stage_seconds: [f64; 3],
 }
 
 /// One iteration as read: its batches (one, or several for a feed list), and whether it is the
@@ -393,6 +398,8 @@ struct Reader<B: Backend> {
     device: B::Device,
     skipped: Vec<String>,
     ahead: Option<Result<Option<Read<B>>, String>>,
+    /// Seconds spent reading.
+    busy: f64,
 }
 
 impl<B: Backend> Reader<B> {
@@ -463,6 +470,13 @@ impl<B: Backend> Reader<B> {
 
     /// The next iteration. An error while reading ahead is given after the iteration before it.
     fn next(&mut self) -> Result<Option<Read<B>>, String> {
+        let started = Instant::now();
+        let next = self.next_unclocked();
+        self.busy += started.elapsed().as_secs_f64();
+        next
+    }
+
+    fn next_unclocked(&mut self) -> Result<Option<Read<B>>, String> {
         let current = match self.ahead.take() {
             Some(read) => read?,
             None => self.read_iteration()?,
@@ -484,10 +498,19 @@ struct Predictor<'a, B: Backend> {
     /// The saved model's inputs, checked against the first batch.
     inputs: Option<&'a [Value]>,
     model_dir: &'a Path,
+    /// Seconds spent predicting.
+    busy: f64,
 }
 
 impl<B: Backend> Predictor<'_, B> {
     fn predict(&mut self, read: Read<B>) -> Result<Predicted<B>, String> {
+        let started = Instant::now();
+        let predicted = self.predict_unclocked(read);
+        self.busy += started.elapsed().as_secs_f64();
+        predicted
+    }
+
+    fn predict_unclocked(&mut self, read: Read<B>) -> Result<Predicted<B>, String> {
         if let (Some(inputs), Some(first)) = (self.inputs.take(), read.batches.first()) {
             check_signature(inputs, first, self.model_dir)?;
         }
@@ -635,12 +658,14 @@ fn run_on<B: Backend>(
         device: device.clone(),
         skipped: Vec::new(),
         ahead: None,
+        busy: 0.0,
     };
     let predictor = Predictor {
         model,
         parts: &parts,
         inputs: source.inputs.as_deref(),
         model_dir: &source.dir,
+        busy: 0.0,
     };
     let mut callbacks =
         Callbacks::<B>::build(check, "callbacks", device).map_err(InferError::Check)?;
@@ -670,10 +695,12 @@ fn run_on<B: Backend>(
             execution_time: started.elapsed().as_secs_f64(),
             is_last: p.is_last,
         };
+        let clock = Instant::now();
         callbacks.iteration(p.data, p.outputs, ctx)?;
+        counts.stage_seconds[2] += clock.elapsed().as_secs_f64();
         Ok(ctx.control.stop_requested().is_none())
     };
-    let (result, skipped) = if settings.single_thread {
+    let stages = if settings.single_thread {
         one_thread(reader, predictor, &mut ctx, &mut call_back)
     } else {
         threaded(
@@ -686,15 +713,19 @@ fn run_on<B: Backend>(
     };
     let ended = callbacks.end(&ctx);
     counts.seconds = started.elapsed().as_secs_f64();
-    counts.skipped = skipped;
+    counts.skipped = stages.skipped;
+    counts.stage_seconds[0] = stages.read_seconds;
+    counts.stage_seconds[1] = stages.predict_seconds;
+    let result = stages.result;
     counts.stopped = ctx.control.stop_requested();
     result.map_err(InferError::Run)?;
     ended.map_err(InferError::Run)?;
     if let Some(reason) = &counts.stopped {
         log::info!("stopped: {reason}");
     }
+    let [read, predict, call] = counts.stage_seconds;
     log::info!(
-        "inferred {} samples in {} iterations in {:.2} s{}",
+        "inferred {} samples in {} iterations in {:.2} s (reading {read:.2} s, prediction {predict:.2} s, callbacks {call:.2} s){}",
         counts.samples,
         counts.iterations,
         counts.seconds,
@@ -709,13 +740,23 @@ fn run_on<B: Backend>(
 
 type CallBack<'c, B> = dyn FnMut(Predicted<B>, &mut CallbackContext) -> Result<bool, String> + 'c;
 
+/// How the reading and prediction stages ended.
+struct Stages {
+    /// The first error of any stage.
+    result: Result<(), String>,
+    /// Bad samples skipped.
+    skipped: Vec<String>,
+    read_seconds: f64,
+    predict_seconds: f64,
+}
+
 /// Reads, predicts and calls back one iteration after another.
 fn one_thread<B: Backend>(
     mut reader: Reader<B>,
     mut predictor: Predictor<'_, B>,
     ctx: &mut CallbackContext,
     call_back: &mut CallBack<'_, B>,
-) -> (Result<(), String>, Vec<String>) {
+) -> Stages {
     let mut go = || -> Result<(), String> {
         while let Some(read) = reader.next()? {
             if !call_back(predictor.predict(read)?, ctx)? {
@@ -725,7 +766,12 @@ fn one_thread<B: Backend>(
         Ok(())
     };
     let result = go();
-    (result, reader.skipped)
+    Stages {
+        result,
+        skipped: reader.skipped,
+        read_seconds: reader.busy,
+        predict_seconds: predictor.busy,
+    }
 }
 
 /// Reads and predicts on threads of their own, calling back on this one.
@@ -735,7 +781,7 @@ fn threaded<B: Backend>(
     prefetch: usize,
     ctx: &mut CallbackContext,
     call_back: &mut CallBack<'_, B>,
-) -> (Result<(), String>, Vec<String>) {
+) -> Stages {
     std::thread::scope(|scope| {
         let (read_tx, read_rx) = sync_channel::<Read<B>>(prefetch);
         let (out_tx, out_rx) = sync_channel::<Predicted<B>>(prefetch);
@@ -753,15 +799,24 @@ fn threaded<B: Backend>(
                     Err(e) => break Err(e),
                 }
             };
-            (result, reader.skipped)
+            (result, reader.skipped, reader.busy)
         });
-        let predicting = scope.spawn(move || -> Result<(), String> {
+        let predicting = scope.spawn(move || {
+            let mut result = Ok(());
             for read in read_rx {
-                if out_tx.send(predictor.predict(read)?).is_err() {
-                    break;
+                match predictor.predict(read) {
+                    Ok(p) => {
+                        if out_tx.send(p).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
                 }
             }
-            Ok(())
+            (result, predictor.busy)
         });
         let mut result = Ok(());
         for predicted in out_rx.iter() {
@@ -775,14 +830,19 @@ fn threaded<B: Backend>(
             }
         }
         drop(out_rx);
-        let predicted = predicting
+        let (predicted, predict_seconds) = predicting
             .join()
-            .unwrap_or_else(|_| Err("the prediction thread panicked".into()));
-        let (read, skipped) = reading
+            .unwrap_or_else(|_| (Err("the prediction thread panicked".into()), 0.0));
+        let (read, skipped, read_seconds) = reading
             .join()
-            .unwrap_or_else(|_| (Err("the reading thread panicked".into()), Vec::new()));
-        // The first stage that failed; later stages only stopped because of it.
-        (read.and(predicted).and(result), skipped)
+            .unwrap_or_else(|_| (Err("the reading thread panicked".into()), Vec::new(), 0.0));
+        Stages {
+            // The first stage that failed; later stages only stopped because of it.
+            result: read.and(predicted).and(result),
+            skipped,
+            read_seconds,
+            predict_seconds,
+        }
     })
 }
 
