@@ -513,6 +513,115 @@ impl Buffer {
     }
 }
 
+/// `BufferCallback`'s config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BufferCallbackConfig {
+    /// `samples` (default): every sample; `additive`: their sum; `average`: their mean.
+    #[serde(default)]
+    pub buffer: BufferKind,
+    /// Keys stored whole with every sample instead of split along the batch.
+    #[serde(default)]
+    pub not_batch_keys: Vec<String>,
+}
+
+/// What `BufferCallback` reads: an optional `evaluate` flag and every other key.
+#[derive(Incoming)]
+pub struct ToBuffer<B: Backend> {
+    /// Hands the buffer on when set (a boolean, or a batch of flags of which any is set).
+    pub evaluate: Option<crate::glue::AnyValue<B>>,
+    /// What is buffered.
+    pub rest: Nest<B>,
+}
+
+/// What `BufferCallback` hands on.
+#[derive(crate::Generated)]
+pub struct BufferedKeys<B: Backend> {
+    /// How many samples went in.
+    pub buffered_samples: i64,
+    /// `samples`: every buffered sample, batched again; `additive`/`average`: each key's sum or
+    /// mean (float).
+    pub keys: Nest<B>,
+}
+
+/// nucleus7's BufferCallback: buffers samples over iterations and hands them on to the
+/// callbacks that read it when an `evaluate` flag is set or on the last iteration; on the
+/// other iterations those callbacks do not run.
+#[nucleotide(kind = CoordinatorCallback)]
+pub struct BufferCallback {
+    config: BufferCallbackConfig,
+    buffer: Buffer,
+}
+
+impl<B: Backend> Build<B> for BufferCallback {
+    type Config = BufferCallbackConfig;
+    type Input = ToBuffer<B>;
+    type Output = BufferedKeys<B>;
+    fn build(c: &BufferCallbackConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(BufferCallback {
+            config: c.clone(),
+            buffer: Buffer::new(c.buffer),
+        })
+    }
+}
+
+impl<B: Backend> CoordinatorCallback<B> for BufferCallback {
+    fn on_iteration_end(
+        &mut self,
+        input: ToBuffer<B>,
+        ctx: &CallbackContext,
+    ) -> Result<Option<BufferedKeys<B>>, BoxError> {
+        let evaluate = match &input.evaluate {
+            Some(flag) => flag
+                .0
+                .truth_values()
+                .map_err(|e| format!("`evaluate`: {e}"))?
+                .into_iter()
+                .any(|v| v),
+            None => false,
+        } || ctx.iteration.is_last;
+        let Some(buffered) =
+            self.buffer
+                .push_batch(&input.rest, &self.config.not_batch_keys, evaluate)?
+        else {
+            return Ok(None);
+        };
+        let device = Default::default();
+        let to_nest = |record: Record| -> Result<Nest<B>, BoxError> {
+            Ok(Nest::unflatten(record.into_iter().map(|(k, d)| {
+                (
+                    k,
+                    Nest::Tensor(crate::nest::AnyTensor::from_data(d, &device)),
+                )
+            }))?)
+        };
+        let (count, keys) = match buffered {
+            Buffered::Samples(records) if records.is_empty() => (0, Nest::map()),
+            Buffered::Samples(records) => {
+                let n = records.len();
+                let samples = records
+                    .into_iter()
+                    .map(to_nest)
+                    .collect::<Result<Vec<_>, _>>()?;
+                (n, crate::data::collate(samples, &device)?)
+            }
+            Buffered::Reduced(record, n) => (
+                n,
+                to_nest(
+                    record
+                        .into_iter()
+                        .map(|(k, d)| (k, d.convert::<f32>()))
+                        .collect(),
+                )?,
+            ),
+        };
+        Ok(Some(BufferedKeys {
+            buffered_samples: count as i64,
+            keys,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,10 +7,14 @@ pub mod file_list;
 pub mod files;
 pub mod image_files;
 pub mod order;
+pub mod pipe;
 pub mod records;
+pub mod records_reader;
 
 pub use batch::{BatchError, collate, concat, for_each_batch, stack};
 pub use file_list::{FileList, FileListConfig};
 pub use image_files::{ImageFiles, ImageFilesFeeder};
 pub use order::{BatchOrder, DataPosition};
+pub use pipe::{DataPipe, DataPipeFeeder, ImageReader, LabelReader, NpyReader};
 pub use records::{RecordsWriter, read_records};
+pub use records_reader::{Records, RecordsFeeder};

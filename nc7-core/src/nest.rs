@@ -636,6 +636,31 @@ impl<B: Backend> Nest<B> {
         }
     }
 
+    /// A flag's values: a boolean, a number (not zero is true) or a tensor's elements (any
+    /// kind; not zero is true). Anything else is an error describing it.
+    pub fn truth_values(&self) -> Result<Vec<bool>, String> {
+        match self {
+            Nest::Bool(b) => Ok(vec![*b]),
+            Nest::Int(v) => Ok(vec![*v != 0]),
+            Nest::Float(v) => Ok(vec![*v != 0.0]),
+            Nest::Tensor(t) => {
+                let data = t.clone().into_data()?;
+                if matches!(data.dtype, DType::Bool(_)) {
+                    data.to_vec::<bool>().map_err(|e| format!("{e:?}"))
+                } else {
+                    Ok(data
+                        .convert::<f64>()
+                        .to_vec::<f64>()
+                        .map_err(|e| format!("{e:?}"))?
+                        .into_iter()
+                        .map(|v| v != 0.0)
+                        .collect())
+                }
+            }
+            other => Err(format!("{} is not a flag", other.describe())),
+        }
+    }
+
     /// Builds a nest from flat keys. A level whose keys are all numbers becomes a list ordered
     /// by number and compacted (keys `1`, `2` give a list of two).
     pub fn unflatten<I, K>(flat: I) -> Result<Nest<B>, NestError>

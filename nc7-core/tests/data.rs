@@ -1,6 +1,8 @@
 //! Data files against the real tools: records shards read by the safetensors Python package,
 //! `.npy` files written by numpy read by nc7.
 
+mod support;
+
 #[path = "support/python.rs"]
 mod python;
 
@@ -216,4 +218,193 @@ fn the_file_list_command_writes_the_matched_list() {
         e.contains("the file list is empty") && e.contains("none/*.png"),
         "{e}"
     );
+}
+
+#[test]
+fn records_are_read_back_by_the_records_dataset_and_feeder() {
+    use nc7_core::{Kind, Nest, Registry};
+    type B = nc7_core::backend::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = RecordsWriter::new(dir.path(), 2).unwrap();
+    for i in 0..5i64 {
+        w.write(
+            "saved",
+            [
+                ("label".to_owned(), TensorData::new(vec![i], [1])),
+                (
+                    "box:corner".to_owned(),
+                    TensorData::new(vec![i as f32, 2.0 * i as f32], [2]),
+                ),
+            ]
+            .into(),
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+    let config = serde_json::json!({"shards": format!("{}/*.safetensors", dir.path().display())});
+    let registry = Registry::global();
+    let device = Default::default();
+    let reg = registry.resolve("Records", Some(Kind::Dataset)).unwrap();
+    let data = nc7_core::runtime::dataset::<B>(reg, "records", &config, &device).unwrap();
+    assert_eq!(data.len(), 5, "shards of 2, 2 and 1, read in order");
+    let values = |sample: &Nest<B>, key: &str| -> Vec<f64> {
+        let Some(Nest::Tensor(t)) = sample.get(key) else {
+            panic!("{key} in {sample:?}")
+        };
+        let data = t.clone().into_data().unwrap();
+        data.convert::<f64>().to_vec().unwrap()
+    };
+    let third = data.get(3).unwrap();
+    assert_eq!(values(&third, "label"), [3.0]);
+    assert_eq!(values(&third, "box:corner"), [3.0, 6.0], "nested again");
+
+    let reg = registry
+        .resolve("RecordsFeeder", Some(Kind::DataFeeder))
+        .unwrap();
+    let mut feeder = nc7_core::runtime::feeder::<B>(reg, "feed", &config, &device).unwrap();
+    let mut labels = Vec::new();
+    while let Some(s) = feeder.next_sample().unwrap() {
+        labels.extend(values(&s, "label"));
+    }
+    assert_eq!(labels, [0.0, 1.0, 2.0, 3.0, 4.0]);
+
+    let none =
+        serde_json::json!({"shards": format!("{}/nothing-*.safetensors", dir.path().display())});
+    let e = nc7_core::runtime::feeder::<B>(reg, "feed", &none, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("nothing-*.safetensors` matches no file"), "{e}");
+}
+
+#[derive(nc7_core::Generated)]
+pub struct Picture<B: burn::prelude::Backend> {
+    image: burn::tensor::Tensor<B, 3>,
+}
+
+#[derive(nc7_core::Incoming)]
+pub struct Label<B: burn::prelude::Backend> {
+    label: burn::tensor::Tensor<B, 1, burn::tensor::Int>,
+}
+
+#[derive(nc7_core::Generated)]
+pub struct Keep {
+    keep: bool,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+simple_nucleotide!(Invert, DataProcessor, Empty, Picture<B>, Picture<B>, {
+    fn process(&mut self, input: Picture<B>) -> Result<Picture<B>, nc7_core::BoxError> {
+        Ok(Picture {
+            image: input.image.neg().add_scalar(1.0),
+        })
+    }
+});
+
+simple_nucleotide!(NotOne, DataProcessor, Empty, Label<B>, Keep, {
+    fn process(&mut self, input: Label<B>) -> Result<Keep, nc7_core::BoxError> {
+        use burn::tensor::ElementConversion;
+        Ok(Keep {
+            keep: input.label.into_scalar().elem::<i64>() != 1,
+        })
+    }
+});
+
+#[test]
+fn data_pipes_read_process_and_filter_samples() {
+    use nc7_core::data::files::write_png;
+    use nc7_core::{Kind, Nest, Registry};
+    type B = nc7_core::backend::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for d in ["img", "lbl"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        write_png(
+            &root.join(format!("img/{name}.png")),
+            &TensorData::new(vec![i as f32 / 2.0; 6], [2, 3]),
+        )
+        .unwrap();
+        std::fs::write(root.join(format!("lbl/{name}.json")), i.to_string()).unwrap();
+    }
+    let glob = |d: &str, ext: &str| format!("{}/{d}/*.{ext}", root.display());
+    let config = serde_json::json!({
+        "file_list": {"file_names": {"image": glob("img", "png"), "label": glob("lbl", "json")}},
+        "readers": [
+            {"class_name": "ImageReader", "name": "read_image", "inbound_nodes": ["file_list"],
+             "incoming_keys_mapping": {"file_list": {"image": "path", "label": "_", "file_name": "_"}},
+             "color": "grey"},
+            {"class_name": "LabelReader", "name": "read_label", "inbound_nodes": ["file_list"],
+             "incoming_keys_mapping": {"file_list": {"label": "path", "image": "_", "file_name": "_"}}}
+        ],
+        "processors": [{"class_name": "Invert", "name": "invert", "inbound_nodes": ["read_image"]}],
+        "filters": [{"class_name": "NotOne", "name": "not_one", "inbound_nodes": ["read_label"]}]
+    });
+    let registry = Registry::global();
+    let device = Default::default();
+    let reg = registry.resolve("DataPipe", Some(Kind::Dataset)).unwrap();
+    let data = nc7_core::runtime::dataset::<B>(reg, "pipe", &config, &device).unwrap();
+    assert_eq!(data.len(), 2, "the filter drops `b` (label 1)");
+    let c = data.get(1).unwrap();
+    assert!(matches!(c.get("file_name"), Some(Nest::Str(s)) if s == "c"));
+    let Some(Nest::Tensor(image)) = c.get("image") else {
+        panic!("{c:?}")
+    };
+    assert_eq!(image.shape().to_vec(), [1, 2, 3]);
+    let v: Vec<f32> = image.clone().into_data().unwrap().to_vec().unwrap();
+    assert_eq!(
+        v, [0.0; 6],
+        "the processor's image (1 - 1.0) replaced the reader's"
+    );
+    let Some(Nest::Tensor(label)) = c.get("label") else {
+        panic!("{c:?}")
+    };
+    assert_eq!(
+        label.clone().into_data().unwrap().to_vec::<i64>().unwrap(),
+        [2]
+    );
+
+    let reg = registry
+        .resolve("DataPipeFeeder", Some(Kind::DataFeeder))
+        .unwrap();
+    let mut feeder = nc7_core::runtime::feeder::<B>(reg, "feed", &config, &device).unwrap();
+    let mut names = Vec::new();
+    while let Some(s) = feeder.next_sample().unwrap() {
+        let Some(Nest::Str(n)) = s.get("file_name") else {
+            panic!("{s:?}")
+        };
+        names.push(n.clone());
+    }
+    assert_eq!(names, ["a", "c"]);
+
+    // Problems of the pipe's own nucleotides are build errors naming them.
+    let mut bad = config.clone();
+    bad["readers"][0]["class_name"] = "ImageReeder".into();
+    bad["filters"][0]["inbound_nodes"] = serde_json::json!(["invert"]);
+    let reg = registry.resolve("DataPipe", Some(Kind::Dataset)).unwrap();
+    let e = nc7_core::runtime::dataset::<B>(reg, "pipe", &bad, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("the data pipe's nucleotides have problems"),
+        "{e}"
+    );
+    assert!(
+        e.contains("ImageReeder") && e.contains("ImageReader"),
+        "{e}"
+    );
+    // A filter that generates no `keep`.
+    let mut no_keep = config.clone();
+    no_keep["filters"][0] =
+        serde_json::json!({"class_name": "Invert", "name": "f", "inbound_nodes": ["read_image"]});
+    let e = nc7_core::runtime::dataset::<B>(reg, "pipe", &no_keep, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("filter `f` gave nothing for `keep`"), "{e}");
 }

@@ -530,6 +530,26 @@ fn runs_a_saved_model_over_images_threaded_and_in_one_thread_alike() {
         "{out_of_range}"
     );
 
+    // The same images through a data pipe (an image reader in a DataPipeFeeder) give the
+    // same results.
+    let feeder_file = root.join("inference/configs/datafeeder.json");
+    let feeder = fs::read_to_string(&feeder_file).unwrap();
+    fs::write(
+        &feeder_file,
+        format!(
+            r#"{{"class_name": "DataPipeFeeder", "name": "images",
+                "file_list": {{"file_names": {{"image": "{}/data/images/*.png"}}}},
+                "readers": [{{"class_name": "ImageReader", "name": "read", "color": "grey",
+                              "inbound_nodes": ["file_list"],
+                              "incoming_keys_mapping": {{"file_list": {{"image": "path", "file_name": "_"}}}}}}]}}"#,
+            root.display()
+        ),
+    )
+    .unwrap();
+    let piped = run(root, InferOptions::default()).unwrap();
+    assert_eq!(log_lines(&piped.run.dir), lines);
+    fs::write(&feeder_file, feeder).unwrap();
+
     // A callback can stop the run.
     write(
         root,
@@ -739,4 +759,129 @@ fn bad_inputs_are_clear_errors_and_keep_what_was_written() {
     let e = err(InferOptions::default());
     assert!(e.contains("no saved model in"), "{e}");
     assert!(e.contains("train the project first"), "{e}");
+}
+
+#[derive(Incoming)]
+pub struct Buffered<B: Backend> {
+    buffered_samples: i64,
+    keys: nc7_core::Nest<B>,
+}
+
+/// `Dump`'s config.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DumpConfig {
+    /// The file in the results folder.
+    file: String,
+}
+
+/// Appends one line per call: iteration, buffered samples, then each key's shape and values.
+#[nucleotide(kind = CoordinatorCallback)]
+pub struct Dump {
+    file: String,
+}
+
+impl<B: Backend> Build<B> for Dump {
+    type Config = DumpConfig;
+    type Input = Buffered<B>;
+    type Output = NoKeys;
+    fn build(c: &DumpConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(Dump {
+            file: c.file.clone(),
+        })
+    }
+}
+
+impl<B: Backend> CoordinatorCallback<B> for Dump {
+    fn on_iteration_end(
+        &mut self,
+        input: Buffered<B>,
+        ctx: &CallbackContext,
+    ) -> Result<Option<NoKeys>, BoxError> {
+        use std::io::Write;
+        let mut line = format!("{} {}", ctx.iteration.iteration, input.buffered_samples);
+        for (key, value) in input.keys.flatten() {
+            let nc7_core::Nest::Tensor(t) = value else {
+                continue;
+            };
+            let shape = t.shape().to_vec();
+            let data = t.clone().into_data()?.convert::<f64>();
+            let values: Vec<String> = data
+                .to_vec::<f64>()
+                .unwrap()
+                .iter()
+                .map(|v| format!("{v:.3}"))
+                .collect();
+            line.push_str(&format!(" {key} {shape:?} [{}]", values.join(",")));
+        }
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(ctx.log_dir.join(&self.file))?;
+        writeln!(f, "{line}")?;
+        Ok(Some(NoKeys))
+    }
+}
+
+#[test]
+fn buffer_callbacks_hand_on_what_they_buffered() {
+    let dir = trained_project();
+    let root = dir.path();
+    write(
+        root,
+        &[
+            ("inference/configs/callbacks/pictures.json", "[]"),
+            ("inference/configs/callbacks/records.json", "[]"),
+            (
+                "inference/configs/callbacks/buffers.json",
+                r#"[
+                  {"class_name": "BufferCallback", "name": "mean", "buffer": "average",
+                   "inbound_nodes": ["brightness"],
+                   "incoming_keys_mapping": {"brightness": {"picture": "_"}}},
+                  {"class_name": "BufferCallback", "name": "all", "inbound_nodes": ["decide", "brightness"],
+                   "incoming_keys_mapping": {"brightness": {"picture": "_"}}},
+                  {"class_name": "BufferCallback", "name": "flagged",
+                   "inbound_nodes": ["decide", "brightness"],
+                   "incoming_keys_mapping": {"decide": {"class": "evaluate"},
+                                             "brightness": {"picture": "_"}}},
+                  {"class_name": "Dump", "name": "dump_mean", "inbound_nodes": ["mean"], "file": "mean.txt"},
+                  {"class_name": "Dump", "name": "dump_all", "inbound_nodes": ["all"], "file": "all.txt"},
+                  {"class_name": "Dump", "name": "dump_flagged", "inbound_nodes": ["flagged"], "file": "flagged.txt"}
+                ]"#,
+            ),
+        ],
+    );
+    let r = run(root, InferOptions::default()).unwrap();
+    let read = |f: &str| fs::read_to_string(r.run.results.join(f)).unwrap();
+    // Without a flag: handed on once, on the last iteration, with all 12 samples.
+    let values = |line: &str, key: &str| -> Vec<f64> {
+        let after = line.split(&format!(" {key} ")).nth(1).unwrap();
+        let list = after.split('[').nth(2).unwrap().split(']').next().unwrap();
+        list.split(',').map(|v| v.parse().unwrap()).collect()
+    };
+    let all = read("all.txt");
+    assert_eq!(all.lines().count(), 1, "{all}");
+    assert!(all.starts_with("3 12 class [12] ["), "{all}");
+    assert_eq!(
+        values(&all, "class"),
+        [0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    );
+    assert!(all.contains(" logits [12, 2] ["), "{all}");
+    // The average buffer's mean is the mean of every buffered sample's logits.
+    let logits = values(&all, "logits");
+    let mean = read("mean.txt");
+    assert!(mean.starts_with("3 12 logits [2] ["), "{mean}");
+    let expected: Vec<f64> = (0..2)
+        .map(|j| (0..12).map(|i| logits[i * 2 + j]).sum::<f64>() / 12.0)
+        .collect();
+    for (m, e) in values(&mean, "logits").iter().zip(&expected) {
+        assert!((m - e).abs() < 0.002, "{mean} vs {expected:?}");
+    }
+    // With a flag (the batch has a class 1): handed on every iteration, then emptied.
+    let flagged = read("flagged.txt");
+    let counts: Vec<&str> = flagged
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
+    assert_eq!(counts, ["5", "5", "2"], "{flagged}");
 }

@@ -1,0 +1,488 @@
+//! Data pipes: a file list whose samples run through DataReader and DataProcessor nucleotides
+//! (a small DNA helix of their own), with filters that drop samples; as a Dataset
+//! (`DataPipe`) or a DataFeeder (`DataPipeFeeder`).
+//!
+//! ```json
+//! {"class_name": "DataPipe", "name": "train_data",
+//!  "file_list": {"file_names": {"image": "data/images/*.png", "label": "data/labels/*.json"}},
+//!  "readers": [
+//!    {"class_name": "ImageReader", "name": "image", "inbound_nodes": ["file_list"],
+//!     "incoming_keys_mapping": {"file_list": {"image": "path", "label": "_"}}, "color": "grey"},
+//!    {"class_name": "LabelReader", "name": "label", "inbound_nodes": ["file_list"],
+//!     "incoming_keys_mapping": {"file_list": {"label": "path", "image": "_"}}}],
+//!  "processors": [],
+//!  "filters": []}
+//! ```
+//!
+//! Each sample starts as the node `file_list`: its files' paths by key (strings) and
+//! `file_name` (the match name). Readers run first, then processors, each fed by its inbound
+//! nodes through its key mapping, as in any helix. The sample is `file_name` and every key the
+//! readers and processors generate (a later nucleotide's key replaces an earlier one's).
+//! A **filter** is a DataProcessor that generates a boolean `keep`; a sample any filter does
+//! not keep is dropped (filters are AND-ed). A `DataPipe` runs every sample through the filters
+//! when it is built, to know its length; a `DataPipeFeeder` filters as it goes.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use burn::prelude::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::file_list::{FileList, FileListConfig};
+use super::files::{Color, read_image, read_npy};
+use super::image_files::read_label;
+use crate::config::{Layered, NucleotideSection, RunType, SectionShape, Source, Sources, Tagged};
+use crate::diagnostic::Diagnostics;
+use crate::dna::NodeSpec;
+use crate::gene::{DATA_PIPE_GENES, Kind};
+use crate::glue::AnyValue;
+use crate::handler::GeneHandler;
+use crate::keys::Signature;
+use crate::model::Part;
+use crate::nest::Nest;
+use crate::nucleotide::{DataFeeder, DataReader, Dataset, Mode};
+use crate::registry::Registry;
+use crate::runtime::{self, DynStep};
+use crate::{BoxError, Build, Generated, Incoming, NoKeys, nucleotide};
+
+/// The node name under which a pipe's samples start.
+pub const FILE_LIST_NODE: &str = "file_list";
+/// The key a filter generates.
+pub const KEEP_KEY: &str = "keep";
+
+/// `DataPipe` and `DataPipeFeeder`'s config.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DataPipeConfig {
+    /// Where samples start.
+    pub file_list: FileListConfig,
+    /// DataReader configs (`class_name`, `name`, `inbound_nodes`, mapping, own fields).
+    #[serde(default)]
+    pub readers: Vec<Value>,
+    /// DataProcessor configs.
+    #[serde(default)]
+    pub processors: Vec<Value>,
+    /// DataProcessor configs that each generate a boolean `keep`.
+    #[serde(default)]
+    pub filters: Vec<Value>,
+}
+
+/// A sample out of a pipe: `file_name` and what the readers and processors generated.
+#[derive(Generated)]
+pub struct PipeSample<B: Backend> {
+    /// The match name of the sample's files.
+    pub file_name: String,
+    /// Every generated key.
+    pub keys: Nest<B>,
+}
+
+const SECTIONS: [NucleotideSection; 3] = [
+    NucleotideSection {
+        key: "readers",
+        kinds: &[Kind::DataReader],
+        shape: SectionShape::List,
+    },
+    NucleotideSection {
+        key: "processors",
+        kinds: &[Kind::DataProcessor],
+        shape: SectionShape::List,
+    },
+    NucleotideSection {
+        key: "filters",
+        kinds: &[Kind::DataProcessor],
+        shape: SectionShape::List,
+    },
+];
+
+/// A pipe's nucleotides, built.
+struct Pipe<B: Backend> {
+    list: FileList,
+    handler: Option<GeneHandler>,
+    steps: BTreeMap<String, Box<dyn DynStep<B>>>,
+    /// Readers and processors in config order (whose keys make the sample).
+    makers: Vec<String>,
+    filters: Vec<String>,
+}
+
+fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe<B>, BoxError> {
+    let list = FileList::build(&c.file_list, std::path::Path::new("."))?;
+    let mut sources = Sources::default();
+    let source = sources.add(Source::Builtin);
+    let mut layered = Layered {
+        run: RunType::Train,
+        tree: Tagged::new(
+            &serde_json::json!({
+                "readers": c.readers, "processors": c.processors, "filters": c.filters
+            }),
+            source,
+        ),
+        sources,
+    };
+    let registry = Registry::global();
+    let mut diags = Diagnostics::default();
+    let entries =
+        crate::config::complete_nucleotides(&mut layered, &SECTIONS, registry, &mut diags);
+    let parts = if diags.has_errors() {
+        None
+    } else {
+        Some(Part::from_entries(&entries)?)
+    };
+    let mut nodes = Vec::new();
+    for (e, p) in entries.iter().zip(parts.iter().flatten()) {
+        let common = e
+            .common
+            .as_ref()
+            .expect("resolved entries have common fields");
+        nodes.push(
+            NodeSpec::new(p.name.clone(), p.kind, (p.registration.signature)())
+                .inbound(common.inbound_nodes.iter().cloned())
+                .mapping(common.mapping.clone()),
+        );
+    }
+    let handler = if nodes.is_empty() {
+        None
+    } else {
+        let start = NodeSpec::new(
+            FILE_LIST_NODE,
+            Kind::DataFeeder,
+            Signature::default().with_dynamic_generated(),
+        );
+        match GeneHandler::new("data_pipe", DATA_PIPE_GENES, vec![start], nodes) {
+            Ok(h) => Some(h),
+            Err(more) => {
+                diags.0.extend(more.0);
+                None
+            }
+        }
+    };
+    if diags.has_errors() {
+        return Err(format!("the data pipe's nucleotides have problems:\n{diags}").into());
+    }
+    let parts = parts.unwrap_or_default();
+    let mut steps = BTreeMap::new();
+    for p in &parts {
+        steps.insert(
+            p.name.clone(),
+            runtime::step::<B>(p.registration, &p.name, &p.config, device)?,
+        );
+    }
+    let filters: Vec<String> = entries
+        .iter()
+        .filter(|e| e.section == "filters")
+        .map(|e| e.name().to_owned())
+        .collect();
+    let makers = entries
+        .iter()
+        .filter(|e| e.section != "filters")
+        .map(|e| e.name().to_owned())
+        .collect();
+    Ok(Pipe {
+        list,
+        handler,
+        steps,
+        makers,
+        filters,
+    })
+}
+
+impl<B: Backend> Pipe<B> {
+    /// Sample `index` through the pipe; `None` when a filter drops it.
+    fn sample(&mut self, index: usize) -> Result<Option<PipeSample<B>>, BoxError> {
+        let (name, files) = self
+            .list
+            .samples
+            .get(index)
+            .ok_or_else(|| format!("sample {index} of {}", self.list.len()))?;
+        let mut start = Nest::map();
+        for (key, path) in files {
+            start.insert(key, Nest::Str(path.display().to_string()))?;
+        }
+        start.insert("file_name", Nest::Str(name.clone()))?;
+        let Some(handler) = &self.handler else {
+            return Ok(Some(PipeSample {
+                file_name: name.clone(),
+                keys: Nest::map(),
+            }));
+        };
+        let steps = &mut self.steps;
+        let mut outputs = handler
+            .run(vec![Some(start)], |node, input| {
+                match steps.get_mut(&node.spec.name) {
+                    Some(s) => s.run(input, Mode::Infer).map(Some),
+                    None => Err(format!("nucleotide `{}` was not built", node.spec.name).into()),
+                }
+            })
+            .map_err(|e| format!("sample `{name}`: {e}"))?;
+        for f in &self.filters {
+            let keep = match outputs.get(f).and_then(|o| o.get(KEEP_KEY)) {
+                Some(flag) => flag
+                    .truth_values()
+                    .map_err(|e| format!("filter `{f}`: `{KEEP_KEY}`: {e}"))?
+                    .into_iter()
+                    .all(|v| v),
+                None => {
+                    return Err(format!(
+                        "filter `{f}` gave nothing for `{KEEP_KEY}`; a filter generates a boolean `{KEEP_KEY}`"
+                    )
+                    .into());
+                }
+            };
+            if !keep {
+                return Ok(None);
+            }
+        }
+        let mut keys = Nest::map();
+        for m in &self.makers {
+            if let Some(Nest::Map(out)) = outputs.take(m) {
+                for (k, v) in out {
+                    keys.insert(&k, v)?;
+                }
+            }
+        }
+        Ok(Some(PipeSample {
+            file_name: name.clone(),
+            keys,
+        }))
+    }
+}
+
+/// A file list through readers, processors and filters, as a dataset.
+#[nucleotide(kind = Dataset)]
+pub struct DataPipe {
+    /// The pipe, behind a lock: nucleotides run with `&mut self`, a dataset is read with `&self`.
+    pipe: Mutex<Pipe<crate::backend::Cpu>>,
+    /// The file-list samples the filters keep.
+    kept: Vec<usize>,
+}
+
+impl<B: Backend> Build<B> for DataPipe {
+    type Config = DataPipeConfig;
+    type Input = NoKeys;
+    type Output = PipeSample<B>;
+    fn build(c: &DataPipeConfig, _: &B::Device) -> Result<Self, BoxError> {
+        let mut pipe = build_pipe::<crate::backend::Cpu>(c, &Default::default())?;
+        let kept = if pipe.filters.is_empty() {
+            (0..pipe.list.len()).collect()
+        } else {
+            let mut kept = Vec::new();
+            for i in 0..pipe.list.len() {
+                if pipe.sample(i)?.is_some() {
+                    kept.push(i);
+                }
+            }
+            if kept.is_empty() {
+                return Err(format!(
+                    "the filters keep none of the {} samples of the file list",
+                    pipe.list.len()
+                )
+                .into());
+            }
+            kept
+        };
+        Ok(DataPipe {
+            pipe: Mutex::new(pipe),
+            kept,
+        })
+    }
+}
+
+impl<B: Backend> Dataset<B> for DataPipe {
+    fn len(&self) -> usize {
+        self.kept.len()
+    }
+    fn get(&self, index: usize) -> Result<PipeSample<B>, BoxError> {
+        let i = *self
+            .kept
+            .get(index)
+            .ok_or_else(|| format!("sample {index} of {}", self.kept.len()))?;
+        let mut pipe = self.pipe.lock().unwrap_or_else(|p| p.into_inner());
+        let s = pipe.sample(i)?.ok_or_else(|| {
+            format!("sample {index} was kept by the filters at build but not now")
+        })?;
+        Ok(PipeSample {
+            file_name: s.file_name,
+            keys: move_nest::<B>(s.keys)?,
+        })
+    }
+}
+
+/// The pipe's tensors, read on the CPU backend, on the backend `B` of the caller (moved only
+/// when `B` is another backend).
+fn move_nest<B: Backend>(nest: Nest<crate::backend::Cpu>) -> Result<Nest<B>, BoxError> {
+    let any: Box<dyn std::any::Any> = Box::new(nest);
+    let nest = match any.downcast::<Nest<B>>() {
+        Ok(same) => return Ok(*same),
+        Err(any) => *any
+            .downcast::<Nest<crate::backend::Cpu>>()
+            .expect("boxed above"),
+    };
+    let device = Default::default();
+    Ok(match nest {
+        Nest::Map(m) => Nest::Map(
+            m.into_iter()
+                .map(|(k, v)| Ok((k, move_nest::<B>(v)?)))
+                .collect::<Result<_, BoxError>>()?,
+        ),
+        Nest::List(l) => Nest::List(
+            l.into_iter()
+                .map(move_nest::<B>)
+                .collect::<Result<_, _>>()?,
+        ),
+        Nest::Tensor(t) => Nest::Tensor(crate::nest::AnyTensor::from_data(t.into_data()?, &device)),
+        Nest::Float(v) => Nest::Float(v),
+        Nest::Int(v) => Nest::Int(v),
+        Nest::Bool(v) => Nest::Bool(v),
+        Nest::Str(s) => Nest::Str(s),
+    })
+}
+
+/// A file list through readers, processors and filters, for inference.
+#[nucleotide(kind = DataFeeder)]
+pub struct DataPipeFeeder {
+    pipe: Pipe<crate::backend::Cpu>,
+    next: usize,
+}
+
+impl<B: Backend> Build<B> for DataPipeFeeder {
+    type Config = DataPipeConfig;
+    type Input = NoKeys;
+    type Output = PipeSample<B>;
+    fn build(c: &DataPipeConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(DataPipeFeeder {
+            pipe: build_pipe(c, &Default::default())?,
+            next: 0,
+        })
+    }
+}
+
+impl<B: Backend> DataFeeder<B> for DataPipeFeeder {
+    fn next_sample(&mut self) -> Result<Option<PipeSample<B>>, BoxError> {
+        while self.next < self.pipe.list.len() {
+            self.next += 1;
+            if let Some(s) = self.pipe.sample(self.next - 1)? {
+                return Ok(Some(PipeSample {
+                    file_name: s.file_name,
+                    keys: move_nest::<B>(s.keys)?,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+// ---- built-in readers ----
+
+/// A file path: what the readers read.
+#[derive(Incoming)]
+pub struct FilePath {
+    /// The file.
+    pub path: String,
+}
+
+/// `ImageReader`'s config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageReaderConfig {
+    /// `rgb` (default) or `grey`.
+    #[serde(default)]
+    pub color: Color,
+}
+
+/// An image read from a file.
+#[derive(Generated)]
+pub struct ReadImage<B: Backend> {
+    /// `[C, H, W]` in `[0, 1]`.
+    pub image: Tensor<B, 3>,
+}
+
+/// Reads a PNG or JPEG file into `image` (`[C, H, W]` in `[0, 1]`).
+#[nucleotide(kind = DataReader)]
+pub struct ImageReader {
+    color: Color,
+}
+
+impl<B: Backend> Build<B> for ImageReader {
+    type Config = ImageReaderConfig;
+    type Input = FilePath;
+    type Output = ReadImage<B>;
+    fn build(c: &ImageReaderConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(ImageReader { color: c.color })
+    }
+}
+
+impl<B: Backend> DataReader<B> for ImageReader {
+    fn read(&mut self, input: FilePath) -> Result<ReadImage<B>, BoxError> {
+        let data = read_image(std::path::Path::new(&input.path), self.color)?;
+        Ok(ReadImage {
+            image: Tensor::from_data(data, &Default::default()),
+        })
+    }
+}
+
+/// An empty config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoConfig {}
+
+/// A class index read from a file.
+#[derive(Generated)]
+pub struct ReadLabel<B: Backend> {
+    /// `[1]`.
+    pub label: Tensor<B, 1, Int>,
+}
+
+/// Reads a JSON file holding a class index (or `{"label": index}`) into `label`.
+#[nucleotide(kind = DataReader)]
+pub struct LabelReader;
+
+impl<B: Backend> Build<B> for LabelReader {
+    type Config = NoConfig;
+    type Input = FilePath;
+    type Output = ReadLabel<B>;
+    fn build(_: &NoConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(LabelReader)
+    }
+}
+
+impl<B: Backend> DataReader<B> for LabelReader {
+    fn read(&mut self, input: FilePath) -> Result<ReadLabel<B>, BoxError> {
+        let label = read_label(std::path::Path::new(&input.path))?;
+        Ok(ReadLabel {
+            label: Tensor::from_data(TensorData::new(vec![label], [1]), &Default::default()),
+        })
+    }
+}
+
+/// An array read from a file.
+#[derive(Generated)]
+pub struct ReadArray<B: Backend> {
+    /// The array, with the file's dtype and shape.
+    pub array: AnyValue<B>,
+}
+
+/// Reads a `.npy` file into `array`.
+#[nucleotide(kind = DataReader)]
+pub struct NpyReader;
+
+impl<B: Backend> Build<B> for NpyReader {
+    type Config = NoConfig;
+    type Input = FilePath;
+    type Output = ReadArray<B>;
+    fn build(_: &NoConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(NpyReader)
+    }
+}
+
+impl<B: Backend> DataReader<B> for NpyReader {
+    fn read(&mut self, input: FilePath) -> Result<ReadArray<B>, BoxError> {
+        let data = read_npy(std::path::Path::new(&input.path))?;
+        Ok(ReadArray {
+            array: AnyValue(Nest::Tensor(crate::nest::AnyTensor::from_data(
+                data,
+                &Default::default(),
+            ))),
+        })
+    }
+}
