@@ -15,6 +15,6 @@ pub use batch::{BatchError, collate, concat, for_each_batch, stack};
 pub use file_list::{FileList, FileListConfig};
 pub use image_files::{ImageFiles, ImageFilesFeeder};
 pub use order::{BatchOrder, DataPosition};
-pub use pipe::{DataPipe, DataPipeFeeder, ImageReader, LabelReader, NpyReader};
+pub use pipe::{CsvReader, DataPipe, DataPipeFeeder, ImageReader, LabelReader, NpyReader};
 pub use records::{RecordsWriter, read_records};
 pub use records_reader::{Records, RecordsFeeder};

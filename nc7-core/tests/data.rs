@@ -331,6 +331,11 @@ fn data_pipes_read_process_and_filter_samples() {
         .unwrap();
         std::fs::write(root.join(format!("lbl/{name}.json")), i.to_string()).unwrap();
     }
+    std::fs::write(
+        root.join("table.csv"),
+        "file_name,weight,tag,count\na,0.5,x,1\nb,1.5,y,2\nc,2.5,z,3\n",
+    )
+    .unwrap();
     let glob = |d: &str, ext: &str| format!("{}/{d}/*.{ext}", root.display());
     let config = serde_json::json!({
         "file_list": {"file_names": {"image": glob("img", "png"), "label": glob("lbl", "json")}},
@@ -339,7 +344,10 @@ fn data_pipes_read_process_and_filter_samples() {
              "incoming_keys_mapping": {"file_list": {"image": "path", "label": "_", "file_name": "_"}},
              "color": "grey"},
             {"class_name": "LabelReader", "name": "read_label", "inbound_nodes": ["file_list"],
-             "incoming_keys_mapping": {"file_list": {"label": "path", "image": "_", "file_name": "_"}}}
+             "incoming_keys_mapping": {"file_list": {"label": "path", "image": "_", "file_name": "_"}}},
+            {"class_name": "CsvReader", "name": "table", "inbound_nodes": ["file_list"],
+             "incoming_keys_mapping": {"file_list": {"label": "_", "image": "_"}},
+             "file": root.join("table.csv").display().to_string()}
         ],
         "processors": [{"class_name": "Invert", "name": "invert", "inbound_nodes": ["read_image"]}],
         "filters": [{"class_name": "NotOne", "name": "not_one", "inbound_nodes": ["read_label"]}]
@@ -366,6 +374,22 @@ fn data_pipes_read_process_and_filter_samples() {
     assert_eq!(
         label.clone().into_data().unwrap().to_vec::<i64>().unwrap(),
         [2]
+    );
+    // The CSV row of `c`: a float, a string and an integer column.
+    let Some(Nest::Tensor(weight)) = c.get("weight") else {
+        panic!("{c:?}")
+    };
+    assert_eq!(
+        weight.clone().into_data().unwrap().to_vec::<f32>().unwrap(),
+        [2.5]
+    );
+    assert!(matches!(c.get("tag"), Some(Nest::Str(t)) if t == "z"));
+    let Some(Nest::Tensor(count)) = c.get("count") else {
+        panic!("{c:?}")
+    };
+    assert_eq!(
+        count.clone().into_data().unwrap().to_vec::<i64>().unwrap(),
+        [3]
     );
 
     let reg = registry
@@ -398,6 +422,21 @@ fn data_pipes_read_process_and_filter_samples() {
         e.contains("ImageReeder") && e.contains("ImageReader"),
         "{e}"
     );
+    // A CSV column that is not there; a sample without a row.
+    let mut no_column = config.clone();
+    no_column["readers"][2]["columns"] = serde_json::json!(["wieght"]);
+    let e = nc7_core::runtime::dataset::<B>(reg, "pipe", &no_column, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("has no column `wieght` (it has `file_name`, `weight`, `tag`, `count`)"),
+        "{e}"
+    );
+    std::fs::write(root.join("table.csv"), "file_name,weight\na,0.5\n").unwrap();
+    let partial = nc7_core::runtime::dataset::<B>(reg, "pipe", &config, &device).unwrap();
+    let e = partial.get(1).err().unwrap().to_string();
+    assert!(e.contains("has no row whose `file_name` is `c`"), "{e}");
     // A filter that generates no `keep`.
     let mut no_keep = config.clone();
     no_keep["filters"][0] =

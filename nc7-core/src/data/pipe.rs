@@ -20,7 +20,8 @@
 //! readers and processors generate (a later nucleotide's key replaces an earlier one's).
 //! A **filter** is a DataProcessor that generates a boolean `keep`; a sample any filter does
 //! not keep is dropped (filters are AND-ed). A `DataPipe` runs every sample through the filters
-//! when it is built, to know its length; a `DataPipeFeeder` filters as it goes.
+//! (and only what they read) when it is built, to know its length; a `DataPipeFeeder` filters
+//! as it goes.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -104,6 +105,9 @@ struct Pipe<B: Backend> {
     /// Readers and processors in config order (whose keys make the sample).
     makers: Vec<String>,
     filters: Vec<String>,
+    /// The filters and every nucleotide they read, directly or not: all that runs to decide
+    /// whether a sample is kept.
+    filter_inputs: std::collections::BTreeSet<String>,
 }
 
 fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe<B>, BoxError> {
@@ -178,18 +182,38 @@ fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe
         .filter(|e| e.section != "filters")
         .map(|e| e.name().to_owned())
         .collect();
+    let mut filter_inputs = std::collections::BTreeSet::new();
+    let mut todo: Vec<String> = filters.clone();
+    while let Some(name) = todo.pop() {
+        if !filter_inputs.insert(name.clone()) {
+            continue;
+        }
+        if let Some(common) = entries
+            .iter()
+            .find(|e| e.name() == name)
+            .and_then(|e| e.common.as_ref())
+        {
+            todo.extend(common.inbound_nodes.iter().cloned());
+        }
+    }
     Ok(Pipe {
         list,
         handler,
         steps,
         makers,
         filters,
+        filter_inputs,
     })
 }
 
 impl<B: Backend> Pipe<B> {
-    /// Sample `index` through the pipe; `None` when a filter drops it.
-    fn sample(&mut self, index: usize) -> Result<Option<PipeSample<B>>, BoxError> {
+    /// Sample `index` through the pipe; `None` when a filter drops it. With `only_filters`,
+    /// only what the filters need runs (the sample's keys are then incomplete).
+    fn sample(
+        &mut self,
+        index: usize,
+        only_filters: bool,
+    ) -> Result<Option<PipeSample<B>>, BoxError> {
         let (name, files) = self
             .list
             .samples
@@ -207,8 +231,12 @@ impl<B: Backend> Pipe<B> {
             }));
         };
         let steps = &mut self.steps;
+        let needed = &self.filter_inputs;
         let mut outputs = handler
             .run(vec![Some(start)], |node, input| {
+                if only_filters && !needed.contains(&node.spec.name) {
+                    return Ok(None);
+                }
                 match steps.get_mut(&node.spec.name) {
                     Some(s) => s.run(input, Mode::Infer).map(Some),
                     None => Err(format!("nucleotide `{}` was not built", node.spec.name).into()),
@@ -268,7 +296,7 @@ impl<B: Backend> Build<B> for DataPipe {
         } else {
             let mut kept = Vec::new();
             for i in 0..pipe.list.len() {
-                if pipe.sample(i)?.is_some() {
+                if pipe.sample(i, true)?.is_some() {
                     kept.push(i);
                 }
             }
@@ -298,7 +326,7 @@ impl<B: Backend> Dataset<B> for DataPipe {
             .get(index)
             .ok_or_else(|| format!("sample {index} of {}", self.kept.len()))?;
         let mut pipe = self.pipe.lock().unwrap_or_else(|p| p.into_inner());
-        let s = pipe.sample(i)?.ok_or_else(|| {
+        let s = pipe.sample(i, false)?.ok_or_else(|| {
             format!("sample {index} was kept by the filters at build but not now")
         })?;
         Ok(PipeSample {
@@ -361,7 +389,7 @@ impl<B: Backend> DataFeeder<B> for DataPipeFeeder {
     fn next_sample(&mut self) -> Result<Option<PipeSample<B>>, BoxError> {
         while self.next < self.pipe.list.len() {
             self.next += 1;
-            if let Some(s) = self.pipe.sample(self.next - 1)? {
+            if let Some(s) = self.pipe.sample(self.next - 1, false)? {
                 return Ok(Some(PipeSample {
                     file_name: s.file_name,
                     keys: move_nest::<B>(s.keys)?,
@@ -484,5 +512,151 @@ impl<B: Backend> DataReader<B> for NpyReader {
                 &Default::default(),
             ))),
         })
+    }
+}
+
+/// `CsvReader`'s config.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CsvReaderConfig {
+    /// The CSV file, with a header row.
+    pub file: String,
+    /// The column holding each row's match name (the sample's `file_name`).
+    #[serde(default = "file_name_column")]
+    pub match_column: String,
+    /// The columns to read; every other column when empty.
+    #[serde(default)]
+    pub columns: Vec<String>,
+}
+
+fn file_name_column() -> String {
+    "file_name".into()
+}
+
+/// A sample's match name: what `CsvReader` looks rows up by.
+#[derive(Incoming)]
+pub struct MatchName {
+    /// The match name.
+    pub file_name: String,
+}
+
+/// A CSV row's values.
+#[derive(Generated)]
+pub struct CsvRow<B: Backend> {
+    /// One key per column: integers as int tensors `[1]`, other numbers as float tensors `[1]`,
+    /// anything else as a string.
+    pub columns: Nest<B>,
+}
+
+/// A CSV cell, parsed.
+#[derive(Debug, Clone)]
+enum Cell {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// Reads per-sample values (labels, weights, tags) from one CSV table, by the sample's
+/// `file_name` in `match_column`.
+#[nucleotide(kind = DataReader)]
+pub struct CsvReader {
+    file: String,
+    match_column: String,
+    rows: BTreeMap<String, Vec<(String, Cell)>>,
+}
+
+impl<B: Backend> Build<B> for CsvReader {
+    type Config = CsvReaderConfig;
+    type Input = MatchName;
+    type Output = CsvRow<B>;
+    fn build(c: &CsvReaderConfig, _: &B::Device) -> Result<Self, BoxError> {
+        let mut reader = csv::Reader::from_path(&c.file)
+            .map_err(|e| format!("cannot read CSV file {}: {e}", c.file))?;
+        let headers: Vec<String> = reader
+            .headers()
+            .map_err(|e| format!("{}: {e}", c.file))?
+            .iter()
+            .map(str::to_owned)
+            .collect();
+        let position = |name: &str| {
+            headers.iter().position(|h| h == name).ok_or_else(|| {
+                format!(
+                    "{} has no column `{name}` (it has {})",
+                    c.file,
+                    crate::suggest::list(&headers)
+                )
+            })
+        };
+        let key = position(&c.match_column)?;
+        let columns: Vec<(String, usize)> = if c.columns.is_empty() {
+            headers
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != key)
+                .map(|(i, h)| (h.clone(), i))
+                .collect()
+        } else {
+            c.columns
+                .iter()
+                .map(|name| Ok((name.clone(), position(name)?)))
+                .collect::<Result<_, String>>()?
+        };
+        let mut rows = BTreeMap::new();
+        for (line, record) in reader.records().enumerate() {
+            let record = record.map_err(|e| format!("{}: {e}", c.file))?;
+            let cell = |i: usize| record.get(i).unwrap_or("").trim();
+            let values = columns
+                .iter()
+                .map(|(name, i)| {
+                    let text = cell(*i);
+                    let value = match (text.parse::<i64>(), text.parse::<f64>()) {
+                        (Ok(v), _) => Cell::Int(v),
+                        (_, Ok(v)) => Cell::Float(v),
+                        _ => Cell::Text(text.to_owned()),
+                    };
+                    (name.clone(), value)
+                })
+                .collect();
+            if rows.insert(cell(key).to_owned(), values).is_some() {
+                return Err(format!(
+                    "{}: row {} repeats the match name `{}` of an earlier row",
+                    c.file,
+                    line + 2,
+                    cell(key)
+                )
+                .into());
+            }
+        }
+        Ok(CsvReader {
+            file: c.file.clone(),
+            match_column: c.match_column.clone(),
+            rows,
+        })
+    }
+}
+
+impl<B: Backend> DataReader<B> for CsvReader {
+    fn read(&mut self, input: MatchName) -> Result<CsvRow<B>, BoxError> {
+        let row = self.rows.get(&input.file_name).ok_or_else(|| {
+            format!(
+                "{} has no row whose `{}` is `{}`",
+                self.file, self.match_column, input.file_name
+            )
+        })?;
+        let device = Default::default();
+        let mut columns = Nest::map();
+        for (name, cell) in row {
+            let value = match cell {
+                Cell::Int(v) => Nest::Tensor(crate::nest::AnyTensor::new(
+                    Tensor::<B, 1, Int>::from_data(TensorData::new(vec![*v], [1]), &device),
+                )),
+                Cell::Float(v) => Nest::Tensor(crate::nest::AnyTensor::new(
+                    Tensor::<B, 1>::from_data(TensorData::new(vec![*v as f32], [1]), &device),
+                )),
+                Cell::Text(t) => Nest::Str(t.clone()),
+            };
+            columns.insert(name, value)?;
+        }
+        Ok(CsvRow { columns })
     }
 }
