@@ -70,6 +70,21 @@ enum Command {
         #[arg(long)]
         checkpoint: Option<PathBuf>,
     },
+    /// Write the procedural shapes data set into a folder as PNG images, PNG masks and JSON
+    /// labels (`images/`, `masks/`, `labels/`), to try nc7 on files.
+    WriteShapes {
+        /// The folder.
+        dir: PathBuf,
+        /// How many samples.
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+        /// The images' side in pixels.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// The seed: the same seed writes the same data set.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Run a saved model (the newest, or a chosen one or checkpoint) over the data feeder's
     /// samples with the inference callbacks, in `inference/run-N/`.
     Infer {
@@ -483,6 +498,29 @@ fn execute(
                         r.stopped.map(|s| format!("; {s}")).unwrap_or_default()
                     )?;
                     writeln!(out, "results: {}", r.run.results.display())?;
+                    Ok(0)
+                }
+                Err(e) => {
+                    writeln!(err, "{e}")?;
+                    Ok(1)
+                }
+            }
+        }
+        Command::WriteShapes {
+            dir,
+            samples,
+            size,
+            seed,
+        } => {
+            let config = crate::data::ShapesConfig {
+                samples,
+                size,
+                seed,
+                noise: 0.05,
+            };
+            match crate::data::write_shapes(&dir, &config) {
+                Ok(n) => {
+                    writeln!(out, "wrote {n} shapes to {}", dir.display())?;
                     Ok(0)
                 }
                 Err(e) => {

@@ -10,6 +10,7 @@ pub mod order;
 pub mod pipe;
 pub mod records;
 pub mod records_reader;
+pub mod shapes;
 
 pub use batch::{BatchError, collate, concat, for_each_batch, stack};
 pub use file_list::{FileList, FileListConfig};
@@ -18,3 +19,4 @@ pub use order::{BatchOrder, DataPosition};
 pub use pipe::{CsvReader, DataPipe, DataPipeFeeder, ImageReader, LabelReader, NpyReader};
 pub use records::{RecordsWriter, read_records};
 pub use records_reader::{Records, RecordsFeeder};
+pub use shapes::{Shapes, ShapesConfig, ShapesFeeder, write_shapes};

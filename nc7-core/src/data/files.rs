@@ -51,7 +51,8 @@ pub fn read_image(path: &Path, color: Color) -> Result<TensorData, String> {
     Ok(TensorData::new(out, [channels, h, w]))
 }
 
-/// Writes `[C, H, W]` (or `[H, W]`) floats in `[0, 1]` as a PNG file (values clamped).
+/// Writes `[C, H, W]` (or `[H, W]`) values as a PNG file: floats in `[0, 1]`, integers as
+/// pixel values in `[0, 255]` (values clamped).
 pub fn write_png(path: &Path, data: &TensorData) -> Result<(), String> {
     let shape = data.shape.to_vec();
     let (c, h, w) = match shape.as_slice() {
@@ -69,7 +70,9 @@ pub fn write_png(path: &Path, data: &TensorData) -> Result<(), String> {
         .convert::<f64>()
         .to_vec()
         .map_err(|e| format!("{}: {e:?}", path.display()))?;
-    let pixels = to_pixels(&values, c, true, 255.0);
+    // Floats are in [0, 1]; integers are pixel values already (class masks, 8-bit images).
+    let scale = if data.dtype.is_float() { 255.0 } else { 1.0 };
+    let pixels = to_pixels(&values, c, true, scale);
     let color = match c {
         1 => image::ExtendedColorType::L8,
         3 => image::ExtendedColorType::Rgb8,

@@ -1,0 +1,200 @@
+//! The nucleotides of the shapes classifier: a small CNN (`ShapesCnn`), a cross-entropy loss,
+//! an accuracy metric and an arg-max post-processor. The data come from nc7's built-in
+//! `Shapes` data set.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::Backend;
+use burn::tensor::activation::relu;
+use burn::tensor::{Int, Tensor};
+use nc7_core::nucleotide::{ModelLoss, ModelMetric, ModelPlugin, ModelPostProcessor};
+use nc7_core::{BoxError, Build, Generated, Incoming, Mode, nucleotide};
+use serde::{Deserialize, Serialize};
+
+/// Images in, one row of class scores per image out.
+#[derive(Incoming)]
+pub struct Images<B: Backend> {
+    /// `[N, 3, H, W]` in [0, 1].
+    pub image: Tensor<B, 4>,
+}
+
+/// Class scores.
+#[derive(Generated)]
+pub struct Logits<B: Backend> {
+    /// `[N, classes]`.
+    pub logits: Tensor<B, 2>,
+}
+
+/// Scores and the true classes.
+#[derive(Incoming)]
+pub struct Scored<B: Backend> {
+    /// `[N, classes]`.
+    pub logits: Tensor<B, 2>,
+    /// `[N, 1]`.
+    pub label: Tensor<B, 2, Int>,
+}
+
+/// A loss.
+#[derive(Generated)]
+pub struct Loss<B: Backend> {
+    /// The mean cross-entropy.
+    pub loss: Tensor<B, 1>,
+}
+
+/// A metric.
+#[derive(Generated)]
+pub struct Accuracy<B: Backend> {
+    /// The fraction of samples whose highest score is the true class.
+    pub accuracy: Tensor<B, 1>,
+}
+
+/// The predicted classes.
+#[derive(Generated)]
+pub struct Predicted<B: Backend> {
+    /// `[N]`.
+    pub class: Tensor<B, 1, Int>,
+}
+
+/// `ShapesCnn`'s config.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShapesCnnConfig {
+    /// Channels of the three convolution blocks.
+    #[serde(default = "filters")]
+    pub filters: [usize; 3],
+    /// Classes.
+    #[serde(default = "three")]
+    pub classes: usize,
+}
+
+fn filters() -> [usize; 3] {
+    [8, 16, 16]
+}
+
+fn three() -> usize {
+    3
+}
+
+/// Three blocks of 3×3 convolution, ReLU and 2×2 max-pooling, global average pooling and a
+/// linear layer.
+#[nucleotide(kind = ModelPlugin)]
+#[derive(Module, Debug)]
+pub struct ShapesCnn<B: Backend> {
+    convs: Vec<Conv2d<B>>,
+    pool: MaxPool2d,
+    head: Linear<B>,
+}
+
+impl<B: Backend> Build<B> for ShapesCnn<B> {
+    type Config = ShapesCnnConfig;
+    type Input = Images<B>;
+    type Output = Logits<B>;
+    fn build(c: &ShapesCnnConfig, device: &B::Device) -> Result<Self, BoxError> {
+        let mut channels = 3;
+        let mut convs = Vec::new();
+        for &f in &c.filters {
+            convs.push(
+                Conv2dConfig::new([channels, f], [3, 3])
+                    .with_padding(PaddingConfig2d::Same)
+                    .init(device),
+            );
+            channels = f;
+        }
+        Ok(ShapesCnn {
+            convs,
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            head: LinearConfig::new(channels, c.classes).init(device),
+        })
+    }
+}
+
+impl<B: Backend> ModelPlugin<B> for ShapesCnn<B> {
+    fn forward(&self, input: Images<B>, _: Mode) -> Logits<B> {
+        let mut x = input.image;
+        for conv in &self.convs {
+            x = self.pool.forward(relu(conv.forward(x)));
+        }
+        let [n, c, h, w] = x.dims();
+        let pooled = x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c]);
+        Logits {
+            logits: self.head.forward(pooled),
+        }
+    }
+}
+
+/// An empty config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoConfig {}
+
+/// The mean cross-entropy of the scores against the true classes.
+#[nucleotide(kind = ModelLoss)]
+pub struct CrossEntropy;
+
+impl<B: Backend> Build<B> for CrossEntropy {
+    type Config = NoConfig;
+    type Input = Scored<B>;
+    type Output = Loss<B>;
+    fn build(_: &NoConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(CrossEntropy)
+    }
+}
+
+impl<B: Backend> ModelLoss<B> for CrossEntropy {
+    fn loss(&self, input: Scored<B>, _: Mode) -> Loss<B> {
+        let device = input.logits.device();
+        let loss = CrossEntropyLossConfig::new()
+            .init(&device)
+            .forward(input.logits, input.label.squeeze_dim(1));
+        Loss {
+            loss: loss.reshape([1]),
+        }
+    }
+}
+
+/// The fraction of samples classified right.
+#[nucleotide(kind = ModelMetric)]
+pub struct ClassAccuracy;
+
+impl<B: Backend> Build<B> for ClassAccuracy {
+    type Config = NoConfig;
+    type Input = Scored<B>;
+    type Output = Accuracy<B>;
+    fn build(_: &NoConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(ClassAccuracy)
+    }
+}
+
+impl<B: Backend> ModelMetric<B> for ClassAccuracy {
+    fn metric(&self, input: Scored<B>, _: Mode) -> Accuracy<B> {
+        let predicted = input.logits.argmax(1);
+        let right = predicted.equal(input.label).float().mean();
+        Accuracy {
+            accuracy: right.reshape([1]),
+        }
+    }
+}
+
+/// The class with the highest score.
+#[nucleotide(kind = ModelPostProcessor)]
+pub struct ArgMax;
+
+impl<B: Backend> Build<B> for ArgMax {
+    type Config = NoConfig;
+    type Input = Logits<B>;
+    type Output = Predicted<B>;
+    fn build(_: &NoConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(ArgMax)
+    }
+}
+
+impl<B: Backend> ModelPostProcessor<B> for ArgMax {
+    fn process(&self, input: Logits<B>, _: Mode) -> Predicted<B> {
+        Predicted {
+            class: input.logits.argmax(1).squeeze_dim(1),
+        }
+    }
+}
