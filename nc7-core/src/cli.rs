@@ -416,6 +416,14 @@ fn execute(
                     if let Some(dir) = r.exports.last() {
                         writeln!(out, "saved model: {}", dir.display())?;
                     }
+                    writeln!(
+                        out,
+                        "summaries: {} (tensorboard --logdir …)",
+                        crate::project::TrainingDirs::of(&overrides.project_dir)
+                            .root
+                            .join("summaries")
+                            .display()
+                    )?;
                     Ok(0)
                 }
                 Err(e) => {

@@ -3,9 +3,17 @@
 //! Subcommands:
 //! - `ci`: runs exactly what CI runs (`.ci/run`): formatting, clippy, the CUDA build check and
 //!   the test suite.
-//! - `bench <name>`: runs a benchmark in release mode and prints its table. Names: `dna`, `parity`.
+//! - `bench <name>`: runs a benchmark in release mode and prints its table. Names: `dna`, `parity`,
+//!   `inferer`.
+//! - `template-smoke`: generates a project from `template/` for each starter task with the real
+//!   cargo-generate, outside this workspace, and checks, tests, trains, exports and infers with
+//!   it; a deliberately broken copy must fail `check` with the expected errors.
+//! - `new <name> [--task classification|segmentation] [--device cpu|cuda]`: generates a project
+//!   next to this checkout, wired to it.
 
 use std::process::{Command, ExitCode};
+
+mod smoke;
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
@@ -13,6 +21,10 @@ usage: cargo xtask <command>
 commands:
   ci            run exactly what CI runs (.ci/run)
   bench <name>  run a benchmark in release mode; names: dna, parity, inferer
+  template-smoke
+                generate, check, test, train, export and infer a project per starter task
+  new <name> [--task classification|segmentation] [--device cpu|cuda]
+                generate a project from template/ next to this checkout
   help          print this message";
 
 /// Benchmarks: name, the package that holds it, and what it measures.
@@ -40,6 +52,8 @@ fn main() -> ExitCode {
     match args.as_slice() {
         ["ci"] => run(Command::new("bash").arg(".ci/run"), "bash .ci/run"),
         ["bench", name] => bench(name),
+        ["template-smoke"] => smoke::run_all(),
+        ["new", name, rest @ ..] => smoke::new_project(name, rest),
         ["bench"] => {
             eprintln!("error: `bench` needs a benchmark name\n");
             list_benches();

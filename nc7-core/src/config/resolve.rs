@@ -26,10 +26,13 @@ pub struct Overrides {
 
 /// The environment variables' prefix; `__` separates path segments.
 pub const ENV_PREFIX: &str = "NC7_";
+/// `NC7_…` variables that set nc7 itself, not the config (`NC7_LOG`: the log level).
+pub const OWN_VARIABLES: [&str; 1] = ["NC7_LOG"];
 
 impl Overrides {
     /// Adds the `NC7_…` variables of this process (read by figment, lower-cased, `__` →
-    /// `.`), sorted by name so that the order does not depend on the environment's.
+    /// `.`), sorted by name so that the order does not depend on the environment's; `NC7_LOG`
+    /// sets the log level and is no config value.
     pub fn with_process_env(mut self) -> Overrides {
         let mut vars: Vec<(String, String, String)> = figment::providers::Env::prefixed(ENV_PREFIX)
             .split("__")
@@ -41,6 +44,7 @@ impl Overrides {
                 );
                 (var, key.as_str().to_owned(), value)
             })
+            .filter(|(var, _, _)| !OWN_VARIABLES.contains(&var.as_str()))
             .collect();
         vars.sort();
         self.env.extend(vars);

@@ -1,0 +1,68 @@
+//! The example end to end on a shortened schedule: it trains better than chance, exports,
+//! keeps an experiment row and classifies new shapes.
+
+use std::path::Path;
+
+use shapes_classifier as _;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+fn nc7(args: &[&str]) -> String {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = nc7_core::cli::run(
+        std::iter::once("shapes-classifier").chain(args.iter().copied()),
+        Default::default(),
+        &mut out,
+        &mut err,
+    );
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert_eq!(code, 0, "{text}{}", String::from_utf8_lossy(&err));
+    text
+}
+
+#[test]
+fn trains_exports_and_classifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("project"),
+        &project,
+    );
+    let p = project.to_str().unwrap();
+    nc7(&["check", p]);
+    let text = nc7(&["train", p, "--set", "trainer.num_epochs=1"]);
+    let accuracy: f64 = text
+        .split("accuracy/accuracy ")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {text}"));
+    assert!(
+        accuracy > 0.45,
+        "better than chance (1/3) after 50 steps: {accuracy}"
+    );
+    let table = std::fs::read_to_string(project.join("logs/experiments.csv")).unwrap();
+    assert!(
+        table.starts_with("accuracy,finished,loss,project,step\n"),
+        "{table}"
+    );
+    nc7(&["infer", p]);
+    let results = project.join("inference/last_run/results");
+    let first: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(results.join("shape-3-000000.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(first["class"].as_i64().is_some_and(|c| (0..3).contains(&c)));
+    assert_eq!(std::fs::read_dir(&results).unwrap().count(), 200);
+}
