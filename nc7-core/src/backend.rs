@@ -85,6 +85,25 @@ pub enum DeviceChoice {
     Cuda(usize),
 }
 
+impl DeviceChoice {
+    /// The device a run uses: the command line's `--device`, else the config's `field`
+    /// (`trainer_config.device`); it must be one this build can use.
+    pub fn resolve(
+        given: Option<DeviceChoice>,
+        config: &str,
+        field: &str,
+    ) -> Result<DeviceChoice, String> {
+        let device = match given {
+            Some(d) => d,
+            None => config
+                .parse()
+                .map_err(|e: BadDevice| format!("{field}: {e}"))?,
+        };
+        device.available()?;
+        Ok(device)
+    }
+}
+
 impl fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

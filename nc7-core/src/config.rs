@@ -78,3 +78,19 @@ impl Sources {
         }
     }
 }
+
+/// Reads a section of settings (`trainer_config`, `inferer_config`) into its struct; the error
+/// names the field by its path in the section.
+pub fn read_section<T: serde::de::DeserializeOwned>(
+    section: &str,
+    value: &serde_json::Value,
+) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            format!("{section}: {}", e.into_inner())
+        } else {
+            format!("{section}.{path}: {}", e.into_inner())
+        }
+    })
+}

@@ -233,16 +233,8 @@ pub fn infer(
     if batch_size == 0 {
         return Err(InferError::Check("--batch-size must be at least 1".into()));
     }
-    let device = match options.device {
-        Some(d) => d,
-        None => config
-            .device
-            .parse()
-            .map_err(|e: crate::backend::BadDevice| {
-                InferError::Check(format!("inferer_config.device: {e}"))
-            })?,
-    };
-    device.available().map_err(InferError::Check)?;
+    let device = DeviceChoice::resolve(options.device, &config.device, "inferer_config.device")
+        .map_err(InferError::Check)?;
     let settings = Settings {
         batch_size,
         prefetch: options.prefetch.unwrap_or(config.prefetch_buffer_size),

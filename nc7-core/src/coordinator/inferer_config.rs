@@ -54,18 +54,7 @@ impl InfererConfig {
         if value.is_null() {
             return Ok(InfererConfig::default());
         }
-        let config: InfererConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            format!(
-                "inferer_config{}: {}",
-                if path == "." {
-                    String::new()
-                } else {
-                    format!(".{path}")
-                },
-                e.into_inner()
-            )
-        })?;
+        let config: InfererConfig = crate::config::read_section("inferer_config", value)?;
         if config.batch_size == Some(0) {
             return Err("inferer_config.batch_size must be at least 1".into());
         }

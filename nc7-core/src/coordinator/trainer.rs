@@ -127,16 +127,8 @@ pub fn train(
     registry: &Registry,
 ) -> Result<TrainReport, TrainError> {
     let (check, config) = load(project, &options.overrides, registry)?;
-    let device = match options.device {
-        Some(d) => d,
-        None => config
-            .device
-            .parse()
-            .map_err(|e: crate::backend::BadDevice| {
-                TrainError::Check(format!("trainer_config.device: {e}"))
-            })?,
-    };
-    device.available().map_err(TrainError::Check)?;
+    let device = DeviceChoice::resolve(options.device, &config.device, "trainer_config.device")
+        .map_err(TrainError::Check)?;
     let dirs = TrainingDirs::prepare(project, options.resume)
         .map_err(|e| TrainError::Check(e.to_string()))?;
     write_snapshot(

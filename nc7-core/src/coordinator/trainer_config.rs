@@ -114,18 +114,7 @@ fn one_usize() -> usize {
 impl TrainerConfig {
     /// Reads `trainer_config`; the error names the field and what it takes.
     pub fn from_value(value: &serde_json::Value) -> Result<TrainerConfig, String> {
-        let config: TrainerConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            format!(
-                "trainer_config{}: {}",
-                if path == "." {
-                    String::new()
-                } else {
-                    format!(".{path}")
-                },
-                e.into_inner()
-            )
-        })?;
+        let config: TrainerConfig = crate::config::read_section("trainer_config", value)?;
         let problems: Vec<String> = [
             (config.batch_size.train() == 0 || config.batch_size.eval() == 0)
                 .then_some("trainer_config.batch_size must be at least 1"),
