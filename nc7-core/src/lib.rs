@@ -19,6 +19,7 @@ pub mod gene;
 pub mod glue;
 pub mod handler;
 pub mod keys;
+pub mod layers;
 pub mod mapping;
 pub mod model;
 pub mod nest;

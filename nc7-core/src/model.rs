@@ -181,7 +181,7 @@ impl<B: Backend> Model<B> {
     }
 
     /// Loads weights into the plugins `only` names (all when empty), each plugin's tensors
-    /// found under `<plugin>.`.
+    /// found under `<plugin>.`; what no parameter takes stays in `tensors`.
     pub fn load_tensors(
         &mut self,
         tensors: &mut BTreeMap<String, AnyTensor<B>>,
@@ -235,6 +235,8 @@ fn load_into<'a, B: Backend>(
         if let Err(e) = plugin.load_tensors(&mut own) {
             problems.push(e);
         }
+        // What the plugin has no parameter for stays with the caller.
+        tensors.extend(own.into_iter().map(|(k, t)| (format!("{prefix}{k}"), t)));
     }
     if problems.is_empty() {
         Ok(())
@@ -399,7 +401,8 @@ impl<B: AutodiffBackend> TrainModel<B> {
         named_tensors(self.plugins.iter().map(|(n, p)| (n.as_str(), p.tensors())))
     }
 
-    /// Loads weights into the plugins `only` names (all when empty).
+    /// Loads weights into the plugins `only` names (all when empty); what no parameter takes
+    /// stays in `tensors`.
     pub fn load_tensors(
         &mut self,
         tensors: &mut BTreeMap<String, AnyTensor<B>>,

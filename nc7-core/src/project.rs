@@ -302,6 +302,42 @@ pub fn write_snapshot(
     unreachable!("the loop above returns")
 }
 
+/// Copies the project at `from` to `to` without anything its runs wrote: every run type's
+/// `configs/` folder and the project's own top-level files (such as `project.toml`), but not
+/// `nc7_project.json`. A fresh start from a project's configs, for tests and new experiments.
+pub fn copy_configs(from: &Path, to: &Path) -> Result<(), ProjectError> {
+    fs::create_dir_all(to).map_err(io("create", to))?;
+    for entry in fs::read_dir(from).map_err(io("read", from))? {
+        let entry = entry.map_err(io("read", from))?;
+        let path = entry.path();
+        if path.is_file() && entry.file_name() != METADATA_FILE {
+            fs::copy(&path, to.join(entry.file_name())).map_err(io("copy", &path))?;
+        }
+    }
+    for run in RunType::ALL {
+        let configs = run.configs_dir(from);
+        if configs.is_dir() {
+            let target = run.configs_dir(to);
+            copy_tree(&configs, &target)?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), ProjectError> {
+    fs::create_dir_all(to).map_err(io("create", to))?;
+    for entry in fs::read_dir(from).map_err(io("read", from))? {
+        let path = entry.map_err(io("read", from))?.path();
+        let target = to.join(path.file_name().expect("a directory entry has a name"));
+        if path.is_dir() {
+            copy_tree(&path, &target)?;
+        } else {
+            fs::copy(&path, &target).map_err(io("copy", &path))?;
+        }
+    }
+    Ok(())
+}
+
 /// The project metadata file's name.
 pub const METADATA_FILE: &str = "nc7_project.json";
 

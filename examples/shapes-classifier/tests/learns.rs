@@ -5,18 +5,6 @@ use std::path::Path;
 
 use shapes_classifier as _;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let dst = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
-
 fn nc7(args: &[&str]) -> String {
     let mut out = Vec::new();
     let mut err = Vec::new();
@@ -35,10 +23,11 @@ fn nc7(args: &[&str]) -> String {
 fn trains_exports_and_classifies() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("project");
-    copy_dir(
+    nc7_core::project::copy_configs(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("project"),
         &project,
-    );
+    )
+    .unwrap();
     let p = project.to_str().unwrap();
     nc7(&["check", p]);
     let text = nc7(&["train", p, "--set", "trainer.num_epochs=1"]);

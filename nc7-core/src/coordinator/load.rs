@@ -182,9 +182,23 @@ pub fn load_weights<B: AutodiffBackend>(
                         file.display()
                     )
                 })?;
+            let unused: Vec<String> = named
+                .keys()
+                .map(|k| k[this.len() + 1..].to_owned())
+                .collect();
             done.push(format!(
-                "plugin `{this}`: {n} tensors of `{from}` from {}",
-                file.display()
+                "plugin `{this}`: {} tensors of `{from}` from {}{}",
+                n - unused.len(),
+                file.display(),
+                if unused.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} of the source's unused: {})",
+                        unused.len(),
+                        unused.join(", ")
+                    )
+                }
             ));
         }
     }

@@ -1,0 +1,153 @@
+//! The example end to end on shortened schedules: the UNet learns to segment, exports and
+//! segments new shapes; and its encoder starts from a trained classifier's weights.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use shapes_unet as _;
+
+fn nc7(args: &[&str]) -> String {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = nc7_core::cli::run(
+        std::iter::once("shapes-unet").chain(args.iter().copied()),
+        Default::default(),
+        &mut out,
+        &mut err,
+    );
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert_eq!(code, 0, "{text}{}", String::from_utf8_lossy(&err));
+    text
+}
+
+/// A fresh copy of an example's project (configs only) in `dir`.
+fn project(example: &str, dir: &Path) -> PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(example)
+        .join("project");
+    let to = dir.join(example);
+    nc7_core::project::copy_configs(&from, &to).unwrap();
+    to
+}
+
+/// The last evaluation's value of `metric` in a train command's output.
+fn last(text: &str, metric: &str) -> f64 {
+    text.rsplit(&format!("{metric} "))
+        .next()
+        .filter(|_| text.contains(metric))
+        .and_then(|t| t.split([',', '\n']).next())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {metric} in {text}"))
+}
+
+/// The raw bytes of every tensor in a safetensors file, by name.
+fn tensors(file: &Path) -> BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.data().to_vec()))
+        .collect()
+}
+
+fn saved_weights(project: &Path) -> PathBuf {
+    let saved = project.join("saved_models");
+    let newest = std::fs::read_dir(&saved)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .max_by_key(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str()?.strip_prefix("step-")?.parse::<u64>().ok())
+        })
+        .unwrap();
+    newest.join("model.safetensors")
+}
+
+#[test]
+fn learns_to_segment_and_segments_new_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let unet = project("shapes-unet", dir.path());
+    let p = unet.to_str().unwrap();
+    nc7(&["check", p]);
+    let text = nc7(&["train", p, "--set", "trainer.num_epochs=2"]);
+    // All background scores 0.2 (its IoU about 0.8, the shape's 0); 0.64 after two epochs.
+    let iou = last(&text, "iou/mean_iou");
+    assert!(iou > 0.5, "mean IoU after 250 steps: {iou}\n{text}");
+    let table = std::fs::read_to_string(unet.join("logs/experiments.csv")).unwrap();
+    assert!(
+        table.starts_with("finished,loss,mean_iou,project,step\n"),
+        "{table}"
+    );
+    nc7(&["infer", p]);
+    let results = unet.join("inference/last_run/results");
+    let masks: Vec<_> = std::fs::read_dir(&results).unwrap().flatten().collect();
+    assert_eq!(masks.len(), 100, "one mask per new shape");
+    let first = image::image_dimensions(results.join("shape-3-000000-predicted_mask.png")).unwrap();
+    assert_eq!(first, (32, 32), "a mask the size of the image");
+}
+
+/// The transfer project (`transfer/trainer.json`) loads the classifier's `cnn` into the
+/// `encoder`; with the encoder frozen, the UNet's exported encoder is the classifier's
+/// convolutions, bit for bit, while the decoder trains.
+#[test]
+fn the_encoder_starts_from_the_classifiers_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let classifier = project("shapes-classifier", dir.path());
+    let c = classifier.to_str().unwrap();
+    nc7(&[
+        "train",
+        c,
+        "--set",
+        "trainer.num_epochs=1",
+        "--set",
+        "datasets.train.samples=320",
+    ]);
+    let unet = project("shapes-unet", dir.path());
+    // The transfer overlay, as shipped: its path reaches the classifier next to the project.
+    let overlay = dir.path().join("transfer");
+    std::fs::create_dir_all(&overlay).unwrap();
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("transfer/trainer.json"),
+    )
+    .unwrap();
+    assert!(
+        shipped.contains("../../shapes-classifier/project"),
+        "{shipped}"
+    );
+    std::fs::write(
+        overlay.join("trainer.json"),
+        shipped.replace("../../shapes-classifier/project", c),
+    )
+    .unwrap();
+    let before = tensors(&saved_weights(&classifier));
+    nc7(&[
+        "train",
+        unet.to_str().unwrap(),
+        "--config-dir",
+        overlay.to_str().unwrap(),
+        "--set",
+        "plugins.encoder.trainable=false",
+        "--set",
+        "trainer.num_epochs=1",
+        "--set",
+        "datasets.train.samples=160",
+    ]);
+    let after = tensors(&saved_weights(&unet));
+    for i in 0..3 {
+        for p in ["weight", "bias"] {
+            let source = &before[&format!("cnn.convs.{i}.{p}")];
+            let loaded = &after[&format!("encoder.convs.{i}.{p}")];
+            assert_eq!(
+                source, loaded,
+                "encoder.convs.{i}.{p} equals cnn.convs.{i}.{p}"
+            );
+        }
+    }
+    assert!(
+        after.keys().any(|k| k.starts_with("decoder.")),
+        "the decoder is saved too: {:?}",
+        after.keys()
+    );
+}
