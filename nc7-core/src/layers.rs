@@ -247,7 +247,9 @@ mod tests {
     #[test]
     fn agrees_with_burns_convolution() {
         let device = Default::default();
-        let cases: &[([usize; 2], [usize; 2], Option<[usize; 2]>, bool, [usize; 4])] = &[
+        // (kernel, stride, padding, bias, input shape)
+        type Case = ([usize; 2], [usize; 2], Option<[usize; 2]>, bool, [usize; 4]);
+        let cases: &[Case] = &[
             ([3, 3], [1, 1], None, true, [2, 3, 7, 6]),
             ([5, 3], [1, 1], None, false, [1, 4, 9, 8]),
             ([1, 1], [1, 1], None, true, [2, 5, 4, 4]),

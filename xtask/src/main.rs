@@ -91,16 +91,27 @@ fn list_benches() {
     }
 }
 
-fn cargo() -> String {
+pub(crate) fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// The workspace root. `cargo xtask` (cargo run) says where xtask is as it starts it; the path
+/// compiled in is only the fallback, since cargo reuses a binary built in another checkout
+/// that shares the target folder (CI's fresh clone does).
+pub(crate) fn workspace() -> std::path::PathBuf {
+    let xtask = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        std::path::PathBuf::from,
+    );
+    xtask
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_owned()
 }
 
 /// Runs a command from the workspace root; on failure says what to run to see it again.
 fn run(cmd: &mut Command, shown: &str) -> ExitCode {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root");
-    match cmd.current_dir(root).status() {
+    match cmd.current_dir(workspace()).status() {
         Ok(status) if status.success() => ExitCode::SUCCESS,
         Ok(status) => {
             eprintln!("error: `{shown}` failed ({status}); run it again to see the failure");

@@ -4,19 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+use crate::{cargo, workspace};
+
 /// The cargo-generate release this machine's toolchain builds (newer ones need rustc ≥ 1.96).
 const CARGO_GENERATE: &str = "cargo-generate@0.23.7";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .to_owned()
-}
-
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
-}
 
 /// Runs a command, failing with what ran and where.
 fn step(cmd: &mut Command, shown: &str) -> Result<(), String> {

@@ -1,11 +1,12 @@
 //! Building blocks the models share.
 
 use burn::module::Module;
-use burn::nn::PaddingConfig2d;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
+// nc7's convolution trains several times faster on the CPU than burn's; same parameters.
+use nc7_core::layers::{Conv2d, Conv2dConfig};
+pub use nc7_core::layers::upsample2;
 
 /// A 3×3 convolution and a ReLU; the size is kept.
 #[derive(Module, Debug)]
@@ -17,9 +18,7 @@ impl<B: Backend> ConvBlock<B> {
     /// A block from `input` to `output` channels.
     pub fn new(input: usize, output: usize, device: &B::Device) -> Self {
         ConvBlock {
-            conv: Conv2dConfig::new([input, output], [3, 3])
-                .with_padding(PaddingConfig2d::Same)
-                .init(device),
+            conv: Conv2dConfig::new([input, output], [3, 3]).init(device),
         }
     }
 

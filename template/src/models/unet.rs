@@ -2,7 +2,6 @@
 //! connections and conv blocks, and a 1×1 convolution to class scores per pixel.
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
@@ -11,7 +10,9 @@ use nc7_core::{BoxError, Build, Generated, Mode, nucleotide};
 use serde::{Deserialize, Serialize};
 
 use super::classifier::Images;
-use crate::layers::ConvBlock;
+use nc7_core::layers::{Conv2d, Conv2dConfig};
+
+use crate::layers::{ConvBlock, upsample2};
 
 /// Class scores per pixel.
 #[derive(Generated)]
@@ -47,7 +48,6 @@ fn four() -> usize {
 pub struct UNet<B: Backend> {
     encoder: Vec<ConvBlock<B>>,
     pool: MaxPool2d,
-    up: Vec<ConvTranspose2d<B>>,
     decoder: Vec<ConvBlock<B>>,
     head: Conv2d<B>,
 }
@@ -66,21 +66,14 @@ impl<B: Backend> Build<B> for UNet<B> {
             encoder.push(ConvBlock::new(input, f, device));
             input = f;
         }
-        let mut up = Vec::new();
         let mut decoder = Vec::new();
         for pair in c.filters.windows(2).rev() {
             let (skip, deep) = (pair[0], pair[1]);
-            up.push(
-                ConvTranspose2dConfig::new([deep, skip], [2, 2])
-                    .with_stride([2, 2])
-                    .init(device),
-            );
-            decoder.push(ConvBlock::new(2 * skip, skip, device));
+            decoder.push(ConvBlock::new(deep + skip, skip, device));
         }
         Ok(UNet {
             encoder,
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
-            up,
             decoder,
             head: Conv2dConfig::new([c.filters[0], c.classes], [1, 1]).init(device),
         })
@@ -99,9 +92,9 @@ impl<B: Backend> ModelPlugin<B> for UNet<B> {
                 x = self.pool.forward(x);
             }
         }
-        for (up, block) in self.up.iter().zip(&self.decoder) {
+        for block in &self.decoder {
             let skip = skips.pop().expect("one skip per level");
-            x = block.forward(Tensor::cat(vec![up.forward(x), skip], 1));
+            x = block.forward(Tensor::cat(vec![upsample2(x), skip], 1));
         }
         PixelLogits {
             logits: self.head.forward(x),

@@ -55,9 +55,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// The project's root: the folder holding this workspace's Cargo.toml.
+/// The project's root: the folder holding this workspace's Cargo.toml. `cargo xtask` (cargo
+/// run) says where xtask is as it starts it; the path compiled in is only the fallback, since
+/// a binary built in another copy of the project can be reused from a shared target folder.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let xtask = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    xtask
         .parent()
         .expect("xtask lives in the project")
         .to_owned()
