@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 
 use shapes_unet as _;
 
+/// burn's CPU backend seeds one process-wide generator: commands run one at a time, so each
+/// training is the same as from the command line.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn nc7(args: &[&str]) -> String {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = Vec::new();
     let mut err = Vec::new();
     let code = nc7_core::cli::run(
