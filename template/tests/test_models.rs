@@ -1,6 +1,8 @@
 //! Model tests: the weights start finite, the outputs have the right shape, and one step of
 //! backpropagation on a fixed batch lowers the loss.
 
+use {{crate_name}} as project;
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::Backend;
@@ -9,8 +11,8 @@ use nc7_core::data::ShapesConfig;
 use nc7_core::data::shapes::draw;
 use nc7_core::nucleotide::{ModelLoss, ModelPlugin};
 use nc7_core::{Build, Mode};
-use {{crate_name}}::losses::{CrossEntropy, PixelCrossEntropy, ScoredImages, ScoredPixels};
-use {{crate_name}}::models::{Classifier, ClassifierConfig, UNet, UNetConfig};
+use project::losses::{CrossEntropy, PixelCrossEntropy, ScoredImages, ScoredPixels};
+use project::models::{Classifier, ClassifierConfig, UNet, UNetConfig};
 
 type Train = burn::backend::Autodiff<burn::backend::NdArray>;
 
@@ -123,6 +125,6 @@ fn unet_weights_shape_and_one_step() {
     assert!(a < b, "one step lowers the loss: {b} → {a}");
 }
 
-fn classifier_input<B: Backend>(image: Tensor<B, 4>) -> {{crate_name}}::models::Images<B> {
-    {{crate_name}}::models::Images { image }
+fn classifier_input<B: Backend>(image: Tensor<B, 4>) -> project::models::Images<B> {
+    project::models::Images { image }
 }

@@ -6,8 +6,8 @@
 //! - `bench <name>`: runs a benchmark in release mode and prints its table. Names: `dna`, `parity`,
 //!   `inferer`.
 //! - `template-smoke`: generates a project from `template/` for each starter task with the real
-//!   cargo-generate, outside this workspace, and checks, tests, trains, exports and infers with
-//!   it; a deliberately broken copy must fail `check` with the expected errors.
+//!   cargo-generate, outside this workspace, and checks, lints, tests, trains, exports and
+//!   infers with it; a deliberately broken copy must fail `check` with the expected errors.
 //! - `new <name> [--task classification|segmentation] [--device cpu|cuda]`: generates a project
 //!   next to this checkout, wired to it.
 
@@ -22,7 +22,7 @@ commands:
   ci            run exactly what CI runs (.ci/run)
   bench <name>  run a benchmark in release mode; names: dna, parity, inferer
   template-smoke
-                generate, check, test, train, export and infer a project per starter task
+                generate, check, lint, test, train, export and infer a project per starter task
   new <name> [--task classification|segmentation] [--device cpu|cuda]
                 generate a project from template/ next to this checkout
   help          print this message";

@@ -168,6 +168,8 @@ fn smoke_in(tmp: &Path, task: &str) -> Result<(), String> {
         cmd
     };
     step(&mut xtask(&["check"]), "cargo xtask check")?;
+    // A generated project is formatted and lint-clean as it comes.
+    step(&mut xtask(&["lint"]), "cargo xtask lint")?;
     step(&mut xtask(&["test"]), "cargo xtask test")?;
     let sets = [
         "--set",

@@ -48,8 +48,18 @@ impl<B: Backend> CoordinatorCallback<B> for ConfusionMatrix {
         if ctx.iteration.iteration == 1 {
             self.counts.clear();
         }
-        let predicted: Vec<i64> = input.class.into_data().convert::<i64>().to_vec().map_err(|e| format!("{e:?}"))?;
-        let truth: Vec<i64> = input.label.into_data().convert::<i64>().to_vec().map_err(|e| format!("{e:?}"))?;
+        let predicted: Vec<i64> = input
+            .class
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .map_err(|e| format!("{e:?}"))?;
+        let truth: Vec<i64> = input
+            .label
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .map_err(|e| format!("{e:?}"))?;
         for (t, p) in truth.into_iter().zip(predicted) {
             *self.counts.entry((t, p)).or_default() += 1;
         }

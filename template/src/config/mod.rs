@@ -85,7 +85,15 @@ mod tests {
         let c = GlobalConfig::load(dir.path()).unwrap();
         assert_eq!(c.device, "{{device}}");
         assert!(dir.path().join("data").is_dir() && dir.path().join("logs").is_dir());
-        std::fs::write(dir.path().join(FILE), "logs_dir = \"elsewhere\"\nbatch = 3\n").unwrap();
-        assert!(GlobalConfig::load(dir.path()).unwrap_err().contains("batch"));
+        std::fs::write(
+            dir.path().join(FILE),
+            "logs_dir = \"elsewhere\"\nbatch = 3\n",
+        )
+        .unwrap();
+        assert!(
+            GlobalConfig::load(dir.path())
+                .unwrap_err()
+                .contains("batch")
+        );
     }
 }

@@ -55,10 +55,13 @@ impl<B: Backend> DataProcessor<B> for Standardize {
     fn process(&mut self, input: Image<B>) -> Result<Image<B>, BoxError> {
         let [c, _, _] = input.image.dims();
         if c != self.mean.len() {
-            return Err(format!("the image has {c} channels, the config {}", self.mean.len()).into());
+            return Err(
+                format!("the image has {c} channels, the config {}", self.mean.len()).into(),
+            );
         }
         let device = input.image.device();
-        let column = |v: &[f32]| Tensor::<B, 3>::from_data(TensorData::new(v.to_vec(), [c, 1, 1]), &device);
+        let column =
+            |v: &[f32]| Tensor::<B, 3>::from_data(TensorData::new(v.to_vec(), [c, 1, 1]), &device);
         Ok(Image {
             image: (input.image - column(&self.mean)) / column(&self.std),
         })

@@ -5,8 +5,8 @@ use burn::prelude::Backend;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 // nc7's convolution trains several times faster on the CPU than burn's; same parameters.
-use nc7_core::layers::{Conv2d, Conv2dConfig};
 pub use nc7_core::layers::upsample2;
+use nc7_core::layers::{Conv2d, Conv2dConfig};
 
 /// A 3×3 convolution and a ReLU; the size is kept.
 #[derive(Module, Debug)]

@@ -2,8 +2,11 @@
 //! the `cuda` feature when `--device cuda` is asked; `XTASK_PROFILE=dev` builds a debug binary)
 //! and runs it on the `project/` folder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+
+/// The project binary.
+const BIN: &str = "{{project-name}}";
 
 const USAGE: &str = "\
 usage: cargo xtask <command> [options]
@@ -40,7 +43,14 @@ fn main() -> ExitCode {
             if fmt != ExitCode::SUCCESS {
                 return fmt;
             }
-            cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
         }
         "doc" => cargo(&["doc", "--no-deps"]),
         "clean" => clean(),
@@ -87,7 +97,10 @@ fn device(args: &[String]) -> String {
 fn run_project(command: &str, args: &[String]) -> ExitCode {
     let device = device(args);
     let cuda = device.starts_with("cuda");
-    let mut full = vec![command.to_owned(), root().join("project").display().to_string()];
+    let mut full = vec![
+        command.to_owned(),
+        root().join("project").display().to_string(),
+    ];
     full.extend(args.iter().cloned());
     if command == "train" && !args.iter().any(|a| a == "--device") {
         full.extend(["--device".into(), device]);
@@ -103,7 +116,7 @@ fn run_binary(command: &str, args: &[String], cuda: bool) -> ExitCode {
 
 fn run_binary_with(args: &[String], cuda: bool) -> ExitCode {
     let dev = std::env::var("XTASK_PROFILE").is_ok_and(|p| p == "dev");
-    let mut build = vec!["build", "--quiet", "--bin", "{{project-name}}"];
+    let mut build = vec!["build", "--quiet", "--bin", BIN];
     if !dev {
         build.push("--release");
     }
@@ -117,9 +130,7 @@ fn run_binary_with(args: &[String], cuda: bool) -> ExitCode {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    let binary = target
-        .join(if dev { "debug" } else { "release" })
-        .join("{{project-name}}");
+    let binary = target.join(if dev { "debug" } else { "release" }).join(BIN);
     let status = Command::new(&binary)
         .args(args)
         .current_dir(root().join("project"))
@@ -162,7 +173,8 @@ fn clean() -> ExitCode {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with("run-") || name == "last_run" {
-                let _ = std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
+                let _ =
+                    std::fs::remove_dir_all(e.path()).or_else(|_| std::fs::remove_file(e.path()));
             }
         }
     }
