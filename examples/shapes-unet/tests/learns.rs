@@ -57,16 +57,9 @@ fn tensors(file: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn saved_weights(project: &Path) -> PathBuf {
-    let saved = project.join("saved_models");
-    let newest = std::fs::read_dir(&saved)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .max_by_key(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str()?.strip_prefix("step-")?.parse::<u64>().ok())
-        })
-        .unwrap();
+    let (_, newest) = nc7_core::export::list(&project.join("saved_models"))
+        .pop()
+        .expect("a saved model");
     newest.join("model.safetensors")
 }
 
