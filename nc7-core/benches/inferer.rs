@@ -1,28 +1,38 @@
 //! The inferer's threads: reading (PNG decoding), the network and the callbacks (PNG writing)
 //! on three threads joined by bounded channels, against the same run in one thread.
 //!
-//! The pipeline: `ImageFilesFeeder` over 256 RGB PNG files of 256×256, a plugin that halves
-//! each image with a strided 2×2 convolution and applies a 3×3 convolution `repeats` times,
-//! and `SampleSaver` writing each result as a PNG. Before measuring, single-thread runs time
-//! each stage with no 3×3 convolution and with two, and `repeats` is chosen so that prediction
-//! takes about the mean of reading and writing: each stage is about a third of the
-//! single-thread time. Then both modes run alternately (each first in half the rounds), each
-//! run printing how long each stage worked, and the speedup is the geometric mean of the
-//! rounds' single/threaded time ratios.
+//! The pipeline: `ImageFilesFeeder` over 256 RGB PNG files of 256×256 in batches of 8, a
+//! plugin `Mix` (the image's top-left `side`×`side` square, a 3×3 convolution applied
+//! `1 + repeats` times) and `SampleSaver` writing each result as a PNG. Before measuring,
+//! single-thread runs time each stage: `side` is set so that writing takes as long as
+//! reading, then `repeats` so that prediction takes as long as the mean of the two. Each
+//! stage is then about a third of the single-thread time.
+//!
+//! Each round runs, in one of the six orders: the single-thread run, the threaded run, and
+//! two single-thread runs at once on two copies of the project. The last shows what two
+//! cores give this very workload on this machine with no pipeline at all (two cores that
+//! share caches and memory bandwidth, or hyperthreads, give less than twice one). The
+//! speedup is the geometric mean of the rounds' single/threaded time ratios.
+//!
+//! The process tunes its allocator as `nc7` command lines do (`nc7_core::memory`), and the
+//! project lives in memory (`/dev/shm` where there is one): creating and deleting thousands
+//! of files on a disk file system costs kernel time that varies from run to run. At the end
+//! a child process repeats a few rounds with glibc's default allocator settings, to show
+//! what the tuning is worth.
 //!
 //! Run with `cargo xtask bench inferer`. The last line is `inferer speedup: <threaded/single>`
 //! (throughput of the threaded run over the single-thread run).
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData, s};
 use nc7_core::coordinator::{InferOptions, InferReport, TrainOptions, infer, train};
 use nc7_core::data::files::write_png;
 use nc7_core::nucleotide::{ModelLoss, ModelPlugin};
@@ -32,7 +42,7 @@ use serde::{Deserialize, Serialize};
 const IMAGES: usize = 256;
 const SIDE: usize = 256;
 const BATCH: usize = 8;
-/// Measured rounds: even, so that each mode goes first equally often.
+/// Measured rounds: six, one per order of the three runs.
 const ROUNDS: usize = 6;
 
 #[derive(Incoming)]
@@ -41,7 +51,7 @@ pub struct Image<B: Backend> {
 }
 
 #[derive(Generated)]
-pub struct Blurred<B: Backend> {
+pub struct Mixed<B: Backend> {
     picture: Tensor<B, 4>,
 }
 
@@ -55,49 +65,50 @@ pub struct Loss<B: Backend> {
     loss: Tensor<B, 1>,
 }
 
-/// `Blur`'s config.
+/// `Mix`'s config.
 #[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BlurConfig {
-    /// How often the convolution is applied.
+pub struct MixConfig {
+    /// The side of the top-left square kept: sets the cost of writing the picture.
+    side: usize,
+    /// How often the 3×3 convolution is applied after the first time: sets the cost of
+    /// prediction.
     repeats: usize,
 }
 
-/// A 2×2 convolution of stride 2, a 3×3 convolution applied `repeats` times, values clamped
-/// to [0, 1].
-/// The saved pictures are half the side: PNG encoding costs several times decoding.
+/// The image's top-left `side`×`side` square, a 3×3 convolution applied `1 + repeats` times,
+/// values clamped to [0, 1].
 #[nucleotide(kind = ModelPlugin)]
 #[derive(Module, Debug)]
-pub struct Blur<B: Backend> {
-    down: Conv2d<B>,
+pub struct Mix<B: Backend> {
     conv: Conv2d<B>,
+    side: usize,
     repeats: usize,
 }
 
-impl<B: Backend> Build<B> for Blur<B> {
-    type Config = BlurConfig;
+impl<B: Backend> Build<B> for Mix<B> {
+    type Config = MixConfig;
     type Input = Image<B>;
-    type Output = Blurred<B>;
-    fn build(c: &BlurConfig, device: &B::Device) -> Result<Self, BoxError> {
-        Ok(Blur {
-            down: Conv2dConfig::new([3, 3], [2, 2])
-                .with_stride([2, 2])
-                .init(device),
+    type Output = Mixed<B>;
+    fn build(c: &MixConfig, device: &B::Device) -> Result<Self, BoxError> {
+        Ok(Mix {
             conv: Conv2dConfig::new([3, 3], [3, 3])
-                .with_padding(PaddingConfig2d::Same)
+                .with_padding(burn::nn::PaddingConfig2d::Same)
                 .init(device),
+            side: c.side,
             repeats: c.repeats,
         })
     }
 }
 
-impl<B: Backend> ModelPlugin<B> for Blur<B> {
-    fn forward(&self, input: Image<B>, _: Mode) -> Blurred<B> {
-        let mut x = self.down.forward(input.image);
-        for _ in 0..self.repeats {
+impl<B: Backend> ModelPlugin<B> for Mix<B> {
+    fn forward(&self, input: Image<B>, _: Mode) -> Mixed<B> {
+        let side = self.side;
+        let mut x = input.image.slice(s![.., .., 0..side, 0..side]);
+        for _ in 0..=self.repeats {
             x = self.conv.forward(x);
         }
-        Blurred {
+        Mixed {
             picture: x.clamp(0.0, 1.0),
         }
     }
@@ -155,7 +166,7 @@ fn write(dir: &Path, files: &[(&str, String)]) {
 
 /// The project: images, training configs (one step, to export a saved model) and inference
 /// configs.
-fn project(root: &Path, repeats: usize) {
+fn project(root: &Path) {
     let list = format!(
         r#"{{"file_names": {{"image": "{}/data/*.png"}}}}"#,
         root.display()
@@ -178,14 +189,14 @@ fn project(root: &Path, repeats: usize) {
                     .into(),
             ),
             (
-                "training/configs/plugins/blur.json",
+                "training/configs/plugins/mix.json",
                 format!(
-                    r#"{{"class_name": "Blur", "name": "blur", "inbound_nodes": ["dataset"], "repeats": {repeats}}}"#
+                    r#"{{"class_name": "Mix", "name": "mix", "inbound_nodes": ["dataset"], "side": {SIDE}, "repeats": 0}}"#
                 ),
             ),
             (
                 "training/configs/losses/mean.json",
-                r#"{"class_name": "MeanLoss", "name": "mean", "inbound_nodes": ["blur"]}"#.into(),
+                r#"{"class_name": "MeanLoss", "name": "mean", "inbound_nodes": ["mix"]}"#.into(),
             ),
             (
                 "inference/configs/datafeeder.json",
@@ -197,7 +208,7 @@ fn project(root: &Path, repeats: usize) {
             ),
             (
                 "inference/configs/callbacks/pictures.json",
-                r#"{"class_name": "SampleSaver", "name": "pictures", "inbound_nodes": ["dataset", "blur"],
+                r#"{"class_name": "SampleSaver", "name": "pictures", "inbound_nodes": ["dataset", "mix"],
                     "incoming_keys_mapping": {"dataset": {"file_name": "save_names", "image": "_"}},
                     "image_keys": ["picture"]}"#
                     .into(),
@@ -215,6 +226,17 @@ fn saved_model(root: &Path) -> std::path::PathBuf {
         .expect("a saved model")
 }
 
+/// CPU seconds this process has used, all threads.
+fn cpu_seconds() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -225,37 +247,79 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn main() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    fs::create_dir_all(root.join("data")).unwrap();
-    let images: Vec<TensorData> = (0..IMAGES).map(noise).collect();
-    for (i, data) in images.iter().enumerate() {
-        write_png(&root.join(format!("data/im{i:03}.png")), data).unwrap();
+fn geomean(v: &[f64]) -> f64 {
+    (v.iter().map(|r| r.ln()).sum::<f64>() / v.len() as f64).exp()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A project with its images and saved model, and a copy of it for the second of two runs at
+/// once (the copy reads the first one's images).
+struct Bench {
+    _dir: tempfile::TempDir,
+    roots: [PathBuf; 2],
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .unwrap();
+        let root = dir.path().join("a");
+        fs::create_dir_all(root.join("data")).unwrap();
+        for i in 0..IMAGES {
+            write_png(&root.join(format!("data/im{i:03}.png")), &noise(i)).unwrap();
+        }
+        project(&root);
+        train(
+            &root,
+            &TrainOptions {
+                stop: Arc::new(AtomicBool::new(false)),
+                ..TrainOptions::default()
+            },
+            Registry::global(),
+        )
+        .expect("one training step to export a saved model");
+        let copy = dir.path().join("b");
+        copy_dir(&root.join("inference"), &copy.join("inference"));
+        copy_dir(&root.join("saved_models"), &copy.join("saved_models"));
+        Bench {
+            _dir: dir,
+            roots: [root, copy],
+        }
     }
 
-    project(root, 0);
-    train(
-        root,
-        &TrainOptions {
-            stop: Arc::new(AtomicBool::new(false)),
-            ..TrainOptions::default()
-        },
-        Registry::global(),
-    )
-    .expect("one training step to export a saved model");
-    // The convolution's weights do not depend on `repeats`: the saved model's graph sets it.
-    let graph = saved_model(root).join("graph.json");
-    let set_repeats = |repeats: usize| {
-        let text = fs::read_to_string(&graph).unwrap();
-        let mut g: serde_json::Value = serde_json::from_str(&text).unwrap();
-        g["plugins_config"][0]["repeats"] = repeats.into();
-        fs::write(&graph, g.to_string()).unwrap();
-    };
+    /// Sets the plugin's `side` and `repeats` in both saved models' graphs (the weights do not
+    /// depend on them).
+    fn set(&self, side: usize, repeats: usize) {
+        for root in &self.roots {
+            let graph = saved_model(root).join("graph.json");
+            let text = fs::read_to_string(&graph).unwrap();
+            let mut g: serde_json::Value = serde_json::from_str(&text).unwrap();
+            g["plugins_config"][0]["side"] = side.into();
+            g["plugins_config"][0]["repeats"] = repeats.into();
+            fs::write(&graph, g.to_string()).unwrap();
+        }
+    }
 
-    let run = |single_thread: bool, show: bool| -> InferReport {
+    /// One inference of project `k`; its results are deleted.
+    fn run(&self, k: usize, single_thread: bool) -> InferReport {
         let r = infer(
-            root,
+            &self.roots[k],
             &InferOptions {
                 single_thread,
                 ..InferOptions::default()
@@ -264,67 +328,184 @@ fn main() {
         )
         .expect("inference runs");
         assert_eq!(r.samples, IMAGES as u64);
-        // Keep the disk from filling with results.
+        // Keep the memory from filling with results.
         fs::remove_dir_all(&r.run.dir).unwrap();
-        if show {
-            let [read, predict, call] = r.stage_seconds;
-            println!(
-                "  {}: {:.3} s; stages worked: reading {read:.3} s, prediction {predict:.3} s, callbacks {call:.3} s",
-                if single_thread {
-                    "single thread"
-                } else {
-                    "threaded     "
-                },
-                r.seconds
-            );
-        }
         r
-    };
-    // Calibration in one thread: the stages without convolutions, and the cost of two.
-    run(true, false);
-    let base = run(true, false).stage_seconds;
-    set_repeats(2);
-    let two = run(true, false).stage_seconds;
-    let per_conv = ((two[1] - base[1]) / 2.0).max(1e-6);
-    let target = (base[0] + base[2]) / 2.0;
-    let repeats = ((target - base[1]) / per_conv).round().max(0.0) as usize;
-    set_repeats(repeats);
+    }
+
+    /// One run, printed with its CPU time and how long each stage worked; its seconds.
+    fn timed(&self, single_thread: bool) -> f64 {
+        let cpu = cpu_seconds();
+        let r = self.run(0, single_thread);
+        let cpu = cpu_seconds() - cpu;
+        let [read, predict, call] = r.stage_seconds;
+        println!(
+            "  {}: {:.3} s, CPU {cpu:.3} s; stages worked: reading {read:.3} s, prediction {predict:.3} s, callbacks {call:.3} s",
+            if single_thread {
+                "single thread"
+            } else {
+                "threaded     "
+            },
+            r.seconds
+        );
+        r.seconds
+    }
+
+    /// Two single-thread runs at once, one per project; the seconds until both are done.
+    fn two_at_once(&self) -> f64 {
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            let other = s.spawn(|| self.run(1, true));
+            self.run(0, true);
+            other.join().expect("the second run");
+        });
+        let seconds = started.elapsed().as_secs_f64();
+        println!("  two single-thread runs at once: {seconds:.3} s");
+        seconds
+    }
+
+    /// The stages' single-thread seconds at `side` and `repeats`: medians of three runs.
+    fn measure(&self, side: usize, repeats: usize) -> [f64; 3] {
+        self.set(side, repeats);
+        let runs: Vec<[f64; 3]> = (0..3).map(|_| self.run(0, true).stage_seconds).collect();
+        std::array::from_fn(|k| median(runs.iter().map(|r| r[k]).collect()))
+    }
+
+    /// Sets `side` and `repeats` so that each stage takes about a third of the single-thread
+    /// time. Writing costs about in proportion to the picture's area, so `side` is set in two
+    /// steps from the ratio of reading to writing.
+    fn calibrate(&self) -> (usize, usize, f64, [f64; 3]) {
+        let balance = |side: usize, stages: [f64; 3]| {
+            ((side as f64) * (stages[0] / stages[2]).sqrt())
+                .round()
+                .clamp(16.0, SIDE as f64) as usize
+        };
+        self.run(0, true);
+        let mut side = SIDE / 2;
+        for _ in 0..2 {
+            side = balance(side, self.measure(side, 0));
+        }
+        let base = self.measure(side, 0);
+        let more = self.measure(side, 8);
+        let per_repeat = ((more[1] - base[1]) / 8.0).max(1e-6);
+        let target = (base[0] + base[2]) / 2.0;
+        let repeats = ((target - base[1]) / per_repeat).round().max(0.0) as usize;
+        (side, repeats, per_repeat, self.measure(side, repeats))
+    }
+}
+
+/// With `BENCH_CHILD=side,repeats`: a few rounds at the given calibration, then the medians.
+fn child(calibration: &str) {
+    let (side, repeats) = calibration
+        .split_once(',')
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .expect("BENCH_CHILD is side,repeats");
+    let bench = Bench::new();
+    bench.set(side, repeats);
+    bench.run(0, true);
+    bench.run(0, false);
+    let (mut singles, mut threads) = (Vec::new(), Vec::new());
+    for round in 0..4 {
+        for single in [round % 2 == 0, round % 2 == 1] {
+            let seconds = bench.run(0, single).seconds;
+            if single { &mut singles } else { &mut threads }.push(seconds);
+        }
+    }
+    println!("child {} {}", median(singles), median(threads));
+}
+
+fn main() {
+    if let Ok(calibration) = std::env::var("BENCH_CHILD") {
+        child(&calibration);
+        return;
+    }
+    let tuning = nc7_core::memory::tune_allocator();
+    let bench = Bench::new();
+    let (side, repeats, per_repeat, stages) = bench.calibrate();
+    let total: f64 = stages.iter().sum();
     println!(
-        "{IMAGES} images of 3×{SIDE}×{SIDE} in batches of {BATCH}, one thread: reading {:.3} s, callbacks (PNG writing) {:.3} s, prediction {:.3} s + {per_conv:.3} s per convolution → {repeats} convolutions",
-        base[0], base[2], base[1]
+        "{IMAGES} images of 3×{SIDE}×{SIDE} in batches of {BATCH}; pictures of {side}×{side}, the 3×3 convolution applied {} times ({per_repeat:.4} s each); allocator {tuning:?}",
+        1 + repeats
+    );
+    println!(
+        "one thread: reading {:.3} s ({:.0}%), prediction {:.3} s ({:.0}%), callbacks (PNG writing) {:.3} s ({:.0}%)",
+        stages[0],
+        100.0 * stages[0] / total,
+        stages[1],
+        100.0 * stages[1] / total,
+        stages[2],
+        100.0 * stages[2] / total,
     );
 
     // Warm-up: one of each.
-    run(true, false);
-    run(false, false);
-    let (mut singles, mut threads, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
-        let (s, t) = if round % 2 == 0 {
-            let s = run(true, true).seconds;
-            (s, run(false, true).seconds)
-        } else {
-            let t = run(false, true).seconds;
-            (run(true, true).seconds, t)
-        };
+    bench.run(0, true);
+    bench.run(0, false);
+    bench.two_at_once();
+    const ORDERS: [[u8; 3]; 6] = [
+        [0, 1, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [0, 2, 1],
+        [2, 1, 0],
+        [1, 0, 2],
+    ];
+    let (mut singles, mut threads, mut pairs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut speedups, mut ceilings) = (Vec::new(), Vec::new());
+    for (round, order) in ORDERS.iter().cycle().take(ROUNDS).enumerate() {
+        let mut seconds = [0.0; 3];
+        for &what in order {
+            seconds[what as usize] = match what {
+                0 => bench.timed(true),
+                1 => bench.timed(false),
+                _ => bench.two_at_once(),
+            };
+        }
+        let [s, t, p] = seconds;
         println!(
-            "round {}: single thread {s:.3} s, threaded {t:.3} s, speedup {:.3}",
+            "round {}: single thread {s:.3} s, threaded {t:.3} s, speedup {:.3}; two at once {p:.3} s, {:.3}× one",
             round + 1,
-            s / t
+            s / t,
+            2.0 * s / p
         );
         singles.push(s);
         threads.push(t);
-        ratios.push(s / t);
+        pairs.push(p);
+        speedups.push(s / t);
+        ceilings.push(2.0 * s / p);
     }
-    let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
-    let (s, t) = (median(singles), median(threads));
+    let (s, t, p) = (median(singles), median(threads), median(pairs));
     println!(
-        "medians: single thread {s:.3} s ({:.1} images/s), threaded {t:.3} s ({:.1} images/s)",
+        "medians: single thread {s:.3} s ({:.1} images/s), threaded {t:.3} s ({:.1} images/s), two single-thread runs at once {p:.3} s ({:.1} images/s)",
         IMAGES as f64 / s,
-        IMAGES as f64 / t
+        IMAGES as f64 / t,
+        2.0 * IMAGES as f64 / p
     );
+    let (speedup, ceiling) = (geomean(&speedups), geomean(&ceilings));
     println!(
-        "cores available: {}",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "cores available: {}; two single-thread runs at once give {ceiling:.3}× the throughput of one: the threaded pipeline reaches {:.0}% of that",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        100.0 * speedup / ceiling
     );
-    println!("inferer speedup: {geomean:.3}");
+    if tuning == nc7_core::memory::Tuning::Tuned {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("BENCH_CHILD", format!("{side},{repeats}"))
+            .env("NC7_MALLOC", "system")
+            .output()
+            .expect("the bench runs again");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let child: Vec<f64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("child "))
+            .map(|l| l.split(' ').filter_map(|v| v.parse().ok()).collect())
+            .unwrap_or_default();
+        if let [cs, ct] = child[..] {
+            println!(
+                "with glibc's default allocator settings (a child process, 4 rounds): single thread {cs:.3} s, threaded {ct:.3} s, speedup {:.3}; the tuning saves {:.0}% and {:.0}%",
+                cs / ct,
+                100.0 * (1.0 - s / cs),
+                100.0 * (1.0 - t / ct)
+            );
+        }
+    }
+    println!("inferer speedup: {speedup:.3}");
 }

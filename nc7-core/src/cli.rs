@@ -170,6 +170,8 @@ enum FormatArg {
 /// project has problems, 2 on a usage error.
 pub fn main() -> ExitCode {
     init_logging();
+    let tuning = crate::memory::tune_allocator();
+    log::debug!("memory allocator: {tuning:?}");
     let code = run(
         std::env::args_os(),
         Overrides::default().with_process_env(),

@@ -21,6 +21,7 @@ pub mod handler;
 pub mod keys;
 pub mod layers;
 pub mod mapping;
+pub mod memory;
 pub mod model;
 pub mod nest;
 pub mod nucleotide;

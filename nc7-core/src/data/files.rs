@@ -65,14 +65,20 @@ pub fn write_png(path: &Path, data: &TensorData) -> Result<(), String> {
             ));
         }
     };
-    let values: Vec<f64> = data
-        .clone()
-        .convert::<f64>()
-        .to_vec()
-        .map_err(|e| format!("{}: {e:?}", path.display()))?;
     // Floats are in [0, 1]; integers are pixel values already (class masks, 8-bit images).
     let scale = if data.dtype.is_float() { 255.0 } else { 1.0 };
-    let pixels = to_pixels(&values, c, true, scale);
+    // The common element types are read in place; the others are converted first.
+    let pixels = match data.dtype {
+        burn::tensor::DType::F32 => data.as_slice::<f32>().map(|v| to_pixels(v, c, true, scale)),
+        burn::tensor::DType::F64 => data.as_slice::<f64>().map(|v| to_pixels(v, c, true, scale)),
+        burn::tensor::DType::U8 => data.as_slice::<u8>().map(|v| to_pixels(v, c, true, scale)),
+        _ => data
+            .clone()
+            .convert::<f64>()
+            .as_slice::<f64>()
+            .map(|v| to_pixels(v, c, true, scale)),
+    }
+    .map_err(|e| format!("{}: {e:?}", path.display()))?;
     let color = match c {
         1 => image::ExtendedColorType::L8,
         3 => image::ExtendedColorType::Rgb8,
@@ -90,18 +96,25 @@ pub fn write_png(path: &Path, data: &TensorData) -> Result<(), String> {
 }
 
 /// One image's values as 8-bit pixels, channels interleaved (the layout image encoders take):
-/// each value times `scale`, rounded and clamped to `[0, 255]`. `channels_first` says whether
-/// `values` is `[C, H, W]` (else `[H, W, C]`).
-pub fn to_pixels(values: &[f64], channels: usize, channels_first: bool, scale: f64) -> Vec<u8> {
-    let to_u8 = |v: f64| (v * scale).round().clamp(0.0, 255.0) as u8;
+/// each value times `scale`, rounded half up and clamped to `[0, 255]` (NaN gives 0).
+/// `channels_first` says whether `values` is `[C, H, W]` (else `[H, W, C]`).
+pub fn to_pixels<T: Copy + Into<f64>>(
+    values: &[T],
+    channels: usize,
+    channels_first: bool,
+    scale: f64,
+) -> Vec<u8> {
+    // Clamped first, so that `+ 0.5` and the truncating cast round half up without a call to
+    // the C library's `round`.
+    let to_u8 = |v: T| ((v.into() * scale).clamp(0.0, 255.0) + 0.5) as u8;
     if !channels_first || channels == 1 {
         return values.iter().map(|&v| to_u8(v)).collect();
     }
     let plane = values.len() / channels;
     let mut out = vec![0u8; values.len()];
-    for ch in 0..channels {
-        for p in 0..plane {
-            out[p * channels + ch] = to_u8(values[ch * plane + p]);
+    for (ch, values) in values.chunks_exact(plane.max(1)).enumerate() {
+        for (o, &v) in out[ch..].iter_mut().step_by(channels).zip(values) {
+            *o = to_u8(v);
         }
     }
     out
@@ -260,5 +273,52 @@ mod tests {
         assert!(e.is_ok(), "[H, W] is an image");
         let e = write_png(&path, &TensorData::new(vec![0f32; 20], [5, 2, 2])).unwrap_err();
         assert!(e.contains("not [5, 2, 2]"), "{e}");
+    }
+
+    #[test]
+    fn pixels_round_half_up_clamp_and_interleave() {
+        // (value, pixel) at scale 255: rounding, clamping, NaN.
+        for (v, want) in [
+            (0.0f64, 0u8),
+            (-0.3, 0),
+            (0.4 / 255.0, 0),
+            (0.5 / 255.0, 1),
+            (0.6 / 255.0, 1),
+            (254.5 / 255.0, 255),
+            (1.0, 255),
+            (1.7, 255),
+            (f64::NAN, 0),
+            (f64::INFINITY, 255),
+            (f64::NEG_INFINITY, 0),
+        ] {
+            assert_eq!(to_pixels(&[v], 1, true, 255.0), [want], "{v}");
+        }
+        // Integers at scale 1, clamped.
+        assert_eq!(to_pixels(&[0u8, 7, 255], 1, true, 1.0), [0, 7, 255]);
+        // [C, H, W] interleaves; [H, W, C] is kept in order.
+        let planes: Vec<f32> = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        assert_eq!(to_pixels(&planes, 3, true, 1.0), [1, 3, 5, 2, 4, 6]);
+        assert_eq!(to_pixels(&planes, 3, false, 1.0), [1, 2, 3, 4, 5, 6]);
+        assert!(to_pixels::<f32>(&[], 3, true, 1.0).is_empty());
+    }
+
+    #[test]
+    fn png_writing_reads_each_element_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.png");
+        let back = |data: TensorData| {
+            write_png(&path, &data).unwrap();
+            read_image(&path, Color::Grey)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let want = [0.0, 1.0 / 255.0, 1.0];
+        let floats: [f32; 3] = [0.0, 1.0 / 255.0, 1.0];
+        assert_eq!(back(TensorData::new(floats.to_vec(), [1, 3])), want);
+        let doubles = floats.map(f64::from);
+        assert_eq!(back(TensorData::new(doubles.to_vec(), [1, 3])), want);
+        assert_eq!(back(TensorData::new(vec![0u8, 1, 255], [1, 3])), want);
+        assert_eq!(back(TensorData::new(vec![0i64, 1, 300], [1, 3])), want);
     }
 }
