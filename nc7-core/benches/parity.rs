@@ -39,8 +39,10 @@ use serde::{Deserialize, Serialize};
 const SEED: u64 = 42;
 const BATCH: usize = 32;
 const STEPS: usize = 200;
-/// Samples in the training set; the 200 steps go round it 5 times.
-const SAMPLES: usize = 1280;
+/// Samples in the training set: one per step and batch place, so the 200 steps read each
+/// once. Lightning's parity test sizes its random set from steps × batch the same way (and
+/// eight times that, in case it runs on eight processes).
+const SAMPLES: usize = STEPS * BATCH;
 const LR: f64 = 0.01;
 const PIXELS: usize = 3 * 32 * 32;
 /// Measured rounds: even, so that each side goes first equally often (on a machine with a
@@ -330,18 +332,19 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc;
 
-/// The process's high-water resident set size, in KiB (Linux).
-fn peak_rss_kib() -> Option<u64> {
+/// A field of this process's `/proc/self/status` in KiB (Linux): `VmHWM` is the high-water
+/// resident set size, `RssFile` the resident pages of mapped files (the code, mostly).
+fn status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Runs one side in a child process (this binary again) and reads its peak RSS and peak heap
-/// (KiB).
-fn child_peak(side: &str) -> (u64, u64) {
+/// Runs one side in a child process (this binary again) and reads its peak RSS, its file
+/// pages at the end and its peak heap (KiB).
+fn child_peak(side: &str) -> (u64, u64, u64) {
     let exe = std::env::current_exe().expect("the bench binary's path");
     let out = std::process::Command::new(exe)
         .env("PARITY_CHILD", side)
@@ -359,7 +362,11 @@ fn child_peak(side: &str) -> (u64, u64) {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("the {side} child did not report its {name}"))
     };
-    (read("peak_rss_kib "), read("peak_heap_kib "))
+    (
+        read("peak_rss_kib "),
+        read("file_rss_kib "),
+        read("peak_heap_kib "),
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -379,7 +386,8 @@ fn main() {
             "nc7" => drop(nc7()),
             _ => drop(raw()),
         }
-        println!("peak_rss_kib {}", peak_rss_kib().unwrap_or(0));
+        println!("peak_rss_kib {}", status_kib("VmHWM").unwrap_or(0));
+        println!("file_rss_kib {}", status_kib("RssFile").unwrap_or(0));
         println!(
             "peak_heap_kib {}",
             PEAK.load(std::sync::atomic::Ordering::Relaxed) / 1024
@@ -390,8 +398,8 @@ fn main() {
     println!(
         "parity: ConvNet, SGD lr {LR}, batch {BATCH}, {STEPS} steps, {SAMPLES} CIFAR-shaped samples, NdArray, seed {SEED}"
     );
-    let (rss_nc7, heap_nc7) = child_peak("nc7");
-    let (rss_raw, heap_raw) = child_peak("raw");
+    let (rss_nc7, file_nc7, heap_nc7) = child_peak("nc7");
+    let (rss_raw, file_raw, heap_raw) = child_peak("raw");
     let _ = data();
     let mut times: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut ratios: Vec<f64> = Vec::new();
@@ -438,11 +446,16 @@ fn main() {
         "median time: nc7 {t_nc7:.3} s, raw {t_raw:.3} s ({:.4} ms per step of overhead)",
         (t_nc7 - t_raw) * 1000.0 / STEPS as f64
     );
+    let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
-        "peak RSS: nc7 {:.1} MiB, raw {:.1} MiB, ratio {:.3}",
-        rss_nc7 as f64 / 1024.0,
-        rss_raw as f64 / 1024.0,
-        rss_nc7 as f64 / rss_raw.max(1) as f64
+        "peak RSS: nc7 {:.1} MiB, raw {:.1} MiB, ratio {:.3}; {:.1} MiB more, of which {:.1} MiB more code and other file pages (nc7 {:.1} MiB, raw {:.1} MiB at the end)",
+        mib(rss_nc7),
+        mib(rss_raw),
+        rss_nc7 as f64 / rss_raw.max(1) as f64,
+        mib(rss_nc7) - mib(rss_raw),
+        mib(file_nc7) - mib(file_raw),
+        mib(file_nc7),
+        mib(file_raw),
     );
     println!(
         "peak heap: nc7 {:.1} MiB, raw {:.1} MiB, ratio {:.3}",

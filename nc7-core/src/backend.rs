@@ -148,6 +148,14 @@ impl DeviceChoice {
     }
 }
 
+/// Whether `B` keeps tensors in this process's memory (the CPU backend, with or without
+/// autodiff): reading a tensor's data and making one from data are then free or one copy,
+/// not a transfer to or from a device.
+pub fn on_host<B: Backend>() -> bool {
+    let id = std::any::TypeId::of::<B>();
+    id == std::any::TypeId::of::<Cpu>() || id == std::any::TypeId::of::<CpuTrain>()
+}
+
 /// Takes a tensor off the autodiff graph onto the inner backend; the data is not copied.
 pub fn tensor_to_inner<B: AutodiffBackend>(t: AnyTensor<B>) -> AnyTensor<B::InnerBackend> {
     match t {

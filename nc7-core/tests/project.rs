@@ -737,7 +737,13 @@ fn overrides_of_paths_that_do_not_exist() {
         &c,
         Code::OVERRIDE,
         None,
-        "`--set trainer.bach_size=3`: `trainer_config` has no `bach_size` (it has `epochs`, `batch_size`); did you mean `batch_size`?",
+        "`--set trainer.bach_size=3`: `trainer_config` has no `bach_size` (it has `epochs`, `batch_size`; its type also declares `num_epochs`, ",
+    );
+    has(
+        &c,
+        Code::OVERRIDE,
+        None,
+        "`keep_best`); did you mean `batch_size`?",
     );
     has(
         &c,
@@ -757,6 +763,18 @@ fn overrides_of_paths_that_do_not_exist() {
     // A field the type declares may be set even when the file does not give it.
     let c = check(dir.path(), RunType::Train, set(&["plugins.net.layers=[1]"]));
     assert!(c.is_ok(), "{}", c.diagnostics);
+    // So may a trainer field the file leaves to its default.
+    let c = check(
+        dir.path(),
+        RunType::Train,
+        set(&["trainer.prefetch=0", "trainer.progress_bar=false"]),
+    );
+    let v = c.config.to_value();
+    let trainer = &v["trainer_config"];
+    assert_eq!(
+        (&trainer["prefetch"], &trainer["progress_bar"]),
+        (&json!(0), &json!(false))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -230,7 +230,10 @@ pub fn apply_override(
                     (*seg).to_owned()
                 } else if i == 0 && node.get(&format!("{seg}_config")).is_some() {
                     format!("{seg}_config")
-                } else if last && declares(node, seg, registry) {
+                } else if last
+                    && (declares(node, seg, registry)
+                        || (i == 1 && section_fields(&walked).contains(seg)))
+                {
                     node.set(seg, Tagged::new(&value, source));
                     return Ok(());
                 } else {
@@ -245,7 +248,10 @@ pub fn apply_override(
                             }
                         })
                         .collect();
-                    let declared = declared_fields(node, registry);
+                    let mut declared = declared_fields(node, registry);
+                    if i == 1 {
+                        declared.extend(section_fields(&walked).iter().map(|f| (*f).to_owned()));
+                    }
                     candidates.extend(declared.iter().cloned());
                     let also = declared
                         .iter()
@@ -325,6 +331,16 @@ pub fn apply_override(
     Ok(())
 }
 
+/// The fields of a top-level section whose type nc7 defines (`trainer_config`,
+/// `inferer_config`): an override may set one that the files leave to its default.
+fn section_fields(section: &str) -> &'static [&'static str] {
+    match section {
+        "trainer_config" => crate::coordinator::trainer_config::TrainerConfig::FIELDS,
+        "inferer_config" => crate::coordinator::inferer_config::InfererConfig::FIELDS,
+        _ => &[],
+    }
+}
+
 /// Whether `map` is a nucleotide config whose type declares the field `field`.
 fn declares(map: &Tagged, field: &str, registry: &Registry) -> bool {
     declared_fields(map, registry).iter().any(|f| f == field)
@@ -371,18 +387,28 @@ mod tests {
             0,
         );
         apply_override(&mut tree, "trainer.batch_size", json!(8), 1, &registry).unwrap();
+        // A trainer field the file leaves to its default.
+        apply_override(&mut tree, "trainer.prefetch", json!(0), 1, &registry).unwrap();
         apply_override(&mut tree, "plugins_config.enc.f", json!(2), 1, &registry).unwrap();
         apply_override(&mut tree, "plugins.0.f", json!(3), 1, &registry).unwrap();
         assert_eq!(
             tree.to_value(),
-            json!({"trainer_config": {"batch_size": 8}, "plugins_config": [{"name": "enc", "f": 3}]})
+            json!({"trainer_config": {"batch_size": 8, "prefetch": 0}, "plugins_config": [{"name": "enc", "f": 3}]})
         );
         let err =
             apply_override(&mut tree, "trainer.bach_size", json!(8), 1, &registry).unwrap_err();
-        assert_eq!(
-            err,
-            "`trainer_config` has no `bach_size` (it has `batch_size`); did you mean `batch_size`?"
+        assert!(
+            err.starts_with(
+                "`trainer_config` has no `bach_size` (it has `batch_size`, `prefetch`; its type also declares `num_epochs`, "
+            ) && err.ends_with("did you mean `batch_size`?"),
+            "{err}"
         );
+        let err =
+            apply_override(&mut tree, "trainer.summary_step", json!(8), 1, &registry).unwrap_err();
+        assert!(err.ends_with("did you mean `summary_steps`?"), "{err}");
+        // Only the section's own fields: deeper maps are not declared by it.
+        let err = apply_override(&mut tree, "inferer.batch_size", json!(8), 1, &registry);
+        assert!(err.is_err(), "no `inferer_config` section in this tree");
         let err =
             apply_override(&mut tree, "trainr.batch_size", json!(8), 1, &registry).unwrap_err();
         assert!(err.contains("did you mean `trainer`?"), "{err}");

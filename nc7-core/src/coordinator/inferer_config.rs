@@ -27,6 +27,18 @@ pub struct InfererConfig {
     pub saved_model: Option<String>,
 }
 
+impl InfererConfig {
+    /// The fields, as config files and overrides name them.
+    pub const FIELDS: &'static [&'static str] = &[
+        "batch_size",
+        "prefetch_buffer_size",
+        "single_thread",
+        "skip_bad_samples",
+        "device",
+        "saved_model",
+    ];
+}
+
 fn two() -> usize {
     2
 }
@@ -66,6 +78,13 @@ impl InfererConfig {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn fields_lists_every_field() {
+        let v = serde_json::to_value(InfererConfig::default()).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, InfererConfig::FIELDS);
+    }
 
     #[test]
     fn reads_defaults_fields_and_refuses_bad_ones() {

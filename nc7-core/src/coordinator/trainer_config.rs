@@ -92,6 +92,28 @@ pub struct TrainerConfig {
     pub keep_best: Option<KeepBest>,
 }
 
+impl TrainerConfig {
+    /// The fields, as config files and overrides name them.
+    pub const FIELDS: &'static [&'static str] = &[
+        "batch_size",
+        "num_epochs",
+        "iterations_per_epoch",
+        "samples_per_epoch",
+        "random_seed",
+        "device",
+        "summary_steps",
+        "checkpoints_to_keep",
+        "exports_to_keep",
+        "shuffle",
+        "prefetch",
+        "optimization_config",
+        "load_config",
+        "progress_bar",
+        "early_stopping",
+        "keep_best",
+    ];
+}
+
 fn one() -> u64 {
     1
 }
@@ -173,6 +195,14 @@ impl TrainerConfig {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn fields_lists_every_field() {
+        let c = TrainerConfig::from_value(&json!({"batch_size": 4})).unwrap();
+        let v = serde_json::to_value(c).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, TrainerConfig::FIELDS);
+    }
 
     #[test]
     fn reads_defaults_and_per_mode_values() {
