@@ -12,7 +12,7 @@ pub mod records;
 pub mod records_reader;
 pub mod shapes;
 
-pub use batch::{BatchError, collate, concat, for_each_batch, stack};
+pub use batch::{BatchError, Collator, collate, concat, for_each_batch, stack};
 pub use file_list::{FileList, FileListConfig};
 pub use image_files::{ImageFiles, ImageFilesFeeder};
 pub use order::{BatchOrder, DataPosition};

@@ -23,6 +23,7 @@ use super::trainer::{WEIGHTS, find_checkpoint};
 use crate::backend::DeviceChoice;
 use crate::check::{ModelGraph, ProjectCheck};
 use crate::config::{MODEL_SECTIONS, Overrides, RunType};
+use crate::data::{BatchError, Collator};
 use crate::data::{collate, concat};
 use crate::export::{GRAPH, SIGNATURE, describe};
 use crate::model::{Model, Part};
@@ -446,18 +447,24 @@ impl<B: Backend> Reader<B> {
             }
             return Ok(Some(Read::new(batches, n)));
         }
-        let mut samples = Vec::with_capacity(self.batch_size);
-        while samples.len() < self.batch_size {
+        // Each sample goes into the batch's buffers as it is read.
+        let batching = |e: BatchError| format!("batching the data feeder's samples: {e}");
+        let mut batch = Collator::new(self.batch_size, &self.device);
+        while batch.len() < self.batch_size {
             match self.feeds()? {
-                Some(feeds) => samples.extend(feeds),
+                Some(feeds) => {
+                    for sample in feeds {
+                        batch.push(sample).map_err(batching)?;
+                    }
+                }
                 None => break,
             }
         }
-        if samples.is_empty() {
+        if batch.is_empty() {
             return Ok(None);
         }
-        let n = samples.len();
-        Ok(Some(Read::new(vec![batch(samples, &self.device)?], n)))
+        let n = batch.len();
+        Ok(Some(Read::new(vec![batch.finish().map_err(batching)?], n)))
     }
 
     /// The next iteration. An error while reading ahead is given after the iteration before it.

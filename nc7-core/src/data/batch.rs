@@ -32,6 +32,250 @@ pub fn collate<B: Backend>(
     collate_at(samples, "", device)
 }
 
+/// Batches samples as they are read. On the CPU backend each sample's tensors are copied into
+/// the batch's buffers as soon as the sample is pushed, and the sample's own memory is freed:
+/// a batch needs its own memory and one sample's, where gathering the samples first and then
+/// stacking them needs twice the batch. Other backends keep the samples and [`collate`] them
+/// at the end. Either way the result and the errors are those of [`collate`].
+pub struct Collator<B: Backend> {
+    device: B::Device,
+    capacity: usize,
+    /// The samples; on the CPU backend, with each tensor replaced by an empty one of its dtype.
+    samples: Vec<Nest<B>>,
+    /// On the CPU backend: each tensor's values, by key path.
+    columns: BTreeMap<String, Column>,
+}
+
+/// One key's tensors, concatenated.
+struct Column {
+    dtype: DType,
+    shapes: Vec<Vec<usize>>,
+    values: Values,
+}
+
+enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    I64(Vec<i64>),
+    I32(Vec<i32>),
+    U8(Vec<u8>),
+    Bool(Vec<bool>),
+    /// Other dtypes, and samples whose kind differs from the first one's (an error, given
+    /// by `collate` when the samples are put together).
+    Each(Vec<TensorData>),
+}
+
+impl<B: Backend> Collator<B> {
+    /// A batch of about `capacity` samples on `device`.
+    pub fn new(capacity: usize, device: &B::Device) -> Self {
+        Collator {
+            device: device.clone(),
+            capacity,
+            samples: Vec::with_capacity(capacity),
+            columns: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a sample.
+    pub fn push(&mut self, mut sample: Nest<B>) -> Result<(), BatchError> {
+        if crate::backend::on_host::<B>() {
+            let capacity = self.capacity;
+            let columns = &mut self.columns;
+            let mut failed = None;
+            take_tensors(
+                &mut sample,
+                String::new(),
+                &self.device,
+                &mut |key, data| {
+                    if failed.is_none()
+                        && let Err(e) = add(columns, key, data, capacity)
+                    {
+                        failed = Some(e);
+                    }
+                },
+            );
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        self.samples.push(sample);
+        Ok(())
+    }
+
+    /// Samples pushed so far.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether no sample was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// The batch.
+    pub fn finish(self) -> Result<Nest<B>, BatchError> {
+        // On the CPU backend the samples hold empty tensors: their collation checks that the
+        // samples agree (keys, kinds) and gives the batch's structure.
+        let mut batch = collate(self.samples, &self.device)?;
+        for (key, column) in self.columns {
+            let tensor = column.stack::<B>(&key, &self.device)?;
+            *find_mut(&mut batch, &key).expect("collated samples keep their keys") =
+                Nest::Tensor(tensor);
+        }
+        Ok(batch)
+    }
+}
+
+/// Replaces each tensor of `nest` by an empty one of its dtype, giving its values to `take`
+/// with the key path `collate` names it by.
+fn take_tensors<B: Backend>(
+    nest: &mut Nest<B>,
+    key: String,
+    device: &B::Device,
+    take: &mut dyn FnMut(String, Result<TensorData, String>),
+) {
+    match nest {
+        Nest::Map(m) => {
+            for (k, v) in m.iter_mut() {
+                take_tensors(v, child(&key, k), device, take);
+            }
+        }
+        Nest::List(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                take_tensors(v, child(&key, &i.to_string()), device, take);
+            }
+        }
+        Nest::Tensor(t) => {
+            let empty = AnyTensor::from_data(
+                TensorData::from_bytes_vec(Vec::new(), [0], t.dtype()),
+                device,
+            );
+            let t = std::mem::replace(t, empty);
+            take(key, t.into_data());
+        }
+        _ => {}
+    }
+}
+
+/// The value at a key path of `take_tensors`.
+fn find_mut<'a, B: Backend>(nest: &'a mut Nest<B>, key: &str) -> Option<&'a mut Nest<B>> {
+    if key.is_empty() {
+        return Some(nest);
+    }
+    let mut node = nest;
+    for seg in key.split(':') {
+        node = match node {
+            Nest::Map(m) => m.get_mut(seg)?,
+            Nest::List(items) => items.get_mut(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+fn add(
+    columns: &mut BTreeMap<String, Column>,
+    key: String,
+    data: Result<TensorData, String>,
+    capacity: usize,
+) -> Result<(), BatchError> {
+    let data = data.map_err(|e| err(&key, e))?;
+    let column = columns.entry(key).or_insert_with(|| {
+        let n = capacity.max(1) * data.num_elements();
+        Column {
+            dtype: data.dtype,
+            shapes: Vec::with_capacity(capacity),
+            values: match data.dtype {
+                DType::F32 => Values::F32(Vec::with_capacity(n)),
+                DType::F64 => Values::F64(Vec::with_capacity(n)),
+                DType::I64 => Values::I64(Vec::with_capacity(n)),
+                DType::I32 => Values::I32(Vec::with_capacity(n)),
+                DType::U8 => Values::U8(Vec::with_capacity(n)),
+                DType::Bool(_) => Values::Bool(Vec::with_capacity(n)),
+                _ => Values::Each(Vec::with_capacity(capacity)),
+            },
+        }
+    });
+    column.shapes.push(data.shape.to_vec());
+    let same_kind = |a: DType, b: DType| {
+        (a.is_float() && b.is_float())
+            || (matches!(a, DType::Bool(_)) && matches!(b, DType::Bool(_)))
+            || (!a.is_float()
+                && !b.is_float()
+                && !matches!(a, DType::Bool(_))
+                && !matches!(b, DType::Bool(_)))
+    };
+    if !same_kind(column.dtype, data.dtype) {
+        // `collate` reports the mixed kinds; keep the values apart until then.
+        let mut each = match std::mem::replace(&mut column.values, Values::Each(Vec::new())) {
+            Values::Each(v) => v,
+            _ => Vec::new(),
+        };
+        each.push(data);
+        column.values = Values::Each(each);
+        return Ok(());
+    }
+    let data = if data.dtype == column.dtype {
+        data
+    } else {
+        data.convert_dtype(column.dtype)
+    };
+    let slice_err = |e| err("", format!("reading a sample's values: {e:?}"));
+    match &mut column.values {
+        Values::F32(v) => v.extend_from_slice(data.as_slice::<f32>().map_err(slice_err)?),
+        Values::F64(v) => v.extend_from_slice(data.as_slice::<f64>().map_err(slice_err)?),
+        Values::I64(v) => v.extend_from_slice(data.as_slice::<i64>().map_err(slice_err)?),
+        Values::I32(v) => v.extend_from_slice(data.as_slice::<i32>().map_err(slice_err)?),
+        Values::U8(v) => v.extend_from_slice(data.as_slice::<u8>().map_err(slice_err)?),
+        Values::Bool(v) => v.extend_from_slice(data.as_slice::<bool>().map_err(slice_err)?),
+        Values::Each(v) => v.push(data),
+    }
+    Ok(())
+}
+
+impl Column {
+    /// The stacked tensor: straight from the buffer when every sample has the same shape,
+    /// else through [`stack`] (padding, and its errors).
+    fn stack<B: Backend>(self, key: &str, device: &B::Device) -> Result<AnyTensor<B>, BatchError> {
+        let n = self.shapes.len();
+        let same = self.shapes.iter().all(|s| *s == self.shapes[0]);
+        let mut batch_shape = vec![n];
+        batch_shape.extend(&self.shapes[0]);
+        macro_rules! whole_or_split {
+            ($v:expr) => {{
+                if same {
+                    return Ok(AnyTensor::from_data(
+                        TensorData::new($v, batch_shape),
+                        device,
+                    ));
+                }
+                let mut rest = $v.as_slice();
+                self.shapes
+                    .iter()
+                    .map(|s| {
+                        let (mine, tail) = rest.split_at(s.iter().product());
+                        rest = tail;
+                        AnyTensor::from_data(TensorData::new(mine.to_vec(), s.clone()), device)
+                    })
+                    .collect::<Vec<_>>()
+            }};
+        }
+        let tensors = match self.values {
+            Values::F32(v) => whole_or_split!(v),
+            Values::F64(v) => whole_or_split!(v),
+            Values::I64(v) => whole_or_split!(v),
+            Values::I32(v) => whole_or_split!(v),
+            Values::U8(v) => whole_or_split!(v),
+            Values::Bool(v) => whole_or_split!(v),
+            Values::Each(datas) => datas
+                .into_iter()
+                .map(|d| AnyTensor::from_data(d, device))
+                .collect(),
+        };
+        stack(tensors, key)
+    }
+}
+
 fn err(key: &str, problem: impl Into<String>) -> BatchError {
     BatchError {
         key: if key.is_empty() {
@@ -537,15 +781,14 @@ pub fn for_each_batch<B: Backend, E: From<BoxError>>(
     mut consume: impl FnMut(Nest<B>) -> Result<bool, E>,
 ) -> Result<(), E> {
     let read = |indices: &[usize]| -> Result<Nest<B>, BoxError> {
-        let samples = indices
-            .iter()
-            .map(|&i| {
-                dataset
-                    .get(i)
-                    .map_err(|e| -> BoxError { format!("sample {i}: {e}").into() })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(collate(samples, device)?)
+        let mut batch = Collator::new(indices.len(), device);
+        for &i in indices {
+            let sample = dataset
+                .get(i)
+                .map_err(|e| -> BoxError { format!("sample {i}: {e}").into() })?;
+            batch.push(sample)?;
+        }
+        Ok(batch.finish()?)
     };
     if prefetch == 0 {
         for indices in &batches {
@@ -716,5 +959,117 @@ mod tests {
         wrong.insert("label", Nest::Str("x".into())).unwrap();
         let e = collate(vec![sample(vec![1.0], 1, "a"), wrong], &d).unwrap_err();
         assert_eq!(e.key, "label");
+    }
+
+    /// A nest as comparable text: every leaf with its path, tensors with dtype, shape and
+    /// values.
+    fn describe_all<C: Backend>(nest: &Nest<C>) -> Vec<String> {
+        nest.flatten()
+            .into_iter()
+            .map(|(k, v)| match v {
+                Nest::Tensor(t) => {
+                    let d = t.clone().into_data().unwrap();
+                    format!("{k}: {:?} {:?} {:?}", d.dtype, d.shape, d.as_bytes())
+                }
+                other => format!("{k}: {other:?}"),
+            })
+            .collect()
+    }
+
+    /// The collator, which copies each sample into the batch as it comes, gives what
+    /// `collate` gives, errors included, on the CPU backend (with and without autodiff).
+    #[test]
+    fn the_collator_agrees_with_collate() {
+        fn t<C: Backend>(data: TensorData) -> Nest<C> {
+            Nest::Tensor(tensor_of(data))
+        }
+        fn cases<C: Backend>() -> Vec<(&'static str, Vec<Nest<C>>)> {
+            let map = |x: TensorData, label: i64, name: &str, boxes: Vec<Nest<C>>| {
+                let mut m = Nest::map();
+                m.insert("x", t(x)).unwrap();
+                m.insert("label", Nest::Int(label)).unwrap();
+                m.insert("name", Nest::Str(name.into())).unwrap();
+                m.insert("boxes", Nest::List(boxes)).unwrap();
+                m
+            };
+            let f32s = |v: Vec<f32>| {
+                let n = v.len();
+                TensorData::new(v, [n])
+            };
+            vec![
+                (
+                    "same shapes, nested",
+                    (0..4)
+                        .map(|i| {
+                            map(
+                                f32s(vec![i as f32, 2.0]),
+                                i,
+                                "s",
+                                vec![t(TensorData::new(vec![i, 1], [1, 2])), t(f32s(vec![0.5]))],
+                            )
+                        })
+                        .collect(),
+                ),
+                (
+                    "ragged",
+                    vec![
+                        map(f32s(vec![1.0, 2.0]), 1, "a", vec![]),
+                        map(f32s(vec![3.0]), 2, "b", vec![]),
+                        map(f32s(vec![4.0, 5.0, 6.0]), 3, "c", vec![]),
+                    ],
+                ),
+                (
+                    "bare tensors of two float dtypes",
+                    vec![
+                        t(TensorData::new(vec![1.5f32, 2.0], [2])),
+                        t(TensorData::new(vec![3.25f64, -4.0], [2])),
+                    ],
+                ),
+                (
+                    "booleans",
+                    vec![
+                        t(TensorData::new(vec![true, false], [2])),
+                        t(TensorData::new(vec![false, false], [2])),
+                    ],
+                ),
+                (
+                    "ranks differ",
+                    vec![
+                        t(f32s(vec![1.0, 2.0])),
+                        t(TensorData::new(vec![1.0f32, 2.0], [1, 2])),
+                    ],
+                ),
+                (
+                    "kinds differ",
+                    vec![t(f32s(vec![1.0])), t(TensorData::new(vec![1i64], [1]))],
+                ),
+                (
+                    "keys differ",
+                    vec![map(f32s(vec![1.0]), 1, "a", vec![]), t(f32s(vec![1.0]))],
+                ),
+                (
+                    "a tensor and a string",
+                    vec![
+                        map(f32s(vec![1.0]), 1, "a", vec![t(f32s(vec![1.0]))]),
+                        map(f32s(vec![1.0]), 1, "a", vec![Nest::Str("x".into())]),
+                    ],
+                ),
+            ]
+        }
+        fn check<C: Backend>() {
+            let d = Default::default();
+            for (name, samples) in cases::<C>() {
+                let want = collate(samples.clone(), &d).map(|b| describe_all(&b));
+                let mut collator = Collator::new(2, &d);
+                let got = samples
+                    .into_iter()
+                    .try_for_each(|s| collator.push(s))
+                    .and_then(|()| collator.finish())
+                    .map(|b| describe_all(&b));
+                assert_eq!(got, want, "{name}");
+            }
+        }
+        check::<B>();
+        check::<burn::backend::Autodiff<B>>();
     }
 }
