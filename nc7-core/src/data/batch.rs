@@ -472,7 +472,12 @@ pub fn stack<B: Backend>(
     if crate::backend::on_host::<B>() {
         return stack_on_host(tensors, batch_shape, key);
     }
-    Ok(cat0(
+    Ok(stack_by_cat(tensors))
+}
+
+/// Stacks same-shaped tensors with the backend's `cat`, each given a first dimension of 1.
+fn stack_by_cat<B: Backend>(tensors: Vec<AnyTensor<B>>) -> AnyTensor<B> {
+    cat0(
         tensors
             .into_iter()
             .map(|t| {
@@ -481,7 +486,7 @@ pub fn stack<B: Backend>(
                 t.reshape(Shape::from(s))
             })
             .collect(),
-    ))
+    )
 }
 
 /// Stacks same-shaped tensors held in host memory: each sample's values are copied once into
@@ -524,15 +529,12 @@ fn stack_on_host<B: Backend>(
         DType::Bool(_) => join!(bool),
         // Other dtypes (half floats, small integers): the backend joins them.
         _ => {
-            let tensors = datas
-                .into_iter()
-                .map(|d| {
-                    let mut shape = vec![1];
-                    shape.extend(d.shape.iter().copied());
-                    AnyTensor::from_data(d, &device).reshape(Shape::from(shape))
-                })
-                .collect();
-            return Ok(cat0(tensors));
+            return Ok(stack_by_cat(
+                datas
+                    .into_iter()
+                    .map(|d| AnyTensor::from_data(d, &device))
+                    .collect(),
+            ));
         }
     };
     Ok(AnyTensor::from_data(data, &device))
@@ -866,18 +868,7 @@ mod tests {
             assert!(crate::backend::on_host::<C>());
             let tensors: Vec<AnyTensor<C>> = samples.iter().cloned().map(tensor_of).collect();
             let fast = stack(tensors.clone(), "x").unwrap().into_data().unwrap();
-            let by_cat = cat0(
-                tensors
-                    .into_iter()
-                    .map(|t| {
-                        let mut s = vec![1];
-                        s.extend(t.shape().to_vec());
-                        t.reshape(Shape::from(s))
-                    })
-                    .collect(),
-            )
-            .into_data()
-            .unwrap();
+            let by_cat = stack_by_cat(tensors).into_data().unwrap();
             assert_eq!(fast.shape, by_cat.shape);
             assert_eq!(fast.dtype, by_cat.dtype);
             assert_eq!(fast.as_bytes(), by_cat.as_bytes(), "{:?}", samples[0].dtype);
