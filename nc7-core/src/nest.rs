@@ -56,6 +56,17 @@ pub enum TensorDtype {
     Bool,
 }
 
+impl TensorDtype {
+    /// The kind a tensor of storage type `dtype` has.
+    pub fn of(dtype: DType) -> TensorDtype {
+        match dtype {
+            DType::Bool(_) => TensorDtype::Bool,
+            d if d.is_float() => TensorDtype::Float,
+            _ => TensorDtype::Int,
+        }
+    }
+}
+
 impl fmt::Display for TensorDtype {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -227,12 +238,12 @@ impl<B: Backend> AnyTensor<B> {
     /// A tensor of `data` on `device`: float dtypes give float tensors, integer dtypes int
     /// tensors, `Bool` bool tensors.
     pub fn from_data(data: TensorData, device: &B::Device) -> AnyTensor<B> {
-        match data.dtype {
-            DType::Bool(_) => AnyTensor::Bool(B::bool_from_data(data, device)),
-            d if d.is_float() => {
+        match TensorDtype::of(data.dtype) {
+            TensorDtype::Bool => AnyTensor::Bool(B::bool_from_data(data, device)),
+            TensorDtype::Float => {
                 AnyTensor::Float(TensorPrimitive::Float(B::float_from_data(data, device)))
             }
-            _ => AnyTensor::Int(B::int_from_data(data, device)),
+            TensorDtype::Int => AnyTensor::Int(B::int_from_data(data, device)),
         }
     }
 

@@ -9,7 +9,7 @@ use burn::prelude::Backend;
 use burn::tensor::{DType, Shape, TensorData, TensorPrimitive};
 
 use crate::handler::BoxError;
-use crate::nest::{AnyTensor, Nest};
+use crate::nest::{AnyTensor, Nest, TensorDtype};
 use crate::runtime::DynDataset;
 
 /// Samples that do not stack.
@@ -180,99 +180,126 @@ fn add(
     capacity: usize,
 ) -> Result<(), BatchError> {
     let data = data.map_err(|e| err(&key, e))?;
-    let column = columns.entry(key).or_insert_with(|| {
-        let n = capacity.max(1) * data.num_elements();
-        Column {
-            dtype: data.dtype,
-            shapes: Vec::with_capacity(capacity),
-            values: match data.dtype {
-                DType::F32 => Values::F32(Vec::with_capacity(n)),
-                DType::F64 => Values::F64(Vec::with_capacity(n)),
-                DType::I64 => Values::I64(Vec::with_capacity(n)),
-                DType::I32 => Values::I32(Vec::with_capacity(n)),
-                DType::U8 => Values::U8(Vec::with_capacity(n)),
-                DType::Bool(_) => Values::Bool(Vec::with_capacity(n)),
-                _ => Values::Each(Vec::with_capacity(capacity)),
-            },
+    match columns.get_mut(&key) {
+        Some(column) => column.push(data, &key),
+        None => {
+            let column = Column::new(data, capacity, &key)?;
+            columns.insert(key, column);
+            Ok(())
         }
-    });
-    column.shapes.push(data.shape.to_vec());
-    let same_kind = |a: DType, b: DType| {
-        (a.is_float() && b.is_float())
-            || (matches!(a, DType::Bool(_)) && matches!(b, DType::Bool(_)))
-            || (!a.is_float()
-                && !b.is_float()
-                && !matches!(a, DType::Bool(_))
-                && !matches!(b, DType::Bool(_)))
-    };
-    if !same_kind(column.dtype, data.dtype) {
-        // `collate` reports the mixed kinds; keep the values apart until then.
-        let mut each = match std::mem::replace(&mut column.values, Values::Each(Vec::new())) {
-            Values::Each(v) => v,
-            _ => Vec::new(),
-        };
-        each.push(data);
-        column.values = Values::Each(each);
-        return Ok(());
     }
-    let data = if data.dtype == column.dtype {
-        data
-    } else {
-        data.convert_dtype(column.dtype)
-    };
-    let slice_err = |e| err("", format!("reading a sample's values: {e:?}"));
-    match &mut column.values {
-        Values::F32(v) => v.extend_from_slice(data.as_slice::<f32>().map_err(slice_err)?),
-        Values::F64(v) => v.extend_from_slice(data.as_slice::<f64>().map_err(slice_err)?),
-        Values::I64(v) => v.extend_from_slice(data.as_slice::<i64>().map_err(slice_err)?),
-        Values::I32(v) => v.extend_from_slice(data.as_slice::<i32>().map_err(slice_err)?),
-        Values::U8(v) => v.extend_from_slice(data.as_slice::<u8>().map_err(slice_err)?),
-        Values::Bool(v) => v.extend_from_slice(data.as_slice::<bool>().map_err(slice_err)?),
-        Values::Each(v) => v.push(data),
-    }
-    Ok(())
 }
 
 impl Column {
-    /// The stacked tensor: straight from the buffer when every sample has the same shape,
-    /// else through [`stack`] (padding, and its errors).
-    fn stack<B: Backend>(self, key: &str, device: &B::Device) -> Result<AnyTensor<B>, BatchError> {
-        let n = self.shapes.len();
-        let same = self.shapes.iter().all(|s| *s == self.shapes[0]);
-        let mut batch_shape = vec![n];
-        batch_shape.extend(&self.shapes[0]);
-        macro_rules! whole_or_split {
-            ($v:expr) => {{
-                if same {
-                    return Ok(AnyTensor::from_data(
-                        TensorData::new($v, batch_shape),
-                        device,
-                    ));
-                }
-                let mut rest = $v.as_slice();
-                self.shapes
-                    .iter()
-                    .map(|s| {
-                        let (mine, tail) = rest.split_at(s.iter().product());
-                        rest = tail;
-                        AnyTensor::from_data(TensorData::new(mine.to_vec(), s.clone()), device)
-                    })
-                    .collect::<Vec<_>>()
-            }};
+    /// A column of `capacity` samples, the first of which is `first`.
+    fn new(first: TensorData, capacity: usize, key: &str) -> Result<Column, BatchError> {
+        let n = capacity.max(1) * first.num_elements();
+        let values = match first.dtype {
+            DType::F32 => Values::F32(Vec::with_capacity(n)),
+            DType::F64 => Values::F64(Vec::with_capacity(n)),
+            DType::I64 => Values::I64(Vec::with_capacity(n)),
+            DType::I32 => Values::I32(Vec::with_capacity(n)),
+            DType::U8 => Values::U8(Vec::with_capacity(n)),
+            DType::Bool(_) => Values::Bool(Vec::with_capacity(n)),
+            _ => Values::Each(Vec::with_capacity(capacity)),
+        };
+        let mut column = Column {
+            dtype: first.dtype,
+            shapes: Vec::with_capacity(capacity),
+            values,
+        };
+        column.push(first, key)?;
+        Ok(column)
+    }
+
+    /// Appends a sample's values, converted to the column's dtype when only the precision
+    /// differs. A sample of another kind (an error, which `stack` or `collate` reports) turns
+    /// the column into separate samples.
+    fn push(&mut self, data: TensorData, key: &str) -> Result<(), BatchError> {
+        if TensorDtype::of(data.dtype) != TensorDtype::of(self.dtype)
+            && !matches!(self.values, Values::Each(_))
+        {
+            let values = std::mem::replace(&mut self.values, Values::Each(Vec::new()));
+            self.values = Values::Each(split(values, &self.shapes));
         }
-        let tensors = match self.values {
-            Values::F32(v) => whole_or_split!(v),
-            Values::F64(v) => whole_or_split!(v),
-            Values::I64(v) => whole_or_split!(v),
-            Values::I32(v) => whole_or_split!(v),
-            Values::U8(v) => whole_or_split!(v),
-            Values::Bool(v) => whole_or_split!(v),
-            Values::Each(datas) => datas
+        self.shapes.push(data.shape.to_vec());
+        if let Values::Each(v) = &mut self.values {
+            v.push(data);
+            return Ok(());
+        }
+        let data = if data.dtype == self.dtype {
+            data
+        } else {
+            data.convert_dtype(self.dtype)
+        };
+        let slice_err = |e| err(key, format!("reading a sample's values: {e:?}"));
+        match &mut self.values {
+            Values::F32(v) => v.extend_from_slice(data.as_slice::<f32>().map_err(slice_err)?),
+            Values::F64(v) => v.extend_from_slice(data.as_slice::<f64>().map_err(slice_err)?),
+            Values::I64(v) => v.extend_from_slice(data.as_slice::<i64>().map_err(slice_err)?),
+            Values::I32(v) => v.extend_from_slice(data.as_slice::<i32>().map_err(slice_err)?),
+            Values::U8(v) => v.extend_from_slice(data.as_slice::<u8>().map_err(slice_err)?),
+            Values::Bool(v) => v.extend_from_slice(data.as_slice::<bool>().map_err(slice_err)?),
+            Values::Each(_) => unreachable!("handled above"),
+        }
+        Ok(())
+    }
+
+    /// The stacked tensor: straight from the buffer when every sample has the same shape and
+    /// kind, else through [`stack`] (padding, and its errors).
+    fn stack<B: Backend>(self, key: &str, device: &B::Device) -> Result<AnyTensor<B>, BatchError> {
+        let same = self.shapes.iter().all(|s| *s == self.shapes[0]);
+        let mut batch_shape = vec![self.shapes.len()];
+        batch_shape.extend(&self.shapes[0]);
+        let whole = |data: TensorData| Ok(AnyTensor::from_data(data, device));
+        let tensors = |datas: Vec<TensorData>| -> Vec<AnyTensor<B>> {
+            datas
                 .into_iter()
                 .map(|d| AnyTensor::from_data(d, device))
-                .collect(),
+                .collect()
         };
-        stack(tensors, key)
+        match self.values {
+            Values::F32(v) if same => whole(TensorData::new(v, batch_shape)),
+            Values::F64(v) if same => whole(TensorData::new(v, batch_shape)),
+            Values::I64(v) if same => whole(TensorData::new(v, batch_shape)),
+            Values::I32(v) if same => whole(TensorData::new(v, batch_shape)),
+            Values::U8(v) if same => whole(TensorData::new(v, batch_shape)),
+            Values::Bool(v) if same => whole(TensorData::new(v, batch_shape)),
+            // Other dtypes (half floats, small integers) of one kind: the backend joins them.
+            Values::Each(datas)
+                if same
+                    && datas
+                        .iter()
+                        .all(|d| TensorDtype::of(d.dtype) == TensorDtype::of(self.dtype)) =>
+            {
+                Ok(stack_by_cat(tensors(datas)))
+            }
+            values => stack(tensors(split(values, &self.shapes)), key),
+        }
+    }
+}
+
+/// A column's values as one `TensorData` per sample.
+fn split(values: Values, shapes: &[Vec<usize>]) -> Vec<TensorData> {
+    fn each<T: burn::tensor::Element>(v: Vec<T>, shapes: &[Vec<usize>]) -> Vec<TensorData> {
+        let mut rest = v.as_slice();
+        shapes
+            .iter()
+            .map(|s| {
+                let (mine, tail) = rest.split_at(s.iter().product());
+                rest = tail;
+                TensorData::new(mine.to_vec(), s.clone())
+            })
+            .collect()
+    }
+    match values {
+        Values::F32(v) => each(v, shapes),
+        Values::F64(v) => each(v, shapes),
+        Values::I64(v) => each(v, shapes),
+        Values::I32(v) => each(v, shapes),
+        Values::U8(v) => each(v, shapes),
+        Values::Bool(v) => each(v, shapes),
+        Values::Each(v) => v,
     }
 }
 
@@ -470,7 +497,7 @@ pub fn stack<B: Backend>(
         return pad_stack(tensors, &max, batch_shape, key);
     }
     if crate::backend::on_host::<B>() {
-        return stack_on_host(tensors, batch_shape, key);
+        return stack_on_host(tensors, key);
     }
     Ok(stack_by_cat(tensors))
 }
@@ -489,55 +516,26 @@ fn stack_by_cat<B: Backend>(tensors: Vec<AnyTensor<B>>) -> AnyTensor<B> {
     )
 }
 
-/// Stacks same-shaped tensors held in host memory: each sample's values are copied once into
-/// the batch's buffer. (The backend's `cat` copies element by element and then once more.)
-/// Samples whose dtypes differ from the first one's are converted to it.
+/// Stacks same-shaped tensors of one kind held in host memory: each sample's values are
+/// copied once into the batch's buffer. (The backend's `cat` copies element by element and
+/// then once more.) Samples whose dtypes differ from the first one's are converted to it.
 fn stack_on_host<B: Backend>(
     tensors: Vec<AnyTensor<B>>,
-    batch_shape: Vec<usize>,
     key: &str,
 ) -> Result<AnyTensor<B>, BatchError> {
     let device = tensors[0].device();
-    let dtype = tensors[0].dtype();
-    let datas: Vec<TensorData> = tensors
-        .into_iter()
-        .map(|t| {
-            let d = t.into_data().map_err(|e| err(key, e))?;
-            Ok(if d.dtype == dtype {
-                d
-            } else {
-                d.convert_dtype(dtype)
-            })
-        })
-        .collect::<Result<_, BatchError>>()?;
-    let total: usize = datas.iter().map(|d| d.num_elements()).sum();
-    macro_rules! join {
-        ($t:ty) => {{
-            let mut out: Vec<$t> = Vec::with_capacity(total);
-            for d in &datas {
-                out.extend_from_slice(d.as_slice::<$t>().map_err(|e| err(key, format!("{e:?}")))?);
-            }
-            TensorData::new(out, batch_shape)
-        }};
-    }
-    let data = match dtype {
-        DType::F32 => join!(f32),
-        DType::F64 => join!(f64),
-        DType::I64 => join!(i64),
-        DType::I32 => join!(i32),
-        DType::U8 => join!(u8),
-        DType::Bool(_) => join!(bool),
-        // Other dtypes (half floats, small integers): the backend joins them.
-        _ => {
-            return Ok(stack_by_cat(
-                datas
-                    .into_iter()
-                    .map(|d| AnyTensor::from_data(d, &device))
-                    .collect(),
-            ));
+    let n = tensors.len();
+    let mut column: Option<Column> = None;
+    for t in tensors {
+        let data = t.into_data().map_err(|e| err(key, e))?;
+        match &mut column {
+            Some(c) => c.push(data, key)?,
+            None => column = Some(Column::new(data, n, key)?),
         }
-    };
-    Ok(AnyTensor::from_data(data, &device))
+    }
+    column
+        .expect("stack is given at least one sample")
+        .stack(key, &device)
 }
 
 /// Joins tensors of one kind along their first dimension (checked by the callers).

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use burn::prelude::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 use nc7_core::nucleotide::{CallbackContext, CoordinatorCallback};
 use nc7_core::{BoxError, Build, Incoming, NoKeys, nucleotide};
 
@@ -48,18 +48,11 @@ impl<B: Backend> CoordinatorCallback<B> for ConfusionMatrix {
         if ctx.iteration.iteration == 1 {
             self.counts.clear();
         }
-        let predicted: Vec<i64> = input
-            .class
-            .into_data()
-            .convert::<i64>()
-            .to_vec()
-            .map_err(|e| format!("{e:?}"))?;
-        let truth: Vec<i64> = input
-            .label
-            .into_data()
-            .convert::<i64>()
-            .to_vec()
-            .map_err(|e| format!("{e:?}"))?;
+        let classes = |data: TensorData| -> Result<Vec<i64>, String> {
+            data.convert::<i64>().to_vec().map_err(|e| format!("{e:?}"))
+        };
+        let predicted = classes(input.class.into_data())?;
+        let truth = classes(input.label.into_data())?;
         for (t, p) in truth.into_iter().zip(predicted) {
             *self.counts.entry((t, p)).or_default() += 1;
         }
