@@ -425,9 +425,7 @@ impl<B: Backend> Reader<B> {
 
     /// One iteration's batches (not yet known to be the last); `None` at the end of the data.
     fn read_iteration(&mut self) -> Result<Option<Read<B>>, String> {
-        let batch = |samples: Vec<Nest<B>>, device: &B::Device| {
-            collate(samples, device).map_err(|e| format!("batching the data feeder's samples: {e}"))
-        };
+        let batching = |e: BatchError| format!("batching the data feeder's samples: {e}");
         if self.feeder.feed_lists() {
             let Some(feeds) = self.feeds()? else {
                 return Ok(None);
@@ -443,12 +441,11 @@ impl<B: Backend> Reader<B> {
             let mut feeds = feeds.into_iter().peekable();
             while feeds.peek().is_some() {
                 let chunk: Vec<Nest<B>> = feeds.by_ref().take(self.batch_size).collect();
-                batches.push(batch(chunk, &self.device)?);
+                batches.push(collate(chunk, &self.device).map_err(batching)?);
             }
             return Ok(Some(Read::new(batches, n)));
         }
         // Each sample goes into the batch's buffers as it is read.
-        let batching = |e: BatchError| format!("batching the data feeder's samples: {e}");
         let mut batch = Collator::new(self.batch_size, &self.device);
         while batch.len() < self.batch_size {
             match self.feeds()? {
