@@ -36,6 +36,7 @@ use burn::tensor::{Tensor, TensorData, s};
 use nc7_core::coordinator::{InferOptions, InferReport, TrainOptions, infer, train};
 use nc7_core::data::files::write_png;
 use nc7_core::nucleotide::{ModelLoss, ModelPlugin};
+use nc7_core::plan::{InferPlan, InferRequest, TrainPlan};
 use nc7_core::{BoxError, Build, Generated, Incoming, Mode, Registry, nucleotide};
 use serde::{Deserialize, Serialize};
 
@@ -285,13 +286,14 @@ impl Bench {
             write_png(&root.join(format!("data/im{i:03}.png")), &noise(i)).unwrap();
         }
         project(&root);
+        let plan = TrainPlan::load(&root, &Default::default(), None, Registry::global())
+            .expect("the project plans");
         train(
-            &root,
+            &plan,
             &TrainOptions {
                 stop: Arc::new(AtomicBool::new(false)),
                 ..TrainOptions::default()
             },
-            Registry::global(),
         )
         .expect("one training step to export a saved model");
         let copy = dir.path().join("b");
@@ -318,15 +320,13 @@ impl Bench {
 
     /// One inference of project `k`; its results are deleted.
     fn run(&self, k: usize, single_thread: bool) -> InferReport {
-        let r = infer(
-            &self.roots[k],
-            &InferOptions {
-                single_thread,
-                ..InferOptions::default()
-            },
-            Registry::global(),
-        )
-        .expect("inference runs");
+        let request = InferRequest {
+            single_thread,
+            ..InferRequest::default()
+        };
+        let plan = InferPlan::load(&self.roots[k], &request, Registry::global())
+            .expect("the inference plans");
+        let r = infer(&plan, &InferOptions::default()).expect("inference runs");
         assert_eq!(r.samples, IMAGES as u64);
         // Keep the memory from filling with results.
         fs::remove_dir_all(&r.run.dir).unwrap();

@@ -33,6 +33,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use nc7_core::coordinator::{TrainOptions, train};
 use nc7_core::nucleotide::{Dataset, ModelLoss, ModelPlugin};
+use nc7_core::plan::TrainPlan;
 use nc7_core::{BoxError, Build, Generated, Incoming, Mode, NoKeys, Registry, nucleotide};
 use serde::{Deserialize, Serialize};
 
@@ -264,13 +265,16 @@ fn nc7() -> (Vec<f64>, f64) {
     let dir = tempfile::tempdir().expect("a temporary folder");
     write_project(dir.path());
     // `NC7_TRAINER__…` variables change the trainer config, as for any nc7 run.
+    let overrides = nc7_core::config::Overrides::default().with_process_env();
     let options = TrainOptions {
         stop: Arc::default(),
-        overrides: nc7_core::config::Overrides::default().with_process_env(),
         ..TrainOptions::default()
     };
     let started = Instant::now();
-    let report = train(dir.path(), &options, Registry::global()).expect("the nc7 side trains");
+    // The plan is timed with the run: resolving and checking the project is part of a run.
+    let plan = TrainPlan::load(dir.path(), &overrides, None, Registry::global())
+        .expect("the nc7 side plans");
+    let report = train(&plan, &options).expect("the nc7 side trains");
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(report.global_step as usize, STEPS);
     (report.losses, seconds)

@@ -148,6 +148,38 @@ impl DeviceChoice {
     }
 }
 
+/// Work that runs on the backend a [`DeviceChoice`] names: the trainer, the inferer and export
+/// say what they do once, generic over the backend, and [`DeviceChoice::dispatch`] picks it.
+pub trait OnDevice {
+    /// What the work returns.
+    type Output;
+
+    /// Runs on `B` (a training backend; its inner backend runs inference) on `device`, whose
+    /// inner backend's device is `inner`.
+    fn run<B: AutodiffBackend>(
+        self,
+        device: &B::Device,
+        inner: &burn::tensor::Device<B::InnerBackend>,
+    ) -> Self::Output;
+}
+
+impl DeviceChoice {
+    /// Runs `work` on this device's backend. The device must be [`available`](Self::available)
+    /// in this build, which run plans check before anything runs.
+    pub fn dispatch<W: OnDevice>(self, work: W) -> W::Output {
+        match self {
+            DeviceChoice::Cpu => work.run::<CpuTrain>(&Default::default(), &Default::default()),
+            #[cfg(feature = "cuda")]
+            DeviceChoice::Cuda(i) => {
+                let d = burn::backend::cuda::CudaDevice::new(i);
+                work.run::<CudaTrain>(&d, &d)
+            }
+            #[cfg(not(feature = "cuda"))]
+            DeviceChoice::Cuda(_) => unreachable!("run plans refuse devices this build lacks"),
+        }
+    }
+}
+
 /// Whether `B` keeps tensors in this process's memory (the CPU backend, with or without
 /// autodiff): reading a tensor's data and making one from data are then free or one copy,
 /// not a transfer to or from a device.

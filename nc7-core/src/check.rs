@@ -125,6 +125,11 @@ impl ProjectCheck {
         }
     }
 
+    /// The handler `name` (`model`, `model_eval`, `callbacks_train`, ...), when it was built.
+    pub fn handler(&self, name: &str) -> Option<GeneHandler> {
+        self.handlers.iter().find(|h| h.name() == name).cloned()
+    }
+
     /// Whether the run may start.
     pub fn is_ok(&self) -> bool {
         !self.diagnostics.has_errors()

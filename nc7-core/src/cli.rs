@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::check::ProjectCheck;
 use crate::config::{Overrides, RunType};
+use crate::plan::{InferPlan, InferRequest, ModelSource, PlanError, TrainPlan};
 use crate::registry::{Format, Registry};
 
 /// nc7: deep-learning projects as nucleotides wired by configs.
@@ -223,6 +224,12 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    // The run record keeps the command line this function was given.
+    let command: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -236,7 +243,7 @@ where
             return if to_out { 0 } else { 2 };
         }
     };
-    match execute(cli.command, env, out, err) {
+    match execute(cli.command, env, &command, out, err) {
         Ok(code) => code,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
@@ -249,20 +256,15 @@ type Failure = Box<dyn std::error::Error>;
 
 /// Writes the file list of each data nucleotide with a `file_list` field; 1 when one fails.
 fn write_file_lists(
-    check: &ProjectCheck,
+    parts: &[crate::model::Part],
     dir: &std::path::Path,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, Failure> {
     use crate::data::{FileList, FileListConfig};
-    let entries = check
-        .nucleotides
-        .iter()
-        .filter(|e| matches!(e.kind, crate::Kind::Dataset | crate::Kind::DataFeeder));
-    let parts = crate::model::Part::from_entries(entries)?;
     let mut code = 0;
     let mut found = false;
-    for p in &parts {
+    for p in parts {
         let Some(value) = p.config.get("file_list") else {
             continue;
         };
@@ -301,20 +303,27 @@ fn write_file_lists(
     Ok(code)
 }
 
+/// Prints a plan's error (every problem) and gives the exit code 1.
+fn refused(e: impl std::fmt::Display, err: &mut dyn Write) -> Result<u8, Failure> {
+    writeln!(err, "{e}")?;
+    Ok(1)
+}
+
 fn execute(
     command: Command,
     env: Overrides,
+    command_line: &[String],
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, Failure> {
     let registry = Registry::global();
+    let overrides_of = |args: &ProjectArgs| Overrides {
+        config_dirs: args.config_dirs.clone(),
+        set: args.set.clone(),
+        ..env.clone()
+    };
     let load = |args: &ProjectArgs| {
-        let overrides = Overrides {
-            config_dirs: args.config_dirs.clone(),
-            set: args.set.clone(),
-            ..env.clone()
-        };
-        ProjectCheck::load(&args.project_dir, args.run, &overrides, registry)
+        ProjectCheck::load(&args.project_dir, args.run, &overrides_of(args), registry)
     };
     let report = |check: &ProjectCheck, err: &mut dyn Write| -> Result<u8, Failure> {
         if check.is_ok() {
@@ -325,11 +334,42 @@ fn execute(
     };
     match command {
         Command::Check(args) => {
-            let check = load(&args);
-            if check.is_ok() {
-                writeln!(out, "{}", check.summary())?;
+            // The same plans `train` and `infer` make, so `check` finds what they would refuse.
+            let overrides = overrides_of(&args);
+            let summary = match args.run {
+                RunType::Train => TrainPlan::load(&args.project_dir, &overrides, None, registry)
+                    .map(|plan| plan.check.summary()),
+                RunType::Infer => {
+                    let request = InferRequest {
+                        overrides,
+                        ..InferRequest::default()
+                    };
+                    InferPlan::load_for_check(&args.project_dir, &request, registry).map(|plan| {
+                        let mut summary = plan.check.summary();
+                        if matches!(plan.source, ModelSource::TrainingConfigs) {
+                            summary.push_str(
+                                "\n(no saved model yet: the inference configs were checked against the training configs' model)",
+                            );
+                        }
+                        summary
+                    })
+                }
+                RunType::Kpi | RunType::Data => {
+                    let check = load(&args);
+                    if check.is_ok() {
+                        Ok(check.summary())
+                    } else {
+                        Err(PlanError(check.diagnostics))
+                    }
+                }
+            };
+            match summary {
+                Ok(summary) => {
+                    writeln!(out, "{summary}")?;
+                    Ok(0)
+                }
+                Err(e) => refused(e, err),
             }
-            report(&check, err)
         }
         Command::Config {
             command: ConfigCommand::Explain(args),
@@ -352,12 +392,12 @@ fn execute(
         }
         Command::FileList(args) => {
             let check = load(&args);
-            if !check.is_ok() {
-                return report(&check, err);
-            }
+            let parts = match crate::plan::data_parts(&check) {
+                Ok(parts) => parts,
+                Err(e) => return refused(e, err),
+            };
             let dir = args.project_dir.join(args.run.dir_name()).join("artifacts");
-            let code = write_file_lists(&check, &dir, out, err)?;
-            Ok(code)
+            write_file_lists(&parts, &dir, out, err)
         }
         Command::Dna(args) => {
             let check = load(&args);
@@ -389,19 +429,22 @@ fn execute(
             let _ = ctrlc::set_handler(move || {
                 flag.store(true, std::sync::atomic::Ordering::SeqCst);
             });
+            let o = Overrides {
+                config_dirs: overrides.config_dirs.clone(),
+                set: overrides.set.clone(),
+                ..env.clone()
+            };
+            let plan = match TrainPlan::load(&overrides.project_dir, &o, device, registry) {
+                Ok(plan) => plan,
+                Err(e) => return refused(e, err),
+            };
             let options = crate::coordinator::TrainOptions {
                 resume,
-                device,
-                overrides: Overrides {
-                    config_dirs: overrides.config_dirs.clone(),
-                    set: overrides.set.clone(),
-                    ..env.clone()
-                },
-                command: std::env::args().collect(),
+                command: command_line.to_vec(),
                 stop,
                 max_epochs_this_run: None,
             };
-            match crate::coordinator::train(&overrides.project_dir, &options, registry) {
+            match crate::coordinator::train(&plan, &options) {
                 Ok(r) => {
                     writeln!(
                         out,
@@ -443,12 +486,11 @@ fn execute(
                 set: overrides.set.clone(),
                 ..env.clone()
             };
-            match crate::coordinator::export_checkpoint(
-                &overrides.project_dir,
-                checkpoint.as_deref(),
-                &o,
-                registry,
-            ) {
+            let plan = match TrainPlan::load(&overrides.project_dir, &o, None, registry) {
+                Ok(plan) => plan,
+                Err(e) => return refused(e, err),
+            };
+            match crate::coordinator::export_checkpoint(&plan, checkpoint.as_deref()) {
                 Ok(dir) => {
                     writeln!(out, "saved model: {}", dir.display())?;
                     Ok(0)
@@ -472,8 +514,7 @@ fn execute(
             skip_bad_samples,
             device,
         } => {
-            let options = crate::coordinator::InferOptions {
-                run_name,
+            let request = InferRequest {
                 saved_model,
                 checkpoint,
                 batch_size,
@@ -489,9 +530,16 @@ fn execute(
                     set: overrides.set.clone(),
                     ..env.clone()
                 },
-                command: std::env::args().collect(),
             };
-            match crate::coordinator::infer(&overrides.project_dir, &options, registry) {
+            let plan = match InferPlan::load(&overrides.project_dir, &request, registry) {
+                Ok(plan) => plan,
+                Err(e) => return refused(e, err),
+            };
+            let options = crate::coordinator::InferOptions {
+                run_name,
+                command: command_line.to_vec(),
+            };
+            match crate::coordinator::infer(&plan, &options) {
                 Ok(r) => {
                     writeln!(
                         out,

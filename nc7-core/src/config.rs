@@ -6,6 +6,7 @@ mod global;
 mod layout;
 mod nucleotides;
 mod resolve;
+mod settings;
 mod tree;
 
 pub use global::{Scope, defaults_for};
@@ -15,6 +16,7 @@ pub use layout::{
 };
 pub use nucleotides::{NucleotideEntry, complete_nucleotides};
 pub use resolve::{Layered, Overrides, apply_override, layer, parse_value};
+pub use settings::{SettingsSection, section_fields, serde_fields};
 pub use tree::{BASE_MARKER, Node, SourceId, Tagged, UPDATE_MARKER, strip_markers, update};
 
 use std::fmt;

@@ -11,7 +11,7 @@ pub mod schedule;
 pub mod trainer;
 pub mod trainer_config;
 
-pub use checkpoint::{Checkpoint, CheckpointError, Checkpoints};
+pub use checkpoint::{Checkpoint, CheckpointError, Checkpoints, find_checkpoint};
 pub use inferer::{InferError, InferOptions, InferReport, infer};
 pub use inferer_config::InfererConfig;
 pub use schedule::{EvalSteps, Position, eval_position, train_position};

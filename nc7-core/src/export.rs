@@ -103,6 +103,75 @@ pub fn export<B: Backend>(
     Ok(target)
 }
 
+/// A saved model as read back: its folder, weights file, graph config and inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedModel {
+    /// The folder (`saved_models/step-<N>/`).
+    pub dir: PathBuf,
+    /// Its weights file.
+    pub weights: PathBuf,
+    /// Its graph config: the model sections of the config it was trained with.
+    pub graph: Value,
+    /// Its inputs, as `signature.json` lists them.
+    pub inputs: Vec<Value>,
+}
+
+/// Why a saved model cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SavedModelError {
+    /// A file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file is not valid JSON.
+    #[error("{} is not valid JSON: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// `signature.json` has no `inputs` list.
+    #[error("{} has no `inputs` list", path.display())]
+    NoInputs {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl SavedModel {
+    /// Reads the saved model in `dir`: its graph and signature (the weights are read when
+    /// the model is built).
+    pub fn open(dir: &Path) -> Result<SavedModel, SavedModelError> {
+        let read = |name: &str| -> Result<Value, SavedModelError> {
+            let path = dir.join(name);
+            let bytes = fs::read(&path).map_err(|source| SavedModelError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            serde_json::from_slice(&bytes).map_err(|source| SavedModelError::Json { path, source })
+        };
+        let graph = read(GRAPH)?;
+        let inputs = read(SIGNATURE)?
+            .get("inputs")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| SavedModelError::NoInputs {
+                path: dir.join(SIGNATURE),
+            })?;
+        Ok(SavedModel {
+            dir: dir.to_owned(),
+            weights: dir.join(WEIGHTS),
+            graph,
+            inputs,
+        })
+    }
+}
+
 /// Saved models in `saved_models`, oldest first, with their steps.
 pub fn list(saved_models: &Path) -> Vec<(u64, PathBuf)> {
     let mut out: Vec<(u64, PathBuf)> = fs::read_dir(saved_models)

@@ -26,6 +26,7 @@ pub mod model;
 pub mod nest;
 pub mod nucleotide;
 pub mod optim;
+pub mod plan;
 pub mod project;
 pub mod registry;
 pub mod runtime;

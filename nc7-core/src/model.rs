@@ -36,41 +36,43 @@ pub struct Part {
 }
 
 impl Part {
-    /// The model's parts from checked nucleotide entries (those of the model sections).
+    /// The part of one checked nucleotide entry: its common fields split off, its own config
+    /// left. The error says why it cannot be one.
+    pub fn from_entry(e: &NucleotideEntry) -> Result<Part, String> {
+        let (Some(common), Some(registration)) = (&e.common, e.registration) else {
+            return Err(format!(
+                "nucleotide `{}` could not be resolved; run `check` for the details",
+                e.name()
+            ));
+        };
+        let optimization = match &common.optimization {
+            Some(_) if registration.kind != Kind::ModelPlugin => {
+                return Err(format!(
+                    "nucleotide `{}`: only model plugins take an `optimization_config`",
+                    common.name
+                ));
+            }
+            Some(o) => o.clone(),
+            None => PluginOptimization {
+                learning_rate_multiplier: 1.0,
+                optimizer: None,
+            },
+        };
+        Ok(Part {
+            name: common.name.clone(),
+            kind: registration.kind,
+            registration,
+            config: Value::Object(common.rest.clone()),
+            trainable: common.trainable,
+            optimization,
+        })
+    }
+
+    /// The parts of checked nucleotide entries; the first that cannot be one is the error.
     pub fn from_entries<'a>(
         entries: impl IntoIterator<Item = &'a NucleotideEntry>,
     ) -> Result<Vec<Part>, String> {
-        let mut parts = Vec::new();
-        for e in entries {
-            let (Some(common), Some(registration)) = (&e.common, e.registration) else {
-                return Err(format!(
-                    "nucleotide `{}` could not be resolved; run `check` for the details",
-                    e.name()
-                ));
-            };
-            let optimization = match &common.optimization {
-                Some(_) if registration.kind != Kind::ModelPlugin => {
-                    return Err(format!(
-                        "nucleotide `{}`: only model plugins take an `optimization_config`",
-                        common.name
-                    ));
-                }
-                Some(o) => o.clone(),
-                None => PluginOptimization {
-                    learning_rate_multiplier: 1.0,
-                    optimizer: None,
-                },
-            };
-            parts.push(Part {
-                name: common.name.clone(),
-                kind: registration.kind,
-                registration,
-                config: Value::Object(common.rest.clone()),
-                trainable: common.trainable,
-                optimization,
-            });
-        }
-        Ok(parts)
+        entries.into_iter().map(Part::from_entry).collect()
     }
 }
 

@@ -27,14 +27,17 @@ pub enum ProjectError {
     },
     /// A training run exists and `--continue` was not given.
     #[error(
-        "project `{}` already has a training run ({found}); continue it with `--continue`, or remove `training/`, `checkpoints/` and `saved_models/` (after keeping what you need) to start a new one",
-        project.display()
+        "project `{}` already has a training run ({}); continue it with `--continue`, or move {} out of the project (after keeping what you need) to start a new one; `training/configs/` stays",
+        project.display(),
+        found.iter().map(|(what, n)| format!("{n} file{} in {what}", if *n == 1 { "" } else { "s" })).collect::<Vec<_>>().join(", "),
+        found.iter().map(|(what, _)| format!("`{what}`")).collect::<Vec<_>>().join(", ")
     )]
     TrainingExists {
         /// The project.
         project: PathBuf,
-        /// What was found.
-        found: String,
+        /// What was found: each path (relative to the project) that a training run wrote,
+        /// and how many files it holds.
+        found: Vec<(String, usize)>,
     },
     /// `--continue` was given but there is nothing to continue.
     #[error(
@@ -108,22 +111,42 @@ impl TrainingDirs {
         }
     }
 
-    /// What shows that a training run exists: files in the run's folders (configs aside).
-    pub fn existing_run(&self) -> Option<String> {
-        let found: Vec<String> = [
-            (&self.checkpoints, "checkpoints/"),
-            (&self.saved_models, "saved_models/"),
-            (&self.artifacts, "training/artifacts/"),
-            (&self.root.join("summaries"), "training/summaries/"),
-            (&self.root.join("callbacks"), "training/callbacks/"),
+    /// What shows that a training run exists: the files a training run wrote, by path
+    /// relative to the project. The configs, and what `dna` and `file-list` write into
+    /// `training/artifacts/`, are no training run: only the run's config snapshot there is.
+    pub fn existing_run(&self) -> Option<Vec<(String, usize)>> {
+        let snapshots = fs::read_dir(&self.artifacts)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name().to_str().is_some_and(|n| {
+                    n.starts_with(&format!("_config_{}_run", RunType::Train.short()))
+                })
+            })
+            .count();
+        let found: Vec<(String, usize)> = [
+            ("checkpoints/", count_files(&self.checkpoints)),
+            ("saved_models/", count_files(&self.saved_models)),
+            ("training/artifacts/", snapshots),
+            (
+                "training/summaries/",
+                count_files(&self.root.join("summaries")),
+            ),
+            (
+                "training/callbacks/",
+                count_files(&self.root.join("callbacks")),
+            ),
+            (
+                "training/evaluations.json",
+                usize::from(self.root.join("evaluations.json").is_file()),
+            ),
         ]
         .into_iter()
-        .filter_map(|(dir, label)| {
-            let n = count_files(dir);
-            (n > 0).then(|| format!("{n} file{} in {label}", if n == 1 { "" } else { "s" }))
-        })
+        .filter(|(_, n)| *n > 0)
+        .map(|(what, n)| (what.to_owned(), n))
         .collect();
-        (!found.is_empty()).then(|| found.join(", "))
+        (!found.is_empty()).then_some(found)
     }
 
     /// Creates the folders for a new run, or checks there is one to continue. An existing run

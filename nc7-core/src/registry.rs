@@ -304,9 +304,48 @@ impl Registry {
                 s.push('\n');
                 s
             }
-            Format::Toml => toml::to_string_pretty(&value).expect("JSON objects are TOML tables"),
+            Format::Toml => to_toml(value),
         })
     }
+}
+
+/// A sample config as TOML. TOML has no null: a field that defaults to none is left out and
+/// named in a comment, with its type, so the user sees it can be set.
+fn to_toml(value: serde_json::Value) -> String {
+    fn strip(v: serde_json::Value) -> Option<toml::Value> {
+        use serde_json::Value as J;
+        Some(match v {
+            J::Null => return None,
+            J::Bool(b) => toml::Value::Boolean(b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => toml::Value::Integer(i),
+                None => toml::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            J::String(s) => toml::Value::String(s),
+            J::Array(items) => toml::Value::Array(items.into_iter().filter_map(strip).collect()),
+            J::Object(m) => toml::Value::Table(
+                m.into_iter()
+                    .filter_map(|(k, v)| Some((k, strip(v)?)))
+                    .collect(),
+            ),
+        })
+    }
+    let serde_json::Value::Object(map) = value else {
+        return String::new();
+    };
+    let unset: Vec<String> = map
+        .iter()
+        .filter(|(_, v)| v.is_null())
+        .map(|(k, _)| k.clone())
+        .collect();
+    let table =
+        strip(serde_json::Value::Object(map)).unwrap_or(toml::Value::Table(Default::default()));
+    // Scalars come before tables in TOML output whatever the order, so every key is written.
+    let mut text = toml::to_string_pretty(&table).expect("TOML values without nulls serialize");
+    for name in unset {
+        text.push_str(&format!("# {name}: none by default; set it to give one\n"));
+    }
+    text
 }
 
 /// The file format of a sample config.
@@ -411,5 +450,25 @@ mod tests {
         assert_eq!(snake_case("HTTPServer"), "http_server");
         assert_eq!(snake_case("CeLoss"), "ce_loss");
         assert_eq!(snake_case("Saver"), "saver");
+    }
+
+    #[test]
+    fn toml_sample_configs_name_fields_without_a_default() {
+        let value = serde_json::json!({
+            "class_name": "Head",
+            "name": "head",
+            "limit": null,
+            "sizes": [1, 2],
+            "nested": {"scale": 0.5, "offset": null},
+        });
+        let text = to_toml(value);
+        let parsed: toml::Table = toml::from_str(&text).expect("valid TOML");
+        assert_eq!(parsed["class_name"].as_str(), Some("Head"));
+        assert_eq!(parsed["nested"]["scale"].as_float(), Some(0.5));
+        assert!(!parsed.contains_key("limit"), "{text}");
+        assert!(
+            text.contains("# limit: none by default; set it to give one"),
+            "{text}"
+        );
     }
 }

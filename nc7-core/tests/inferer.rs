@@ -16,6 +16,7 @@ use burn::prelude::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use nc7_core::coordinator::{InferError, InferOptions, InferReport, TrainOptions, infer, train};
 use nc7_core::nucleotide::{CallbackContext, CoordinatorCallback, DataFeeder, ModelPlugin};
+use nc7_core::plan::{InferPlan, InferRequest, TrainPlan};
 use nc7_core::{BoxError, Build, Generated, Incoming, Mode, NoKeys, Registry, cli, nucleotide};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -329,13 +330,13 @@ fn trained_project() -> tempfile::TempDir {
         ],
     );
     let _one_at_a_time = serial();
+    let plan = TrainPlan::load(root, &Default::default(), None, Registry::global()).unwrap();
     let report = train(
-        root,
+        &plan,
         &TrainOptions {
             stop: Arc::new(AtomicBool::new(false)),
             ..TrainOptions::default()
         },
-        Registry::global(),
     )
     .unwrap();
     let last = report.evaluations.last().unwrap();
@@ -350,8 +351,21 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn run(dir: &Path, options: InferOptions) -> Result<InferReport, InferError> {
-    infer(dir, &options, Registry::global())
+fn run(dir: &Path, request: InferRequest) -> Result<InferReport, InferError> {
+    run_named(dir, request, None)
+}
+
+fn run_named(
+    dir: &Path,
+    request: InferRequest,
+    run_name: Option<&str>,
+) -> Result<InferReport, InferError> {
+    let plan = InferPlan::load(dir, &request, Registry::global())?;
+    let options = InferOptions {
+        run_name: run_name.map(str::to_owned),
+        ..InferOptions::default()
+    };
+    infer(&plan, &options)
 }
 
 fn log_lines(run: &Path) -> Vec<String> {
@@ -385,7 +399,7 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 fn runs_a_saved_model_over_images_threaded_and_in_one_thread_alike() {
     let dir = trained_project();
     let root = dir.path();
-    let threaded = run(root, InferOptions::default()).unwrap();
+    let threaded = run(root, InferRequest::default()).unwrap();
     assert_eq!((threaded.samples, threaded.iterations), (12, 3));
     assert_eq!(threaded.run.name, "run-1");
     assert!(
@@ -451,44 +465,37 @@ fn runs_a_saved_model_over_images_threaded_and_in_one_thread_alike() {
     // One thread, another batch size and a tiny prefetch: the same results, byte for byte.
     let single = run(
         root,
-        InferOptions {
+        InferRequest {
             single_thread: true,
-            ..InferOptions::default()
+            ..InferRequest::default()
         },
     )
     .unwrap();
     assert_eq!(single.run.name, "run-2");
     assert_eq!(files_under(&single.run.results), files_under(results));
-    let small = run(
+    let small = run_named(
         root,
-        InferOptions {
+        InferRequest {
             batch_size: Some(2),
             prefetch: Some(1),
-            run_name: Some("small".into()),
-            ..InferOptions::default()
+            ..InferRequest::default()
         },
+        Some("small"),
     )
     .unwrap();
     assert_eq!(small.iterations, 6);
     assert_eq!(log_lines(&small.run.dir).len(), 6);
     assert!(log_lines(&small.run.dir)[5].starts_with("6 true im10,im11"));
     // A named run whose folder has results is refused.
-    let again = run(
-        root,
-        InferOptions {
-            run_name: Some("small".into()),
-            ..InferOptions::default()
-        },
-    )
-    .unwrap_err();
+    let again = run_named(root, InferRequest::default(), Some("small")).unwrap_err();
     assert!(again.to_string().contains("small"), "{again}");
 
     // A checkpoint runs with the training configs' model, and a chosen saved model by name.
     let from_checkpoint = run(
         root,
-        InferOptions {
+        InferRequest {
             checkpoint: Some("ckpt-18".into()),
-            ..InferOptions::default()
+            ..InferRequest::default()
         },
     )
     .unwrap();
@@ -498,10 +505,10 @@ fn runs_a_saved_model_over_images_threaded_and_in_one_thread_alike() {
     );
     let chosen = run(
         root,
-        InferOptions {
+        InferRequest {
             saved_model: Some("step-18".into()),
             single_thread: true,
-            ..InferOptions::default()
+            ..InferRequest::default()
         },
     )
     .unwrap();
@@ -510,18 +517,18 @@ fn runs_a_saved_model_over_images_threaded_and_in_one_thread_alike() {
     // Shards split the file list: shard 1 of 3 holds every third image from the second.
     let shard = run(
         root,
-        InferOptions {
+        InferRequest {
             shard: Some((3, 1)),
-            ..InferOptions::default()
+            ..InferRequest::default()
         },
     )
     .unwrap();
     assert_eq!(shard.samples, 4);
     let out_of_range = run(
         root,
-        InferOptions {
+        InferRequest {
             shard: Some((3, 3)),
-            ..InferOptions::default()
+            ..InferRequest::default()
         },
     )
     .unwrap_err();
@@ -546,7 +553,7 @@ fn runs_a_saved_model_over_images_threaded_and_in_one_thread_alike() {
         ),
     )
     .unwrap();
-    let piped = run(root, InferOptions::default()).unwrap();
+    let piped = run(root, InferRequest::default()).unwrap();
     assert_eq!(log_lines(&piped.run.dir), lines);
     fs::write(&feeder_file, feeder).unwrap();
 
@@ -558,7 +565,7 @@ fn runs_a_saved_model_over_images_threaded_and_in_one_thread_alike() {
             r#"{"class_name": "Log", "name": "log", "inbound_nodes": ["dataset", "decide"], "stop_at": 1}"#,
         )],
     );
-    let stopped = run(root, InferOptions::default()).unwrap();
+    let stopped = run(root, InferRequest::default()).unwrap();
     assert_eq!(stopped.stopped.as_deref(), Some("enough after iteration 1"));
     assert_eq!(log_lines(&stopped.run.dir).len(), 1);
 
@@ -611,10 +618,10 @@ fn feed_lists_run_in_batches_and_are_put_back_together() {
         // Batches of 2: each list of 5 tiles runs as 3 batches, joined into one iteration.
         let r = run(
             root,
-            InferOptions {
+            InferRequest {
                 batch_size: Some(2),
                 single_thread,
-                ..InferOptions::default()
+                ..InferRequest::default()
             },
         )
         .unwrap();
@@ -633,21 +640,25 @@ fn feed_lists_run_in_batches_and_are_put_back_together() {
 fn bad_inputs_are_clear_errors_and_keep_what_was_written() {
     let dir = trained_project();
     let root = dir.path();
-    let err = |options: InferOptions| run(root, options).unwrap_err().to_string();
+    let err = |options: InferRequest| run(root, options).unwrap_err().to_string();
 
     // No batch size anywhere.
     write(root, &[("inference/configs/inferer.json", "{}")]);
-    let e = err(InferOptions::default());
-    assert!(e.contains("no batch size: give `--batch-size N`"), "{e}");
+    let e = err(InferRequest::default());
+    assert!(
+        e.contains("no batch size for inference (inference/configs/inferer.json)")
+            && e.contains("help: give `--batch-size N`"),
+        "{e}"
+    );
     write(
         root,
         &[("inference/configs/inferer.json", r#"{"batch_size": 5}"#)],
     );
 
     // A saved model that is not there.
-    let e = err(InferOptions {
+    let e = err(InferRequest {
         saved_model: Some("step-99".into()),
-        ..InferOptions::default()
+        ..InferRequest::default()
     });
     assert!(e.contains("saved model `step-99`"), "{e}");
     assert!(e.contains("has `step-12`, `step-15`, `step-18`"), "{e}");
@@ -661,7 +672,7 @@ fn bad_inputs_are_clear_errors_and_keep_what_was_written() {
             &feeder.replace("\"grey\"", "\"rgb\""),
         )],
     );
-    let e = err(InferOptions::default());
+    let e = err(InferRequest::default());
     assert!(
         e.contains("key `image`: the model was exported with `image` float F32 [_, 1, 6, 6], the data feeder gives `image` float F32 [_, 3, 6, 6]"),
         "{e}"
@@ -670,25 +681,25 @@ fn bad_inputs_are_clear_errors_and_keep_what_was_written() {
     write(root, &[("inference/configs/datafeeder.json", &feeder)]);
 
     // An empty file list names its glob.
-    let e = err(InferOptions {
+    let e = err(InferRequest {
         overrides: nc7_core::config::Overrides {
             set: vec!["datafeeder.file_list.file_names.image=/nowhere/*.png".into()],
             ..Default::default()
         },
-        ..InferOptions::default()
+        ..InferRequest::default()
     });
     assert!(e.contains("/nowhere/*.png"), "{e}");
 
     // A corrupt image: the error names its file; --skip-bad-samples logs it and goes on.
     fs::write(root.join("data/images/im03.png"), b"not a png").unwrap();
-    let e = err(InferOptions::default());
+    let e = err(InferRequest::default());
     assert!(e.contains("im03.png"), "{e}");
     assert!(e.contains("--skip-bad-samples"), "{e}");
     let skipped = run(
         root,
-        InferOptions {
+        InferRequest {
             skip_bad_samples: true,
-            ..InferOptions::default()
+            ..InferRequest::default()
         },
     )
     .unwrap();
@@ -708,10 +719,10 @@ fn bad_inputs_are_clear_errors_and_keep_what_was_written() {
     for single_thread in [false, true] {
         let r = run(
             root,
-            InferOptions {
+            InferRequest {
                 skip_bad_samples: true,
                 single_thread,
-                ..InferOptions::default()
+                ..InferRequest::default()
             },
         );
         let e = r.unwrap_err().to_string();
@@ -747,16 +758,16 @@ fn bad_inputs_are_clear_errors_and_keep_what_was_written() {
             ),
         ],
     );
-    let e = err(InferOptions {
+    let e = err(InferRequest {
         skip_bad_samples: true,
-        ..InferOptions::default()
+        ..InferRequest::default()
     });
     assert!(e.contains("would leave the results folder"), "{e}");
     assert!(!root.join("escape").exists() && !root.join("inference/escape").exists());
 
     // Without any saved model.
     fs::remove_dir_all(root.join("saved_models")).unwrap();
-    let e = err(InferOptions::default());
+    let e = err(InferRequest::default());
     assert!(e.contains("no saved model in"), "{e}");
     assert!(e.contains("train the project first"), "{e}");
 }
@@ -851,7 +862,7 @@ fn buffer_callbacks_hand_on_what_they_buffered() {
             ),
         ],
     );
-    let r = run(root, InferOptions::default()).unwrap();
+    let r = run(root, InferRequest::default()).unwrap();
     let read = |f: &str| fs::read_to_string(r.run.results.join(f)).unwrap();
     // Without a flag: handed on once, on the last iteration, with all 12 samples.
     let values = |line: &str, key: &str| -> Vec<f64> {

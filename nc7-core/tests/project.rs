@@ -181,7 +181,7 @@ fn valid_training() -> Vec<(String, String)> {
             r#"{"train": {"class_name": "Images", "name": "train_images", "count": 16},
                              "eval": {"class_name": "Images", "name": "eval_images", "count": 4}}"#,
         ),
-        ("trainer.json", r#"{"epochs": 2, "batch_size": 4}"#),
+        ("trainer.json", r#"{"num_epochs": 2, "batch_size": 4}"#),
         (
             "project_global_config.json",
             r#"{"dropout": 0.5, "ModelPlugin": {"filters": 16}, "Images": {"size": 12}}"#,
@@ -339,7 +339,7 @@ fn global_scopes_and_defaults_fill_the_resolved_config() {
         "plugins_config[net].layers = [8,16]  (default of `Net`)",
         "datasets_config.train.size = 12  (project_global_config, scope `Images`)",
         "metrics_config[acc].name = \"acc\"  (training/configs/metrics/acc.toml)",
-        "trainer_config.epochs = 2  (training/configs/trainer.json)",
+        "trainer_config.num_epochs = 2  (training/configs/trainer.json)",
     ] {
         assert!(
             explain.lines().any(|l| l == line),
@@ -356,7 +356,9 @@ fn config_discovery_follows_the_layout() {
     let dir = project_with(&[
         (
             "config_main.json",
-            Some(r#"{"trainer_config": {"epochs": 100}, "model_config": {"name": "from_main"}}"#),
+            Some(
+                r#"{"trainer_config": {"num_epochs": 100}, "model_config": {"name": "from_main"}}"#,
+            ),
         ),
         (
             "plugins/b.json",
@@ -378,7 +380,10 @@ fn config_discovery_follows_the_layout() {
         .collect();
     assert_eq!(plugins, ["b1", "b2", "net"]);
     // Single files override config_main; what only config_main gives stays.
-    assert_eq!(v["trainer_config"], json!({"epochs": 2, "batch_size": 4}));
+    assert_eq!(
+        v["trainer_config"],
+        json!({"num_epochs": 2, "batch_size": 4})
+    );
     assert_eq!(v["model_config"], json!({"name": "from_main"}));
     assert!(v["datasets_config"]["train"].is_object());
 }
@@ -388,7 +393,7 @@ fn stray_files_and_folders_and_two_formats_are_errors() {
     let dir = project_with(&[
         ("wrong_config.json", Some("{}")),
         ("plugin/x.json", Some("{}")),
-        ("trainer.toml", Some("epochs = 3\n")),
+        ("trainer.toml", Some("num_epochs = 3\n")),
         ("losses/notes.txt", Some("x")),
         ("datasets.yaml", Some("x")),
     ]);
@@ -433,7 +438,7 @@ fn malformed_files_report_line_and_column() {
     let dir = project_with(&[
         (
             "trainer.json",
-            Some("{\n  \"epochs\": 2,\n  \"batch_size\" 4\n}"),
+            Some("{\n  \"num_epochs\": 2,\n  \"batch_size\" 4\n}"),
         ),
         (
             "metrics/acc.toml",
@@ -661,15 +666,15 @@ fn extra_config_dirs_env_and_set_in_order() {
         ),
         (
             "trainer.json",
-            r#"{"__UPDATE_CONFIG__": true, "epochs": 7}"#,
+            r#"{"__UPDATE_CONFIG__": true, "num_epochs": 7}"#,
         ),
     ]);
     let overrides = Overrides {
         config_dirs: vec![extra.path().to_owned()],
         env: vec![
             (
-                "NC7_TRAINER__EPOCHS".into(),
-                "trainer.epochs".into(),
+                "NC7_TRAINER__NUM_EPOCHS".into(),
+                "trainer.num_epochs".into(),
                 "9".into(),
             ),
             (
@@ -687,7 +692,10 @@ fn extra_config_dirs_env_and_set_in_order() {
     let c = check(dir.path(), RunType::Train, overrides);
     assert!(c.is_ok(), "{}", c.diagnostics);
     let v = c.config.to_value();
-    assert_eq!(v["trainer_config"], json!({"epochs": 9, "batch_size": 16}));
+    assert_eq!(
+        v["trainer_config"],
+        json!({"num_epochs": 9, "batch_size": 16})
+    );
     let names: Vec<&str> = v["plugins_config"]
         .as_array()
         .unwrap()
@@ -700,7 +708,7 @@ fn extra_config_dirs_env_and_set_in_order() {
     assert_eq!(v["datasets_config"]["train"]["count"], json!(3));
     let explain = c.config.explain();
     assert!(
-        explain.contains("trainer_config.epochs = 9  (environment `NC7_TRAINER__EPOCHS`)"),
+        explain.contains("trainer_config.num_epochs = 9  (environment `NC7_TRAINER__NUM_EPOCHS`)"),
         "{explain}"
     );
     assert!(
@@ -729,7 +737,7 @@ fn overrides_of_paths_that_do_not_exist() {
             "trainer.bach_size=3",
             "plugins.net.filtres=3",
             "plugins.nett.filters=3",
-            "trainr.epochs=1",
+            "trainr.num_epochs=1",
             "no_equals",
         ]),
     );
@@ -737,7 +745,7 @@ fn overrides_of_paths_that_do_not_exist() {
         &c,
         Code::OVERRIDE,
         None,
-        "`--set trainer.bach_size=3`: `trainer_config` has no `bach_size` (it has `epochs`, `batch_size`; its type also declares `num_epochs`, ",
+        "`--set trainer.bach_size=3`: `trainer_config` has no `bach_size` (it has `num_epochs`, `batch_size`; its type also declares `iterations_per_epoch`, ",
     );
     has(
         &c,
@@ -912,14 +920,28 @@ fn an_existing_training_needs_continue() {
     }
     // Empty folders are no run yet.
     TrainingDirs::prepare(p, false).unwrap();
+    // What `dna` and `file-list` write into `training/artifacts/` is no training run.
+    fs::write(dirs.artifacts.join("dna_model.dot"), "digraph {}").unwrap();
+    fs::write(dirs.artifacts.join("file_list_train.jsonl"), "{}\n").unwrap();
+    TrainingDirs::prepare(p, false).unwrap();
     fs::write(dirs.checkpoints.join("ckpt-1"), "x").unwrap();
     let err = TrainingDirs::prepare(p, false).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
-            "project `{}` already has a training run (1 file in checkpoints/); continue it with `--continue`, or remove `training/`, `checkpoints/` and `saved_models/` (after keeping what you need) to start a new one",
+            "project `{}` already has a training run (1 file in checkpoints/); continue it with `--continue`, or move `checkpoints/` out of the project (after keeping what you need) to start a new one; `training/configs/` stays",
             p.display()
         )
+    );
+    // Each thing a run wrote is named, so the advice never says to move the configs.
+    write_snapshot(&dirs.artifacts, RunType::Train, &json!({})).unwrap();
+    fs::write(dirs.summaries_train.join("events"), "x").unwrap();
+    let err = TrainingDirs::prepare(p, false).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "(1 file in checkpoints/, 1 file in training/artifacts/, 1 file in training/summaries/)"
+        ) && err.contains("move `checkpoints/`, `training/artifacts/`, `training/summaries/` out"),
+        "{err}"
     );
     TrainingDirs::prepare(p, true).unwrap();
 }
@@ -992,12 +1014,12 @@ fn command_line_subcommands() {
     let d = dir.path().to_str().unwrap();
 
     let (code, out, _) = cli(
-        &["config", "explain", d, "--set", "trainer.epochs=3"],
+        &["config", "explain", d, "--set", "trainer.num_epochs=3"],
         Overrides::default(),
     );
     assert_eq!(code, 0);
     assert!(
-        out.contains("trainer_config.epochs = 3  (--set trainer.epochs=3)"),
+        out.contains("trainer_config.num_epochs = 3  (--set trainer.num_epochs=3)"),
         "{out}"
     );
 

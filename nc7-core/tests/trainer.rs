@@ -15,6 +15,7 @@ use burn::prelude::Backend;
 use burn::tensor::{Tensor, TensorData};
 use nc7_core::coordinator::{TrainError, TrainOptions, TrainReport, export_checkpoint, train};
 use nc7_core::nucleotide::{CallbackContext, Dataset, ModelPlugin};
+use nc7_core::plan::TrainPlan;
 use nc7_core::{BoxError, Build, Generated, Incoming, Mode, NoKeys, Registry, cli, nucleotide};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -223,6 +224,10 @@ fn project(trainer: &str, extra: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// The plugin, not trained: its weights stay what they were built or loaded with.
+const FROZEN_LINE: &str =
+    r#"{"class_name": "Line", "name": "line", "inbound_nodes": ["dataset"], "trainable": false}"#;
+
 const TRAINER: &str = r#"{
     "batch_size": {"train": 4, "eval": 3}, "num_epochs": 4, "random_seed": 7,
     "summary_steps": 2, "checkpoints_to_keep": 2, "exports_to_keep": 2,
@@ -252,7 +257,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn run(dir: &Path, resume: bool, max_epochs: Option<u64>) -> Result<TrainReport, TrainError> {
     let _one_at_a_time = serial();
-    train(dir, &options(resume, max_epochs), Registry::global())
+    train(&plan(dir)?, &options(resume, max_epochs))
+}
+
+fn plan(dir: &Path) -> Result<TrainPlan, TrainError> {
+    Ok(TrainPlan::load(
+        dir,
+        &Default::default(),
+        None,
+        Registry::global(),
+    )?)
 }
 
 fn newest_weights(dir: &Path) -> Vec<u8> {
@@ -379,13 +393,7 @@ fn trains_and_resumes_exactly() {
     }
 
     // `export` writes a saved model from a chosen checkpoint, without training.
-    let dir = export_checkpoint(
-        whole.path(),
-        Some(Path::new("ckpt-15")),
-        &Default::default(),
-        Registry::global(),
-    )
-    .unwrap();
+    let dir = export_checkpoint(&plan(whole.path()).unwrap(), Some(Path::new("ckpt-15"))).unwrap();
     assert!(dir.ends_with("step-15"));
     assert!(dir.join("model.safetensors").is_file());
 }
@@ -584,13 +592,13 @@ impl<B: Backend> nc7_core::nucleotide::CoordinatorCallback<B> for StopAt {
 
 #[test]
 fn early_stopping_keeping_the_best_and_stops_asked_by_callbacks() {
-    // A learning rate of 0: the evaluation loss never improves; patience 2 stops after the
-    // third evaluation, and a continued run stops at once for the same reason.
+    // A frozen plugin: the evaluation loss never improves; patience 2 stops after the third
+    // evaluation, and a continued run stops at once for the same reason.
     let flat = project(
         r#"{"batch_size": 5, "num_epochs": 10, "exports_to_keep": 0,
-            "optimization_config": {"optimizer": {"name": "sgd"}, "learning_rate": 0.0},
+            "optimization_config": {"optimizer": {"name": "sgd"}},
             "early_stopping": {"monitor": "loss", "patience": 2}}"#,
-        &[],
+        &[("plugins/line.json", FROZEN_LINE)],
     );
     let r = run(flat.path(), false, None).unwrap();
     assert_eq!(r.epochs, 3);
@@ -631,27 +639,24 @@ fn early_stopping_keeping_the_best_and_stops_asked_by_callbacks() {
     .unwrap();
     assert_eq!(named["checkpoint"], "ckpt-4");
     assert_eq!(named["monitor"], "loss");
-    let dir = export_checkpoint(
-        best.path(),
-        Some(Path::new("best")),
-        &Default::default(),
-        Registry::global(),
-    )
-    .unwrap();
+    let dir = export_checkpoint(&plan(best.path()).unwrap(), Some(Path::new("best"))).unwrap();
     assert!(dir.ends_with("step-4"), "{}", dir.display());
 
-    // A monitor the evaluation does not have: an error listing what it has.
+    // A monitor the evaluation does not have: refused before the first step, with what the
+    // evaluation has and the closest name.
     let unknown = project(
-        r#"{"batch_size": 5, "num_epochs": 2, "keep_best": {"monitor": "accuracy"}}"#,
+        r#"{"batch_size": 5, "num_epochs": 2, "keep_best": {"monitor": "accuracy"},
+            "early_stopping": {"monitor": "mse/los"}}"#,
         &[],
     );
     let err = run(unknown.path(), false, None).unwrap_err().to_string();
     assert!(
-        err.contains("keep_best.monitor")
-            && err.contains("no value `accuracy`")
-            && err.contains("`mae/mae`"),
+        err.contains("error[NC0014]: trainer_config.keep_best.monitor `accuracy` is no evaluation value (training/configs/trainer.json)")
+            && err.contains("help: evaluations give `loss`, `mse/loss`, `mae/mae`")
+            && err.contains("trainer_config.early_stopping.monitor `mse/los` is no evaluation value; did you mean `mse/loss`?"),
         "{err}"
     );
+    assert!(!unknown.path().join("checkpoints").exists());
 
     // A callback asks to stop after step 6 (mid epoch): a checkpoint there, and continuing
     // gives the uninterrupted run's losses.
@@ -683,11 +688,11 @@ fn load_config_starts_plugins_from_another_run_and_summaries_draw_images() {
     let saved = source.path().join("saved_models/step-4/model.safetensors");
     assert!(saved.is_file());
 
-    // With a learning rate of 0 the target's checkpoint holds exactly what it loaded.
+    // With a frozen plugin the target's checkpoint holds exactly what it loaded.
     let target_trainer = |load: &str| {
         format!(
             r#"{{"batch_size": 5, "num_epochs": 1, "random_seed": 99, "exports_to_keep": 0,
-                "optimization_config": {{"optimizer": {{"name": "sgd"}}, "learning_rate": 0.0}},
+                "optimization_config": {{"optimizer": {{"name": "sgd"}}}},
                 "load_config": [{load}]}}"#
         )
     };
@@ -696,7 +701,7 @@ fn load_config_starts_plugins_from_another_run_and_summaries_draw_images() {
         &target_trainer(&format!(
             r#"{{"path": {src}, "nucleotides": {{"line": "line"}}}}"#
         )),
-        &[],
+        &[("plugins/line.json", FROZEN_LINE)],
     );
     run(target.path(), false, None).unwrap();
     let tensors = |bytes: &[u8]| -> Vec<(String, Vec<u8>)> {
@@ -711,7 +716,7 @@ fn load_config_starts_plugins_from_another_run_and_summaries_draw_images() {
     };
     let loaded = tensors(&newest_weights(target.path()));
     assert_eq!(loaded, tensors(&fs::read(&saved).unwrap()));
-    let fresh = project(&target_trainer(""), &[]);
+    let fresh = project(&target_trainer(""), &[("plugins/line.json", FROZEN_LINE)]);
     run(fresh.path(), false, None).unwrap();
     assert_ne!(
         tensors(&newest_weights(fresh.path())),

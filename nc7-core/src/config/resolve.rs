@@ -232,7 +232,7 @@ pub fn apply_override(
                     format!("{seg}_config")
                 } else if last
                     && (declares(node, seg, registry)
-                        || (i == 1 && section_fields(&walked).contains(seg)))
+                        || (i == 1 && super::section_fields(&walked).contains(seg)))
                 {
                     node.set(seg, Tagged::new(&value, source));
                     return Ok(());
@@ -250,7 +250,11 @@ pub fn apply_override(
                         .collect();
                     let mut declared = declared_fields(node, registry);
                     if i == 1 {
-                        declared.extend(section_fields(&walked).iter().map(|f| (*f).to_owned()));
+                        declared.extend(
+                            super::section_fields(&walked)
+                                .iter()
+                                .map(|f| (*f).to_owned()),
+                        );
                     }
                     candidates.extend(declared.iter().cloned());
                     let also = declared
@@ -329,16 +333,6 @@ pub fn apply_override(
         node = child;
     }
     Ok(())
-}
-
-/// The fields of a top-level section whose type nc7 defines (`trainer_config`,
-/// `inferer_config`): an override may set one that the files leave to its default.
-fn section_fields(section: &str) -> &'static [&'static str] {
-    match section {
-        "trainer_config" => crate::coordinator::trainer_config::TrainerConfig::FIELDS,
-        "inferer_config" => crate::coordinator::inferer_config::InfererConfig::FIELDS,
-        _ => &[],
-    }
 }
 
 /// Whether `map` is a nucleotide config whose type declares the field `field`.

@@ -13,7 +13,14 @@ use sha2::{Digest, Sha256};
 
 /// The manifest's file name inside a checkpoint folder.
 pub const MANIFEST: &str = "manifest.json";
+/// The model's weights inside a checkpoint folder (safetensors, `<plugin>.<parameter path>`).
+pub const WEIGHTS: &str = "model.safetensors";
 const PREFIX: &str = "ckpt-";
+
+/// The file of a plugin's optimizer state inside a checkpoint folder.
+pub fn optimizer_file(plugin: &str) -> String {
+    format!("optimizer-{plugin}.bin")
+}
 
 /// Why a checkpoint cannot be written or used.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +47,20 @@ pub enum CheckpointError {
         problem: String,
         /// The newest earlier checkpoint that verifies, when there is one.
         previous: Option<PathBuf>,
+    },
+    /// There is no checkpoint to use.
+    #[error("no checkpoint in `{}`; train first", dir.display())]
+    NoCheckpoint {
+        /// The checkpoints folder.
+        dir: PathBuf,
+    },
+    /// `--checkpoint best` without a readable `best.json`.
+    #[error("--checkpoint best: cannot read {} ({problem}); it is written when trainer_config.keep_best is set", file.display())]
+    NoBest {
+        /// The `best.json` file.
+        file: PathBuf,
+        /// Why it cannot be read.
+        problem: String,
     },
     /// A file name that would leave the checkpoint folder.
     #[error("checkpoint file name `{0}` is not a plain file name")]
@@ -312,6 +333,42 @@ fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
+}
+
+/// The checkpoint `--checkpoint` names: `best` (the one `checkpoints/best.json` names), a
+/// folder name in `checkpoints/`, or a path; the newest valid one when `None`.
+pub fn find_checkpoint(
+    dirs: &crate::project::TrainingDirs,
+    checkpoint: Option<&Path>,
+) -> Result<Checkpoint, CheckpointError> {
+    use super::monitor::{BestCheckpoint, best_file};
+    let checkpoints = Checkpoints::new(&dirs.checkpoints, usize::MAX);
+    match checkpoint {
+        Some(dir) if dir == Path::new("best") && !dir.exists() => {
+            let file = best_file(&dirs.checkpoints);
+            let best: BestCheckpoint = fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                .map_err(|problem| CheckpointError::NoBest {
+                    file: file.clone(),
+                    problem,
+                })?;
+            checkpoints.load(&dirs.checkpoints.join(best.checkpoint))
+        }
+        Some(dir) => {
+            let dir = if dir.is_absolute() || dir.exists() {
+                dir.to_owned()
+            } else {
+                dirs.checkpoints.join(dir)
+            };
+            checkpoints.load(&dir)
+        }
+        None => checkpoints
+            .newest()?
+            .ok_or_else(|| CheckpointError::NoCheckpoint {
+                dir: dirs.checkpoints.clone(),
+            }),
+    }
 }
 
 #[cfg(test)]

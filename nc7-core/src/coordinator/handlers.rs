@@ -1,34 +1,15 @@
-//! What the trainer and the inferer share: the handlers and model parts of a checked
-//! project, and the callbacks handler built and run.
+//! What the trainer and the inferer share: a planned callbacks handler, built and run.
 
 use std::collections::BTreeMap;
 
 use burn::prelude::Backend;
 
-use crate::check::{DATASET_NODE, ProjectCheck};
-use crate::config::MODEL_SECTIONS;
-use crate::gene::Kind;
+use crate::check::DATASET_NODE;
 use crate::handler::GeneHandler;
-use crate::model::Part;
 use crate::nest::Nest;
 use crate::nucleotide::CallbackContext;
+use crate::plan::CallbacksPlan;
 use crate::runtime::{self, DynCallback};
-
-/// The handler `name` of a checked project.
-pub fn handler(check: &ProjectCheck, name: &str) -> Option<GeneHandler> {
-    check.handlers.iter().find(|h| h.name() == name).cloned()
-}
-
-/// The model's parts: the nucleotides of the model sections.
-pub fn model_parts(check: &ProjectCheck) -> Result<Vec<Part>, String> {
-    let sections: Vec<&str> = MODEL_SECTIONS.iter().map(|s| s.key).collect();
-    Part::from_entries(
-        check
-            .nucleotides
-            .iter()
-            .filter(|e| sections.contains(&e.section)),
-    )
-}
 
 /// A callbacks handler's nucleotides, built.
 pub struct Callbacks<B: Backend> {
@@ -41,27 +22,20 @@ fn failed(name: &str) -> impl Fn(crate::BoxError) -> String + '_ {
 }
 
 impl<B: Backend> Callbacks<B> {
-    /// Builds the callbacks of the handler `name` (none when the project has no such handler).
-    pub fn build(check: &ProjectCheck, name: &str, device: &B::Device) -> Result<Self, String> {
-        let handler = handler(check, name);
+    /// Builds the planned callbacks on `device`.
+    pub fn build(plan: &CallbacksPlan, device: &B::Device) -> Result<Self, String> {
         let mut callbacks = BTreeMap::new();
-        if let Some(h) = &handler {
-            let names: Vec<&str> = h.helix().names().skip(h.helix().incoming_len()).collect();
-            for e in check
-                .nucleotides
-                .iter()
-                .filter(|e| names.contains(&e.name()) && e.kind == Kind::CoordinatorCallback)
-            {
-                let parts = Part::from_entries([e])?;
-                let p = &parts[0];
-                callbacks.insert(
-                    p.name.clone(),
-                    runtime::callback::<B>(p.registration, &p.name, &p.config, device)
-                        .map_err(|e| e.to_string())?,
-                );
-            }
+        for p in &plan.parts {
+            callbacks.insert(
+                p.name.clone(),
+                runtime::callback::<B>(p.registration, &p.name, &p.config, device)
+                    .map_err(|e| e.to_string())?,
+            );
         }
-        Ok(Callbacks { handler, callbacks })
+        Ok(Callbacks {
+            handler: plan.handler.clone(),
+            callbacks,
+        })
     }
 
     /// Whether there are no callbacks.

@@ -15,50 +15,28 @@ use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use burn::prelude::Backend;
+use burn::tensor::backend::AutodiffBackend;
 use serde_json::Value;
 
-use super::handlers::{Callbacks, handler, model_parts};
-use super::inferer_config::InfererConfig;
-use super::trainer::{WEIGHTS, find_checkpoint};
-use crate::backend::DeviceChoice;
-use crate::check::{ModelGraph, ProjectCheck};
-use crate::config::{MODEL_SECTIONS, Overrides, RunType};
+use super::handlers::Callbacks;
+use crate::backend::OnDevice;
+use crate::config::RunType;
 use crate::data::{BatchError, Collator};
 use crate::data::{collate, concat};
-use crate::export::{GRAPH, SIGNATURE, describe};
+use crate::export::describe;
 use crate::model::{Model, Part};
 use crate::nest::Nest;
 use crate::nucleotide::{CallbackContext, IterationInfo, Mode, RunControl};
-use crate::project::{InferenceRun, ProjectMetadata, TrainingDirs, write_snapshot};
-use crate::registry::Registry;
+use crate::plan::{InferPlan, ModelSource, PlanError};
+use crate::project::{InferenceRun, ProjectError, ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::runtime::{self, DynFeeder};
 use crate::tracking::tensorboard::EventWriter;
 
-/// How to run inference; each field over the `inferer_config` field of the same name.
+/// How to run an inference plan.
 #[derive(Debug, Clone, Default)]
 pub struct InferOptions {
     /// `--run-name`: the run folder's name instead of the next `run-N`.
     pub run_name: Option<String>,
-    /// `--saved-model`: a name in `saved_models/` or a path; the newest when absent.
-    pub saved_model: Option<String>,
-    /// `--checkpoint`: run a checkpoint (`ckpt-N`, `best` or a path) with the training
-    /// configs' model instead of a saved model.
-    pub checkpoint: Option<PathBuf>,
-    /// `--batch-size`.
-    pub batch_size: Option<usize>,
-    /// `--single-thread`.
-    pub single_thread: bool,
-    /// `--prefetch`: iterations each stage may run ahead.
-    pub prefetch: Option<usize>,
-    /// `--number-of-shards` and `--shard-index`: this process reads one shard of the data
-    /// feeder's file list.
-    pub shard: Option<(usize, usize)>,
-    /// `--skip-bad-samples`.
-    pub skip_bad_samples: bool,
-    /// `--device`.
-    pub device: Option<DeviceChoice>,
-    /// Config overrides of the inference configs.
-    pub overrides: Overrides,
     /// The command line, for the run record.
     pub command: Vec<String>,
 }
@@ -88,213 +66,60 @@ pub struct InferReport {
 /// Why inference failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
-    /// The configs, the options or the model do not fit.
-    #[error("{0}")]
-    Check(String),
-    /// Anything that went wrong while running, with what was going on.
+    /// The configs, the options or the model do not fit: every problem, with its file.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The project's folders cannot be used as asked.
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    /// The plan has no weights to run (`check --type infer` on a project without a saved
+    /// model plans one, which cannot run).
+    #[error("no saved model to run in {}: train the project first, or export a checkpoint", dir.display())]
+    NoWeights {
+        /// The saved models folder.
+        dir: PathBuf,
+    },
+    /// The model, the data or a callback failed while running; the message names it.
     #[error("{0}")]
     Run(String),
 }
 
-/// Where the model comes from.
-struct ModelSource {
-    /// The saved model or checkpoint folder.
-    dir: PathBuf,
-    /// Its weights file.
-    weights: PathBuf,
-    /// A saved model's graph config.
-    graph: Option<Value>,
-    /// A saved model's inputs (`signature.json`).
-    inputs: Option<Vec<Value>>,
-}
-
-fn read_json(path: &Path) -> Result<Value, InferError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| InferError::Check(format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| InferError::Check(format!("{} is not valid JSON: {e}", path.display())))
-}
-
-fn model_source(
-    project: &Path,
-    saved_model: Option<&str>,
-    checkpoint: Option<&Path>,
-) -> Result<ModelSource, InferError> {
-    let dirs = TrainingDirs::of(project);
-    if let Some(checkpoint) = checkpoint {
-        let cp = find_checkpoint(&dirs, Some(checkpoint)).map_err(InferError::Check)?;
-        return Ok(ModelSource {
-            weights: cp.file(WEIGHTS),
-            dir: cp.dir,
-            graph: None,
-            inputs: None,
-        });
-    }
-    let dir = match saved_model {
-        Some(tag) => {
-            let path = Path::new(tag);
-            let dir = if path.is_absolute() || path.is_dir() {
-                path.to_owned()
-            } else {
-                dirs.saved_models.join(tag)
-            };
-            if !dir.join(crate::export::WEIGHTS).is_file() {
-                let have: Vec<String> = crate::export::list(&dirs.saved_models)
-                    .into_iter()
-                    .filter_map(|(_, p)| Some(p.file_name()?.to_string_lossy().into_owned()))
-                    .collect();
-                return Err(InferError::Check(format!(
-                    "saved model `{tag}`: {} holds no saved model ({} has {})",
-                    dir.display(),
-                    dirs.saved_models.display(),
-                    if have.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        crate::suggest::list(&have)
-                    }
-                )));
-            }
-            dir
+/// Runs an inference plan: `infer <project_dir>`.
+pub fn infer(plan: &InferPlan, options: &InferOptions) -> Result<InferReport, InferError> {
+    let (weights, model_dir, inputs) = match &plan.source {
+        ModelSource::Saved(saved) => (&saved.weights, &saved.dir, Some(&saved.inputs[..])),
+        ModelSource::Checkpoint { dir, weights } => (weights, dir, None),
+        ModelSource::TrainingConfigs => {
+            return Err(InferError::NoWeights {
+                dir: TrainingDirs::of(plan.project()).saved_models,
+            });
         }
-        None => crate::export::list(&dirs.saved_models)
-            .pop()
-            .map(|(_, dir)| dir)
-            .ok_or_else(|| {
-                InferError::Check(format!(
-                    "no saved model in {}: train the project first, or export a checkpoint with `export {}`",
-                    dirs.saved_models.display(),
-                    project.display()
-                ))
-            })?,
     };
-    let graph = read_json(&dir.join(GRAPH))?;
-    let inputs = read_json(&dir.join(SIGNATURE))?
-        .get("inputs")
-        .and_then(Value::as_array)
-        .cloned()
-        .ok_or_else(|| {
-            InferError::Check(format!(
-                "{} has no `inputs` list",
-                dir.join(SIGNATURE).display()
-            ))
-        })?;
-    Ok(ModelSource {
-        weights: dir.join(crate::export::WEIGHTS),
-        dir,
-        graph: Some(graph),
-        inputs: Some(inputs),
-    })
-}
-
-/// Runs inference: `infer <project_dir>`.
-pub fn infer(
-    project: &Path,
-    options: &InferOptions,
-    registry: &Registry,
-) -> Result<InferReport, InferError> {
-    // The inferer config names the saved model, so it is read before the model's graph.
-    let first = ProjectCheck::load(project, RunType::Infer, &options.overrides, registry);
-    let config = InfererConfig::from_value(
-        &first
-            .config
-            .tree
-            .get("inferer_config")
-            .map(|t| t.to_value())
-            .unwrap_or(Value::Null),
-    )
-    .map_err(InferError::Check)?;
-    let saved_model = options
-        .saved_model
-        .as_deref()
-        .or(config.saved_model.as_deref());
-    let source = model_source(project, saved_model, options.checkpoint.as_deref())?;
-    let graph_file = source.dir.join(GRAPH).display().to_string();
-    let check = match &source.graph {
-        Some(graph) => ProjectCheck::load_with_model(
-            project,
-            RunType::Infer,
-            &options.overrides,
-            registry,
-            ModelGraph::Saved {
-                graph,
-                file: &graph_file,
-            },
-        ),
-        None => first,
-    };
-    if check.diagnostics.has_errors() {
-        return Err(InferError::Check(check.diagnostics.to_string()));
-    }
-    let batch_size = options.batch_size.or(config.batch_size).ok_or_else(|| {
-        InferError::Check(
-            "no batch size: give `--batch-size N` or set `batch_size` in inference/configs/inferer.json"
-                .into(),
-        )
-    })?;
-    if batch_size == 0 {
-        return Err(InferError::Check("--batch-size must be at least 1".into()));
-    }
-    let device = DeviceChoice::resolve(options.device, &config.device, "inferer_config.device")
-        .map_err(InferError::Check)?;
-    let settings = Settings {
-        batch_size,
-        prefetch: options.prefetch.unwrap_or(config.prefetch_buffer_size),
-        single_thread: options.single_thread || config.single_thread,
-        skip_bad_samples: options.skip_bad_samples || config.skip_bad_samples,
-        shard: options.shard,
-    };
-    let feeder = feeder_part(&check, settings.shard)?;
-
-    let run = InferenceRun::create(project, options.run_name.as_deref())
-        .map_err(|e| InferError::Check(e.to_string()))?;
-    let mut snapshot = check.config.tree.to_value();
-    if let (Value::Object(s), Some(Value::Object(g))) = (&mut snapshot, &source.graph) {
-        for section in MODEL_SECTIONS {
-            if let Some(v) = g.get(section.key) {
-                s.insert(section.key.to_owned(), v.clone());
-            }
-        }
-        s.insert(
-            "saved_model".to_owned(),
-            Value::String(source.dir.display().to_string()),
-        );
-    }
-    write_snapshot(&run.artifacts, RunType::Infer, &snapshot)
-        .map_err(|e| InferError::Run(e.to_string()))?;
-    let record =
-        ProjectMetadata::start_run(project, RunType::Infer, &run.dir, options.command.clone())
-            .map_err(|e| InferError::Run(e.to_string()))?;
-    let result = match device {
-        DeviceChoice::Cpu => run_on::<crate::backend::Cpu>(
-            &check,
-            &source,
-            &feeder,
-            &settings,
-            &run,
-            &Default::default(),
-        ),
-        #[cfg(feature = "cuda")]
-        DeviceChoice::Cuda(i) => run_on::<crate::backend::Cuda>(
-            &check,
-            &source,
-            &feeder,
-            &settings,
-            &run,
-            &burn::backend::cuda::CudaDevice::new(i),
-        ),
-        #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda(_) => unreachable!("checked by `available`"),
-    };
+    let run = InferenceRun::create(plan.project(), options.run_name.as_deref())?;
+    write_snapshot(&run.artifacts, RunType::Infer, &plan.snapshot)?;
+    let record = ProjectMetadata::start_run(
+        plan.project(),
+        RunType::Infer,
+        &run.dir,
+        options.command.clone(),
+    )?;
+    let result = plan.device.dispatch(Inference {
+        plan,
+        weights,
+        model_dir,
+        inputs,
+        run: &run,
+    });
     let status = match &result {
         Ok(r) if r.stopped.is_some() => "stopped",
         Ok(_) => "finished",
         Err(_) => "failed",
     };
-    let _ = ProjectMetadata::end_run(project, record, status);
+    let _ = ProjectMetadata::end_run(plan.project(), record, status);
     let counts = result?;
     Ok(InferReport {
         run,
-        model: source.dir,
+        model: model_dir.clone(),
         iterations: counts.iterations,
         samples: counts.samples,
         skipped: counts.skipped,
@@ -304,41 +129,25 @@ pub fn infer(
     })
 }
 
-/// The run's settings, options over config.
-struct Settings {
-    batch_size: usize,
-    prefetch: usize,
-    single_thread: bool,
-    skip_bad_samples: bool,
-    shard: Option<(usize, usize)>,
+/// An inference run, to be dispatched on the plan's device (its backend without autodiff).
+struct Inference<'a> {
+    plan: &'a InferPlan,
+    weights: &'a Path,
+    model_dir: &'a Path,
+    inputs: Option<&'a [Value]>,
+    run: &'a InferenceRun,
 }
 
-/// The data feeder's part, its file list split into shards when asked.
-fn feeder_part(check: &ProjectCheck, shard: Option<(usize, usize)>) -> Result<Part, InferError> {
-    let entry = check
-        .nucleotides
-        .iter()
-        .find(|e| e.section == "datafeeder_config")
-        .ok_or_else(|| InferError::Check("the inference configs have no data feeder".into()))?;
-    let mut part = Part::from_entries([entry])
-        .map_err(InferError::Check)?
-        .remove(0);
-    if let Some((number, index)) = shard {
-        if number == 0 || index >= number {
-            return Err(InferError::Check(format!(
-                "shard index {index} is out of range for {number} shards: give 0 ≤ --shard-index < --number-of-shards"
-            )));
-        }
-        let Some(Value::Object(list)) = part.config.get_mut("file_list") else {
-            return Err(InferError::Check(format!(
-                "--number-of-shards: the data feeder `{}` ({}) has no `file_list` to split into shards",
-                part.name, part.registration.class_name
-            )));
-        };
-        list.insert("number_of_shards".into(), number.into());
-        list.insert("shard_index".into(), index.into());
+impl OnDevice for Inference<'_> {
+    type Output = Result<Counts, InferError>;
+
+    fn run<T: AutodiffBackend>(
+        self,
+        _device: &T::Device,
+        inner: &burn::tensor::Device<T::InnerBackend>,
+    ) -> Self::Output {
+        run_on::<T::InnerBackend>(&self, inner)
     }
-    Ok(part)
 }
 
 /// What the run counted.
@@ -626,29 +435,28 @@ fn check_signature<B: Backend>(
     ))
 }
 
-fn run_on<B: Backend>(
-    check: &ProjectCheck,
-    source: &ModelSource,
-    feeder: &Part,
-    settings: &Settings,
-    run: &InferenceRun,
-    device: &B::Device,
-) -> Result<Counts, InferError> {
-    let model_handler = handler(check, "model").ok_or_else(|| {
-        InferError::Check("the saved model has no plugins to run (no `model` handler)".into())
-    })?;
-    let parts = model_parts(check).map_err(InferError::Check)?;
-    let mut model = Model::<B>::build(model_handler, &parts, device)
+fn run_on<B: Backend>(inference: &Inference<'_>, device: &B::Device) -> Result<Counts, InferError> {
+    let Inference {
+        plan,
+        weights,
+        model_dir,
+        inputs,
+        run,
+    } = *inference;
+    let settings = &plan.settings;
+    let feeder = &plan.feeder;
+    let parts = &plan.model.parts;
+    let mut model = Model::<B>::build(plan.model.handler.clone(), parts, device)
         .map_err(|e| InferError::Run(e.to_string()))?;
-    let mut weights =
-        crate::model::read_safetensors::<B>(&source.weights, device).map_err(InferError::Check)?;
+    let mut tensors =
+        crate::model::read_safetensors::<B>(weights, device).map_err(InferError::Run)?;
     model
-        .load_tensors(&mut weights, &[])
-        .map_err(|e| InferError::Check(format!("weights {}: {e}", source.weights.display())))?;
+        .load_tensors(&mut tensors, &[])
+        .map_err(|e| InferError::Run(format!("weights {}: {e}", weights.display())))?;
     let reader = Reader {
         name: feeder.name.clone(),
         feeder: runtime::feeder::<B>(feeder.registration, &feeder.name, &feeder.config, device)
-            .map_err(|e| InferError::Check(e.to_string()))?,
+            .map_err(|e| InferError::Run(e.to_string()))?,
         batch_size: settings.batch_size,
         skip_bad_samples: settings.skip_bad_samples,
         device: device.clone(),
@@ -658,13 +466,12 @@ fn run_on<B: Backend>(
     };
     let predictor = Predictor {
         model,
-        parts: &parts,
-        inputs: source.inputs.as_deref(),
-        model_dir: &source.dir,
+        parts,
+        inputs,
+        model_dir,
         busy: 0.0,
     };
-    let mut callbacks =
-        Callbacks::<B>::build(check, "callbacks", device).map_err(InferError::Check)?;
+    let mut callbacks = Callbacks::<B>::build(&plan.callbacks, device).map_err(InferError::Run)?;
     let writer: Arc<EventWriter> = Arc::new(
         EventWriter::create(&run.dir.join("summaries"))
             .map_err(|e| InferError::Run(e.to_string()))?,

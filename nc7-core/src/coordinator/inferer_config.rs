@@ -27,16 +27,11 @@ pub struct InfererConfig {
     pub saved_model: Option<String>,
 }
 
-impl InfererConfig {
-    /// The fields, as config files and overrides name them.
-    pub const FIELDS: &'static [&'static str] = &[
-        "batch_size",
-        "prefetch_buffer_size",
-        "single_thread",
-        "skip_bad_samples",
-        "device",
-        "saved_model",
-    ];
+inventory::submit! {
+    crate::config::SettingsSection {
+        key: "inferer_config",
+        fields: crate::config::serde_fields::<InfererConfig>,
+    }
 }
 
 fn two() -> usize {
@@ -83,7 +78,7 @@ mod tests {
     fn fields_lists_every_field() {
         let v = serde_json::to_value(InfererConfig::default()).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, InfererConfig::FIELDS);
+        assert_eq!(keys, crate::config::section_fields("inferer_config"));
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! The trainer: train epoch → checkpoint → eval epoch → export, with summaries, callbacks,
-//! exact resume from the newest checkpoint and a clean stop on Ctrl-C.
+//! exact resume from the newest checkpoint and a clean stop on Ctrl-C. It runs a
+//! [`TrainPlan`]: everything it builds comes from the plan, nothing from the project's configs.
 //!
 //! Exactness: the backend is reseeded from the run's seed and the global step before every
 //! step, the data order is a function of seed and epoch, the learning-rate schedule of the
 //! step count, and weights and optimizer state are saved at full precision; so a run
 //! continued from a checkpoint computes exactly what the uninterrupted run would have.
+//!
+//! Evaluation values are the data set's: each batch's losses and metrics are weighted by its
+//! samples, so a smaller last batch counts for what it holds.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,18 +17,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::prelude::Backend;
+use burn::tensor::ElementConversion as _;
 use burn::tensor::backend::AutodiffBackend;
-use serde_json::Value;
 
-use super::checkpoint::Checkpoints;
-use super::handlers::{Callbacks, handler, model_parts};
+use super::checkpoint::{
+    Checkpoint, CheckpointError, Checkpoints, WEIGHTS, find_checkpoint, optimizer_file,
+};
+use super::handlers::Callbacks;
 use super::load::load_weights;
 use super::monitor::{BestCheckpoint, Evaluation, History, KeepBest, best_file};
-use super::schedule::{EvalSteps, train_position};
-use super::trainer_config::TrainerConfig;
-use crate::backend::{DeviceChoice, nest_from_inner};
-use crate::check::ProjectCheck;
-use crate::config::{Overrides, RunType};
+use super::schedule::{EvalSteps, Position, train_position};
+use crate::backend::{OnDevice, nest_from_inner};
+use crate::config::RunType;
 use crate::data::{BatchOrder, DataPosition, for_each_batch};
 use crate::gene::Kind;
 use crate::handler::BoxError;
@@ -33,21 +37,17 @@ use crate::model::{
 };
 use crate::nucleotide::{CallbackContext, IterationInfo, Mode, RunControl, SummaryWriter};
 use crate::optim::Schedule;
-use crate::project::{ProjectMetadata, TrainingDirs, write_snapshot};
-use crate::registry::Registry;
+use crate::plan::{PlanError, TrainPlan};
+use crate::project::{ProjectError, ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::runtime::{self, DynDataset};
 use crate::tracking::summaries::write_images_and_histograms;
 use crate::tracking::tensorboard::EventWriter;
 
-/// How to train.
+/// How to run a training plan.
 #[derive(Debug, Clone, Default)]
 pub struct TrainOptions {
     /// Continue from the newest checkpoint (`--continue`).
     pub resume: bool,
-    /// `--device`, over the config's.
-    pub device: Option<DeviceChoice>,
-    /// Config overrides.
-    pub overrides: Overrides,
     /// The command line, for the run record.
     pub command: Vec<String>,
     /// Set (by Ctrl-C) to stop at the end of the current step, with a checkpoint.
@@ -65,7 +65,7 @@ pub struct TrainReport {
     pub epochs: u64,
     /// The total loss of each step of this run.
     pub losses: Vec<f64>,
-    /// The mean losses and metrics of each evaluation of this run.
+    /// The losses and metrics of each evaluation of this run, over the evaluation data.
     pub evaluations: Vec<BTreeMap<String, f64>>,
     /// Saved models written.
     pub exports: Vec<PathBuf>,
@@ -76,155 +76,120 @@ pub struct TrainReport {
 /// Why training failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// The configs have problems.
-    #[error("{0}")]
-    Check(String),
-    /// Anything else, with what was going on.
-    #[error("{0}")]
-    Run(String),
+    /// The project's configs have problems: every one, with its file and the fix.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The project's folders cannot be used as asked.
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    /// A checkpoint cannot be written or used.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A dataset has no samples.
+    #[error("the {slot} dataset `{name}` has no samples; give it data, or check its file list")]
+    EmptyDataset {
+        /// `train` or `eval`.
+        slot: &'static str,
+        /// The dataset's name.
+        name: String,
+    },
+    /// The loss is not finite.
+    #[error(
+        "the loss is not finite at step {step} (epoch {epoch}, iteration {iteration}): {what} is {loss}; training stopped, the last good checkpoint is kept in {}",
+        checkpoints.display()
+    )]
+    NonFinite {
+        /// The step (from 1).
+        step: u64,
+        /// Its epoch.
+        epoch: u64,
+        /// Its iteration in the epoch.
+        iteration: u64,
+        /// The loss keys at fault, or the total loss.
+        what: String,
+        /// The total loss.
+        loss: f64,
+        /// The checkpoints folder.
+        checkpoints: PathBuf,
+    },
+    /// Something failed while doing `what`.
+    #[error("{what}: {source}")]
+    Failed {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: BoxError,
+    },
+    /// A nucleotide, a callback or the data failed; the message names it.
+    #[error(transparent)]
+    Step(BoxError),
 }
 
 impl From<BoxError> for TrainError {
     fn from(e: BoxError) -> Self {
-        TrainError::Run(e.to_string())
+        TrainError::Step(e)
     }
 }
 
 impl From<String> for TrainError {
     fn from(e: String) -> Self {
-        TrainError::Run(e)
+        TrainError::Step(e.into())
     }
 }
 
-fn run_err(what: &str) -> impl Fn(String) -> TrainError + '_ {
-    move |e| TrainError::Run(format!("{what}: {e}"))
-}
-
-/// Loads and checks a project's training configs, and its trainer config.
-pub fn load(
-    project: &Path,
-    overrides: &Overrides,
-    registry: &Registry,
-) -> Result<(ProjectCheck, TrainerConfig), TrainError> {
-    let check = ProjectCheck::load(project, RunType::Train, overrides, registry);
-    if check.diagnostics.has_errors() {
-        return Err(TrainError::Check(check.diagnostics.to_string()));
+/// A `map_err` that says what was being done.
+fn failed<E: Into<BoxError>>(what: &str) -> impl FnOnce(E) -> TrainError + '_ {
+    move |e| TrainError::Failed {
+        what: what.to_owned(),
+        source: e.into(),
     }
-    let value = check
-        .config
-        .tree
-        .get("trainer_config")
-        .map(|t| t.to_value())
-        .unwrap_or(Value::Null);
-    let config = TrainerConfig::from_value(&value).map_err(TrainError::Check)?;
-    Ok((check, config))
 }
 
-/// Trains a project: `train <project_dir>`.
-pub fn train(
-    project: &Path,
-    options: &TrainOptions,
-    registry: &Registry,
-) -> Result<TrainReport, TrainError> {
-    let (check, config) = load(project, &options.overrides, registry)?;
-    let device = DeviceChoice::resolve(options.device, &config.device, "trainer_config.device")
-        .map_err(TrainError::Check)?;
-    let dirs = TrainingDirs::prepare(project, options.resume)
-        .map_err(|e| TrainError::Check(e.to_string()))?;
+/// Trains a planned project: `train <project_dir>`.
+pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, TrainError> {
+    let dirs = TrainingDirs::prepare(plan.project(), options.resume)?;
     write_snapshot(
         &dirs.artifacts,
         RunType::Train,
-        &check.config.tree.to_value(),
-    )
-    .map_err(|e| TrainError::Run(e.to_string()))?;
-    let record =
-        ProjectMetadata::start_run(project, RunType::Train, &dirs.root, options.command.clone())
-            .map_err(|e| TrainError::Run(e.to_string()))?;
-    let result = match device {
-        DeviceChoice::Cpu => run::<crate::backend::CpuTrain>(
-            &check,
-            &config,
-            &dirs,
-            options,
-            &Default::default(),
-            &Default::default(),
-        ),
-        #[cfg(feature = "cuda")]
-        DeviceChoice::Cuda(i) => {
-            let d = burn::backend::cuda::CudaDevice::new(i);
-            run::<crate::backend::CudaTrain>(&check, &config, &dirs, options, &d, &d)
-        }
-        #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda(_) => unreachable!("checked by `available`"),
-    };
+        &plan.check.config.tree.to_value(),
+    )?;
+    let record = ProjectMetadata::start_run(
+        plan.project(),
+        RunType::Train,
+        &dirs.root,
+        options.command.clone(),
+    )?;
+    let result = plan.device.dispatch(Training {
+        plan,
+        options,
+        dirs: &dirs,
+    });
     let status = match &result {
         Ok(r) if r.stopped.is_some() => "stopped",
         Ok(_) => "finished",
         Err(_) => "failed",
     };
-    let _ = ProjectMetadata::end_run(project, record, status);
+    let _ = ProjectMetadata::end_run(plan.project(), record, status);
     result
 }
 
-/// The datasets, callbacks and handlers of a training run, built.
-struct Setup<B: AutodiffBackend> {
-    model: TrainModel<B>,
-    train_data: Box<dyn DynDataset<B::InnerBackend>>,
-    eval_data: Box<dyn DynDataset<B::InnerBackend>>,
-    callbacks_train: Callbacks<B::InnerBackend>,
-    callbacks_eval: Callbacks<B::InnerBackend>,
+/// A training run, to be dispatched on the plan's device.
+struct Training<'a> {
+    plan: &'a TrainPlan,
+    options: &'a TrainOptions,
+    dirs: &'a TrainingDirs,
 }
 
-fn setup<B: AutodiffBackend>(
-    check: &ProjectCheck,
-    config: &TrainerConfig,
-    device: &B::Device,
-    inner: &burn::tensor::Device<B::InnerBackend>,
-) -> Result<Setup<B>, TrainError> {
-    let model_handler = handler(check, "model")
-        .ok_or_else(|| TrainError::Check("the project has no model to train".into()))?;
-    let eval_handler = handler(check, "model_eval").unwrap_or_else(|| model_handler.clone());
-    let parts = model_parts(check).map_err(TrainError::Check)?;
-    let model = TrainModel::build(
-        model_handler,
-        eval_handler,
-        parts,
-        &config.optimization_config.optimizer,
-        device,
-    )?;
-    // `dataset` refuses one without samples.
-    Ok(Setup {
-        model,
-        train_data: dataset::<B::InnerBackend>(check, "train", inner)?,
-        eval_data: dataset::<B::InnerBackend>(check, "eval", inner)?,
-        callbacks_train: Callbacks::build(check, "callbacks_train", inner)?,
-        callbacks_eval: Callbacks::build(check, "callbacks_eval", inner)?,
-    })
-}
+impl OnDevice for Training<'_> {
+    type Output = Result<TrainReport, TrainError>;
 
-/// The dataset of `datasets_config`'s `slot` (`train` or `eval`), built on `device`; one
-/// without samples is an error naming it.
-fn dataset<B: Backend>(
-    check: &ProjectCheck,
-    slot: &str,
-    device: &B::Device,
-) -> Result<Box<dyn DynDataset<B>>, TrainError> {
-    let e = check
-        .nucleotides
-        .iter()
-        .find(|e| e.section == "datasets_config" && e.slot.as_deref() == Some(slot))
-        .ok_or_else(|| TrainError::Check(format!("datasets_config has no `{slot}` dataset")))?;
-    let parts = Part::from_entries([e]).map_err(TrainError::Check)?;
-    let p = &parts[0];
-    let d = runtime::dataset::<B>(p.registration, &p.name, &p.config, device)
-        .map_err(|e| TrainError::Run(e.to_string()))?;
-    if d.is_empty() {
-        return Err(TrainError::Check(format!(
-            "the {slot} dataset `{}` has no samples",
-            p.name
-        )));
+    fn run<B: AutodiffBackend>(
+        self,
+        device: &B::Device,
+        inner: &burn::tensor::Device<B::InnerBackend>,
+    ) -> Self::Output {
+        Trainer::<B>::new(self.plan, self.options, self.dirs, device, inner)?.run()
     }
-    Ok(d)
 }
 
 /// Where a run stands; what a checkpoint's state holds besides weights and optimizer state.
@@ -237,12 +202,6 @@ struct RunState {
     seed: u64,
 }
 
-pub(crate) const WEIGHTS: &str = "model.safetensors";
-
-fn optimizer_file(plugin: &str) -> String {
-    format!("optimizer-{plugin}.bin")
-}
-
 /// Mixes the run's seed with the step, so that each step's random operations are seeded on
 /// their own and a resumed run repeats them.
 fn step_seed(seed: u64, step: u64) -> u64 {
@@ -252,215 +211,333 @@ fn step_seed(seed: u64, step: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn run<B: AutodiffBackend>(
-    check: &ProjectCheck,
-    config: &TrainerConfig,
-    dirs: &TrainingDirs,
-    options: &TrainOptions,
+/// The dataset `part` built on `device`; one without samples is an error naming it.
+fn dataset<B: Backend>(
+    part: &Part,
+    slot: &'static str,
     device: &B::Device,
-    inner: &burn::tensor::Device<B::InnerBackend>,
-) -> Result<TrainReport, TrainError> {
-    B::seed(device, config.random_seed);
-    let Setup {
-        mut model,
-        train_data,
-        eval_data,
-        mut callbacks_train,
-        mut callbacks_eval,
-    } = setup::<B>(check, config, device, inner)?;
-    let mut checkpoints = Checkpoints::new(&dirs.checkpoints, config.checkpoints_to_keep);
-    let mut state = RunState {
-        seed: config.random_seed,
-        data_epoch: 1,
-        ..RunState::default()
-    };
-    let resumed = options.resume && resume(&mut model, &checkpoints, &mut state, device)?;
-    if !resumed && !config.load_config.is_empty() {
-        for line in load_weights(&mut model, &check.project, &config.load_config, device)
-            .map_err(TrainError::Check)?
-        {
-            log::info!("loaded {line}");
-        }
+) -> Result<Box<dyn DynDataset<B>>, TrainError> {
+    let d = runtime::dataset::<B>(part.registration, &part.name, &part.config, device).map_err(
+        failed(&format!("building the {slot} dataset `{}`", part.name)),
+    )?;
+    if d.is_empty() {
+        return Err(TrainError::EmptyDataset {
+            slot,
+            name: part.name.clone(),
+        });
     }
-    let mut history =
-        History::open(&dirs.root, resumed, state.global_step).map_err(TrainError::Run)?;
-    if let Some(keep) = &config.keep_best {
-        checkpoints.protect(history.best(keep).map_err(TrainError::Check)?.map(|b| b.0));
-    }
-    let mut schedule = Schedule::new(&config.optimization_config)
-        .map_err(|e| TrainError::Check(format!("trainer_config.optimization_config.{e}")))?;
-    schedule.fast_forward(state.global_step as usize);
-    let train_order = BatchOrder {
-        len: train_data.len(),
-        batch_size: config.batch_size.train(),
-        shuffle: config.shuffle,
-        seed: config.random_seed,
-    };
-    let eval_order = BatchOrder {
-        len: eval_data.len(),
-        batch_size: config.batch_size.eval(),
-        shuffle: false,
-        seed: config.random_seed,
-    };
-    let train_iterations = config.train_iterations(train_data.len());
-    let eval_iterations = config.eval_iterations(eval_data.len());
-    let train_writer: Arc<EventWriter> = Arc::new(
-        EventWriter::create(&dirs.summaries_train).map_err(|e| TrainError::Run(e.to_string()))?,
-    );
-    let eval_writer: Arc<EventWriter> = Arc::new(
-        EventWriter::create(&dirs.summaries_eval).map_err(|e| TrainError::Run(e.to_string()))?,
-    );
-    let mut report = TrainReport::default();
-    let clip = config.optimization_config.gradient_clip;
-    let mut epochs_this_run = 0;
-    let control = RunControl::default();
-    let ctx =
-        |mode: Mode, writer: Arc<EventWriter>, log_dir: &Path, iterations: u64| CallbackContext {
-            mode,
-            log_dir: log_dir.to_owned(),
-            summaries: writer,
-            summary_step: 0,
-            iteration: IterationInfo::default(),
-            iterations_per_epoch: iterations as usize,
-            control: control.clone(),
-        };
-    let mut train_ctx = ctx(
-        Mode::Train,
-        train_writer.clone(),
-        &dirs.callbacks_train,
-        train_iterations,
-    );
-    let mut eval_ctx = ctx(
-        Mode::Eval,
-        eval_writer.clone(),
-        &dirs.callbacks_eval,
-        eval_iterations,
-    );
-    callbacks_train.begin(&train_ctx)?;
-    callbacks_eval.begin(&eval_ctx)?;
-    // A checkpoint at an epoch's end whose evaluation did not happen (the run stopped in
-    // between) is evaluated first, as the uninterrupted run did.
-    let mut pending_eval = resumed
-        && state.global_step > 0
-        && state.global_step.is_multiple_of(train_iterations)
-        && !history.has(state.global_step);
-    loop {
-        if pending_eval {
-            let evaluation = evaluate::<B>(
-                &model,
-                eval_data.as_ref(),
-                &eval_order,
-                eval_iterations,
-                train_iterations,
-                state.global_step,
-                inner,
-                &eval_writer,
-                &mut callbacks_eval,
-                &mut eval_ctx,
-                config.prefetch,
-            )?;
-            history
-                .push(Evaluation {
-                    step: state.global_step,
-                    epoch: state.epoch,
-                    values: evaluation.clone(),
-                })
-                .map_err(TrainError::Run)?;
-            if let Some(keep) = &config.keep_best {
-                keep_best(&mut checkpoints, &dirs.checkpoints, &history, keep)?;
-            }
-            if config.exports_to_keep > 0 {
-                let mut valid = model.valid(inner)?;
-                let dir = crate::export::export(
-                    &check.project,
-                    &dirs.saved_models,
-                    &mut valid,
-                    model.parts(),
-                    &check.config.tree.to_value(),
-                    eval_data.as_ref(),
+    Ok(d)
+}
+
+/// One mode's data and how it is walked.
+struct Stage<B: Backend> {
+    data: Box<dyn DynDataset<B>>,
+    order: BatchOrder,
+    iterations: u64,
+    writer: Arc<EventWriter>,
+    callbacks: Callbacks<B>,
+    ctx: CallbackContext,
+}
+
+/// A training run in progress.
+struct Trainer<'a, B: AutodiffBackend> {
+    plan: &'a TrainPlan,
+    options: &'a TrainOptions,
+    dirs: &'a TrainingDirs,
+    device: B::Device,
+    inner: burn::tensor::Device<B::InnerBackend>,
+    model: TrainModel<B>,
+    train: Stage<B::InnerBackend>,
+    eval: Stage<B::InnerBackend>,
+    checkpoints: Checkpoints,
+    history: History,
+    schedule: Schedule,
+    state: RunState,
+    control: RunControl,
+    report: TrainReport,
+}
+
+impl<'a, B: AutodiffBackend> Trainer<'a, B> {
+    /// Builds the model, the data and the callbacks, and continues from the newest checkpoint
+    /// when asked (else loads `load_config`'s weights).
+    fn new(
+        plan: &'a TrainPlan,
+        options: &'a TrainOptions,
+        dirs: &'a TrainingDirs,
+        device: &B::Device,
+        inner: &burn::tensor::Device<B::InnerBackend>,
+    ) -> Result<Self, TrainError> {
+        let config = &plan.trainer;
+        B::seed(device, config.random_seed);
+        let model = TrainModel::build(
+            plan.model.handler.clone(),
+            plan.model.eval_handler.clone(),
+            plan.model.parts.clone(),
+            &config.optimization_config.optimizer,
+            device,
+        )
+        .map_err(failed("building the model"))?;
+        let control = RunControl::default();
+        let stage = |part: &Part,
+                     slot: &'static str,
+                     mode: Mode,
+                     callbacks,
+                     summaries: &Path,
+                     log_dir: &Path|
+         -> Result<Stage<B::InnerBackend>, TrainError> {
+            let data = dataset::<B::InnerBackend>(part, slot, inner)?;
+            let (batch_size, iterations, shuffle) = match mode {
+                Mode::Train => (
+                    config.batch_size.train(),
+                    config.train_iterations(data.len()),
+                    config.shuffle,
+                ),
+                _ => (
                     config.batch_size.eval(),
-                    state.global_step,
-                    state.epoch,
-                    Some(&evaluation),
-                    config.exports_to_keep,
-                )
-                .map_err(TrainError::Run)?;
-                report.exports.push(dir);
+                    config.eval_iterations(data.len()),
+                    false,
+                ),
+            };
+            let writer = Arc::new(
+                EventWriter::create(summaries)
+                    .map_err(failed(&format!("creating {}", summaries.display())))?,
+            );
+            Ok(Stage {
+                order: BatchOrder {
+                    len: data.len(),
+                    batch_size,
+                    shuffle,
+                    seed: config.random_seed,
+                },
+                data,
+                iterations,
+                ctx: CallbackContext {
+                    mode,
+                    log_dir: log_dir.to_owned(),
+                    summaries: writer.clone(),
+                    summary_step: 0,
+                    iteration: IterationInfo::default(),
+                    iterations_per_epoch: iterations as usize,
+                    control: control.clone(),
+                },
+                writer,
+                callbacks: Callbacks::build(callbacks, inner)?,
+            })
+        };
+        let train = stage(
+            &plan.train_data,
+            "train",
+            Mode::Train,
+            &plan.callbacks_train,
+            &dirs.summaries_train,
+            &dirs.callbacks_train,
+        )?;
+        let eval = stage(
+            &plan.eval_data,
+            "eval",
+            Mode::Eval,
+            &plan.callbacks_eval,
+            &dirs.summaries_eval,
+            &dirs.callbacks_eval,
+        )?;
+        let mut trainer = Trainer {
+            plan,
+            options,
+            dirs,
+            device: device.clone(),
+            inner: inner.clone(),
+            model,
+            train,
+            eval,
+            checkpoints: Checkpoints::new(&dirs.checkpoints, config.checkpoints_to_keep),
+            // Opened again below once it is known whether a checkpoint continues the run.
+            history: History::open(&dirs.root, false, 0)?,
+            // The plan built this schedule once already: it cannot fail here.
+            schedule: Schedule::new(&config.optimization_config)?,
+            state: RunState {
+                seed: config.random_seed,
+                data_epoch: 1,
+                ..RunState::default()
+            },
+            control,
+            report: TrainReport::default(),
+        };
+        let resumed = options.resume && trainer.resume()?;
+        if !resumed && !config.load_config.is_empty() {
+            for line in load_weights(
+                &mut trainer.model,
+                plan.project(),
+                &config.load_config,
+                device,
+            )? {
+                log::info!("loaded {line}");
             }
-            report.evaluations.push(evaluation);
         }
+        trainer.history = History::open(&dirs.root, resumed, trainer.state.global_step)?;
+        if let Some(keep) = &config.keep_best {
+            let best = trainer.history.best(keep)?.map(|b| b.0);
+            trainer.checkpoints.protect(best);
+        }
+        trainer
+            .schedule
+            .fast_forward(trainer.state.global_step as usize);
+        Ok(trainer)
+    }
+
+    /// Epochs until the configured number, an early stop, a callback's stop or Ctrl-C.
+    fn run(mut self) -> Result<TrainReport, TrainError> {
+        self.train.callbacks.begin(&self.train.ctx)?;
+        self.eval.callbacks.begin(&self.eval.ctx)?;
+        // A checkpoint at an epoch's end whose evaluation did not happen (the run stopped in
+        // between) is evaluated first, as the uninterrupted run did.
+        let mut pending_eval = self.options.resume
+            && self.state.global_step > 0
+            && self.state.global_step.is_multiple_of(self.train.iterations)
+            && !self.history.has(self.state.global_step);
+        let mut epochs_this_run = 0;
+        loop {
+            if pending_eval {
+                let evaluation = self.evaluate()?;
+                self.after_evaluation(evaluation)?;
+            }
+            if let Some(reason) = self.stop_reason(epochs_this_run)? {
+                if !reason.is_empty() {
+                    log::info!("{reason}");
+                    self.report.stopped = Some(reason);
+                }
+                break;
+            }
+            let epoch_done = self.train_epoch()?;
+            if epoch_done {
+                self.state.epoch += 1;
+                epochs_this_run += 1;
+            }
+            self.checkpoint()?;
+            if self.options.stop.load(Ordering::SeqCst) {
+                self.report.stopped = Some(format!(
+                    "interrupted at step {}; continue with `--continue`",
+                    self.state.global_step
+                ));
+                break;
+            }
+            pending_eval = epoch_done;
+        }
+        self.train.callbacks.end(&self.train.ctx)?;
+        self.eval.callbacks.end(&self.eval.ctx)?;
+        self.train.writer.flush()?;
+        self.eval.writer.flush()?;
+        self.report.global_step = self.state.global_step;
+        self.report.epochs = self.state.epoch;
+        Ok(self.report)
+    }
+
+    /// Why the run stops before the next epoch: `Some("")` when all epochs are done, a reason
+    /// when it stops early, `None` when it goes on.
+    fn stop_reason(&self, epochs_this_run: u64) -> Result<Option<String>, TrainError> {
+        let config = &self.plan.trainer;
         if let Some(stopping) = &config.early_stopping
-            && let Some(reason) = history.should_stop(stopping).map_err(TrainError::Check)?
+            && let Some(reason) = self.history.should_stop(stopping)?
         {
-            log::info!("{reason}");
-            report.stopped = Some(reason);
-            break;
+            return Ok(Some(reason));
         }
-        if let Some(reason) = control.stop_requested() {
-            log::info!("stopped: {reason}");
-            report.stopped = Some(reason);
-            break;
+        if let Some(reason) = self.control.stop_requested() {
+            return Ok(Some(reason));
         }
-        if state.epoch >= config.num_epochs {
-            break;
+        if self.state.epoch >= config.num_epochs {
+            return Ok(Some(String::new()));
         }
-        if options
+        if self
+            .options
             .max_epochs_this_run
             .is_some_and(|m| epochs_this_run >= m)
         {
-            report.stopped = Some(format!("stopped after {epochs_this_run} epochs as asked"));
-            break;
+            return Ok(Some(format!(
+                "stopped after {epochs_this_run} epochs as asked"
+            )));
         }
-        // The batches of this epoch, continuing the data order where the last one stopped.
-        let done_in_epoch = state.global_step - state.epoch * train_iterations;
+        Ok(None)
+    }
+
+    /// The batches of the next epoch, continuing the data order where the last one stopped.
+    fn epoch_batches(&self) -> Vec<Vec<usize>> {
+        let iterations = self.train.iterations;
+        let done_in_epoch = self.state.global_step - self.state.epoch * iterations;
         let mut batches = Vec::new();
         let mut position = DataPosition {
-            epoch: state.data_epoch,
-            batch: state.data_batch,
+            epoch: self.state.data_epoch,
+            batch: self.state.data_batch,
         };
-        while (batches.len() as u64) < train_iterations - done_in_epoch {
-            let need = (train_iterations - done_in_epoch) as usize - batches.len();
-            let rest: Vec<Vec<usize>> = train_order.batches_from(position).take(need).collect();
+        while (batches.len() as u64) < iterations - done_in_epoch {
+            let need = (iterations - done_in_epoch) as usize - batches.len();
+            let rest: Vec<Vec<usize>> =
+                self.train.order.batches_from(position).take(need).collect();
             position.batch += rest.len() as u64;
             batches.extend(rest);
-            if position.batch >= train_order.batches_per_epoch() {
+            if position.batch >= self.train.order.batches_per_epoch() {
                 position = DataPosition {
                     epoch: position.epoch + 1,
                     batch: 0,
                 };
             }
         }
+        batches
+    }
+
+    /// Trains one epoch (or what is left of it); whether the epoch was completed.
+    fn train_epoch(&mut self) -> Result<bool, TrainError> {
+        let config = &self.plan.trainer;
+        let batches = self.epoch_batches();
         let progress = progress_bar(
             config.progress_bar,
             batches.len() as u64,
-            state.epoch + 1,
+            self.state.epoch + 1,
             config.num_epochs,
         );
         let started = Instant::now();
         let mut failure: Option<TrainError> = None;
         let mut epoch_losses = Vec::new();
+        let iterations = self.train.iterations;
+        let batches_per_epoch = self.train.order.batches_per_epoch();
+        let Trainer {
+            model,
+            train,
+            schedule,
+            state,
+            report,
+            device,
+            inner,
+            dirs,
+            options,
+            control,
+            ..
+        } = self;
         for_each_batch::<B::InnerBackend, TrainError>(
-            train_data.as_ref(),
+            train.data.as_ref(),
             batches,
             config.prefetch,
             inner,
             |batch| {
                 let step = state.global_step;
-                let pos = train_position(step, train_iterations);
-                let last = pos.iteration == train_iterations;
+                let pos = train_position(step, iterations);
+                let last = pos.iteration == iterations;
                 let summary = (step + 1).is_multiple_of(config.summary_steps) || last;
                 B::seed(device, step_seed(config.random_seed, step));
                 let lr = schedule.next_lr();
                 let data = batch.clone();
-                let result =
-                    model.train_step(nest_from_inner::<B>(batch), lr, clip, summary, summary)?;
+                let result = model.train_step(
+                    nest_from_inner::<B>(batch),
+                    lr,
+                    config.optimization_config.gradient_clip,
+                    summary,
+                    summary,
+                )?;
                 if !result.loss.is_finite() {
                     failure = Some(non_finite(&result.losses, result.loss, step, pos, dirs));
                     return Ok(false);
                 }
                 state.global_step += 1;
                 state.data_batch += 1;
-                if state.data_batch >= train_order.batches_per_epoch() {
+                if state.data_batch >= batches_per_epoch {
                     state.data_epoch += 1;
                     state.data_batch = 0;
                 }
@@ -470,32 +547,34 @@ fn run<B: AutodiffBackend>(
                 if summary {
                     let s = pos.summary_step;
                     progress.set_message(format!("loss {:.4}", result.loss));
-                    train_writer.scalar("loss", result.loss, s);
-                    train_writer.scalar("learning_rate", lr, s);
+                    let w = &train.writer;
+                    w.scalar("loss", result.loss, s);
+                    w.scalar("learning_rate", lr, s);
                     if let Some(n) = result.gradient_norm {
-                        train_writer.scalar("gradient_norm", n, s);
+                        w.scalar("gradient_norm", n, s);
                     }
                     for (k, v) in &result.losses {
-                        train_writer.scalar(k, *v, s);
+                        w.scalar(k, *v, s);
                     }
                     for (k, v) in scalars_of(
                         model.parts(),
                         &[Kind::ModelMetric, Kind::ModelSummary],
                         &result.outputs,
                     ) {
-                        train_writer.scalar(&k, v, s);
+                        w.scalar(&k, v, s);
                     }
-                    write_images_and_histograms(&train_writer, model.parts(), &result.outputs, s)
-                        .map_err(TrainError::Run)?;
+                    write_images_and_histograms(w, model.parts(), &result.outputs, s)?;
                 }
-                train_ctx.summary_step = pos.summary_step;
-                train_ctx.iteration = IterationInfo {
+                train.ctx.summary_step = pos.summary_step;
+                train.ctx.iteration = IterationInfo {
                     epoch: pos.epoch as usize,
                     iteration: pos.iteration as usize,
                     execution_time: started.elapsed().as_secs_f64(),
                     is_last: last,
                 };
-                callbacks_train.iteration(data, result.outputs, &train_ctx)?;
+                train
+                    .callbacks
+                    .iteration(data, result.outputs, &train.ctx)?;
                 Ok(!options.stop.load(Ordering::SeqCst) && control.stop_requested().is_none())
             },
         )?;
@@ -503,82 +582,232 @@ fn run<B: AutodiffBackend>(
         if let Some(f) = failure {
             return Err(f);
         }
-        let interrupted = options.stop.load(Ordering::SeqCst);
-        let epoch_done = state.global_step.is_multiple_of(train_iterations)
-            && state.global_step > state.epoch * train_iterations;
-        if epoch_done {
-            state.epoch += 1;
-            epochs_this_run += 1;
-        }
-        save_checkpoint(&model, &checkpoints, &state)?;
+        let epoch_done = state.global_step.is_multiple_of(iterations)
+            && state.global_step > state.epoch * iterations;
         let mean = epoch_losses.iter().sum::<f64>() / epoch_losses.len().max(1) as f64;
         log::info!(
             "epoch {} of {}: {} steps, mean loss {mean:.6}, {:.1} s",
-            state.epoch,
+            state.epoch + u64::from(epoch_done),
             config.num_epochs,
             epoch_losses.len(),
             started.elapsed().as_secs_f64()
         );
-        if interrupted {
-            report.stopped = Some(format!(
-                "interrupted at step {}; continue with `--continue`",
-                state.global_step
-            ));
-            break;
-        }
-        pending_eval = epoch_done;
+        Ok(epoch_done)
     }
-    callbacks_train.end(&train_ctx)?;
-    callbacks_eval.end(&eval_ctx)?;
-    train_writer.flush().map_err(TrainError::Run)?;
-    eval_writer.flush().map_err(TrainError::Run)?;
-    report.global_step = state.global_step;
-    report.epochs = state.epoch;
-    Ok(report)
+
+    /// Records an evaluation, protects the best checkpoint and exports a saved model.
+    fn after_evaluation(&mut self, evaluation: BTreeMap<String, f64>) -> Result<(), TrainError> {
+        let config = &self.plan.trainer;
+        self.history.push(Evaluation {
+            step: self.state.global_step,
+            epoch: self.state.epoch,
+            values: evaluation.clone(),
+        })?;
+        if let Some(keep) = &config.keep_best {
+            self.keep_best(keep)?;
+        }
+        if config.exports_to_keep > 0 {
+            let dir = self.export(&evaluation)?;
+            self.report.exports.push(dir);
+        }
+        self.report.evaluations.push(evaluation);
+        Ok(())
+    }
+
+    /// Writes the saved model of the current step, with its evaluation.
+    fn export(&self, evaluation: &BTreeMap<String, f64>) -> Result<PathBuf, TrainError> {
+        let config = &self.plan.trainer;
+        let mut valid = self
+            .model
+            .valid(&self.inner)
+            .map_err(failed("building the model to export"))?;
+        Ok(crate::export::export(
+            self.plan.project(),
+            &self.dirs.saved_models,
+            &mut valid,
+            self.model.parts(),
+            &self.plan.check.config.tree.to_value(),
+            self.eval.data.as_ref(),
+            config.batch_size.eval(),
+            self.state.global_step,
+            self.state.epoch,
+            Some(evaluation),
+            config.exports_to_keep,
+        )?)
+    }
+
+    /// Loads the newest checkpoint into the model and the run state; whether there was one.
+    fn resume(&mut self) -> Result<bool, TrainError> {
+        let Some(cp) = self.checkpoints.newest()? else {
+            return Ok(false);
+        };
+        let weights = std::fs::read(cp.file(WEIGHTS))
+            .map_err(failed(&format!("reading {}", cp.file(WEIGHTS).display())))?;
+        let mut tensors = from_safetensors::<B>(&weights, &self.device)
+            .map_err(failed("reading the checkpoint's weights"))?;
+        self.model
+            .load_tensors(&mut tensors, &[])
+            .map_err(failed("loading the checkpoint's weights"))?;
+        let plugins: Vec<String> = self
+            .model
+            .parts()
+            .iter()
+            .filter(|p| p.kind == Kind::ModelPlugin)
+            .map(|p| p.name.clone())
+            .collect();
+        for p in plugins {
+            let path = cp.file(&optimizer_file(&p));
+            let bytes =
+                std::fs::read(&path).map_err(failed(&format!("reading {}", path.display())))?;
+            self.model
+                .load_optimizer_state(&p, bytes, &self.device)
+                .map_err(failed("loading the checkpoint's optimizer state"))?;
+        }
+        self.state = serde_json::from_value(cp.state.clone())
+            .map_err(failed("reading the checkpoint's state"))?;
+        log::info!(
+            "continuing from {} (step {})",
+            cp.dir.display(),
+            self.state.global_step
+        );
+        Ok(true)
+    }
+
+    /// Protects the best evaluation's checkpoint and names it in `checkpoints/best.json`.
+    fn keep_best(&mut self, keep: &KeepBest) -> Result<(), TrainError> {
+        let Some((step, value)) = self.history.best(keep)? else {
+            return Ok(());
+        };
+        self.checkpoints.protect(Some(step));
+        let best = BestCheckpoint {
+            checkpoint: Checkpoints::name_of(step),
+            step,
+            monitor: keep.monitor.clone(),
+            value,
+        };
+        let file = best_file(&self.dirs.checkpoints);
+        let text = serde_json::to_vec_pretty(&best).expect("best checkpoints serialize");
+        crate::project::replace_file(&file, &text)
+            .map_err(failed(&format!("writing {}", file.display())))
+    }
+
+    /// Writes the checkpoint of the current step: weights, each plugin's optimizer state and
+    /// the run state.
+    fn checkpoint(&self) -> Result<(), TrainError> {
+        let weights =
+            to_safetensors(self.model.tensors(), None).map_err(failed("saving weights"))?;
+        let optimizers = self
+            .model
+            .optimizer_states()
+            .map_err(failed("saving optimizer state"))?;
+        let names: Vec<String> = optimizers.iter().map(|(p, _)| optimizer_file(p)).collect();
+        let mut files: Vec<(&str, &[u8])> = vec![(WEIGHTS, &weights)];
+        for (name, (_, bytes)) in names.iter().zip(&optimizers) {
+            files.push((name, bytes));
+        }
+        self.checkpoints.save(
+            self.state.global_step,
+            self.state.epoch,
+            &files,
+            &serde_json::to_value(self.state).expect("run states serialize"),
+        )?;
+        Ok(())
+    }
+
+    /// One evaluation over the evaluation data: each value weighted by the samples of its
+    /// batch, so the result is the data set's, whatever the batch size.
+    fn evaluate(&mut self) -> Result<BTreeMap<String, f64>, TrainError> {
+        let global_step = self.state.global_step;
+        let mut valid = self
+            .model
+            .valid(&self.inner)
+            .map_err(failed("building the model to evaluate"))?;
+        let parts = self.model.parts().to_vec();
+        let eval = &mut self.eval;
+        let iterations = eval.iterations;
+        let mut steps = EvalSteps::new(iterations, self.train.iterations);
+        let batches: Vec<Vec<usize>> = eval
+            .order
+            .batches_from(DataPosition { epoch: 1, batch: 0 })
+            .take(iterations as usize)
+            .collect();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let mut sums = WeightedMeans::default();
+        let started = Instant::now();
+        let mut index = 0;
+        for_each_batch::<B::InnerBackend, TrainError>(
+            eval.data.as_ref(),
+            batches,
+            self.plan.trainer.prefetch,
+            &self.inner,
+            |batch| {
+                let pos = steps.next(global_step);
+                let outputs = valid
+                    .run(batch.clone(), Mode::Eval)
+                    .map_err(|e| TrainError::Step(e.to_string().into()))?
+                    .into_map();
+                let mut values = BTreeMap::new();
+                if let Ok((total, losses)) = losses_of(&parts, &outputs) {
+                    values.insert("loss".to_owned(), total.into_scalar().elem::<f64>());
+                    values.extend(losses);
+                }
+                values.extend(scalars_of(
+                    &parts,
+                    &[Kind::ModelMetric, Kind::ModelSummary],
+                    &outputs,
+                ));
+                if pos.iteration == 1 {
+                    // Images and histograms of the first batch.
+                    write_images_and_histograms(&eval.writer, &parts, &outputs, global_step)?;
+                }
+                sums.add(values, sizes[index]);
+                index += 1;
+                eval.ctx.summary_step = pos.summary_step;
+                eval.ctx.iteration = IterationInfo {
+                    epoch: pos.epoch as usize,
+                    iteration: pos.iteration as usize,
+                    execution_time: started.elapsed().as_secs_f64(),
+                    is_last: pos.iteration == iterations,
+                };
+                eval.callbacks.iteration(batch, outputs, &eval.ctx)?;
+                Ok(true)
+            },
+        )?;
+        let means = sums.means();
+        for (k, v) in &means {
+            eval.writer.scalar(k, *v, global_step);
+        }
+        log::info!(
+            "evaluation after step {global_step}: {}",
+            means
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.6}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(means)
+    }
 }
 
-/// Loads the newest checkpoint into `model` and `state`; whether there was one.
-fn resume<B: AutodiffBackend>(
-    model: &mut TrainModel<B>,
-    checkpoints: &Checkpoints,
-    state: &mut RunState,
-    device: &B::Device,
-) -> Result<bool, TrainError> {
-    let Some(cp) = checkpoints
-        .newest()
-        .map_err(|e| TrainError::Run(e.to_string()))?
-    else {
-        return Ok(false);
-    };
-    let weights = std::fs::read(cp.file(WEIGHTS))
-        .map_err(|e| TrainError::Run(format!("{}: {e}", cp.file(WEIGHTS).display())))?;
-    let mut tensors =
-        from_safetensors::<B>(&weights, device).map_err(run_err("checkpoint weights"))?;
-    model
-        .load_tensors(&mut tensors, &[])
-        .map_err(run_err("checkpoint weights"))?;
-    for p in model
-        .parts()
-        .iter()
-        .filter(|p| p.kind == Kind::ModelPlugin)
-        .map(|p| p.name.clone())
-        .collect::<Vec<_>>()
-    {
-        let path = cp.file(&optimizer_file(&p));
-        let bytes = std::fs::read(&path)
-            .map_err(|e| TrainError::Run(format!("{}: {e}", path.display())))?;
-        model
-            .load_optimizer_state(&p, bytes, device)
-            .map_err(run_err("checkpoint optimizer state"))?;
+/// Means of values over batches, each batch weighted by its samples.
+#[derive(Debug, Default)]
+struct WeightedMeans(BTreeMap<String, (f64, usize)>);
+
+impl WeightedMeans {
+    fn add(&mut self, values: BTreeMap<String, f64>, samples: usize) {
+        for (k, v) in values {
+            let e = self.0.entry(k).or_insert((0.0, 0));
+            e.0 += v * samples as f64;
+            e.1 += samples;
+        }
     }
-    *state = serde_json::from_value(cp.state.clone())
-        .map_err(|e| TrainError::Run(format!("checkpoint state: {e}")))?;
-    log::info!(
-        "continuing from {} (step {})",
-        cp.dir.display(),
-        state.global_step
-    );
-    Ok(true)
+
+    fn means(self) -> BTreeMap<String, f64> {
+        self.0
+            .into_iter()
+            .map(|(k, (s, n))| (k, s / n.max(1) as f64))
+            .collect()
+    }
 }
 
 /// The error of a non-finite loss: the step, where it is in the run, the loss keys at fault.
@@ -586,7 +815,7 @@ fn non_finite(
     losses: &BTreeMap<String, f64>,
     loss: f64,
     step: u64,
-    pos: super::schedule::Position,
+    pos: Position,
     dirs: &TrainingDirs,
 ) -> TrainError {
     let bad: Vec<String> = losses
@@ -594,41 +823,18 @@ fn non_finite(
         .filter(|(_, v)| !v.is_finite())
         .map(|(k, _)| format!("`{k}`"))
         .collect();
-    TrainError::Run(format!(
-        "the loss is not finite at step {} (epoch {}, iteration {}): {} is {loss}; training stopped, the last good checkpoint is kept in {}",
-        step + 1,
-        pos.epoch,
-        pos.iteration,
-        if bad.is_empty() {
+    TrainError::NonFinite {
+        step: step + 1,
+        epoch: pos.epoch,
+        iteration: pos.iteration,
+        what: if bad.is_empty() {
             "the total loss".to_owned()
         } else {
             bad.join(", ")
         },
-        dirs.checkpoints.display()
-    ))
-}
-
-/// Protects the best evaluation's checkpoint and names it in `checkpoints/best.json`.
-fn keep_best(
-    checkpoints: &mut Checkpoints,
-    checkpoints_dir: &Path,
-    history: &History,
-    keep: &KeepBest,
-) -> Result<(), TrainError> {
-    let Some((step, value)) = history.best(keep).map_err(TrainError::Check)? else {
-        return Ok(());
-    };
-    checkpoints.protect(Some(step));
-    let best = BestCheckpoint {
-        checkpoint: Checkpoints::name_of(step),
-        step,
-        monitor: keep.monitor.clone(),
-        value,
-    };
-    let file = best_file(checkpoints_dir);
-    let text = serde_json::to_vec_pretty(&best).expect("best checkpoints serialize");
-    crate::project::replace_file(&file, &text)
-        .map_err(|e| TrainError::Run(format!("cannot write {}: {e}", file.display())))
+        loss,
+        checkpoints: dirs.checkpoints.clone(),
+    }
 }
 
 /// The epoch's progress bar: drawn on stderr when it is a terminal and `show` is on.
@@ -649,189 +855,66 @@ fn progress_bar(show: bool, steps: u64, epoch: u64, epochs: u64) -> indicatif::P
     bar
 }
 
-fn save_checkpoint<B: AutodiffBackend>(
-    model: &TrainModel<B>,
-    checkpoints: &Checkpoints,
-    state: &RunState,
-) -> Result<(), TrainError> {
-    let weights = to_safetensors(model.tensors(), None).map_err(run_err("saving weights"))?;
-    let optimizers = model
-        .optimizer_states()
-        .map_err(run_err("saving optimizer state"))?;
-    let names: Vec<String> = optimizers.iter().map(|(p, _)| optimizer_file(p)).collect();
-    let mut files: Vec<(&str, &[u8])> = vec![(WEIGHTS, &weights)];
-    for (name, (_, bytes)) in names.iter().zip(&optimizers) {
-        files.push((name, bytes));
-    }
-    checkpoints
-        .save(
-            state.global_step,
-            state.epoch,
-            &files,
-            &serde_json::to_value(state).expect("run states serialize"),
-        )
-        .map_err(|e| TrainError::Run(e.to_string()))?;
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn evaluate<B: AutodiffBackend>(
-    model: &TrainModel<B>,
-    data: &dyn DynDataset<B::InnerBackend>,
-    order: &BatchOrder,
-    iterations: u64,
-    train_iterations: u64,
-    global_step: u64,
-    device: &burn::tensor::Device<B::InnerBackend>,
-    writer: &Arc<EventWriter>,
-    callbacks: &mut Callbacks<B::InnerBackend>,
-    ctx: &mut CallbackContext,
-    prefetch: usize,
-) -> Result<BTreeMap<String, f64>, TrainError> {
-    let mut valid = model.valid(device)?;
-    let parts = model.parts().to_vec();
-    let mut steps = EvalSteps::new(iterations, train_iterations);
-    let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-    let batches: Vec<Vec<usize>> = order
-        .batches_from(DataPosition { epoch: 1, batch: 0 })
-        .take(iterations as usize)
-        .collect();
-    let started = Instant::now();
-    for_each_batch::<B::InnerBackend, TrainError>(data, batches, prefetch, device, |batch| {
-        let pos = steps.next(global_step);
-        let outputs = valid
-            .run(batch.clone(), Mode::Eval)
-            .map_err(|e| TrainError::Run(e.to_string()))?
-            .into_map();
-        let mut values = BTreeMap::new();
-        if let Ok((total, losses)) = losses_of(&parts, &outputs) {
-            values.insert("loss".to_owned(), total.into_scalar().elem::<f64>());
-            values.extend(losses);
-        }
-        values.extend(scalars_of(
-            &parts,
-            &[Kind::ModelMetric, Kind::ModelSummary],
-            &outputs,
-        ));
-        if pos.iteration == 1 {
-            // Images and histograms of the first batch.
-            write_images_and_histograms(writer, &parts, &outputs, global_step)
-                .map_err(TrainError::Run)?;
-        }
-        for (k, v) in values {
-            let e = sums.entry(k).or_insert((0.0, 0));
-            e.0 += v;
-            e.1 += 1;
-        }
-        ctx.summary_step = pos.summary_step;
-        ctx.iteration = IterationInfo {
-            epoch: pos.epoch as usize,
-            iteration: pos.iteration as usize,
-            execution_time: started.elapsed().as_secs_f64(),
-            is_last: pos.iteration == iterations,
-        };
-        callbacks.iteration(batch, outputs, ctx)?;
-        Ok(true)
-    })?;
-    let means: BTreeMap<String, f64> = sums
-        .into_iter()
-        .map(|(k, (s, n))| (k, s / n.max(1) as f64))
-        .collect();
-    for (k, v) in &means {
-        writer.scalar(k, *v, global_step);
-    }
-    log::info!(
-        "evaluation after step {global_step}: {}",
-        means
-            .iter()
-            .map(|(k, v)| format!("{k} {v:.6}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(means)
-}
-
-use burn::tensor::ElementConversion as _;
-
-/// Writes a saved model from a checkpoint: `export <project_dir> [--checkpoint …]`.
+/// Writes a saved model from a checkpoint of a planned project: `export <project_dir>
+/// [--checkpoint …]`.
 pub fn export_checkpoint(
-    project: &Path,
+    plan: &TrainPlan,
     checkpoint: Option<&Path>,
-    overrides: &Overrides,
-    registry: &Registry,
 ) -> Result<PathBuf, TrainError> {
-    type B = crate::backend::Cpu;
-    let (check, config) = load(project, overrides, registry)?;
-    let dirs = TrainingDirs::of(project);
-    let cp = find_checkpoint(&dirs, checkpoint).map_err(TrainError::Run)?;
-    let device = Default::default();
-    B::seed(&device, config.random_seed);
-    let model_handler = handler(&check, "model_eval")
-        .or_else(|| handler(&check, "model"))
-        .ok_or_else(|| TrainError::Check("the project has no model".into()))?;
-    let parts = model_parts(&check).map_err(TrainError::Check)?;
-    let mut model = Model::<B>::build(model_handler, &parts, &device)?;
-    let mut weights =
-        crate::model::read_safetensors::<B>(&cp.file(WEIGHTS), &device).map_err(TrainError::Run)?;
-    model
-        .load_tensors(&mut weights, &[])
-        .map_err(run_err("checkpoint weights"))?;
-    let data = dataset::<B>(&check, "eval", &device)?;
-    crate::export::export(
-        project,
-        &dirs.saved_models,
-        &mut model,
-        &parts,
-        &check.config.tree.to_value(),
-        data.as_ref(),
-        config.batch_size.eval(),
-        cp.global_step,
-        cp.epoch,
-        None,
-        config.exports_to_keep.max(1),
-    )
-    .map_err(TrainError::Run)
+    let dirs = plan.dirs();
+    let cp = find_checkpoint(&dirs, checkpoint)?;
+    plan.device.dispatch(Exporting {
+        plan,
+        checkpoint: &cp,
+        dirs: &dirs,
+    })
 }
 
-/// The checkpoint `--checkpoint` names: `best` (the one `checkpoints/best.json` names), a
-/// folder name in `checkpoints/`, or a path; the newest valid one when `None`.
-pub(crate) fn find_checkpoint(
-    dirs: &TrainingDirs,
-    checkpoint: Option<&Path>,
-) -> Result<super::Checkpoint, String> {
-    let checkpoints = Checkpoints::new(&dirs.checkpoints, usize::MAX);
-    match checkpoint {
-        Some(dir) if dir == Path::new("best") && !dir.exists() => {
-            let file = best_file(&dirs.checkpoints);
-            let best: BestCheckpoint = std::fs::read(&file)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-                .map_err(|e| {
-                    format!(
-                        "--checkpoint best: cannot read {} ({e}); it is written when trainer_config.keep_best is set",
-                        file.display()
-                    )
-                })?;
-            checkpoints.load(&dirs.checkpoints.join(best.checkpoint))
-        }
-        Some(dir) => {
-            let dir = if dir.is_absolute() || dir.exists() {
-                dir.to_owned()
-            } else {
-                dirs.checkpoints.join(dir)
-            };
-            checkpoints.load(&dir)
-        }
-        None => checkpoints.newest().and_then(|c| {
-            c.ok_or_else(|| super::checkpoint::CheckpointError::Io {
-                action: "find a checkpoint in",
-                path: dirs.checkpoints.clone(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no checkpoint; train first",
-                ),
-            })
-        }),
+/// An export, to be dispatched on the plan's device.
+struct Exporting<'a> {
+    plan: &'a TrainPlan,
+    checkpoint: &'a Checkpoint,
+    dirs: &'a TrainingDirs,
+}
+
+impl OnDevice for Exporting<'_> {
+    type Output = Result<PathBuf, TrainError>;
+
+    fn run<B: AutodiffBackend>(
+        self,
+        _device: &B::Device,
+        inner: &burn::tensor::Device<B::InnerBackend>,
+    ) -> Self::Output {
+        let Exporting {
+            plan,
+            checkpoint: cp,
+            dirs,
+        } = self;
+        B::InnerBackend::seed(inner, plan.trainer.random_seed);
+        let mut model = Model::<B::InnerBackend>::build(
+            plan.model.eval_handler.clone(),
+            &plan.model.parts,
+            inner,
+        )
+        .map_err(failed("building the model"))?;
+        let mut weights =
+            crate::model::read_safetensors::<B::InnerBackend>(&cp.file(WEIGHTS), inner)?;
+        model
+            .load_tensors(&mut weights, &[])
+            .map_err(failed("loading the checkpoint's weights"))?;
+        let data = dataset::<B::InnerBackend>(&plan.eval_data, "eval", inner)?;
+        Ok(crate::export::export(
+            plan.project(),
+            &dirs.saved_models,
+            &mut model,
+            &plan.model.parts,
+            &plan.check.config.tree.to_value(),
+            data.as_ref(),
+            plan.trainer.batch_size.eval(),
+            cp.global_step,
+            cp.epoch,
+            None,
+            plan.trainer.exports_to_keep.max(1),
+        )?)
     }
-    .map_err(|e| e.to_string())
 }

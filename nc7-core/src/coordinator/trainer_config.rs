@@ -92,26 +92,11 @@ pub struct TrainerConfig {
     pub keep_best: Option<KeepBest>,
 }
 
-impl TrainerConfig {
-    /// The fields, as config files and overrides name them.
-    pub const FIELDS: &'static [&'static str] = &[
-        "batch_size",
-        "num_epochs",
-        "iterations_per_epoch",
-        "samples_per_epoch",
-        "random_seed",
-        "device",
-        "summary_steps",
-        "checkpoints_to_keep",
-        "exports_to_keep",
-        "shuffle",
-        "prefetch",
-        "optimization_config",
-        "load_config",
-        "progress_bar",
-        "early_stopping",
-        "keep_best",
-    ];
+inventory::submit! {
+    crate::config::SettingsSection {
+        key: "trainer_config",
+        fields: crate::config::serde_fields::<TrainerConfig>,
+    }
 }
 
 fn one() -> u64 {
@@ -143,6 +128,9 @@ impl TrainerConfig {
             (config.summary_steps == 0).then_some("trainer_config.summary_steps must be at least 1"),
             (config.iterations_per_epoch.is_some() && config.samples_per_epoch.is_some())
                 .then_some("trainer_config gives both `iterations_per_epoch` and `samples_per_epoch`; keep one"),
+            (config.optimization_config.learning_rate <= 0.0
+                || !config.optimization_config.learning_rate.is_finite())
+            .then_some("trainer_config.optimization_config.learning_rate must be a positive number"),
             config
                 .optimization_config
                 .gradient_clip
@@ -163,6 +151,11 @@ impl TrainerConfig {
         .flatten()
         .map(str::to_owned)
         .collect();
+        let mut problems = problems;
+        // The schedule is built here once, so that a parameter burn refuses is found by `check`.
+        if let Err(e) = crate::optim::Schedule::new(&config.optimization_config) {
+            problems.push(format!("trainer_config.optimization_config.{e}"));
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -201,7 +194,7 @@ mod tests {
         let c = TrainerConfig::from_value(&json!({"batch_size": 4})).unwrap();
         let v = serde_json::to_value(c).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, TrainerConfig::FIELDS);
+        assert_eq!(keys, crate::config::section_fields("trainer_config"));
     }
 
     #[test]
@@ -225,6 +218,13 @@ mod tests {
         assert!(e.starts_with("trainer_config.num_epochs"), "{e}");
         let e = TrainerConfig::from_value(&json!({"batch_size": 0})).unwrap_err();
         assert!(e.contains("batch_size must be at least 1"), "{e}");
+        for lr in [0.0, -0.1] {
+            let e = TrainerConfig::from_value(
+                &json!({"batch_size": 4, "optimization_config": {"learning_rate": lr}}),
+            )
+            .unwrap_err();
+            assert!(e.contains("learning_rate must be a positive number"), "{e}");
+        }
         let e = TrainerConfig::from_value(&json!({})).unwrap_err();
         assert!(e.contains("batch_size"), "{e}");
         let e = TrainerConfig::from_value(
