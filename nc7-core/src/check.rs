@@ -11,7 +11,7 @@ use crate::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::dna::NodeSpec;
 use crate::gene::{CALLBACK_GENES, KPI_GENES, Kind, MODEL_GENES};
 use crate::handler::GeneHandler;
-use crate::keys::Signature;
+use crate::keys::{Signature, ValueKind};
 use crate::registry::Registry;
 
 /// The node name under which a handler's data (dataset or data feeder) is read.
@@ -277,6 +277,20 @@ fn unknown_signature() -> Signature {
     }
 }
 
+/// What a data nucleotide's samples look like to the handlers, which get them in batches:
+/// every tensor of a known rank gains the batch dimension.
+fn batched(mut signature: Signature) -> Signature {
+    for key in signature.generated.to_mut() {
+        if let ValueKind::Tensor {
+            rank: Some(rank), ..
+        } = &mut key.kind
+        {
+            *rank += 1;
+        }
+    }
+    signature
+}
+
 /// A nucleotide as a handler input: only its name, kind and what it generates.
 fn as_input(spec: &NodeSpec) -> NodeSpec {
     NodeSpec::new(spec.name.clone(), spec.kind, spec.signature.clone())
@@ -303,7 +317,7 @@ fn build_handlers(
         let kind = e.map_or(Kind::Dataset, |e| e.kind);
         let signature = e
             .and_then(|e| e.registration)
-            .map_or_else(unknown_signature, |r| (r.signature)());
+            .map_or_else(unknown_signature, |r| batched((r.signature)()));
         NodeSpec::new(DATASET_NODE, kind, signature)
     };
     let mut handlers = Vec::new();

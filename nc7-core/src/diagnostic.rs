@@ -18,6 +18,8 @@
 //! | `NC0014` | a config has a field its type does not declare |
 //! | `NC0015` | a config field has the wrong type or a required one is missing |
 //! | `NC0016` | a `--set` or `NC7_…` override names no config value |
+//! | `NC0017` | an incoming key's tensor dtype or rank differs from what its inbound node generates |
+//! | `NC0018` | (warning) a mapping rule names a key its inbound node never generates |
 
 use std::fmt;
 
@@ -58,6 +60,10 @@ impl Code {
     pub const FIELD_TYPE: Code = Code(15);
     /// Override names no config value.
     pub const OVERRIDE: Code = Code(16);
+    /// Key generated with another dtype or rank than taken.
+    pub const KEY_KIND: Code = Code(17);
+    /// Mapping rule for a key that is never generated.
+    pub const MAPPING_UNUSED_KEY: Code = Code(18);
 }
 
 impl fmt::Display for Code {

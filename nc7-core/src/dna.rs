@@ -9,7 +9,7 @@ use crate::nest::SEPARATOR;
 
 use crate::diagnostic::{Code, Diagnostic, Diagnostics};
 use crate::gene::Kind;
-use crate::keys::Signature;
+use crate::keys::{KeySpec, Signature, ValueKind};
 use crate::mapping::{KeysMapping, RoutePlan};
 use crate::suggest;
 
@@ -283,6 +283,40 @@ pub fn kind_colour(kind: Kind) -> &'static str {
     }
 }
 
+/// Whether a key generated as `gives` may be taken as `wants`: tensors must agree in dtype
+/// and in rank where both name one, and a string is no tensor. Everything else (any value,
+/// scalars, lists, nested keys) is left to the run, where the glue checks each value.
+fn kinds_fit(gives: ValueKind, wants: ValueKind) -> bool {
+    match (gives, wants) {
+        (
+            ValueKind::Tensor {
+                dtype: d1,
+                rank: r1,
+            },
+            ValueKind::Tensor {
+                dtype: d2,
+                rank: r2,
+            },
+        ) => d1 == d2 && (r1.is_none() || r2.is_none() || r1 == r2),
+        (ValueKind::Str, ValueKind::Tensor { .. }) | (ValueKind::Tensor { .. }, ValueKind::Str) => {
+            false
+        }
+        _ => true,
+    }
+}
+
+/// Every generated key and its nested keys, joined with `:`.
+fn leaf_names(keys: &[KeySpec]) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in keys {
+        out.push(k.name.to_string());
+        for child in leaf_names(k.children) {
+            out.push(format!("{}{SEPARATOR}{child}", k.name));
+        }
+    }
+    out
+}
+
 /// The state of one build: the specs, the name index and what was found so far.
 struct Builder {
     incoming: Vec<NodeSpec>,
@@ -330,6 +364,7 @@ impl Builder {
         self.check_genes(&inbound);
         let order = self.sort(&inbound);
         self.check_keys(&inbound, &plans);
+        self.check_mapping_sources(&inbound);
         self.diagnostics.sort();
         if self.diagnostics.has_errors() {
             return Err(self.diagnostics);
@@ -626,6 +661,8 @@ impl Builder {
         let offset = self.incoming.len();
         let mut mapped = String::new();
         let mut ends: Vec<usize> = Vec::new();
+        // For each mapped key: the node that generates it, its generated name and its kind.
+        let mut kinds: Vec<(usize, std::borrow::Cow<'static, str>, ValueKind)> = Vec::new();
         for i in 0..self.specs.len() {
             let (Some(plan), resolved) = (&plans[i], &inbound[i]) else {
                 continue;
@@ -644,14 +681,17 @@ impl Builder {
             // inbound node once, then which incoming keys none of them covers.
             mapped.clear();
             ends.clear();
+            kinds.clear();
             for (slot, &from) in resolved.iter().enumerate() {
                 for g in self.spec(from).signature.generated.iter() {
                     plan.for_each_static_key(slot, &g.name, &mut |m| {
                         let _ = write!(mapped, "{m}");
                         ends.push(mapped.len());
+                        kinds.push((from, g.name.clone(), g.kind));
                     });
                 }
             }
+            self.check_kinds(offset + i, &mapped, &ends, &kinds);
             let covered = |wanted: &str| {
                 let mut start = 0;
                 ends.iter().any(|&end| {
@@ -683,6 +723,115 @@ impl Builder {
             for (key, optional) in missing {
                 self.report_missing(offset + i, &key, optional, &available);
             }
+        }
+    }
+
+    /// NC0017: a key generated with one tensor dtype or rank (or as a string) and taken as
+    /// another. Keys of any kind, nested and dynamic keys, and keys several inbound nodes
+    /// give (collapsed into one input) are not compared.
+    fn check_kinds(
+        &mut self,
+        index: usize,
+        mapped: &str,
+        ends: &[usize],
+        kinds: &[(usize, std::borrow::Cow<'static, str>, ValueKind)],
+    ) {
+        let mut problems = Vec::new();
+        for wanted in self.spec(index).signature.incoming.iter() {
+            let mut start = 0;
+            let mut producers = Vec::new();
+            for (&end, kind) in ends.iter().zip(kinds) {
+                if &mapped[start..end] == wanted.name.as_ref() {
+                    producers.push(kind);
+                }
+                start = end;
+            }
+            let [(from, generated, kind)] = producers[..] else {
+                continue;
+            };
+            if !kinds_fit(*kind, wanted.kind) {
+                problems.push((
+                    wanted.name.to_string(),
+                    wanted.kind,
+                    *from,
+                    generated.to_string(),
+                    *kind,
+                ));
+            }
+        }
+        let name = self.spec(index).name.clone();
+        for (key, wants, from, generated, gives) in problems {
+            let from_name = self.spec(from).name.clone();
+            let source = if generated == key {
+                format!("`{from_name}` generates it as {gives}")
+            } else {
+                format!("it is mapped from `{from_name}`'s `{generated}`, a {gives}")
+            };
+            let file = self.spec(index).file.clone();
+            self.diagnostics.push(
+                Diagnostic::error(
+                    Code::KEY_KIND,
+                    &name,
+                    format!(
+                        "incoming key `{key}` of nucleotide `{name}` takes a {wants}, but {source}"
+                    ),
+                    format!(
+                        "map a key of the right kind to `{key}` in `incoming_keys_mapping`, or make `{from_name}` generate a {wants}"
+                    ),
+                )
+                .with_key(&key)
+                .with_file(file.as_deref()),
+            );
+        }
+    }
+
+    /// NC0018 (warning): a mapping rule names a key its inbound node never generates, so the
+    /// rule does nothing; most often a typo.
+    fn check_mapping_sources(&mut self, inbound: &[Vec<Option<usize>>]) {
+        let mut found = Vec::new();
+        for (i, resolved) in inbound.iter().enumerate() {
+            let spec = &self.specs[i];
+            for (node, from) in spec.inbound_nodes.iter().zip(resolved) {
+                let Some(from) = *from else { continue };
+                let signature = &self.spec(from).signature;
+                if signature.dynamic_generated {
+                    continue;
+                }
+                let generated = leaf_names(&signature.generated);
+                for (key, _) in spec.mapping.rules_for(node) {
+                    if key.split(SEPARATOR).any(|s| s == crate::mapping::WILDCARD) {
+                        continue;
+                    }
+                    let names = |g: &String| {
+                        g == key
+                            || g.starts_with(&format!("{key}{SEPARATOR}"))
+                            || key.starts_with(&format!("{g}{SEPARATOR}"))
+                    };
+                    if !generated.iter().any(names) {
+                        found.push((i, node.clone(), key.clone(), generated.clone()));
+                    }
+                }
+            }
+        }
+        for (i, node, key, generated) in found {
+            let name = self.specs[i].name.clone();
+            let file = self.specs[i].file.clone();
+            let hint = suggest::hint(&key, generated.iter().map(String::as_str));
+            self.diagnostics.push(
+                Diagnostic::warning(
+                    Code::MAPPING_UNUSED_KEY,
+                    &name,
+                    format!(
+                        "`incoming_keys_mapping` of nucleotide `{name}` maps `{key}` of `{node}`, which `{node}` never generates{hint}"
+                    ),
+                    format!(
+                        "`{node}` generates {}; fix the rule's key or remove the rule",
+                        suggest::list(&generated)
+                    ),
+                )
+                .with_key(&key)
+                .with_file(file.as_deref()),
+            );
         }
     }
 

@@ -28,6 +28,13 @@ pub struct Batch<B: Backend> {
     labels: Tensor<B, 1, Int>,
 }
 
+/// One sample, as datasets and data feeders generate it (the handlers get them batched).
+#[derive(Generated)]
+pub struct Sample<B: Backend> {
+    images: Tensor<B, 3>,
+    labels: i64,
+}
+
 #[derive(Generated)]
 pub struct Logits<B: Backend> {
     logits: Tensor<B, 2>,
@@ -98,16 +105,16 @@ impl Default for EveryConfig {
     }
 }
 
-simple_nucleotide!(Images, Dataset, ImagesConfig, NoKeys, Batch<B>, {
+simple_nucleotide!(Images, Dataset, ImagesConfig, NoKeys, Sample<B>, {
     fn len(&self) -> usize {
         4
     }
-    fn get(&self, _: usize) -> Result<Batch<B>, BoxError> {
+    fn get(&self, _: usize) -> Result<Sample<B>, BoxError> {
         Err("not read in these tests".into())
     }
 });
-simple_nucleotide!(Feeder, DataFeeder, Empty, NoKeys, Batch<B>, {
-    fn next_sample(&mut self) -> Result<Option<Batch<B>>, BoxError> {
+simple_nucleotide!(Feeder, DataFeeder, Empty, NoKeys, Sample<B>, {
+    fn next_sample(&mut self) -> Result<Option<Sample<B>>, BoxError> {
         Ok(None)
     }
 });
@@ -147,6 +154,22 @@ simple_nucleotide!(
         fn on_iteration_end(
             &mut self,
             _: Loss<B>,
+            _: &CallbackContext,
+        ) -> Result<Option<NoKeys>, BoxError> {
+            Ok(Some(NoKeys))
+        }
+    }
+);
+simple_nucleotide!(
+    LogitsPrinter,
+    CoordinatorCallback,
+    EveryConfig,
+    Logits<B>,
+    NoKeys,
+    {
+        fn on_iteration_end(
+            &mut self,
+            _: Logits<B>,
             _: &CallbackContext,
         ) -> Result<Option<NoKeys>, BoxError> {
             Ok(Some(NoKeys))
@@ -797,9 +820,7 @@ fn inference_checks_the_feeder_callbacks_and_the_model() {
     ));
     files.push((
         "inference/configs/callbacks/printer.json".into(),
-        r#"{"class_name": "Printer", "name": "printer", "inbound_nodes": ["argmax"],
-            "incoming_keys_mapping": {"argmax": {"logits": "loss"}}}"#
-            .into(),
+        r#"{"class_name": "LogitsPrinter", "name": "printer", "inbound_nodes": ["argmax"]}"#.into(),
     ));
     let refs: Vec<(&str, &str)> = files
         .iter()
@@ -810,9 +831,24 @@ fn inference_checks_the_feeder_callbacks_and_the_model() {
     assert!(c.is_ok(), "{}", c.diagnostics);
     let names: Vec<&str> = c.handlers.iter().map(|h| h.name()).collect();
     assert_eq!(names, ["model", "callbacks"]);
-    // Inference runs plugins and post-processors only: losses need labels.
+    // Rank-2 logits mapped into a callback that takes a rank-1 loss: refused before a run.
     let printer = dir.path().join("inference/configs/callbacks/printer.json");
     let good = fs::read_to_string(&printer).unwrap();
+    fs::write(
+        &printer,
+        r#"{"class_name": "Printer", "name": "printer", "inbound_nodes": ["argmax"],
+            "incoming_keys_mapping": {"argmax": {"logits": "loss"}}}"#,
+    )
+    .unwrap();
+    let c = check(dir.path(), RunType::Infer, Overrides::default());
+    has(
+        &c,
+        Code::KEY_KIND,
+        Some("inference/configs/callbacks/printer.json"),
+        "incoming key `loss` of nucleotide `printer` takes a float tensor of rank 1, but it is mapped from `argmax`'s `logits`, a float tensor of rank 2",
+    );
+    fs::write(&printer, &good).unwrap();
+    // Inference runs plugins and post-processors only: losses need labels.
     fs::write(
         &printer,
         r#"{"class_name": "Printer", "name": "printer", "inbound_nodes": ["ce"]}"#,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::diagnostic::Severity;
+use crate::nest::TensorDtype;
 use serde_json::json;
 
 fn sig(incoming: &[&str], generated: &[&str]) -> Signature {
@@ -244,7 +245,8 @@ fn spec_mapping_for_a_node_that_is_not_inbound() {
     let mapping =
         KeysMapping::from_json(&json!({"node4": {"a": "b"}, "node1": {"x": "y"}})).unwrap();
     let node = plugin("n", &["node1"]).mapping(mapping);
-    let d = errors(vec![input("node1")], vec![node]);
+    let node1 = NodeSpec::new("node1", Kind::Dataset, sig(&[], &["x"]));
+    let d = errors(vec![node1], vec![node]);
     assert_eq!(d.codes(), [Code::MAPPING_NOT_INBOUND]);
     assert!(d.0[0].message.contains("rules for `node4`"), "{}", d.0[0]);
     assert!(
@@ -375,4 +377,121 @@ fn dot_shows_kinds_and_keys() {
         dot.contains(r#""dataset" -> "net" [label="images"];"#),
         "{dot}"
     );
+}
+
+/// A node with typed keys: `(name, kind)` pairs for what it takes and what it generates.
+fn typed(
+    name: &str,
+    inbound: &[&str],
+    incoming: &[(&str, ValueKind)],
+    generated: &[(&str, ValueKind)],
+) -> NodeSpec {
+    let keys = |ks: &[(&str, ValueKind)]| -> Vec<KeySpec> {
+        ks.iter()
+            .map(|(k, kind)| KeySpec::required(k.to_string()).with_kind(*kind))
+            .collect()
+    };
+    let signature = Signature {
+        incoming: keys(incoming).into(),
+        generated: keys(generated).into(),
+        dynamic_incoming: false,
+        dynamic_generated: false,
+    };
+    NodeSpec::new(name, Kind::ModelPlugin, signature).inbound(inbound.iter().copied())
+}
+
+#[test]
+fn tensor_dtypes_and_ranks_must_agree_on_every_edge() {
+    let source = |kind| typed("src", &[], &[], &[("x", kind)]);
+    let sink = |kind| typed("sink", &["src"], &[("x", kind)], &[]);
+    let any_rank = ValueKind::Tensor {
+        dtype: TensorDtype::Float,
+        rank: None,
+    };
+    // (generated, taken, fits)
+    let cases = [
+        (ValueKind::float(2), ValueKind::float(2), true),
+        (ValueKind::int(1), ValueKind::float(2), false),
+        (ValueKind::float(1), ValueKind::float(2), false),
+        (ValueKind::int(2), ValueKind::float(2), false),
+        (ValueKind::bool(1), ValueKind::int(1), false),
+        (any_rank, ValueKind::float(3), true),
+        (ValueKind::float(3), any_rank, true),
+        (ValueKind::Any, ValueKind::float(2), true),
+        (ValueKind::float(2), ValueKind::Any, true),
+        (ValueKind::Str, ValueKind::float(1), false),
+        (ValueKind::Float, ValueKind::float(1), true),
+        (ValueKind::Nested, ValueKind::float(1), true),
+    ];
+    for (gives, wants, fits) in cases {
+        let built = Helix::build(vec![], vec![source(gives), sink(wants)]);
+        match (built, fits) {
+            (Ok(_), true) => {}
+            (Err(d), false) => {
+                assert_eq!(d.codes(), [Code::KEY_KIND], "{d}");
+                let text = d.to_string();
+                assert!(
+                    text.contains(&format!(
+                        "incoming key `x` of nucleotide `sink` takes a {wants}, but `src` generates it as {gives}"
+                    )),
+                    "{text}"
+                );
+            }
+            (Ok(_), false) => panic!("{gives} into {wants} must be refused"),
+            (Err(d), true) => panic!("{gives} into {wants} must be taken: {d}"),
+        }
+    }
+    // Through a mapping rule, the message names the generated key.
+    let mapping = KeysMapping::from_json(&json!({"src": {"labels": "x"}})).unwrap();
+    let d = errors(
+        vec![],
+        vec![
+            typed("src", &[], &[], &[("labels", ValueKind::int(1))]),
+            typed("sink", &["src"], &[("x", ValueKind::float(2))], &[]).mapping(mapping),
+        ],
+    );
+    assert!(
+        d.to_string()
+            .contains("it is mapped from `src`'s `labels`, a int tensor of rank 1"),
+        "{d}"
+    );
+}
+
+#[test]
+fn a_mapping_rule_for_a_key_never_generated_is_a_warning() {
+    let mapping = KeysMapping::from_json(&json!({"src": {"logit": "y"}})).unwrap();
+    let helix = Helix::build(
+        vec![],
+        vec![
+            typed(
+                "src",
+                &[],
+                &[],
+                &[("logits", ValueKind::Any), ("x", ValueKind::Any)],
+            ),
+            typed("sink", &["src"], &[("x", ValueKind::Any)], &[]).mapping(mapping),
+        ],
+    )
+    .unwrap();
+    let w = helix.warnings();
+    assert_eq!(w.codes(), [Code::MAPPING_UNUSED_KEY], "{w}");
+    assert_eq!(w.0[0].severity, Severity::Warning);
+    assert!(
+        w.to_string()
+            .contains("maps `logit` of `src`, which `src` never generates; did you mean `logits`?"),
+        "{w}"
+    );
+    // A node whose keys are dynamic may generate anything.
+    let mapping = KeysMapping::from_json(&json!({"src": {"anything": "x"}})).unwrap();
+    let mut src = typed("src", &[], &[], &[]);
+    src.signature.dynamic_generated = true;
+    let helix = Helix::build(
+        vec![],
+        vec![
+            src,
+            typed("sink", &["src"], &[("x", ValueKind::Any)], &[]).mapping(mapping),
+        ],
+    )
+    .unwrap();
+    assert!(helix.warnings().0.is_empty());
 }
