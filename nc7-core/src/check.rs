@@ -76,6 +76,7 @@ impl ProjectCheck {
         let mut config = layer(project, run, overrides, registry, &mut diags);
         let sections = run.nucleotide_sections();
         let mut nucleotides = complete_nucleotides(&mut config, &sections, registry, &mut diags);
+        crate::config::check_global(&config, &nucleotides, registry, &mut diags);
         // Without the run's configs directory that one error says it all.
         if run.configs_dir(project).is_dir() {
             missing_sections(&config, run, &mut diags);

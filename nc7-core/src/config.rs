@@ -9,7 +9,7 @@ mod resolve;
 mod settings;
 mod tree;
 
-pub use global::{Scope, defaults_for};
+pub use global::{Scope, check_global, defaults_for};
 pub use layout::{
     GLOBAL_FILE, MAIN_FILE, MODEL_SECTIONS, NucleotideSection, RunType, SectionShape, is_ignored,
     read_configs_dir, read_file, section_key,

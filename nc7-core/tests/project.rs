@@ -325,6 +325,47 @@ fn a_valid_project_checks_and_prints_its_graph() {
 
 /// spec §5 with real types, and the snapshot: defaults and full class names filled in.
 #[test]
+fn global_config_typos_are_errors() {
+    let global = r#"{"dropot": 0.5, "ModelPlugin": {"filtres": 16}, "Nett": {"filters": 4},
+                     "Images": {"size": 12, "sise": 3}, "ModelLoss": {"filters": 2}}"#;
+    let dir = project_with(&[("project_global_config.json", Some(global))]);
+    let c = check(dir.path(), RunType::Train, Overrides::default());
+    let file = "training/configs/project_global_config.json";
+    has(
+        &c,
+        Code::UNKNOWN_FIELD,
+        Some(file),
+        "`project_global_config` has `dropot`, which is no nucleotide kind, registered type or parameter that a nucleotide of this run declares; did you mean `dropout`?",
+    );
+    has(
+        &c,
+        Code::UNKNOWN_FIELD,
+        Some(file),
+        "parameter `filtres` of scope `ModelPlugin` is declared by no ModelPlugin nucleotide; did you mean `filters`?",
+    );
+    has(
+        &c,
+        Code::UNKNOWN_FIELD,
+        Some(file),
+        "has `Nett`, which is no nucleotide kind, registered type or parameter that a nucleotide of this run declares; did you mean `Net`?",
+    );
+    has(
+        &c,
+        Code::UNKNOWN_FIELD,
+        Some(file),
+        "parameter `sise` of scope `Images` is declared by no `Images`; did you mean `size`?",
+    );
+    // No loss of this run declares `filters`.
+    has(
+        &c,
+        Code::UNKNOWN_FIELD,
+        Some(file),
+        "parameter `filters` of scope `ModelLoss` is declared by no ModelLoss nucleotide",
+    );
+    assert_eq!(errors(&c).len(), 5, "{}", c.diagnostics);
+}
+
+#[test]
 fn global_scopes_and_defaults_fill_the_resolved_config() {
     let dir = project_with(&[(
         "plugins/net.json",

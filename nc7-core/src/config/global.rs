@@ -70,6 +70,145 @@ pub fn defaults_for(
     out
 }
 
+/// Checks every scope and parameter of the global config against the nucleotides of the run
+/// (`entries`): a scope must name a kind or a registered type, and each parameter must be one
+/// that some nucleotide in its scope declares. A typo would otherwise be ignored without a
+/// word. A kind scope with no nucleotide of that kind in the run is checked against every
+/// registered type of the kind. Skipped while a class name is unknown (its fields are not).
+pub fn check_global(
+    layered: &super::Layered,
+    entries: &[super::NucleotideEntry],
+    registry: &crate::registry::Registry,
+    diags: &mut crate::diagnostic::Diagnostics,
+) {
+    use crate::diagnostic::{Code, Diagnostic};
+    use crate::registry::{Registration, config_fields};
+    use crate::suggest;
+    let Some(tagged) = layered.tree.get(super::GLOBAL_FILE) else {
+        return;
+    };
+    let Value::Object(global) = tagged.to_value() else {
+        return; // Reported where the global config is read.
+    };
+    if entries.iter().any(|e| e.registration.is_none()) {
+        return;
+    }
+    let file = layered.sources.file(tagged.source);
+    let fields = |r: &Registration| -> Vec<String> {
+        config_fields(&(r.config_schema)())
+            .into_iter()
+            .map(|f| f.name)
+            .collect()
+    };
+    let union = |regs: &mut dyn Iterator<Item = &'static Registration>| -> Vec<String> {
+        let mut all: Vec<String> = regs.flat_map(|r| fields(r)).collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    let in_run: Vec<&'static Registration> =
+        entries.iter().filter_map(|e| e.registration).collect();
+    let run_fields = union(&mut in_run.iter().copied());
+    // (key path, message, fix) of each problem.
+    let mut problems: Vec<(String, String, String)> = Vec::new();
+    let unused = |scope: &str, params: &Map<String, Value>, declared: &[String], who: &str| {
+        params
+            .keys()
+            .filter(|name| !declared.contains(name))
+            .map(|name| {
+                (
+                    format!("{scope}.{name}"),
+                    format!(
+                        "`{}` parameter `{name}` of scope `{scope}` is declared by no {who}{}",
+                        super::GLOBAL_FILE,
+                        suggest::hint(name, declared.iter().map(String::as_str))
+                    ),
+                    format!("{who} declares {}", suggest::list(declared)),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    for (key, value) in &global {
+        if let Ok(kind) = key.parse::<Kind>() {
+            let Value::Object(params) = value else {
+                problems.push((
+                    key.clone(),
+                    format!(
+                        "`{}` scope `{key}` is `{value}`, not a map of parameters",
+                        super::GLOBAL_FILE
+                    ),
+                    format!("write `\"{key}\": {{\"parameter\": value}}`"),
+                ));
+                continue;
+            };
+            let mut of_kind = in_run.iter().copied().filter(|r| r.kind == kind).peekable();
+            let declared = if of_kind.peek().is_some() {
+                union(&mut of_kind)
+            } else {
+                union(
+                    &mut registry
+                        .entries()
+                        .iter()
+                        .copied()
+                        .filter(|r| r.kind == kind),
+                )
+            };
+            problems.extend(unused(
+                key,
+                params,
+                &declared,
+                &format!("{kind} nucleotide"),
+            ));
+            continue;
+        }
+        if let (Value::Object(params), Ok(r)) = (value, registry.resolve(key, None)) {
+            problems.extend(unused(
+                key,
+                params,
+                &fields(r),
+                &format!("`{}`", r.class_name),
+            ));
+            continue;
+        }
+        if run_fields.contains(key) {
+            continue;
+        }
+        let scopes: Vec<&str> = Kind::ALL
+            .iter()
+            .map(|k| k.name())
+            .chain(registry.entries().iter().map(|r| r.class_name))
+            .collect();
+        let candidates: Vec<&str> = if value.is_object() {
+            scopes
+                .iter()
+                .copied()
+                .chain(run_fields.iter().map(String::as_str))
+                .collect()
+        } else {
+            run_fields.iter().map(String::as_str).collect()
+        };
+        problems.push((
+            key.clone(),
+            format!(
+                "`{}` has `{key}`, which is no nucleotide kind, registered type or parameter that a nucleotide of this run declares{}",
+                super::GLOBAL_FILE,
+                suggest::hint(key, candidates.iter().copied())
+            ),
+            format!(
+                "scopes are kinds (`ModelPlugin`, ...) or class names; parameters of this run are {}",
+                suggest::list(&run_fields)
+            ),
+        ));
+    }
+    for (key, message, help) in problems {
+        diags.push(
+            Diagnostic::error(Code::UNKNOWN_FIELD, "", message, help)
+                .with_key(&key)
+                .with_file(file),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
