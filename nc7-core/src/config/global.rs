@@ -101,7 +101,7 @@ pub fn check_global(
             .collect()
     };
     let union = |regs: &mut dyn Iterator<Item = &'static Registration>| -> Vec<String> {
-        let mut all: Vec<String> = regs.flat_map(|r| fields(r)).collect();
+        let mut all: Vec<String> = regs.flat_map(&fields).collect();
         all.sort();
         all.dedup();
         all
