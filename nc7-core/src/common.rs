@@ -24,18 +24,25 @@ pub struct CommonConfig {
     pub trainable: bool,
     /// A model plugin's own `optimization_config` (learning-rate multiplier or optimizer).
     pub optimization: Option<crate::optim::PluginOptimization>,
+    /// A loss's `loss_weights`: the weight of each of its `loss…` keys in its total (1 when
+    /// absent), as nucleus7's losses take them.
+    pub loss_weights: Option<std::collections::BTreeMap<String, f64>>,
+    /// A loss's `exclude_from_total_loss`: its keys are reported, but not trained on.
+    pub exclude_from_total_loss: Option<bool>,
     /// Every other field: the nucleotide's own config.
     pub rest: Map<String, Value>,
 }
 
 /// The names of the common fields.
-pub const COMMON_FIELDS: [&str; 6] = [
+pub const COMMON_FIELDS: [&str; 8] = [
     "class_name",
     "name",
     "inbound_nodes",
     "incoming_keys_mapping",
     "trainable",
     "optimization_config",
+    "loss_weights",
+    "exclude_from_total_loss",
 ];
 
 /// A problem with one nucleotide config; `field` is the key path inside the config.
@@ -167,6 +174,41 @@ impl CommonConfig {
                 }
             },
         };
+        let loss_weights = match obj.get("loss_weights") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                match serde_json::from_value::<std::collections::BTreeMap<String, f64>>(v.clone()) {
+                    Ok(w) if w.values().all(|x| x.is_finite()) => Some(w),
+                    Ok(_) => {
+                        error(
+                            "loss_weights",
+                            "every weight must be a finite number".into(),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        error(
+                            "loss_weights",
+                            format!(
+                                "{e}; it maps the loss's `loss…` keys to numbers, such as `{{\"loss_box\": 2.0}}`"
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let exclude_from_total_loss = match obj.get("exclude_from_total_loss") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                error(
+                    "exclude_from_total_loss",
+                    format!("expected `true` or `false`, got `{other}`"),
+                );
+                None
+            }
+        };
         let rest = obj
             .iter()
             .filter(|(k, _)| !COMMON_FIELDS.contains(&k.as_str()))
@@ -182,6 +224,8 @@ impl CommonConfig {
             mapping,
             trainable,
             optimization,
+            loss_weights,
+            exclude_from_total_loss,
             rest,
         })
     }

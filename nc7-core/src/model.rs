@@ -18,6 +18,9 @@ use crate::nucleotide::{Mode, total_loss};
 use crate::optim::{OptimizerSpec, PluginOptimization, PluginOptimizer, clip_factor};
 use crate::runtime::{self, DynPlugin, DynStep, TrainPlugin};
 
+mod config;
+pub use config::ModelConfig;
+
 /// A nucleotide of the model with what it is built from.
 #[derive(Debug, Clone)]
 pub struct Part {
@@ -33,6 +36,18 @@ pub struct Part {
     pub trainable: bool,
     /// Its own `optimization_config` (plugins).
     pub optimization: PluginOptimization,
+    /// How its `loss…` keys make the total loss (losses).
+    pub loss: LossSettings,
+}
+
+/// How a loss nucleotide's keys make the total loss: nucleus7's `loss_weights` and
+/// `exclude_from_total_loss` of a loss.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LossSettings {
+    /// The weight of each `loss…` key in the loss's total (1 when absent).
+    pub weights: BTreeMap<String, f64>,
+    /// The loss is reported but not added to the total loss.
+    pub exclude_from_total: bool,
 }
 
 impl Part {
@@ -58,6 +73,32 @@ impl Part {
                 optimizer: None,
             },
         };
+        if registration.kind != Kind::ModelLoss
+            && (common.loss_weights.is_some() || common.exclude_from_total_loss.is_some())
+        {
+            return Err(format!(
+                "nucleotide `{}`: only model losses take `loss_weights` and `exclude_from_total_loss`",
+                common.name
+            ));
+        }
+        let weights = common.loss_weights.clone().unwrap_or_default();
+        let signature = (registration.signature)();
+        if !signature.dynamic_generated {
+            let keys: Vec<String> = signature
+                .generated
+                .iter()
+                .map(|k| k.name.to_string())
+                .filter(|k| k.starts_with("loss"))
+                .collect();
+            if let Some(bad) = weights.keys().find(|k| !keys.contains(k)) {
+                return Err(format!(
+                    "nucleotide `{}`: `loss_weights` has `{bad}`, which is none of its loss keys ({}){}",
+                    common.name,
+                    crate::suggest::list(&keys),
+                    crate::suggest::hint(bad, keys.iter().map(String::as_str))
+                ));
+            }
+        }
         Ok(Part {
             name: common.name.clone(),
             kind: registration.kind,
@@ -65,6 +106,10 @@ impl Part {
             config: Value::Object(common.rest.clone()),
             trainable: common.trainable,
             optimization,
+            loss: LossSettings {
+                weights,
+                exclude_from_total: common.exclude_from_total_loss.unwrap_or(false),
+            },
         })
     }
 
@@ -83,6 +128,8 @@ fn boxed(e: impl std::fmt::Display) -> BoxError {
 /// The model on a backend without autodiff: evaluation and inference.
 pub struct Model<B: Backend> {
     handler: GeneHandler,
+    parts: Vec<Part>,
+    config: ModelConfig,
     plugins: BTreeMap<String, Box<dyn DynPlugin<B>>>,
     steps: BTreeMap<String, Box<dyn DynStep<B>>>,
 }
@@ -151,6 +198,8 @@ impl<B: Backend> Model<B> {
         }
         Ok(Model {
             handler,
+            parts: parts.to_vec(),
+            config: ModelConfig::default(),
             plugins,
             steps: build_steps(parts, device)?,
         })
@@ -170,6 +219,24 @@ impl<B: Backend> Model<B> {
             },
             &mut self.steps,
         )
+    }
+
+    /// The total loss of one batch's outputs and each loss key's value, weighted as the model
+    /// config says and with its weight penalties (as in training, so evaluation losses are
+    /// the trained ones).
+    pub fn losses(
+        &self,
+        outputs: &BTreeMap<String, Option<Nest<B>>>,
+    ) -> Result<(Tensor<B, 1>, BTreeMap<String, f64>), BoxError> {
+        let (total, mut losses) = losses_of(&self.parts, &self.config.loss_weights, outputs)?;
+        let trainable = self
+            .parts
+            .iter()
+            .filter(|p| p.kind == Kind::ModelPlugin && p.trainable)
+            .filter_map(|p| self.plugins.get(&p.name))
+            .map(|p| p.as_ref());
+        let total = add_regularization(&self.config, trainable, total, &mut losses);
+        Ok((total, losses))
     }
 
     /// The handler.
@@ -252,6 +319,7 @@ pub struct TrainModel<B: AutodiffBackend> {
     handler: GeneHandler,
     eval_handler: GeneHandler,
     parts: Vec<Part>,
+    config: ModelConfig,
     plugins: BTreeMap<String, Box<dyn TrainPlugin<B>>>,
     optimizers: BTreeMap<String, PluginOptimizer<B>>,
     steps: BTreeMap<String, Box<dyn DynStep<B>>>,
@@ -286,6 +354,7 @@ impl<B: AutodiffBackend> TrainModel<B> {
         handler: GeneHandler,
         eval_handler: GeneHandler,
         parts: Vec<Part>,
+        config: ModelConfig,
         optimizer: &OptimizerSpec,
         device: &B::Device,
     ) -> Result<Self, BoxError> {
@@ -311,6 +380,7 @@ impl<B: AutodiffBackend> TrainModel<B> {
             handler,
             eval_handler,
             parts,
+            config,
             plugins,
             optimizers,
         })
@@ -340,7 +410,14 @@ impl<B: AutodiffBackend> TrainModel<B> {
         )
         .map_err(boxed)?
         .into_map();
-        let (total, losses) = losses_of(&self.parts, &outputs)?;
+        let (total, mut losses) = losses_of(&self.parts, &self.config.loss_weights, &outputs)?;
+        let trainable = self
+            .parts
+            .iter()
+            .filter(|p| p.kind == Kind::ModelPlugin && p.trainable)
+            .filter_map(|p| self.plugins.get(&p.name))
+            .map(|p| p.as_ref() as &dyn DynPlugin<B>);
+        let total = add_regularization(&self.config, trainable, total, &mut losses);
         // Detached before the backward pass: an output still on the graph would keep its
         // ancestors' saved activations alive while the gradients are computed.
         let outputs: BTreeMap<String, Option<Nest<B::InnerBackend>>> = outputs
@@ -393,6 +470,8 @@ impl<B: AutodiffBackend> TrainModel<B> {
         }
         Ok(Model {
             handler: self.eval_handler.clone(),
+            parts: self.parts.clone(),
+            config: self.config.clone(),
             plugins,
             steps: build_steps(&self.parts, device)?,
         })
@@ -446,20 +525,27 @@ impl<B: AutodiffBackend> TrainModel<B> {
     }
 }
 
-/// The total loss of every loss nucleotide's outputs, and each `loss…` key's mean, by
-/// `<nucleotide>/<key>`.
+/// The total loss of the loss nucleotides' outputs, and each `loss…` key's mean by
+/// `<nucleotide>/<key>`. Each loss's keys are weighted by its `loss_weights`, its total by the
+/// model's `loss_weights`; an `exclude_from_total_loss` loss is reported but not summed.
 pub fn losses_of<B: Backend>(
     parts: &[Part],
+    model_weights: &BTreeMap<String, f64>,
     outputs: &BTreeMap<String, Option<Nest<B>>>,
 ) -> Result<(Tensor<B, 1>, BTreeMap<String, f64>), BoxError> {
-    let weights = BTreeMap::new();
     let mut total: Option<Tensor<B, 1>> = None;
     let mut losses = BTreeMap::new();
     for p in parts.iter().filter(|p| p.kind == Kind::ModelLoss) {
         let Some(Some(out)) = outputs.get(&p.name) else {
             continue;
         };
-        if let Some(t) = total_loss(out, &weights) {
+        if !p.loss.exclude_from_total
+            && let Some(t) = total_loss(out, &p.loss.weights)
+        {
+            let t = match model_weights.get(&p.name) {
+                Some(w) => t.mul_scalar(*w),
+                None => t,
+            };
             total = Some(match total {
                 Some(sum) => sum + t,
                 None => t,
@@ -477,9 +563,48 @@ pub fn losses_of<B: Backend>(
         }
     }
     let total = total.ok_or(
-        "no loss: no loss nucleotide gave a key starting with `loss` (its generated keys named `loss…` are summed)",
+        "no loss: no loss nucleotide gave a key starting with `loss` to the total (its generated keys named `loss…` are summed, unless it is `exclude_from_total_loss`)",
     )?;
     Ok((total, losses))
+}
+
+/// Adds the weight penalties of `config` over `plugins` (the trainable ones) to `total`, and
+/// reports each as `regularization_loss_l1` / `regularization_loss_l2`.
+fn add_regularization<'a, B: Backend>(
+    config: &ModelConfig,
+    plugins: impl Iterator<Item = &'a dyn DynPlugin<B>>,
+    total: Tensor<B, 1>,
+    losses: &mut BTreeMap<String, f64>,
+) -> Tensor<B, 1> {
+    if !config.regularizes() {
+        return total;
+    }
+    let mut l1: Option<Tensor<B, 1>> = None;
+    let mut l2: Option<Tensor<B, 1>> = None;
+    let add = |sum: &mut Option<Tensor<B, 1>>, t: Tensor<B, 1>| {
+        *sum = Some(match sum.take() {
+            Some(s) => s + t,
+            None => t,
+        });
+    };
+    for p in plugins {
+        if let Some((abs, squares)) = p.weight_sums() {
+            add(&mut l1, abs);
+            add(&mut l2, squares);
+        }
+    }
+    let mut total = total;
+    for (name, sum, factor) in [
+        ("regularization_loss_l1", l1, config.regularization_l1),
+        ("regularization_loss_l2", l2, config.regularization_l2 / 2.0),
+    ] {
+        if let (Some(sum), true) = (sum, factor > 0.0) {
+            let term = sum.mul_scalar(factor);
+            losses.insert(name.to_owned(), term.clone().into_scalar().elem::<f64>());
+            total = total + term;
+        }
+    }
+    total
 }
 
 /// Scalars among outputs: every float tensor of one element or scalar number, by

@@ -20,7 +20,7 @@ use crate::export::SavedModel;
 use crate::gene::Kind;
 use crate::handler::GeneHandler;
 use crate::keys::{KeySpec, ValueKind};
-use crate::model::Part;
+use crate::model::{ModelConfig, Part};
 use crate::nest::TensorDtype;
 use crate::project::TrainingDirs;
 use crate::registry::Registry;
@@ -42,6 +42,8 @@ pub struct ModelPlan {
     pub eval_handler: GeneHandler,
     /// Plugins, post-processors, losses, metrics and summaries.
     pub parts: Vec<Part>,
+    /// `model_config`: loss weights and weight penalties.
+    pub config: ModelConfig,
 }
 
 /// One callbacks handler and its callbacks, typed; no handler when there are no callbacks.
@@ -183,8 +185,12 @@ impl TrainPlan {
         if let Some(t) = &trainer {
             check_monitors(&check, t, &mut diags);
         }
+        let model_config = settings(&check, "model_config", &mut diags, ModelConfig::from_value);
+        if let Some(m) = &model_config {
+            check_loss_weights(&check, m, &mut diags);
+        }
         let parts = Parts::new(&check, &mut diags);
-        let model = parts.model(&check, "model", Some("model_eval"));
+        let model = model_config.and_then(|m| parts.model(&check, "model", Some("model_eval"), m));
         let train_data = parts.data("datasets_config", Some("train"));
         let eval_data = parts.data("datasets_config", Some("eval"));
         let callbacks_train = parts.callbacks(&check, "callbacks_train");
@@ -332,7 +338,8 @@ impl InferPlan {
             Some(_) => {}
         }
         let parts = Parts::new(&check, &mut diags);
-        let model = parts.model(&check, "model", None);
+        // Losses do not run in inference: the model config has nothing to say there.
+        let model = parts.model(&check, "model", None, ModelConfig::default());
         let mut feeder = parts.data("datafeeder_config", None);
         if let (Some(f), Some(shard)) = (&mut feeder, request.shard)
             && let Err(d) = shard_file_list(f, shard)
@@ -612,6 +619,34 @@ fn check_monitors(check: &ProjectCheck, trainer: &TrainerConfig, diags: &mut Dia
     }
 }
 
+/// `model_config.loss_weights` names loss nucleotides.
+fn check_loss_weights(check: &ProjectCheck, config: &ModelConfig, diags: &mut Diagnostics) {
+    let losses: Vec<&str> = check
+        .nucleotides
+        .iter()
+        .filter(|e| e.kind == Kind::ModelLoss)
+        .map(NucleotideEntry::name)
+        .collect();
+    for name in config.loss_weights.keys() {
+        if losses.contains(&name.as_str()) {
+            continue;
+        }
+        diags.push(
+            Diagnostic::error(
+                Code::UNKNOWN_FIELD,
+                "",
+                format!(
+                    "model_config.loss_weights names `{name}`, which is no loss of the model{}",
+                    suggest::hint(name, losses.iter().copied())
+                ),
+                format!("its keys are loss names: {}", suggest::list(&losses)),
+            )
+            .with_key("loss_weights")
+            .with_file(section_file(check, "model_config")),
+        );
+    }
+}
+
 /// The typed parts of a checked project, by entry.
 struct Parts<'c> {
     entries: Vec<(&'c NucleotideEntry, Part)>,
@@ -632,7 +667,7 @@ impl<'c> Parts<'c> {
                         Code::UNKNOWN_FIELD,
                         e.name(),
                         message,
-                        "remove `optimization_config` from it".into(),
+                        "remove the field the message names from this config".into(),
                     )
                     .with_file(e.file.as_deref()),
                 ),
@@ -650,7 +685,13 @@ impl<'c> Parts<'c> {
     }
 
     /// The model, with its handler `name` and, if built, the evaluation handler `eval`.
-    fn model(&self, check: &ProjectCheck, name: &str, eval: Option<&str>) -> Option<ModelPlan> {
+    fn model(
+        &self,
+        check: &ProjectCheck,
+        name: &str,
+        eval: Option<&str>,
+        config: ModelConfig,
+    ) -> Option<ModelPlan> {
         let handler = check.handler(name)?;
         let eval_handler = eval
             .and_then(|e| check.handler(e))
@@ -660,6 +701,7 @@ impl<'c> Parts<'c> {
             handler,
             eval_handler,
             parts: self.of_sections(&sections),
+            config,
         })
     }
 

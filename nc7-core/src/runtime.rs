@@ -229,6 +229,9 @@ pub trait DynPlugin<B: Backend>: Send {
     fn load_tensors(&mut self, tensors: &mut BTreeMap<String, AnyTensor<B>>) -> Result<(), String>;
     /// The number of parameter values.
     fn num_params(&self) -> usize;
+    /// `(Σ|w|, Σw²)` over its float parameters, on the graph when they are trained (weight
+    /// penalties); `None` when it has none.
+    fn weight_sums(&self) -> Option<(Tensor<B, 1>, Tensor<B, 1>)>;
 }
 
 /// A model plugin being trained on an autodiff backend.
@@ -613,6 +616,29 @@ impl<B: Backend, F: family::ModelPlugin> DynPlugin<B> for PluginNode<B, F> {
 
     fn num_params(&self) -> usize {
         self.module().num_params()
+    }
+
+    fn weight_sums(&self) -> Option<(Tensor<B, 1>, Tensor<B, 1>)> {
+        let mut sums = WeightSums::<B> { sums: None };
+        self.module().visit(&mut sums);
+        sums.sums
+    }
+}
+
+/// Sums `|w|` and `w²` over every float parameter of a module.
+struct WeightSums<B: Backend> {
+    sums: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for WeightSums<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let w = param.val().reshape([-1]);
+        let abs = w.clone().abs().sum();
+        let squares = w.powi_scalar(2).sum();
+        self.sums = Some(match self.sums.take() {
+            Some((a, s)) => (a + abs, s + squares),
+            None => (abs, squares),
+        });
     }
 }
 

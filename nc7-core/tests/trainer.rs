@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -834,4 +835,120 @@ fn records_saver_writes_each_evaluated_sample() {
     assert_eq!(first["x"].shape.to_vec(), [2]);
     assert_eq!(first["x"].to_vec::<f32>().unwrap(), [-1.0, -1.0]);
     assert_eq!(first["prediction"].shape.to_vec(), [1]);
+}
+
+/// The points dataset's sample `i`: `([x0, x1], y)`, as `Points` makes it.
+fn point(i: usize) -> ([f32; 2], f32) {
+    let a = ((i * 7919) % 97) as f32 / 48.5 - 1.0;
+    let b = ((i * 104_729) % 89) as f32 / 44.5 - 1.0;
+    ([a, b], 2.0 * a - b + 0.5)
+}
+
+/// The named f32 tensors of a safetensors file.
+fn f32_tensors(bytes: &[u8]) -> BTreeMap<String, Vec<f32>> {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(n, t)| {
+            let v = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (n, v)
+        })
+        .collect()
+}
+
+#[test]
+fn evaluation_values_are_the_data_sets_not_a_mean_of_batch_means() {
+    // 8 evaluation samples in batches of 3, 3 and 2.
+    let dir = project(
+        r#"{"batch_size": {"train": 4, "eval": 3}, "num_epochs": 1, "random_seed": 5,
+            "exports_to_keep": 0}"#,
+        &[],
+    );
+    let report = run(dir.path(), false, None).unwrap();
+    let w = f32_tensors(&newest_weights(dir.path()));
+    let (weight, bias) = (&w["line.linear.weight"], w["line.linear.bias"][0]);
+    let errors: Vec<f64> = (0..8)
+        .map(|i| {
+            let (x, y) = point(i);
+            f64::from((x[0] * weight[0] + x[1] * weight[1] + bias - y).abs())
+        })
+        .collect();
+    let data_set = errors.iter().sum::<f64>() / 8.0;
+    let batch_means = [&errors[0..3], &errors[3..6], &errors[6..8]]
+        .iter()
+        .map(|b| b.iter().sum::<f64>() / b.len() as f64)
+        .sum::<f64>()
+        / 3.0;
+    assert!(
+        (data_set - batch_means).abs() > 1e-4,
+        "the case tells the two apart"
+    );
+    let got = report.evaluations[0]["mae/mae"];
+    assert!(
+        (got - data_set).abs() < 1e-5,
+        "evaluation {got}, data set {data_set}, mean of batch means {batch_means}"
+    );
+}
+
+#[test]
+fn loss_weights_exclusions_and_weight_penalties_make_the_total_loss() {
+    let trainer = r#"{"batch_size": 4, "num_epochs": 1, "random_seed": 2, "exports_to_keep": 0}"#;
+    let second = r#"{"class_name": "Mse", "name": "again", "inbound_nodes": ["dataset", "line"]}"#;
+    let eval = |model: &str, extra: &[(&str, &str)]| -> BTreeMap<String, f64> {
+        let mut files = vec![("model.json", model)];
+        files.extend_from_slice(extra);
+        let dir = project(trainer, &files);
+        run(dir.path(), false, None)
+            .unwrap()
+            .evaluations
+            .pop()
+            .unwrap()
+    };
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * a.abs().max(1.0);
+
+    // A model weight on the loss, and a loss's own weight on its key.
+    let e = eval(r#"{"loss_weights": {"mse": 2.0}}"#, &[]);
+    assert!(close(e["loss"], 2.0 * e["mse/loss"]), "{e:?}");
+    let weighted = r#"{"class_name": "Mse", "name": "mse", "inbound_nodes": ["dataset", "line"],
+                       "loss_weights": {"loss": 3.0}}"#;
+    let e = eval("{}", &[("losses/mse.json", weighted)]);
+    assert!(close(e["loss"], 3.0 * e["mse/loss"]), "{e:?}");
+
+    // A second loss excluded from the total is reported, not trained on.
+    let excluded = r#"{"class_name": "Mse", "name": "again", "inbound_nodes": ["dataset", "line"],
+                       "exclude_from_total_loss": true}"#;
+    let e = eval("{}", &[("losses/again.json", excluded)]);
+    assert!(close(e["loss"], e["mse/loss"]), "{e:?}");
+    assert!(close(e["again/loss"], e["mse/loss"]), "{e:?}");
+    let e = eval("{}", &[("losses/again.json", second)]);
+    assert!(close(e["loss"], 2.0 * e["mse/loss"]), "{e:?}");
+
+    // An L2 penalty of c·Σw²/2 over the trainable weights, in training and evaluation.
+    let dir = project(trainer, &[("model.json", r#"{"regularization_l2": 0.5}"#)]);
+    let r = run(dir.path(), false, None).unwrap();
+    let e = &r.evaluations[0];
+    let w = f32_tensors(&newest_weights(dir.path()));
+    let squares: f64 = w
+        .values()
+        .flatten()
+        .map(|v| f64::from(*v) * f64::from(*v))
+        .sum();
+    let penalty = e["regularization_loss_l2"];
+    assert!(
+        (penalty - 0.5 * squares / 2.0).abs() < 1e-6,
+        "{penalty} vs {squares}"
+    );
+    assert!(close(e["loss"], e["mse/loss"] + penalty), "{e:?}");
+    // L1 too; a frozen plugin is not penalised.
+    let e = eval(r#"{"regularization_l1": 0.1}"#, &[]);
+    assert!(e["regularization_loss_l1"] > 0.0, "{e:?}");
+    let e = eval(
+        r#"{"regularization_l1": 0.1}"#,
+        &[("plugins/line.json", FROZEN_LINE)],
+    );
+    assert!(!e.contains_key("regularization_loss_l1"), "{e:?}");
 }

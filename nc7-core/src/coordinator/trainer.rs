@@ -32,9 +32,7 @@ use crate::config::RunType;
 use crate::data::{BatchOrder, DataPosition, for_each_batch};
 use crate::gene::Kind;
 use crate::handler::BoxError;
-use crate::model::{
-    Model, Part, TrainModel, from_safetensors, losses_of, scalars_of, to_safetensors,
-};
+use crate::model::{Model, Part, TrainModel, from_safetensors, scalars_of, to_safetensors};
 use crate::nucleotide::{CallbackContext, IterationInfo, Mode, RunControl, SummaryWriter};
 use crate::optim::Schedule;
 use crate::plan::{PlanError, TrainPlan};
@@ -273,6 +271,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             plan.model.handler.clone(),
             plan.model.eval_handler.clone(),
             plan.model.parts.clone(),
+            plan.model.config.clone(),
             &config.optimization_config.optimizer,
             device,
         )
@@ -747,7 +746,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                     .map_err(|e| TrainError::Step(e.to_string().into()))?
                     .into_map();
                 let mut values = BTreeMap::new();
-                if let Ok((total, losses)) = losses_of(&parts, &outputs) {
+                if let Ok((total, losses)) = valid.losses(&outputs) {
                     values.insert("loss".to_owned(), total.into_scalar().elem::<f64>());
                     values.extend(losses);
                 }
