@@ -45,6 +45,28 @@ pub const COMMON_FIELDS: [&str; 8] = [
     "exclude_from_total_loss",
 ];
 
+/// The common fields a nucleotide of `kind` may have: every nucleotide's, a plugin's
+/// `trainable` and `optimization_config`, a loss's `loss_weights` and
+/// `exclude_from_total_loss`.
+pub fn common_fields_of(kind: Kind) -> impl Iterator<Item = &'static str> {
+    COMMON_FIELDS.into_iter().filter(move |f| match *f {
+        "trainable" | "optimization_config" => kind == Kind::ModelPlugin,
+        "loss_weights" | "exclude_from_total_loss" => kind == Kind::ModelLoss,
+        _ => true,
+    })
+}
+
+/// Whether a nucleotide name can name a file or folder on every platform: letters, digits,
+/// `_`, `-` and `.`, not `.` or `..`.
+fn is_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
 /// A problem with one nucleotide config; `field` is the key path inside the config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("field `{field}` of nucleotide config `{config}`: {message}")]
@@ -86,6 +108,15 @@ impl CommonConfig {
             );
         }
         let name = match obj.get("name") {
+            Some(Value::String(s)) if !s.is_empty() && !is_file_name(s) => {
+                error(
+                    "name",
+                    format!(
+                        "`{s}` cannot be a file name, and nc7 names files and folders after nucleotides; use letters, digits, `_`, `-` and `.`"
+                    ),
+                );
+                String::new()
+            }
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             None => {
                 error("name", "missing: give the nucleotide a unique name".into());
@@ -237,11 +268,10 @@ impl CommonConfig {
             .into_iter()
             .map(|f| f.name)
             .collect();
-        let candidates: Vec<&str> = fields
-            .iter()
-            .map(String::as_str)
-            .chain(COMMON_FIELDS)
-            .collect();
+        let mut candidates: Vec<&str> = fields.iter().map(String::as_str).collect();
+        for f in common_fields_of(registration.kind) {
+            candidates.push(f);
+        }
         self.rest
             .keys()
             .filter(|k| !fields.contains(k))

@@ -154,6 +154,19 @@ simple_nucleotide!(Mse, ModelLoss, Empty, Scored<B>, LossOut<B>, {
     }
 });
 
+#[derive(Incoming)]
+pub struct Classes<B: Backend> {
+    labels: Tensor<B, 1, burn::tensor::Int>,
+}
+
+simple_nucleotide!(Share, ModelMetric, Empty, Classes<B>, MetricOut<B>, {
+    fn metric(&self, input: Classes<B>, _: Mode) -> MetricOut<B> {
+        MetricOut {
+            mae: input.labels.float().mean(),
+        }
+    }
+});
+
 simple_nucleotide!(Mae, ModelMetric, Empty, Scored<B>, MetricOut<B>, {
     fn metric(&self, input: Scored<B>, _: Mode) -> MetricOut<B> {
         MetricOut {
@@ -505,6 +518,13 @@ fn the_command_line_trains_and_exports() {
     assert_eq!(code, 0, "{o}{e}");
     assert!(o.contains("trained 2 epochs (8 steps)"), "{o}");
     assert!(o.contains("saved model:"), "{o}");
+    // The run record keeps the command line the run was given (not this test binary's).
+    let record: Value =
+        serde_json::from_slice(&fs::read(dir.path().join("nc7_project.json")).unwrap()).unwrap();
+    assert_eq!(
+        record["runs"][0]["command"],
+        serde_json::json!(["nc7", "train", p, "--set", "trainer.num_epochs=2"])
+    );
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = cli::run(["nc7", "train", p], Default::default(), &mut out, &mut err);
     assert_eq!(code, 1);
@@ -951,4 +971,142 @@ fn loss_weights_exclusions_and_weight_penalties_make_the_total_loss() {
         &[("plugins/line.json", FROZEN_LINE)],
     );
     assert!(!e.contains_key("regularization_loss_l1"), "{e:?}");
+}
+
+#[test]
+fn what_check_refuses_train_refuses_before_the_first_step() {
+    let _one_at_a_time = serial();
+    let trainer = r#"{"batch_size": 4, "num_epochs": 1}"#;
+    let t = "training/configs/trainer.json";
+    // (what, files changed, --set values, the file named, what the message says)
+    type Case<'a> = (
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a [&'a str],
+        &'a str,
+        &'a [&'a str],
+    );
+    let cases: &[Case] = &[
+        (
+            "a float rank-2 key into an int rank-1 input",
+            &[(
+                "metrics/share.json",
+                r#"{"class_name": "Share", "name": "share", "inbound_nodes": ["dataset"],
+                    "incoming_keys_mapping": {"dataset": {"y": "labels"}}}"#,
+            )],
+            &[],
+            "training/configs/metrics/share.json",
+            &[
+                "error[NC0017]",
+                "incoming key `labels` of nucleotide `share` takes a int tensor of rank 1, but it is mapped from `dataset`'s `y`, a float tensor of rank 2",
+                "help: map a key of the right kind",
+            ],
+        ),
+        (
+            "a mistyped trainer field",
+            &[("trainer.json", r#"{"batch_size": 4, "num_epoch": 2}"#)],
+            &[],
+            t,
+            &[
+                "unknown field `num_epoch`",
+                "help: use one of `trainer_config`'s fields",
+            ],
+        ),
+        (
+            "a learning rate of 0",
+            &[(
+                "trainer.json",
+                r#"{"batch_size": 4, "optimization_config": {"learning_rate": 0}}"#,
+            )],
+            &[],
+            t,
+            &["trainer_config.optimization_config.learning_rate must be a positive number"],
+        ),
+        (
+            "a negative learning rate, set on the command line",
+            &[],
+            &["trainer.optimization_config.learning_rate=-0.5"],
+            t,
+            &["learning_rate must be a positive number"],
+        ),
+        (
+            "a monitor no evaluation gives",
+            &[(
+                "trainer.json",
+                r#"{"batch_size": 4, "keep_best": {"monitor": "mae/ma"}}"#,
+            )],
+            &[],
+            t,
+            &["keep_best.monitor `mae/ma` is no evaluation value; did you mean `mae/mae`?"],
+        ),
+        (
+            "a nucleotide name that cannot be a file name",
+            &[(
+                "metrics/mae.json",
+                r#"{"class_name": "Mae", "name": "m/ae", "inbound_nodes": ["dataset", "line"]}"#,
+            )],
+            &[],
+            "training/configs/metrics/mae.json",
+            &["`m/ae` cannot be a file name"],
+        ),
+        (
+            "a typo in the global config",
+            &[("project_global_config.json", r#"{"Mse": {"lenn": 3}}"#)],
+            &[],
+            "training/configs/project_global_config.json",
+            &["parameter `lenn` of scope `Mse` is declared by no `Mse`"],
+        ),
+        (
+            "a nucleus7 model field nc7 does not implement",
+            &[("model.json", r#"{"mixed_precision_config": {"use": true}}"#)],
+            &[],
+            "training/configs/model.json",
+            &["model_config.mixed_precision_config: nc7 does not train in mixed precision yet"],
+        ),
+        (
+            "model loss weights for a loss that is not there",
+            &[("model.json", r#"{"loss_weights": {"msee": 2}}"#)],
+            &[],
+            "training/configs/model.json",
+            &["names `msee`, which is no loss of the model; did you mean `mse`?"],
+        ),
+        (
+            "loss weights on a plugin",
+            &[(
+                "plugins/line.json",
+                r#"{"class_name": "Line", "name": "line", "inbound_nodes": ["dataset"],
+                    "loss_weights": {"loss": 2}}"#,
+            )],
+            &[],
+            "training/configs/plugins/line.json",
+            &["only model losses take `loss_weights`"],
+        ),
+    ];
+    for (what, files, set, file, says) in cases {
+        let dir = project(trainer, files);
+        let p = dir.path().to_str().unwrap();
+        for command in ["check", "train"] {
+            let mut args = vec!["nc7", command, p];
+            for s in *set {
+                args.extend(["--set", s]);
+            }
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let code = cli::run(args, Default::default(), &mut out, &mut err);
+            let err = String::from_utf8_lossy(&err);
+            assert_eq!(code, 1, "{what}: `{command}` must refuse it:\n{err}");
+            assert!(
+                err.contains(&format!("({file})")),
+                "{what}: `{command}` names {file}:\n{err}"
+            );
+            for s in *says {
+                assert!(err.contains(s), "{what}: `{command}` says `{s}`:\n{err}");
+            }
+        }
+        for folder in ["checkpoints", "training/summaries", "saved_models"] {
+            assert!(
+                !dir.path().join(folder).exists(),
+                "{what}: no step ran ({folder})"
+            );
+        }
+    }
 }

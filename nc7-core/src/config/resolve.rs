@@ -217,6 +217,9 @@ pub fn apply_override(
     }
     let mut node = tree;
     let mut walked = String::new();
+    // Inside a declared field that the files leave out (a map created here), any key may be
+    // set: the type of the section or nucleotide checks it when the run is planned.
+    let mut created = false;
     for (i, seg) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
         let here = if walked.is_empty() {
@@ -230,12 +233,17 @@ pub fn apply_override(
                     (*seg).to_owned()
                 } else if i == 0 && node.get(&format!("{seg}_config")).is_some() {
                     format!("{seg}_config")
-                } else if last
-                    && (declares(node, seg, registry)
-                        || (i == 1 && super::section_fields(&walked).contains(seg)))
+                } else if created
+                    || declares(node, seg, registry)
+                    || (i == 1 && super::section_fields(&walked).contains(seg))
                 {
-                    node.set(seg, Tagged::new(&value, source));
-                    return Ok(());
+                    if last {
+                        node.set(seg, Tagged::new(&value, source));
+                        return Ok(());
+                    }
+                    node.set(seg, Tagged::map(source));
+                    created = true;
+                    (*seg).to_owned()
                 } else {
                     let keys = node.keys();
                     let mut candidates: Vec<String> = keys
@@ -350,7 +358,7 @@ fn declared_fields(map: &Tagged, registry: &Registry) -> Vec<String> {
         Ok(r) => config_fields(&(r.config_schema)())
             .into_iter()
             .map(|f| f.name)
-            .chain(crate::common::COMMON_FIELDS.map(str::to_owned))
+            .chain(crate::common::common_fields_of(r.kind).map(str::to_owned))
             .collect(),
         Err(_) => Vec::new(),
     }
