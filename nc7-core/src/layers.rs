@@ -201,6 +201,27 @@ pub fn upsample2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
         .reshape([n, c, 2 * h, 2 * w])
 }
 
+/// A 3×3 convolution (nc7's [`Conv2d`]) and a ReLU; the height and width are kept. The
+/// parameter is `conv.weight` / `conv.bias`.
+#[derive(Module, Debug)]
+pub struct ConvBlock<B: Backend> {
+    conv: Conv2d<B>,
+}
+
+impl<B: Backend> ConvBlock<B> {
+    /// A block from `input` to `output` channels.
+    pub fn new(input: usize, output: usize, device: &B::Device) -> Self {
+        ConvBlock {
+            conv: Conv2dConfig::new([input, output], [3, 3]).init(device),
+        }
+    }
+
+    /// `[N, input, H, W]` → `[N, output, H, W]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        burn::tensor::activation::relu(self.conv.forward(x))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use burn::backend::{Autodiff, NdArray};

@@ -27,9 +27,11 @@ pub mod nest;
 pub mod nucleotide;
 pub mod optim;
 pub mod plan;
+pub mod prelude;
 pub mod project;
 pub mod registry;
 pub mod runtime;
+pub mod standard;
 pub mod suggest;
 pub mod tracking;
 
@@ -47,5 +49,5 @@ pub use keys::{KeySpec, Signature, ValueKind};
 pub use mapping::{KeysMapping, MappingError, RoutePlan};
 pub use nc7_macros::{Generated, Incoming, nucleotide};
 pub use nest::{AnyTensor, Nest, NestError, TensorDtype};
-pub use nucleotide::{Build, Mode, Nucleotide, NucleotideConfig};
+pub use nucleotide::{Build, Mode, NoConfig, Nucleotide, NucleotideConfig};
 pub use registry::{Registry, RegistryError};

@@ -55,6 +55,13 @@ pub fn signature<B: Backend, N: Build<B>>() -> Signature {
     signature_of::<B, N::Input, N::Output>()
 }
 
+/// The config of a nucleotide without parameters: `{}` (or the common fields alone).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct NoConfig {}
+
 /// What part of a run is going on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {

@@ -22,7 +22,7 @@ use crate::handler::GeneHandler;
 use crate::keys::{KeySpec, ValueKind};
 use crate::model::{ModelConfig, Part};
 use crate::nest::TensorDtype;
-use crate::project::TrainingDirs;
+use crate::project::{ProjectSettings, SETTINGS_FILE, TrainingDirs};
 use crate::registry::Registry;
 use crate::suggest;
 
@@ -179,9 +179,15 @@ impl TrainPlan {
         let trainer = settings(&check, "trainer_config", &mut diags, |v| {
             TrainerConfig::from_value(v)
         });
-        let device = trainer
-            .as_ref()
-            .and_then(|t| resolve_device(&check, device, &t.device, "trainer_config", &mut diags));
+        let device = trainer.as_ref().and_then(|t| {
+            resolve_device(
+                &check,
+                device,
+                t.device.as_deref(),
+                "trainer_config",
+                &mut diags,
+            )
+        });
         if let Some(t) = &trainer {
             check_monitors(&check, t, &mut diags);
         }
@@ -313,7 +319,7 @@ impl InferPlan {
         let device = resolve_device(
             &check,
             request.device,
-            &config.device,
+            config.device.as_deref(),
             "inferer_config",
             &mut diags,
         );
@@ -491,27 +497,43 @@ fn settings_help(key: &str, message: &str) -> String {
     format!("`{key}` has the fields {}", suggest::list(fields))
 }
 
+/// The device of a run: `--device`, else the run's config (`<section>.device`), else the
+/// project's (`project.toml`), else the CPU; it must be one this build has.
 fn resolve_device(
     check: &ProjectCheck,
     given: Option<DeviceChoice>,
-    config: &str,
+    config: Option<&str>,
     section: &str,
     diags: &mut Diagnostics,
 ) -> Option<DeviceChoice> {
-    match DeviceChoice::resolve(given, config, &format!("{section}.device")) {
+    let mut refuse = |message: String, file: Option<&str>| {
+        diags.push(
+            Diagnostic::error(
+                Code::FIELD_TYPE,
+                "",
+                message,
+                "choose a device this build has (`cpu`; `cuda` with the `cuda` feature)".into(),
+            )
+            .with_file(file),
+        );
+        None
+    };
+    let settings = match ProjectSettings::load(&check.project) {
+        Ok(s) => s,
+        Err(message) => return refuse(message, Some(SETTINGS_FILE)),
+    };
+    let (named, field, file) = match (config, &settings.device) {
+        (Some(d), _) => (d, format!("{section}.device"), section_file(check, section)),
+        (None, Some(d)) => (
+            d.as_str(),
+            "project.toml: device".to_owned(),
+            Some(SETTINGS_FILE),
+        ),
+        (None, None) => ("cpu", String::new(), None),
+    };
+    match DeviceChoice::resolve(given, named, &field) {
         Ok(d) => Some(d),
-        Err(message) => {
-            diags.push(
-                Diagnostic::error(
-                    Code::FIELD_TYPE,
-                    "",
-                    message,
-                    "choose a device this build has (`cpu`; `cuda` with the `cuda` feature)".into(),
-                )
-                .with_file(section_file(check, section)),
-            );
-            None
-        }
+        Err(message) => refuse(message, file),
     }
 }
 

@@ -74,6 +74,35 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Proje
     }
 }
 
+/// The project's own settings file, beside its run folders.
+pub const SETTINGS_FILE: &str = "project.toml";
+
+/// `project.toml`: settings of the whole project, for every kind of run. Optional; an unknown
+/// key is an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    /// The device runs use (`cpu`, `cuda`, `cuda:N`) unless their config or `--device` names
+    /// one; the CPU when absent.
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+impl ProjectSettings {
+    /// Reads `<project>/project.toml`; the defaults when there is none. The error names the
+    /// file and the key.
+    pub fn load(project: &Path) -> Result<ProjectSettings, String> {
+        let file = project.join(SETTINGS_FILE);
+        match fs::read_to_string(&file) {
+            Ok(text) => {
+                toml::from_str(&text).map_err(|e| format!("{SETTINGS_FILE}: {}", e.message()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ProjectSettings::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+        }
+    }
+}
+
 /// The folders of a project's training run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrainingDirs {

@@ -166,7 +166,20 @@ impl Registry {
         class_name: &str,
         expected: Option<Kind>,
     ) -> Result<&'static Registration, RegistryError> {
-        match self.by_name.get(class_name).map(Vec::as_slice) {
+        let candidates = self.by_name.get(class_name).map(Vec::as_slice);
+        // A project's own type shadows nc7's standard one of the same name: the standard
+        // library must not make a project's `CrossEntropy` ambiguous.
+        let own: Vec<usize> = candidates
+            .unwrap_or(&[])
+            .iter()
+            .copied()
+            .filter(|&i| !self.entries[i].path.starts_with(STANDARD))
+            .collect();
+        let candidates = match candidates {
+            Some(several) if several.len() > 1 && own.len() == 1 => Some(&own[..]),
+            other => other,
+        };
+        match candidates {
             Some([one]) => {
                 let entry = self.entries[*one];
                 match expected {
@@ -347,6 +360,9 @@ fn to_toml(value: serde_json::Value) -> String {
     }
     text
 }
+
+/// The path of nc7's standard nucleotides, which a project's own types of the same name shadow.
+const STANDARD: &str = "nc7_core::standard::";
 
 /// The file format of a sample config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -500,6 +500,21 @@ fn bad_trainer_configs_and_devices_are_clear_errors() {
     );
     let err = run(dir.path(), false, None).unwrap_err().to_string();
     assert!(err.contains("adagrad"), "{err}");
+    // The project's device (project.toml) is the default of every run; an unknown key there
+    // is an error too.
+    let dir = project(r#"{"batch_size": 4}"#, &[]);
+    fs::write(dir.path().join("project.toml"), "device = \"tpu\"\n").unwrap();
+    let err = run(dir.path(), false, None).unwrap_err().to_string();
+    assert!(
+        err.contains("project.toml: device: unknown device `tpu`")
+            && err.contains("(project.toml)"),
+        "{err}"
+    );
+    fs::write(dir.path().join("project.toml"), "devise = \"cpu\"\n").unwrap();
+    let err = run(dir.path(), false, None).unwrap_err().to_string();
+    assert!(err.contains("unknown field `devise`"), "{err}");
+    fs::write(dir.path().join("project.toml"), "device = \"cpu\"\n").unwrap();
+    run(dir.path(), false, None).unwrap();
 }
 
 #[test]

@@ -2,7 +2,6 @@
 //! `project/` find them by class name.
 
 pub mod callbacks;
-pub mod config;
 pub mod data;
 pub mod layers;
 pub mod losses;

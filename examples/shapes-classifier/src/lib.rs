@@ -1,17 +1,12 @@
-//! The nucleotides of the shapes classifier: a small CNN (`ShapesCnn`), a cross-entropy loss,
-//! an accuracy metric and an arg-max post-processor. The data come from nc7's built-in
-//! `Shapes` data set.
+//! The nucleotides of the shapes classifier: a small CNN (`ShapesCnn`). Its loss, metric and
+//! post-processor are nc7's standard `CrossEntropy`, `Accuracy` and `ArgMax`, and the data
+//! come from nc7's built-in `Shapes` data set.
 
-use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig};
-use burn::prelude::Backend;
 use burn::tensor::activation::relu;
-use burn::tensor::{Int, Tensor};
 use nc7_core::layers::{Conv2d, Conv2dConfig};
-use nc7_core::nucleotide::{ModelLoss, ModelMetric, ModelPlugin, ModelPostProcessor};
-use nc7_core::{BoxError, Build, Generated, Incoming, Mode, nucleotide};
+use nc7_core::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Images in, one row of class scores per image out.
@@ -26,36 +21,6 @@ pub struct Images<B: Backend> {
 pub struct Logits<B: Backend> {
     /// `[N, classes]`.
     pub logits: Tensor<B, 2>,
-}
-
-/// Scores and the true classes.
-#[derive(Incoming)]
-pub struct Scored<B: Backend> {
-    /// `[N, classes]`.
-    pub logits: Tensor<B, 2>,
-    /// `[N, 1]`.
-    pub label: Tensor<B, 2, Int>,
-}
-
-/// A loss.
-#[derive(Generated)]
-pub struct Loss<B: Backend> {
-    /// The mean cross-entropy.
-    pub loss: Tensor<B, 1>,
-}
-
-/// A metric.
-#[derive(Generated)]
-pub struct Accuracy<B: Backend> {
-    /// The fraction of samples whose highest score is the true class.
-    pub accuracy: Tensor<B, 1>,
-}
-
-/// The predicted classes.
-#[derive(Generated)]
-pub struct Predicted<B: Backend> {
-    /// `[N]`.
-    pub class: Tensor<B, 1, Int>,
 }
 
 /// `ShapesCnn`'s config.
@@ -127,80 +92,6 @@ impl<B: Backend> ModelPlugin<B> for ShapesCnn<B> {
         let pooled = x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c]);
         Logits {
             logits: self.head.forward(pooled),
-        }
-    }
-}
-
-/// An empty config.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NoConfig {}
-
-/// The mean cross-entropy of the scores against the true classes.
-#[nucleotide(kind = ModelLoss)]
-pub struct CrossEntropy;
-
-impl<B: Backend> Build<B> for CrossEntropy {
-    type Config = NoConfig;
-    type Input = Scored<B>;
-    type Output = Loss<B>;
-    fn build(_: &NoConfig, _: &B::Device) -> Result<Self, BoxError> {
-        Ok(CrossEntropy)
-    }
-}
-
-impl<B: Backend> ModelLoss<B> for CrossEntropy {
-    fn loss(&self, input: Scored<B>, _: Mode) -> Loss<B> {
-        let device = input.logits.device();
-        let loss = CrossEntropyLossConfig::new()
-            .init(&device)
-            .forward(input.logits, input.label.squeeze_dim(1));
-        Loss {
-            loss: loss.reshape([1]),
-        }
-    }
-}
-
-/// The fraction of samples classified right.
-#[nucleotide(kind = ModelMetric)]
-pub struct ClassAccuracy;
-
-impl<B: Backend> Build<B> for ClassAccuracy {
-    type Config = NoConfig;
-    type Input = Scored<B>;
-    type Output = Accuracy<B>;
-    fn build(_: &NoConfig, _: &B::Device) -> Result<Self, BoxError> {
-        Ok(ClassAccuracy)
-    }
-}
-
-impl<B: Backend> ModelMetric<B> for ClassAccuracy {
-    fn metric(&self, input: Scored<B>, _: Mode) -> Accuracy<B> {
-        let predicted = input.logits.argmax(1);
-        let right = predicted.equal(input.label).float().mean();
-        Accuracy {
-            accuracy: right.reshape([1]),
-        }
-    }
-}
-
-/// The class with the highest score.
-#[nucleotide(kind = ModelPostProcessor)]
-pub struct ArgMax;
-
-impl<B: Backend> Build<B> for ArgMax {
-    type Config = NoConfig;
-    type Input = Logits<B>;
-    type Output = Predicted<B>;
-    fn build(_: &NoConfig, _: &B::Device) -> Result<Self, BoxError> {
-        Ok(ArgMax)
-    }
-}
-
-impl<B: Backend> ModelPostProcessor<B> for ArgMax {
-    fn process(&self, input: Logits<B>, _: Mode) -> Predicted<B> {
-        Predicted {
-            class: input.logits.argmax(1).squeeze_dim(1),
         }
     }
 }

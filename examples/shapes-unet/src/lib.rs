@@ -1,19 +1,15 @@
 //! The nucleotides of the shapes UNet: an encoder built like the shapes classifier's
-//! convolutions (so it can start from a trained classifier), a decoder with skip connections,
-//! a per-pixel cross-entropy, a mean intersection-over-union metric and a per-pixel arg-max.
-//! The data come from nc7's built-in `Shapes` data set (`mask`: 0 background, 1 + class).
+//! convolutions (so it can start from a trained classifier) and a decoder with skip
+//! connections. Its loss, metric and post-processor are nc7's standard `PixelCrossEntropy`,
+//! `MeanIou` and `PixelArgMax`; the data come from nc7's built-in `Shapes` data set (`mask`:
+//! 0 background, 1 + class).
 
-use burn::module::Module;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::prelude::Backend;
 use burn::tensor::activation::relu;
-use burn::tensor::{ElementConversion, Int, Tensor};
 use nc7_core::layers::{Conv2d, Conv2dConfig, upsample2};
-use nc7_core::nucleotide::{ModelLoss, ModelMetric, ModelPlugin, ModelPostProcessor};
-use nc7_core::{BoxError, Build, Generated, Incoming, Mode, nucleotide};
+use nc7_core::prelude::*;
 use serde::{Deserialize, Serialize};
-use shapes_classifier::{Images, NoConfig, conv_layers};
+use shapes_classifier::{Images, conv_layers};
 
 /// The encoder's features at each level.
 #[derive(Generated)]
@@ -44,13 +40,6 @@ pub struct Skips<B: Backend> {
 /// Class scores per pixel.
 #[derive(Generated)]
 pub struct PixelLogits<B: Backend> {
-    /// `[N, classes, H, W]`.
-    pub logits: Tensor<B, 4>,
-}
-
-/// Class scores per pixel, in.
-#[derive(Incoming)]
-pub struct PixelScores<B: Backend> {
     /// `[N, classes, H, W]`.
     pub logits: Tensor<B, 4>,
 }
@@ -186,132 +175,6 @@ impl<B: Backend> ModelPlugin<B> for ShapesDecoder<B> {
         }
         PixelLogits {
             logits: self.head.forward(x),
-        }
-    }
-}
-
-/// Scores and the true mask.
-#[derive(Incoming)]
-pub struct ScoredPixels<B: Backend> {
-    /// `[N, classes, H, W]`.
-    pub logits: Tensor<B, 4>,
-    /// `[N, H, W]`: the class of each pixel.
-    pub mask: Tensor<B, 3, Int>,
-}
-
-/// A loss.
-#[derive(Generated)]
-pub struct Loss<B: Backend> {
-    /// The mean cross-entropy over pixels.
-    pub loss: Tensor<B, 1>,
-}
-
-/// `[N, C, H, W]` scores as `[N·H·W, C]` rows.
-fn pixel_rows<B: Backend>(logits: Tensor<B, 4>) -> Tensor<B, 2> {
-    let [n, c, h, w] = logits.dims();
-    logits.permute([0, 2, 3, 1]).reshape([n * h * w, c])
-}
-
-/// The mean cross-entropy of the pixel scores against the mask.
-#[nucleotide(kind = ModelLoss)]
-pub struct PixelCrossEntropy;
-
-impl<B: Backend> Build<B> for PixelCrossEntropy {
-    type Config = NoConfig;
-    type Input = ScoredPixels<B>;
-    type Output = Loss<B>;
-    fn build(_: &NoConfig, _: &B::Device) -> Result<Self, BoxError> {
-        Ok(PixelCrossEntropy)
-    }
-}
-
-impl<B: Backend> ModelLoss<B> for PixelCrossEntropy {
-    fn loss(&self, input: ScoredPixels<B>, _: Mode) -> Loss<B> {
-        let [n, h, w] = input.mask.dims();
-        let loss = CrossEntropyLossConfig::new()
-            .init(&input.logits.device())
-            .forward(pixel_rows(input.logits), input.mask.reshape([n * h * w]));
-        Loss {
-            loss: loss.reshape([1]),
-        }
-    }
-}
-
-/// Mean intersection over union.
-#[derive(Generated)]
-pub struct MeanIouOut<B: Backend> {
-    /// In [0, 1].
-    pub mean_iou: Tensor<B, 1>,
-}
-
-/// Per class, the pixels predicted and true over the pixels predicted or true, averaged over
-/// the classes that occur in the prediction or the truth of the batch.
-#[nucleotide(kind = ModelMetric)]
-pub struct MeanIou;
-
-impl<B: Backend> Build<B> for MeanIou {
-    type Config = NoConfig;
-    type Input = ScoredPixels<B>;
-    type Output = MeanIouOut<B>;
-    fn build(_: &NoConfig, _: &B::Device) -> Result<Self, BoxError> {
-        Ok(MeanIou)
-    }
-}
-
-impl<B: Backend> ModelMetric<B> for MeanIou {
-    fn metric(&self, input: ScoredPixels<B>, _: Mode) -> MeanIouOut<B> {
-        let classes = input.logits.dims()[1];
-        let predicted = input.logits.argmax(1).flatten::<1>(0, 3);
-        let truth = input.mask.flatten::<1>(0, 2);
-        let mut sum = 0.0f64;
-        let mut present = 0.0f64;
-        for c in 0..classes as i64 {
-            let p = predicted.clone().equal_elem(c);
-            let t = truth.clone().equal_elem(c);
-            let union = p
-                .clone()
-                .bool_or(t.clone())
-                .int()
-                .sum()
-                .into_scalar()
-                .elem::<f64>();
-            if union > 0.0 {
-                let both = p.bool_and(t).int().sum().into_scalar().elem::<f64>();
-                sum += both / union;
-                present += 1.0;
-            }
-        }
-        let device = predicted.device();
-        MeanIouOut {
-            mean_iou: Tensor::from_floats([(sum / present.max(1.0)) as f32], &device),
-        }
-    }
-}
-
-/// The predicted class of each pixel.
-#[derive(Generated)]
-pub struct PixelClasses<B: Backend> {
-    /// `[N, H, W]`.
-    pub predicted_mask: Tensor<B, 3, Int>,
-}
-
-/// The class with the highest score, per pixel.
-#[nucleotide(kind = ModelPostProcessor)]
-pub struct PixelArgMax;
-
-impl<B: Backend> Build<B> for PixelArgMax {
-    type Config = NoConfig;
-    type Input = PixelScores<B>;
-    type Output = PixelClasses<B>;
-    fn build(_: &NoConfig, _: &B::Device) -> Result<Self, BoxError> {
-        Ok(PixelArgMax)
-    }
-}
-
-impl<B: Backend> ModelPostProcessor<B> for PixelArgMax {
-    fn process(&self, input: PixelScores<B>, _: Mode) -> PixelClasses<B> {
-        PixelClasses {
-            predicted_mask: input.logits.argmax(1).squeeze_dim(1),
         }
     }
 }

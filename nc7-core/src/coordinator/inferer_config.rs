@@ -18,9 +18,10 @@ pub struct InfererConfig {
     /// Log and skip samples the data feeder fails to read (`--skip-bad-samples`).
     #[serde(default)]
     pub skip_bad_samples: bool,
-    /// `cpu`, `cuda` or `cuda:N` (`--device`).
-    #[serde(default = "cpu")]
-    pub device: String,
+    /// `cpu`, `cuda` or `cuda:N` (`--device`). When absent, the project's device
+    /// (`project.toml`), else the CPU.
+    #[serde(default)]
+    pub device: Option<String>,
     /// The saved model (a name in `saved_models/`, or a path); the newest when absent
     /// (`--saved-model`).
     #[serde(default)]
@@ -38,10 +39,6 @@ fn two() -> usize {
     2
 }
 
-fn cpu() -> String {
-    "cpu".into()
-}
-
 impl Default for InfererConfig {
     fn default() -> Self {
         InfererConfig {
@@ -49,7 +46,7 @@ impl Default for InfererConfig {
             prefetch_buffer_size: two(),
             single_thread: false,
             skip_bad_samples: false,
-            device: cpu(),
+            device: None,
             saved_model: None,
         }
     }

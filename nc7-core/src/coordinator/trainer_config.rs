@@ -55,9 +55,10 @@ pub struct TrainerConfig {
     /// Seeds weights, data order and every random operation.
     #[serde(default)]
     pub random_seed: u64,
-    /// `cpu`, `cuda` or `cuda:N`; `--device` overrides it.
-    #[serde(default = "cpu")]
-    pub device: String,
+    /// `cpu`, `cuda` or `cuda:N`; `--device` overrides it. When absent, the project's device
+    /// (`project.toml`), else the CPU.
+    #[serde(default)]
+    pub device: Option<String>,
     /// Training summaries every this many steps (and at each epoch's last step).
     #[serde(default = "ten")]
     pub summary_steps: u64,
@@ -101,9 +102,6 @@ inventory::submit! {
 
 fn one() -> u64 {
     1
-}
-fn cpu() -> String {
-    "cpu".into()
 }
 fn ten() -> u64 {
     10

@@ -43,6 +43,7 @@ use crate::handler::GeneHandler;
 use crate::keys::Signature;
 use crate::model::Part;
 use crate::nest::Nest;
+use crate::nucleotide::NoConfig;
 use crate::nucleotide::{DataFeeder, DataReader, Dataset, Mode};
 use crate::registry::Registry;
 use crate::runtime::{self, DynStep};
@@ -448,11 +449,6 @@ impl<B: Backend> DataReader<B> for ImageReader {
         })
     }
 }
-
-/// An empty config.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NoConfig {}
 
 /// A class index read from a file.
 #[derive(Generated)]

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use burn::prelude::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use nc7_core::nucleotide::{CallbackContext, CoordinatorCallback};
-use nc7_core::{BoxError, Build, Incoming, NoKeys, nucleotide};
-
-use crate::losses::NoConfig;
+use nc7_core::{BoxError, Build, Incoming, NoConfig, NoKeys, nucleotide};
 
 /// Predicted and true classes.
 #[derive(Incoming)]

@@ -6,5 +6,6 @@ mod unet;
 pub use classifier::{Classifier, ClassifierConfig, Images, Logits};
 pub use unet::{PixelLogits, UNet, UNetConfig};
 
-mod decide;
-pub use decide::{ArgMax, PixelArgMax};
+/// The post-processors, nc7's standard ones: the class with the highest score per image
+/// (`ArgMax`) or per pixel (`PixelArgMax`).
+pub use nc7_core::standard::{ArgMax, PixelArgMax};

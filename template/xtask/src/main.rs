@@ -1,6 +1,7 @@
 //! `cargo xtask`: this project's commands. Each builds the project binary (in release, with
-//! the `cuda` feature when `--device cuda` is asked; `XTASK_PROFILE=dev` builds a debug binary)
-//! and runs it on the `project/` folder.
+//! the `cuda` feature when `--device cuda` is asked or the project was generated for CUDA;
+//! `XTASK_PROFILE=dev` builds a debug binary) and runs it on the `project/` folder. Settings
+//! are nc7's to read: the device is `project/project.toml`'s unless `--device` is given.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -13,7 +14,7 @@ usage: cargo xtask <command> [options]
 
 commands:
   train [--continue] [--device cpu|cuda|cuda:N] [--set path=value]...
-                train the model in project/ (the device from project/project.toml by default)
+                train the model in project/ (on project/project.toml's device by default)
   export [--checkpoint ckpt-N|best|path]
                 write a saved model from a checkpoint
   infer [--saved-model step-N] [--batch-size N] [--single-thread] [--device ...] [--set ...]
@@ -77,35 +78,23 @@ fn root() -> PathBuf {
         .to_owned()
 }
 
-/// The device a command asks for: `--device`, else `device` in project/project.toml.
-fn device(args: &[String]) -> String {
-    if let Some(i) = args.iter().position(|a| a == "--device") {
-        return args.get(i + 1).cloned().unwrap_or_default();
-    }
-    std::fs::read_to_string(root().join("project/project.toml"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .map(str::trim)
-                .find_map(|l| l.strip_prefix("device"))
-                .and_then(|l| l.split('"').nth(1).map(str::to_owned))
-        })
-        .unwrap_or_else(|| "cpu".into())
+/// Whether a command asks for a CUDA device on the command line (`--device cuda[:N]`); the
+/// project's own device needs no flag, since the binary is built with its default features.
+fn asks_for_cuda(args: &[String]) -> bool {
+    args.iter()
+        .position(|a| a == "--device")
+        .and_then(|i| args.get(i + 1))
+        .is_some_and(|d| d.starts_with("cuda"))
 }
 
 /// `train`, `export`, `infer`, `check`, `dna`: the binary on `project/`, run from there.
 fn run_project(command: &str, args: &[String]) -> ExitCode {
-    let device = device(args);
-    let cuda = device.starts_with("cuda");
     let mut full = vec![
         command.to_owned(),
         root().join("project").display().to_string(),
     ];
     full.extend(args.iter().cloned());
-    if command == "train" && !args.iter().any(|a| a == "--device") {
-        full.extend(["--device".into(), device]);
-    }
-    run_binary_with(&full, cuda)
+    run_binary_with(&full, asks_for_cuda(args))
 }
 
 fn run_binary(command: &str, args: &[String], cuda: bool) -> ExitCode {
