@@ -2,6 +2,7 @@
 //! < single files < gene folders < extra config directories < `NC7_…` environment <
 //! `--set`), nucleus7's update rule, global-config scopes, and where each value came from.
 
+pub mod check;
 mod global;
 mod layout;
 mod nucleotides;

@@ -4,36 +4,20 @@
 
 extern crate self as nc7_core;
 
-pub mod backend;
-pub mod callbacks;
-pub mod check;
-pub mod cli;
-pub mod common;
 pub mod config;
-pub mod coordinator;
 pub mod data;
-pub mod diagnostic;
-pub mod dna;
-pub mod export;
-pub mod gene;
-pub mod glue;
-pub mod handler;
-pub mod keys;
-pub mod layers;
-pub mod mapping;
-pub mod memory;
-pub mod model;
-pub mod nest;
+pub mod graph;
 pub mod nucleotide;
-pub mod optim;
-pub mod plan;
 pub mod prelude;
-pub mod project;
-pub mod registry;
-pub mod runtime;
-pub mod standard;
-pub mod suggest;
+pub mod run;
 pub mod tracking;
+
+// Each module also by its short path (`nc7_core::nest`, `nc7_core::plan`, ...).
+pub use config::check;
+pub use graph::{diagnostic, dna, gene, glue, handler, keys, mapping, nest, suggest};
+pub use nucleotide::{common, layers, registry, runtime, standard};
+pub use run::{backend, cli, coordinator, export, memory, model, optim, plan, project};
+pub use tracking::callbacks;
 
 #[doc(hidden)]
 #[path = "private.rs"]

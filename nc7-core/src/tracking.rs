@@ -1,5 +1,8 @@
-//! What runs leave for other tools to read, in those tools' own formats: TensorBoard event files.
+//! What runs leave behind: files other tools read, in those tools' own formats (TensorBoard
+//! event files), and the saver callbacks (records, PNG and JSON per sample, buffers, the
+//! experiments table).
 
+pub mod callbacks;
 pub mod summaries;
 pub mod tensorboard;
 

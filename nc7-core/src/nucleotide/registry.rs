@@ -173,7 +173,7 @@ impl Registry {
             .unwrap_or(&[])
             .iter()
             .copied()
-            .filter(|&i| !self.entries[i].path.starts_with(STANDARD))
+            .filter(|&i| !crate::standard::is_standard(self.entries[i].path))
             .collect();
         let candidates = match candidates {
             Some(several) if several.len() > 1 && own.len() == 1 => Some(&own[..]),
@@ -360,9 +360,6 @@ fn to_toml(value: serde_json::Value) -> String {
     }
     text
 }
-
-/// The path of nc7's standard nucleotides, which a project's own types of the same name shadow.
-const STANDARD: &str = "nc7_core::standard::";
 
 /// The file format of a sample config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,6 +26,10 @@ use crate::nucleotide::{self as k, Build, CallbackContext, Mode};
 use crate::optim::{PluginOptimizer, square_sum};
 use crate::registry::Registration;
 
+mod params;
+
+use params::*;
+
 /// One trait per kind, implemented by a marker type that `#[nucleotide]` writes: `On<B>` is the
 /// nucleotide type on backend `B`.
 #[allow(non_snake_case)]
@@ -625,23 +629,6 @@ impl<B: Backend, F: family::ModelPlugin> DynPlugin<B> for PluginNode<B, F> {
     }
 }
 
-/// Sums `|w|` and `w²` over every float parameter of a module.
-struct WeightSums<B: Backend> {
-    sums: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
-}
-
-impl<B: Backend> ModuleVisitor<B> for WeightSums<B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let w = param.val().reshape([-1]);
-        let abs = w.clone().abs().sum();
-        let squares = w.powi_scalar(2).sum();
-        self.sums = Some(match self.sums.take() {
-            Some((a, s)) => (a + abs, s + squares),
-            None => (abs, squares),
-        });
-    }
-}
-
 impl<B: AutodiffBackend, F: family::ModelPlugin> TrainPlugin<B> for PluginNode<B, F> {
     fn square_grad_sum(&self, grads: &B::Gradients) -> Option<Tensor<B::InnerBackend, 1>> {
         let mut sum = SquareSum::<B> { grads, sum: None };
@@ -689,204 +676,5 @@ impl<B: AutodiffBackend, F: family::ModelPlugin> TrainPlugin<B> for PluginNode<B
             .collect();
         node.load_tensors(&mut tensors)?;
         Ok(Box::new(node))
-    }
-}
-
-fn join(path: &[String]) -> String {
-    path.join(".")
-}
-
-struct StableIds<'a> {
-    plugin: &'a str,
-    path: Vec<String>,
-}
-
-impl StableIds<'_> {
-    fn id(&self) -> ParamId {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.plugin.hash(&mut h);
-        self.path.hash(&mut h);
-        ParamId::from(h.finish())
-    }
-}
-
-impl<B: Backend> ModuleMapper<B> for StableIds<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_owned());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (_, tensor, mapper) = param.consume();
-        Param::from_mapped_value(self.id(), tensor, mapper)
-    }
-    fn map_int<const D: usize>(
-        &mut self,
-        param: Param<Tensor<B, D, Int>>,
-    ) -> Param<Tensor<B, D, Int>> {
-        let (_, tensor, mapper) = param.consume();
-        Param::from_mapped_value(self.id(), tensor, mapper)
-    }
-    fn map_bool<const D: usize>(
-        &mut self,
-        param: Param<Tensor<B, D, Bool>>,
-    ) -> Param<Tensor<B, D, Bool>> {
-        let (_, tensor, mapper) = param.consume();
-        Param::from_mapped_value(self.id(), tensor, mapper)
-    }
-}
-
-struct Collect<B: Backend> {
-    path: Vec<String>,
-    out: Vec<(String, AnyTensor<B>)>,
-}
-
-impl<B: Backend> ModuleVisitor<B> for Collect<B> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_owned());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.out
-            .push((join(&self.path), AnyTensor::new(param.val())));
-    }
-    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
-        self.out
-            .push((join(&self.path), AnyTensor::new(param.val())));
-    }
-    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<B, D, Bool>>) {
-        self.out
-            .push((join(&self.path), AnyTensor::new(param.val())));
-    }
-}
-
-struct Load<'a, B: Backend> {
-    path: Vec<String>,
-    tensors: &'a mut BTreeMap<String, AnyTensor<B>>,
-    require_grad: bool,
-    problems: Vec<String>,
-}
-
-impl<B: Backend> Load<'_, B> {
-    /// The tensor for the current path, if it fits `shape` and kind `K`.
-    fn take<const D: usize, K: crate::nest::NestTensorKind<B>>(
-        &mut self,
-        shape: &[usize],
-    ) -> Option<Tensor<B, D, K>> {
-        let name = join(&self.path);
-        let Some(tensor) = self.tensors.remove(&name) else {
-            self.problems
-                .push(format!("no weights for parameter `{name}`"));
-            return None;
-        };
-        let found = tensor.shape().to_vec();
-        if found != shape {
-            self.problems.push(format!(
-                "parameter `{name}` has shape {shape:?}, the weights given have {found:?}"
-            ));
-            return None;
-        }
-        match tensor.into_tensor::<D, K>() {
-            Ok(t) => Some(t),
-            Err(other) => {
-                self.problems.push(format!(
-                    "parameter `{name}` holds {} values, the weights given are {}",
-                    K::DTYPE,
-                    other.kind()
-                ));
-                None
-            }
-        }
-    }
-}
-
-impl<B: Backend> ModuleMapper<B> for Load<'_, B> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_owned());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let shape = param.shape().to_vec();
-        match self.take::<D, burn::tensor::Float>(&shape) {
-            Some(t) => {
-                let t = if self.require_grad {
-                    t.require_grad()
-                } else {
-                    t
-                };
-                Param::initialized(param.id, t)
-            }
-            None => param,
-        }
-    }
-    fn map_int<const D: usize>(
-        &mut self,
-        param: Param<Tensor<B, D, Int>>,
-    ) -> Param<Tensor<B, D, Int>> {
-        let shape = param.shape().to_vec();
-        match self.take::<D, Int>(&shape) {
-            Some(t) => Param::initialized(param.id, t),
-            None => param,
-        }
-    }
-    fn map_bool<const D: usize>(
-        &mut self,
-        param: Param<Tensor<B, D, Bool>>,
-    ) -> Param<Tensor<B, D, Bool>> {
-        let shape = param.shape().to_vec();
-        match self.take::<D, Bool>(&shape) {
-            Some(t) => Param::initialized(param.id, t),
-            None => param,
-        }
-    }
-}
-
-struct SquareSum<'a, B: AutodiffBackend> {
-    grads: &'a B::Gradients,
-    sum: Option<Tensor<B::InnerBackend, 1>>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for SquareSum<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(grad) = param.val().grad(self.grads) {
-            let s = square_sum(&grad);
-            self.sum = Some(match self.sum.take() {
-                Some(total) => total + s,
-                None => s,
-            });
-        }
-    }
-}
-
-struct Step<'a, B: AutodiffBackend> {
-    optimizer: &'a mut PluginOptimizer<B>,
-    lr: f64,
-    grads: &'a mut B::Gradients,
-    scale: f64,
-}
-
-impl<B: AutodiffBackend> ModuleMapper<B> for Step<'_, B> {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, tensor, mapper) = param.consume();
-        let Some(grad) = tensor.grad_remove(self.grads) else {
-            return Param::from_mapped_value(id, tensor, mapper);
-        };
-        let grad = if self.scale == 1.0 {
-            grad
-        } else {
-            grad.mul_scalar(self.scale)
-        };
-        let require_grad = tensor.is_require_grad();
-        let stepped = self.optimizer.step(id, self.lr, tensor.inner(), grad);
-        let mut tensor = Tensor::from_inner(stepped);
-        if require_grad {
-            tensor = tensor.require_grad();
-        }
-        Param::from_mapped_value(id, tensor, mapper)
     }
 }

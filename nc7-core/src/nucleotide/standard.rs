@@ -12,6 +12,13 @@ use burn::tensor::{Int, Tensor};
 use crate::nucleotide::{ModelLoss, ModelMetric, ModelPostProcessor, NoConfig};
 use crate::{BoxError, Build, Generated, Incoming, Mode, nucleotide};
 
+/// Whether a registered type's full path is one of these standard nucleotides, which a
+/// project's own types of the same name shadow.
+pub(crate) fn is_standard(path: &str) -> bool {
+    path.strip_prefix(module_path!())
+        .is_some_and(|rest| rest.starts_with("::"))
+}
+
 /// Class scores of images and their true classes.
 #[derive(Incoming)]
 pub struct ScoredImages<B: Backend> {

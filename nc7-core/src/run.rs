@@ -1,0 +1,12 @@
+//! Runs: typed run plans, the coordinators that run them (trainer, inferer), the model and
+//! its optimization at run time, saved models, backends, project folders and the command line.
+
+pub mod backend;
+pub mod cli;
+pub mod coordinator;
+pub mod export;
+pub mod memory;
+pub mod model;
+pub mod optim;
+pub mod plan;
+pub mod project;

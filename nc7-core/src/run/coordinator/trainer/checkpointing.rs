@@ -1,0 +1,84 @@
+//! The trainer's checkpoints: written after each epoch (and on a stop), read back to continue
+//! a run exactly, and the best one kept.
+
+use super::*;
+
+impl<B: AutodiffBackend> Trainer<'_, B> {
+    /// Loads the newest checkpoint into the model and the run state; whether there was one.
+    pub(super) fn resume(&mut self) -> Result<bool, TrainError> {
+        let Some(cp) = self.checkpoints.newest()? else {
+            return Ok(false);
+        };
+        let weights = std::fs::read(cp.file(WEIGHTS))
+            .map_err(failed(&format!("reading {}", cp.file(WEIGHTS).display())))?;
+        let mut tensors = from_safetensors::<B>(&weights, &self.device)
+            .map_err(failed("reading the checkpoint's weights"))?;
+        self.model
+            .load_tensors(&mut tensors, &[])
+            .map_err(failed("loading the checkpoint's weights"))?;
+        let plugins: Vec<String> = self
+            .model
+            .parts()
+            .iter()
+            .filter(|p| p.kind == Kind::ModelPlugin)
+            .map(|p| p.name.clone())
+            .collect();
+        for p in plugins {
+            let path = cp.file(&optimizer_file(&p));
+            let bytes =
+                std::fs::read(&path).map_err(failed(&format!("reading {}", path.display())))?;
+            self.model
+                .load_optimizer_state(&p, bytes, &self.device)
+                .map_err(failed("loading the checkpoint's optimizer state"))?;
+        }
+        self.state = serde_json::from_value(cp.state.clone())
+            .map_err(failed("reading the checkpoint's state"))?;
+        log::info!(
+            "continuing from {} (step {})",
+            cp.dir.display(),
+            self.state.global_step
+        );
+        Ok(true)
+    }
+
+    /// Protects the best evaluation's checkpoint and names it in `checkpoints/best.json`.
+    pub(super) fn keep_best(&mut self, keep: &KeepBest) -> Result<(), TrainError> {
+        let Some((step, value)) = self.history.best(keep)? else {
+            return Ok(());
+        };
+        self.checkpoints.protect(Some(step));
+        let best = BestCheckpoint {
+            checkpoint: Checkpoints::name_of(step),
+            step,
+            monitor: keep.monitor.clone(),
+            value,
+        };
+        let file = best_file(&self.dirs.checkpoints);
+        let text = serde_json::to_vec_pretty(&best).expect("best checkpoints serialize");
+        crate::project::replace_file(&file, &text)
+            .map_err(failed(&format!("writing {}", file.display())))
+    }
+
+    /// Writes the checkpoint of the current step: weights, each plugin's optimizer state and
+    /// the run state.
+    pub(super) fn checkpoint(&self) -> Result<(), TrainError> {
+        let weights =
+            to_safetensors(self.model.tensors(), None).map_err(failed("saving weights"))?;
+        let optimizers = self
+            .model
+            .optimizer_states()
+            .map_err(failed("saving optimizer state"))?;
+        let names: Vec<String> = optimizers.iter().map(|(p, _)| optimizer_file(p)).collect();
+        let mut files: Vec<(&str, &[u8])> = vec![(WEIGHTS, &weights)];
+        for (name, (_, bytes)) in names.iter().zip(&optimizers) {
+            files.push((name, bytes));
+        }
+        self.checkpoints.save(
+            self.state.global_step,
+            self.state.epoch,
+            &files,
+            &serde_json::to_value(self.state).expect("run states serialize"),
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! Why training failed: typed, with the source of each failure kept.
+
+use super::*;
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The project's configs have problems: every one, with its file and the fix.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The project's folders cannot be used as asked.
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    /// A checkpoint cannot be written or used.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A dataset has no samples.
+    #[error("the {slot} dataset `{name}` has no samples; give it data, or check its file list")]
+    EmptyDataset {
+        /// `train` or `eval`.
+        slot: &'static str,
+        /// The dataset's name.
+        name: String,
+    },
+    /// The loss is not finite.
+    #[error(
+        "the loss is not finite at step {step} (epoch {epoch}, iteration {iteration}): {what} is {loss}; training stopped, the last good checkpoint is kept in {}",
+        checkpoints.display()
+    )]
+    NonFinite {
+        /// The step (from 1).
+        step: u64,
+        /// Its epoch.
+        epoch: u64,
+        /// Its iteration in the epoch.
+        iteration: u64,
+        /// The loss keys at fault, or the total loss.
+        what: String,
+        /// The total loss.
+        loss: f64,
+        /// The checkpoints folder.
+        checkpoints: PathBuf,
+    },
+    /// Something failed while doing `what`.
+    #[error("{what}: {source}")]
+    Failed {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: BoxError,
+    },
+    /// A nucleotide, a callback or the data failed; the message names it.
+    #[error(transparent)]
+    Step(BoxError),
+}
+
+impl From<BoxError> for TrainError {
+    fn from(e: BoxError) -> Self {
+        TrainError::Step(e)
+    }
+}
+
+impl From<String> for TrainError {
+    fn from(e: String) -> Self {
+        TrainError::Step(e.into())
+    }
+}
+
+/// A `map_err` that says what was being done.
+pub(super) fn failed<E: Into<BoxError>>(what: &str) -> impl FnOnce(E) -> TrainError + '_ {
+    move |e| TrainError::Failed {
+        what: what.to_owned(),
+        source: e.into(),
+    }
+}
+
+/// The error of a non-finite loss: the step, where it is in the run, the loss keys at fault.
+pub(super) fn non_finite(
+    losses: &BTreeMap<String, f64>,
+    loss: f64,
+    step: u64,
+    pos: Position,
+    dirs: &TrainingDirs,
+) -> TrainError {
+    let bad: Vec<String> = losses
+        .iter()
+        .filter(|(_, v)| !v.is_finite())
+        .map(|(k, _)| format!("`{k}`"))
+        .collect();
+    TrainError::NonFinite {
+        step: step + 1,
+        epoch: pos.epoch,
+        iteration: pos.iteration,
+        what: if bad.is_empty() {
+            "the total loss".to_owned()
+        } else {
+            bad.join(", ")
+        },
+        loss,
+        checkpoints: dirs.checkpoints.clone(),
+    }
+}

@@ -1,0 +1,101 @@
+//! The trainer's evaluations: every evaluation batch through the evaluation model, its values
+//! weighted by the batch's samples, so the result is the data set's whatever the batch size.
+
+use super::*;
+
+impl<B: AutodiffBackend> Trainer<'_, B> {
+    /// One evaluation over the evaluation data: each value weighted by the samples of its
+    /// batch, so the result is the data set's, whatever the batch size.
+    pub(super) fn evaluate(&mut self) -> Result<BTreeMap<String, f64>, TrainError> {
+        let global_step = self.state.global_step;
+        let mut valid = self
+            .model
+            .valid(&self.inner)
+            .map_err(failed("building the model to evaluate"))?;
+        let parts = self.model.parts().to_vec();
+        let eval = &mut self.eval;
+        let iterations = eval.iterations;
+        let mut steps = EvalSteps::new(iterations, self.train.iterations);
+        let batches: Vec<Vec<usize>> = eval
+            .order
+            .batches_from(DataPosition { epoch: 1, batch: 0 })
+            .take(iterations as usize)
+            .collect();
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let mut sums = WeightedMeans::default();
+        let started = Instant::now();
+        let mut index = 0;
+        for_each_batch::<B::InnerBackend, TrainError>(
+            eval.data.as_ref(),
+            batches,
+            self.plan.trainer.prefetch,
+            &self.inner,
+            |batch| {
+                let pos = steps.next(global_step);
+                let outputs = valid
+                    .run(batch.clone(), Mode::Eval)
+                    .map_err(|e| TrainError::Step(e.to_string().into()))?
+                    .into_map();
+                let mut values = BTreeMap::new();
+                if let Ok((total, losses)) = valid.losses(&outputs) {
+                    values.insert("loss".to_owned(), total.into_scalar().elem::<f64>());
+                    values.extend(losses);
+                }
+                values.extend(scalars_of(
+                    &parts,
+                    &[Kind::ModelMetric, Kind::ModelSummary],
+                    &outputs,
+                ));
+                if pos.iteration == 1 {
+                    // Images and histograms of the first batch.
+                    write_images_and_histograms(&eval.writer, &parts, &outputs, global_step)?;
+                }
+                sums.add(values, sizes[index]);
+                index += 1;
+                eval.ctx.summary_step = pos.summary_step;
+                eval.ctx.iteration = IterationInfo {
+                    epoch: pos.epoch as usize,
+                    iteration: pos.iteration as usize,
+                    execution_time: started.elapsed().as_secs_f64(),
+                    is_last: pos.iteration == iterations,
+                };
+                eval.callbacks.iteration(batch, outputs, &eval.ctx)?;
+                Ok(true)
+            },
+        )?;
+        let means = sums.means();
+        for (k, v) in &means {
+            eval.writer.scalar(k, *v, global_step);
+        }
+        log::info!(
+            "evaluation after step {global_step}: {}",
+            means
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.6}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(means)
+    }
+}
+
+/// Means of values over batches, each batch weighted by its samples.
+#[derive(Debug, Default)]
+struct WeightedMeans(BTreeMap<String, (f64, usize)>);
+
+impl WeightedMeans {
+    fn add(&mut self, values: BTreeMap<String, f64>, samples: usize) {
+        for (k, v) in values {
+            let e = self.0.entry(k).or_insert((0.0, 0));
+            e.0 += v * samples as f64;
+            e.1 += samples;
+        }
+    }
+
+    fn means(self) -> BTreeMap<String, f64> {
+        self.0
+            .into_iter()
+            .map(|(k, (s, n))| (k, s / n.max(1) as f64))
+            .collect()
+    }
+}

@@ -1,0 +1,143 @@
+//! Checks of what the trainer watches and weights: monitors name evaluation values, loss weights name losses.
+
+use super::*;
+
+/// The evaluation values a model reports, as monitors name them: `loss`, each loss's
+/// `<loss>/<key>` for its generated keys named `loss…`, and `<metric or summary>/<key>` for
+/// each scalar key (`scalar_` dropped). `None` for a nucleotide whose keys are dynamic.
+pub(super) fn evaluation_values(parts: &[Part]) -> (Vec<String>, Vec<String>) {
+    let mut values = vec!["loss".to_owned()];
+    let mut dynamic = Vec::new();
+    for p in parts {
+        let signature = (p.registration.signature)();
+        let scalar = |k: &KeySpec| {
+            matches!(
+                k.kind,
+                ValueKind::Float
+                    | ValueKind::Int
+                    | ValueKind::Any
+                    | ValueKind::Tensor {
+                        dtype: TensorDtype::Float | TensorDtype::Int,
+                        ..
+                    }
+            )
+        };
+        let keys: Vec<String> = match p.kind {
+            Kind::ModelLoss => leaf_keys(&signature.generated)
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("loss"))
+                .map(|(k, _)| k)
+                .collect(),
+            Kind::ModelMetric | Kind::ModelSummary => leaf_keys(&signature.generated)
+                .into_iter()
+                .filter(|(_, spec)| scalar(spec))
+                .map(|(k, _)| k.strip_prefix("scalar_").unwrap_or(&k).to_owned())
+                .collect(),
+            _ => continue,
+        };
+        if signature.dynamic_generated {
+            dynamic.push(format!("{}/", p.name));
+        }
+        values.extend(keys.into_iter().map(|k| format!("{}/{k}", p.name)));
+    }
+    (values, dynamic)
+}
+
+/// Every leaf key of a signature's keys, nested keys joined with `:`.
+pub(super) fn leaf_keys(keys: &[KeySpec]) -> Vec<(String, KeySpec)> {
+    let mut out = Vec::new();
+    for k in keys {
+        if k.children.is_empty() {
+            out.push((k.name.to_string(), k.clone()));
+        } else {
+            for (child, spec) in leaf_keys(k.children) {
+                out.push((format!("{}:{child}", k.name), spec));
+            }
+        }
+    }
+    out
+}
+
+/// `keep_best` and `early_stopping` watch a value some evaluation output produces.
+pub(super) fn check_monitors(
+    check: &ProjectCheck,
+    trainer: &TrainerConfig,
+    diags: &mut Diagnostics,
+) {
+    let monitors = [
+        trainer
+            .keep_best
+            .as_ref()
+            .map(|k| ("keep_best", k.monitor.as_str())),
+        trainer
+            .early_stopping
+            .as_ref()
+            .map(|e| ("early_stopping", e.monitor.as_str())),
+    ];
+    if monitors.iter().all(Option::is_none) {
+        return;
+    }
+    let model: Vec<&NucleotideEntry> = check
+        .nucleotides
+        .iter()
+        .filter(|e| MODEL_SECTIONS.iter().any(|s| s.key == e.section))
+        .collect();
+    if model.iter().any(|e| e.registration.is_none()) {
+        return; // An unknown class name is reported already; its keys are not known.
+    }
+    let parts: Vec<Part> = model
+        .iter()
+        .filter_map(|e| Part::from_entry(e).ok())
+        .collect();
+    let (values, dynamic) = evaluation_values(&parts);
+    for (field, monitor) in monitors.into_iter().flatten() {
+        if values.iter().any(|v| v == monitor) || dynamic.iter().any(|d| monitor.starts_with(d)) {
+            continue;
+        }
+        diags.push(
+            Diagnostic::error(
+                Code::UNKNOWN_FIELD,
+                "",
+                format!(
+                    "trainer_config.{field}.monitor `{monitor}` is no evaluation value{}",
+                    suggest::hint(monitor, values.iter().map(String::as_str))
+                ),
+                format!("evaluations give {}", suggest::list(&values)),
+            )
+            .with_key(field)
+            .with_file(section_file(check, "trainer_config")),
+        );
+    }
+}
+
+/// `model_config.loss_weights` names loss nucleotides.
+pub(super) fn check_loss_weights(
+    check: &ProjectCheck,
+    config: &ModelConfig,
+    diags: &mut Diagnostics,
+) {
+    let losses: Vec<&str> = check
+        .nucleotides
+        .iter()
+        .filter(|e| e.kind == Kind::ModelLoss)
+        .map(NucleotideEntry::name)
+        .collect();
+    for name in config.loss_weights.keys() {
+        if losses.contains(&name.as_str()) {
+            continue;
+        }
+        diags.push(
+            Diagnostic::error(
+                Code::UNKNOWN_FIELD,
+                "",
+                format!(
+                    "model_config.loss_weights names `{name}`, which is no loss of the model{}",
+                    suggest::hint(name, losses.iter().copied())
+                ),
+                format!("its keys are loss names: {}", suggest::list(&losses)),
+            )
+            .with_key("loss_weights")
+            .with_file(section_file(check, "model_config")),
+        );
+    }
+}

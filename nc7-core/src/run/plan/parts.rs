@@ -1,0 +1,92 @@
+//! Every resolved nucleotide config typed into its part, once.
+
+use super::*;
+
+/// The typed parts of a checked project, by entry.
+pub(super) struct Parts<'c> {
+    pub(super) entries: Vec<(&'c NucleotideEntry, Part)>,
+}
+
+impl<'c> Parts<'c> {
+    /// Types every resolved nucleotide config once; a problem is a diagnostic.
+    pub(super) fn new(check: &'c ProjectCheck, diags: &mut Diagnostics) -> Parts<'c> {
+        let mut entries = Vec::new();
+        for e in &check.nucleotides {
+            if e.common.is_none() || e.registration.is_none() {
+                continue; // Reported by the check.
+            }
+            match Part::from_entry(e) {
+                Ok(p) => entries.push((e, p)),
+                Err(message) => diags.push(
+                    Diagnostic::error(
+                        Code::UNKNOWN_FIELD,
+                        e.name(),
+                        message,
+                        "remove the field the message names from this config".into(),
+                    )
+                    .with_file(e.file.as_deref()),
+                ),
+            }
+        }
+        Parts { entries }
+    }
+
+    pub(super) fn of_sections(&self, sections: &[&str]) -> Vec<Part> {
+        self.entries
+            .iter()
+            .filter(|(e, _)| sections.contains(&e.section))
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    /// The model, with its handler `name` and, if built, the evaluation handler `eval`.
+    pub(super) fn model(
+        &self,
+        check: &ProjectCheck,
+        name: &str,
+        eval: Option<&str>,
+        config: ModelConfig,
+    ) -> Option<ModelPlan> {
+        let handler = check.handler(name)?;
+        let eval_handler = eval
+            .and_then(|e| check.handler(e))
+            .unwrap_or_else(|| handler.clone());
+        let sections: Vec<&str> = MODEL_SECTIONS.iter().map(|s| s.key).collect();
+        Some(ModelPlan {
+            handler,
+            eval_handler,
+            parts: self.of_sections(&sections),
+            config,
+        })
+    }
+
+    /// The data nucleotide of `section` (in `slot` for named sections).
+    pub(super) fn data(&self, section: &str, slot: Option<&str>) -> Option<Part> {
+        self.entries
+            .iter()
+            .find(|(e, _)| e.section == section && e.slot.as_deref() == slot)
+            .map(|(_, p)| p.clone())
+    }
+
+    /// The callbacks of the handler `name`.
+    pub(super) fn callbacks(&self, check: &ProjectCheck, name: &str) -> CallbacksPlan {
+        let Some(handler) = check.handler(name) else {
+            return CallbacksPlan::default();
+        };
+        let names: Vec<&str> = handler
+            .helix()
+            .names()
+            .skip(handler.helix().incoming_len())
+            .collect();
+        let parts = self
+            .entries
+            .iter()
+            .filter(|(e, p)| p.kind == Kind::CoordinatorCallback && names.contains(&e.name()))
+            .map(|(_, p)| p.clone())
+            .collect();
+        CallbacksPlan {
+            handler: Some(handler),
+            parts,
+        }
+    }
+}

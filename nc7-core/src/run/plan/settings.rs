@@ -1,0 +1,115 @@
+//! Settings sections read into their types, and the run's device, with every problem a diagnostic naming its file.
+
+use super::*;
+
+/// A plan's error list is never empty: a part that could not be planned without any error
+/// having said why (which would be a bug) still gets a line.
+pub(super) fn errors_or_missing(mut diags: Diagnostics) -> Diagnostics {
+    if !diags.has_errors() {
+        diags.push(Diagnostic::error(
+            Code::MISSING_CONFIG,
+            "",
+            "the run could not be planned".into(),
+            "run `check` for the details".into(),
+        ));
+    }
+    diags
+}
+
+/// The file a top-level section came from.
+pub(super) fn section_file<'c>(check: &'c ProjectCheck, key: &str) -> Option<&'c str> {
+    check
+        .config
+        .tree
+        .get(key)
+        .and_then(|t| check.config.sources.file(t.source))
+}
+
+/// Reads a settings section with `read`; a problem is a diagnostic naming the file.
+pub(super) fn settings<T>(
+    check: &ProjectCheck,
+    key: &str,
+    diags: &mut Diagnostics,
+    read: impl FnOnce(&Value) -> Result<T, String>,
+) -> Option<T> {
+    let value = check
+        .config
+        .tree
+        .get(key)
+        .map(|t| t.to_value())
+        .unwrap_or(Value::Null);
+    match read(&value) {
+        Ok(t) => Some(t),
+        Err(message) => {
+            let file = section_file(check, key);
+            // A missing section is reported as a missing config already.
+            if !value.is_null() || key != "trainer_config" {
+                for m in message.split("; ") {
+                    diags.push(
+                        Diagnostic::error(
+                            Code::FIELD_TYPE,
+                            "",
+                            m.to_owned(),
+                            settings_help(key, m),
+                        )
+                        .with_file(file),
+                    );
+                }
+            }
+            None
+        }
+    }
+}
+
+/// The fix for a problem `message` with the settings section `key`.
+pub(super) fn settings_help(key: &str, message: &str) -> String {
+    if message.contains("expected one of") {
+        // serde lists the fields already.
+        return format!("use one of `{key}`'s fields");
+    }
+    if message.contains("must be") {
+        return "give a value in the range the message names".to_owned();
+    }
+    let fields = crate::config::section_fields(key);
+    format!("`{key}` has the fields {}", suggest::list(fields))
+}
+
+/// The device of a run: `--device`, else the run's config (`<section>.device`), else the
+/// project's (`project.toml`), else the CPU; it must be one this build has.
+pub(super) fn resolve_device(
+    check: &ProjectCheck,
+    given: Option<DeviceChoice>,
+    config: Option<&str>,
+    section: &str,
+    diags: &mut Diagnostics,
+) -> Option<DeviceChoice> {
+    let mut refuse = |message: String, file: Option<&str>| {
+        diags.push(
+            Diagnostic::error(
+                Code::FIELD_TYPE,
+                "",
+                message,
+                "choose a device this build has (`cpu`; `cuda` with the `cuda` feature)".into(),
+            )
+            .with_file(file),
+        );
+        None
+    };
+    let settings = match ProjectSettings::load(&check.project) {
+        Ok(s) => s,
+        Err(message) => return refuse(message, Some(SETTINGS_FILE)),
+    };
+    let (named, field, file) = match (config, &settings.device) {
+        (Some(d), _) => (d, format!("{section}.device"), section_file(check, section)),
+        (None, Some(d)) => (
+            d.as_str(),
+            "project.toml: device".to_owned(),
+            Some(SETTINGS_FILE),
+        ),
+        (None, None) => ("cpu", String::new(), None),
+    };
+    match DeviceChoice::resolve(given, named, &field) {
+        Ok(d) => Some(d),
+        Err(message) => refuse(message, file),
+    }
+}
