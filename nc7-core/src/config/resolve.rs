@@ -33,21 +33,31 @@ impl Overrides {
     /// Adds the `NC7_…` variables of this process (read by figment, lower-cased, `__` →
     /// `.`), sorted by name so that the order does not depend on the environment's; `NC7_LOG`
     /// sets the log level and is no config value.
-    pub fn with_process_env(mut self) -> Overrides {
-        let mut vars: Vec<(String, String, String)> = figment::providers::Env::prefixed(ENV_PREFIX)
-            .split("__")
-            .iter()
-            .map(|(key, value)| {
-                let var = format!(
-                    "{ENV_PREFIX}{}",
-                    key.as_str().replace('.', "__").to_uppercase()
-                );
-                (var, key.as_str().to_owned(), value)
+    pub fn with_process_env(self) -> Overrides {
+        self.with_env(std::env::vars())
+    }
+
+    /// Like [`Overrides::with_process_env`], from the variables given instead of this
+    /// process's (a test's own environment, a job's recorded one).
+    pub fn with_env<K, V>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Overrides
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut found: Vec<(String, String, String)> = vars
+            .into_iter()
+            .filter_map(|(var, value)| {
+                let var = var.as_ref();
+                let path = var.strip_prefix(ENV_PREFIX)?;
+                if path.is_empty() || OWN_VARIABLES.contains(&var) {
+                    return None;
+                }
+                let key = path.to_lowercase().replace("__", ".");
+                Some((var.to_owned(), key, value.as_ref().to_owned()))
             })
-            .filter(|(var, _, _)| !OWN_VARIABLES.contains(&var.as_str()))
             .collect();
-        vars.sort();
-        self.env.extend(vars);
+        found.sort();
+        self.env.extend(found);
         self
     }
 }

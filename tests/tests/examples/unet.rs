@@ -1,40 +1,10 @@
-//! The example end to end on shortened schedules: the UNet learns to segment, exports and
-//! segments new shapes; and its encoder starts from a trained classifier's weights.
+//! The UNet example on shortened schedules: it learns to segment, exports and segments new
+//! shapes; and its encoder starts from a trained classifier's weights.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use shapes_unet as _;
-
-/// burn's CPU backend seeds one process-wide generator: commands run one at a time, so each
-/// training is the same as from the command line.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn nc7(args: &[&str]) -> String {
-    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = nc7_core::cli::run(
-        std::iter::once("shapes-unet").chain(args.iter().copied()),
-        Default::default(),
-        &mut out,
-        &mut err,
-    );
-    let text = String::from_utf8_lossy(&out).into_owned();
-    assert_eq!(code, 0, "{text}{}", String::from_utf8_lossy(&err));
-    text
-}
-
-/// A fresh copy of an example's project (configs only) in `dir`.
-fn project(example: &str, dir: &Path) -> PathBuf {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(example)
-        .join("project");
-    let to = dir.join(example);
-    nc7_core::project::copy_configs(&from, &to).unwrap();
-    to
-}
+use crate::{nc7, project};
 
 /// The last evaluation's value of `metric` in a train command's output.
 fn last(text: &str, metric: &str) -> f64 {
@@ -68,8 +38,11 @@ fn learns_to_segment_and_segments_new_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let unet = project("shapes-unet", dir.path());
     let p = unet.to_str().unwrap();
-    nc7(&["check", p]);
-    let text = nc7(&["train", p, "--set", "trainer.num_epochs=2"]);
+    nc7("shapes-unet", &["check", p]);
+    let text = nc7(
+        "shapes-unet",
+        &["train", p, "--set", "trainer.num_epochs=2"],
+    );
     // All background scores 0.2 (its IoU about 0.8, the shape's 0); 0.64 after two epochs.
     let iou = last(&text, "iou/mean_iou");
     assert!(iou > 0.5, "mean IoU after 250 steps: {iou}\n{text}");
@@ -78,7 +51,7 @@ fn learns_to_segment_and_segments_new_shapes() {
         table.starts_with("finished,loss,mean_iou,project,step\n"),
         "{table}"
     );
-    nc7(&["infer", p]);
+    nc7("shapes-unet", &["infer", p]);
     let results = unet.join("inference/last_run/results");
     let masks: Vec<_> = std::fs::read_dir(&results).unwrap().flatten().collect();
     assert_eq!(masks.len(), 100, "one mask per new shape");
@@ -94,20 +67,23 @@ fn the_encoder_starts_from_the_classifiers_weights() {
     let dir = tempfile::tempdir().unwrap();
     let classifier = project("shapes-classifier", dir.path());
     let c = classifier.to_str().unwrap();
-    nc7(&[
-        "train",
-        c,
-        "--set",
-        "trainer.num_epochs=1",
-        "--set",
-        "datasets.train.samples=320",
-    ]);
+    nc7(
+        "shapes-unet",
+        &[
+            "train",
+            c,
+            "--set",
+            "trainer.num_epochs=1",
+            "--set",
+            "datasets.train.samples=320",
+        ],
+    );
     let unet = project("shapes-unet", dir.path());
     // The transfer overlay, as shipped: its path reaches the classifier next to the project.
     let overlay = dir.path().join("transfer");
     std::fs::create_dir_all(&overlay).unwrap();
     let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("transfer/trainer.json"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shapes-unet/transfer/trainer.json"),
     )
     .unwrap();
     assert!(
@@ -120,18 +96,21 @@ fn the_encoder_starts_from_the_classifiers_weights() {
     )
     .unwrap();
     let before = tensors(&saved_weights(&classifier));
-    nc7(&[
-        "train",
-        unet.to_str().unwrap(),
-        "--config-dir",
-        overlay.to_str().unwrap(),
-        "--set",
-        "plugins.encoder.trainable=false",
-        "--set",
-        "trainer.num_epochs=1",
-        "--set",
-        "datasets.train.samples=160",
-    ]);
+    nc7(
+        "shapes-unet",
+        &[
+            "train",
+            unet.to_str().unwrap(),
+            "--config-dir",
+            overlay.to_str().unwrap(),
+            "--set",
+            "plugins.encoder.trainable=false",
+            "--set",
+            "trainer.num_epochs=1",
+            "--set",
+            "datasets.train.samples=160",
+        ],
+    );
     let after = tensors(&saved_weights(&unet));
     for i in 0..3 {
         for p in ["weight", "bias"] {

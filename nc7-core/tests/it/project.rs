@@ -1,8 +1,6 @@
 //! Project configs end to end: layout, layering, global scopes, overrides, every error kind at
 //! once, run folders, snapshots, metadata and the command line (spec §4, §5, §8).
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 
@@ -113,7 +111,7 @@ simple_nucleotide!(Images, Dataset, ImagesConfig, NoKeys, Sample<B>, {
         Err("not read in these tests".into())
     }
 });
-simple_nucleotide!(Feeder, DataFeeder, Empty, NoKeys, Sample<B>, {
+simple_nucleotide!(ImagesFeeder, DataFeeder, Empty, NoKeys, Sample<B>, {
     fn next_sample(&mut self) -> Result<Option<Sample<B>>, BoxError> {
         Ok(None)
     }
@@ -857,7 +855,7 @@ fn inference_checks_the_feeder_callbacks_and_the_model() {
     let mut files = valid_training();
     files.push((
         "inference/configs/datafeeder.json".into(),
-        r#"{"class_name": "Feeder", "name": "feeder"}"#.into(),
+        r#"{"class_name": "ImagesFeeder", "name": "feeder"}"#.into(),
     ));
     files.push((
         "inference/configs/callbacks/printer.json".into(),
@@ -1163,13 +1161,15 @@ fn command_line_subcommands() {
 
 #[test]
 fn environment_variables_become_overrides() {
-    // Only `cli::main` reads the process environment; every other test passes its own.
-    // SAFETY: no other test in this binary reads or writes these variables.
-    unsafe {
-        std::env::set_var("NC7_TRAINER__BATCH_SIZE", "8");
-        std::env::set_var("NC7_PLUGINS__NET__LAYERS", "[1, 2]");
-    }
-    let env = Overrides::default().with_process_env().env;
+    // The test's own environment: `cli::main` reads the process's the same way.
+    let vars = [
+        ("NC7_TRAINER__BATCH_SIZE", "8"),
+        ("NC7_PLUGINS__NET__LAYERS", "[1, 2]"),
+        ("NC7_LOG", "debug"),
+        ("HOME", "/root"),
+    ];
+    let env = Overrides::default().with_env(vars).env;
+    assert_eq!(env.len(), 2, "{env:?}");
     for want in [
         ("NC7_PLUGINS__NET__LAYERS", "plugins.net.layers", "[1, 2]"),
         ("NC7_TRAINER__BATCH_SIZE", "trainer.batch_size", "8"),
@@ -1181,7 +1181,7 @@ fn environment_variables_become_overrides() {
     let c = check(
         dir.path(),
         RunType::Train,
-        Overrides::default().with_process_env(),
+        Overrides::default().with_env(vars),
     );
     assert!(c.is_ok(), "{}", c.diagnostics);
     let v = c.config.to_value();

@@ -2,8 +2,6 @@
 //! summaries TensorBoard reads, checkpoints that refuse corruption, saved models, and stops
 //! with a clear error on a non-finite loss.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
@@ -21,8 +19,7 @@ use nc7_core::{BoxError, Build, Generated, Incoming, Mode, NoKeys, Registry, cli
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-#[path = "support/python.rs"]
-mod python;
+use crate::support::python;
 
 /// One sample: the batch adds the first dimension.
 #[derive(Generated)]
@@ -261,13 +258,7 @@ fn options(resume: bool, max_epochs: Option<u64>) -> TrainOptions {
     }
 }
 
-/// burn's backends seed one process-wide generator, so trainings that run at the same time in
-/// one process draw from each other's stream; the tests train one at a time to stay exact.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::support::serial;
 
 fn run(dir: &Path, resume: bool, max_epochs: Option<u64>) -> Result<TrainReport, TrainError> {
     let _one_at_a_time = serial();

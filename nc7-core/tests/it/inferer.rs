@@ -2,8 +2,6 @@
 //! folder of PNG files with savers, threaded and in one thread, with feed lists, shards and
 //! every bad input the inference issue names.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -344,12 +342,7 @@ fn trained_project() -> tempfile::TempDir {
     dir
 }
 
-/// burn's backends seed one process-wide generator: trainings run one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::support::serial;
 
 fn run(dir: &Path, request: InferRequest) -> Result<InferReport, InferError> {
     run_named(dir, request, None)

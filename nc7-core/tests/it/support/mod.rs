@@ -19,3 +19,13 @@ macro_rules! simple_nucleotide {
         impl<B: ::burn::prelude::Backend> ::nc7_core::nucleotide::$kind<B> for $name { $($body)* }
     };
 }
+
+pub mod python;
+
+/// burn's backends seed one process-wide generator, so trainings that run at the same time in
+/// one process draw from each other's stream: every test that trains or builds a model with
+/// random weights holds this lock, so its results are those of a run alone.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}

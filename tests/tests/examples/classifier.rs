@@ -1,36 +1,19 @@
-//! The example end to end on a shortened schedule: it trains better than chance, exports,
+//! The classifier example on a shortened schedule: it trains better than chance, exports,
 //! keeps an experiment row and classifies new shapes.
 
-use std::path::Path;
-
-use shapes_classifier as _;
-
-fn nc7(args: &[&str]) -> String {
-    let mut out = Vec::new();
-    let mut err = Vec::new();
-    let code = nc7_core::cli::run(
-        std::iter::once("shapes-classifier").chain(args.iter().copied()),
-        Default::default(),
-        &mut out,
-        &mut err,
-    );
-    let text = String::from_utf8_lossy(&out).into_owned();
-    assert_eq!(code, 0, "{text}{}", String::from_utf8_lossy(&err));
-    text
-}
+use crate::{example, nc7};
 
 #[test]
 fn trains_exports_and_classifies() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("project");
-    nc7_core::project::copy_configs(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("project"),
-        &project,
-    )
-    .unwrap();
+    nc7_core::project::copy_configs(&example("shapes-classifier"), &project).unwrap();
     let p = project.to_str().unwrap();
-    nc7(&["check", p]);
-    let text = nc7(&["train", p, "--set", "trainer.num_epochs=1"]);
+    nc7("shapes-classifier", &["check", p]);
+    let text = nc7(
+        "shapes-classifier",
+        &["train", p, "--set", "trainer.num_epochs=1"],
+    );
     let accuracy: f64 = text
         .split("accuracy/accuracy ")
         .nth(1)
@@ -46,7 +29,7 @@ fn trains_exports_and_classifies() {
         table.starts_with("accuracy,finished,loss,project,step\n"),
         "{table}"
     );
-    nc7(&["infer", p]);
+    nc7("shapes-classifier", &["infer", p]);
     let results = project.join("inference/last_run/results");
     let first: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(results.join("shape-3-000000.json")).unwrap(),

@@ -1,7 +1,6 @@
 //! TensorBoard's own reader loads the event files nc7 writes.
 
-#[path = "support/python.rs"]
-mod python;
+use crate::support::python;
 
 use nc7_core::nucleotide::SummaryWriter;
 use nc7_core::tracking::EventWriter;

@@ -1,10 +1,7 @@
 //! Data files against the real tools: records shards read by the safetensors Python package,
 //! `.npy` files written by numpy read by nc7.
 
-mod support;
-
-#[path = "support/python.rs"]
-mod python;
+use crate::support::python;
 
 use burn::tensor::{DType, TensorData};
 use nc7_core::data::RecordsWriter;

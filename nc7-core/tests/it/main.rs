@@ -1,0 +1,15 @@
+//! nc7-core's integration tests, in one binary (one link, one process): values and glue,
+//! nucleotides and the registry, projects and their checks, the trainer, the inferer, data
+//! files, and the formats other tools read. Tests that train hold `support::serial()`.
+
+#[macro_use]
+mod support;
+
+mod data;
+mod derives;
+mod glue;
+mod inferer;
+mod nucleotide;
+mod project;
+mod tensorboard;
+mod trainer;
