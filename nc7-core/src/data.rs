@@ -11,6 +11,7 @@ pub mod pipe;
 pub mod records;
 pub mod records_reader;
 pub mod shapes;
+pub mod tensor_file;
 
 pub use batch::{BatchError, Collator, collate, concat, for_each_batch, stack};
 pub use file_list::{FileList, FileListConfig};

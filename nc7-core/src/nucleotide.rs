@@ -6,6 +6,7 @@ mod kinds;
 
 pub mod common;
 pub mod layers;
+pub mod part;
 pub mod registry;
 pub mod runtime;
 pub mod standard;

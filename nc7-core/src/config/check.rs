@@ -72,18 +72,42 @@ impl ProjectCheck {
         registry: &Registry,
         model: ModelGraph<'_>,
     ) -> ProjectCheck {
+        Self::configs(project, run, overrides, registry).with_model(model, registry)
+    }
+
+    /// The run's own configs, layered and their nucleotides resolved; no handler is built yet
+    /// ([`ProjectCheck::with_model`] builds them). An inference plan reads its settings from
+    /// here before it knows which saved model's graph to add.
+    pub fn configs(
+        project: &Path,
+        run: RunType,
+        overrides: &Overrides,
+        registry: &Registry,
+    ) -> ProjectCheck {
         let mut diags = Diagnostics::default();
         let mut config = layer(project, run, overrides, registry, &mut diags);
         let sections = run.nucleotide_sections();
-        let mut nucleotides = complete_nucleotides(&mut config, &sections, registry, &mut diags);
+        let nucleotides = complete_nucleotides(&mut config, &sections, registry, &mut diags);
         crate::config::check_global(&config, &nucleotides, registry, &mut diags);
         // Without the run's configs directory that one error says it all.
         if run.configs_dir(project).is_dir() {
             missing_sections(&config, run, &mut diags);
         }
-        if run == RunType::Infer {
-            // Inference runs plugins and post-processors: those of a saved model's graph, or
-            // of the project's training configs.
+        ProjectCheck {
+            project: project.to_owned(),
+            run,
+            config,
+            nucleotides,
+            handlers: Vec::new(),
+            diagnostics: diags,
+        }
+    }
+
+    /// Adds an inference run's model (plugins and post-processors of a saved model's graph,
+    /// or of the project's training configs) and builds every handler.
+    pub fn with_model(mut self, model: ModelGraph<'_>, registry: &Registry) -> ProjectCheck {
+        let diags = &mut self.diagnostics;
+        if self.run == RunType::Infer {
             let graph = match model {
                 ModelGraph::Saved { graph, file } => {
                     let mut sources = crate::config::Sources::default();
@@ -94,36 +118,29 @@ impl ProjectCheck {
                         sources,
                     })
                 }
-                ModelGraph::Training if RunType::Train.configs_dir(project).is_dir() => {
+                ModelGraph::Training if RunType::Train.configs_dir(&self.project).is_dir() => {
                     Some(layer(
-                        project,
+                        &self.project,
                         RunType::Train,
                         &Overrides::default(),
                         registry,
-                        &mut diags,
+                        diags,
                     ))
                 }
                 ModelGraph::Training => None,
             };
             if let Some(mut graph) = graph {
-                nucleotides.extend(complete_nucleotides(
+                self.nucleotides.extend(complete_nucleotides(
                     &mut graph,
                     &INFER_MODEL_SECTIONS,
                     registry,
-                    &mut diags,
+                    diags,
                 ));
             }
         }
-        let handlers = build_handlers(run, &nucleotides, &mut diags);
+        self.handlers = build_handlers(self.run, &self.nucleotides, diags);
         diags.sort();
-        ProjectCheck {
-            project: project.to_owned(),
-            run,
-            config,
-            nucleotides,
-            handlers,
-            diagnostics: diags,
-        }
+        self
     }
 
     /// The handler `name` (`model`, `model_eval`, `callbacks_train`, ...), when it was built.

@@ -86,7 +86,7 @@ impl RecordsWriter {
                 .iter()
                 .map(move |(key, data)| (format!("{i:06}/{key}"), data))
         });
-        let bytes = crate::model::encode_safetensors(named, Some(metadata))?;
+        let bytes = crate::data::tensor_file::encode_safetensors(named, Some(metadata))?;
         crate::project::replace_file(&path, &bytes)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         self.written.push(path);
@@ -124,7 +124,7 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, String> {
         )));
     }
     let mut samples: BTreeMap<usize, Record> = BTreeMap::new();
-    for (name, data) in crate::model::decode_safetensors(&bytes).map_err(at)? {
+    for (name, data) in crate::data::tensor_file::decode_safetensors(&bytes).map_err(at)? {
         let (i, key) = name
             .split_once('/')
             .and_then(|(i, k)| Some((i.parse::<usize>().ok()?, k.to_owned())))

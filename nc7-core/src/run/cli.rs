@@ -256,7 +256,7 @@ type Failure = Box<dyn std::error::Error>;
 
 /// Writes the file list of each data nucleotide with a `file_list` field; 1 when one fails.
 fn write_file_lists(
-    parts: &[crate::model::Part],
+    parts: &[crate::nucleotide::part::Part],
     dir: &std::path::Path,
     out: &mut dyn Write,
     err: &mut dyn Write,

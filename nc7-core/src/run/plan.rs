@@ -197,14 +197,14 @@ impl TrainPlan {
                 &mut diags,
             )
         });
-        if let Some(t) = &trainer {
-            check_monitors(&check, t, &mut diags);
-        }
         let model_config = settings(&check, "model_config", &mut diags, ModelConfig::from_value);
         if let Some(m) = &model_config {
             check_loss_weights(&check, m, &mut diags);
         }
         let parts = Parts::new(&check, &mut diags);
+        if let Some(t) = &trainer {
+            check_monitors(&check, &parts, t, &mut diags);
+        }
         let model = model_config.and_then(|m| parts.model(&check, "model", Some("model_eval"), m));
         let train_data = parts.data("datasets_config", Some("train"));
         let eval_data = parts.data("datasets_config", Some("eval"));
@@ -288,41 +288,39 @@ impl InferPlan {
         registry: &Registry,
         for_check: bool,
     ) -> Result<InferPlan, PlanError> {
-        // The inferer config names the saved model, so it is read before the model's graph.
-        let first = ProjectCheck::load(project, RunType::Infer, &request.overrides, registry);
+        // The inferer config names the saved model, so the run's configs are read before the
+        // model's graph is added to them (once each).
+        let first = ProjectCheck::configs(project, RunType::Infer, &request.overrides, registry);
         let mut diags = Diagnostics::default();
         let config = settings(&first, "inferer_config", &mut diags, |v| {
             InfererConfig::from_value(v)
         });
-        let Some(config) = config else {
-            diags.0.extend(first.diagnostics.0);
-            diags.sort();
-            return Err(PlanError(diags));
-        };
-        let source = match model_source(project, request, &config, for_check) {
-            Ok(s) => s,
-            Err(d) => {
-                diags.push(*d);
-                diags.0.extend(first.diagnostics.0);
-                diags.sort();
-                return Err(PlanError(diags));
-            }
-        };
+        let source = config
+            .as_ref()
+            .map(|c| model_source(project, request, c, for_check));
         let check = match &source {
-            ModelSource::Saved(saved) => {
+            Some(Ok(ModelSource::Saved(saved))) => {
                 let file = saved.dir.join(crate::export::GRAPH).display().to_string();
-                ProjectCheck::load_with_model(
-                    project,
-                    RunType::Infer,
-                    &request.overrides,
-                    registry,
+                first.with_model(
                     ModelGraph::Saved {
                         graph: &saved.graph,
                         file: &file,
                     },
+                    registry,
                 )
             }
-            _ => first,
+            _ => first.with_model(ModelGraph::Training, registry),
+        };
+        let (config, source) = match (config, source) {
+            (Some(config), Some(Ok(source))) => (config, source),
+            (_, source) => {
+                if let Some(Err(d)) = source {
+                    diags.push(*d);
+                }
+                diags.0.extend(check.diagnostics.0);
+                diags.sort();
+                return Err(PlanError(diags));
+            }
         };
         diags.0.extend(check.diagnostics.0.iter().cloned());
         let device = resolve_device(

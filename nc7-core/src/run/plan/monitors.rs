@@ -61,6 +61,7 @@ pub(super) fn leaf_keys(keys: &[KeySpec]) -> Vec<(String, KeySpec)> {
 /// `keep_best` and `early_stopping` watch a value some evaluation output produces.
 pub(super) fn check_monitors(
     check: &ProjectCheck,
+    parts: &Parts<'_>,
     trainer: &TrainerConfig,
     diags: &mut Diagnostics,
 ) {
@@ -85,10 +86,8 @@ pub(super) fn check_monitors(
     if model.iter().any(|e| e.registration.is_none()) {
         return; // An unknown class name is reported already; its keys are not known.
     }
-    let parts: Vec<Part> = model
-        .iter()
-        .filter_map(|e| Part::from_entry(e).ok())
-        .collect();
+    let sections: Vec<&str> = MODEL_SECTIONS.iter().map(|s| s.key).collect();
+    let parts = parts.of_sections(&sections);
     let (values, dynamic) = evaluation_values(&parts);
     for (field, monitor) in monitors.into_iter().flatten() {
         if values.iter().any(|v| v == monitor) || dynamic.iter().any(|d| monitor.starts_with(d)) {

@@ -1,0 +1,111 @@
+//! A nucleotide with what it is built from: its name, kind and registration, its own config,
+//! and the common fields that concern training (trainable, its own optimization, how a
+//! loss's keys make the total loss). Run plans type every nucleotide config into one, once.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::config::NucleotideEntry;
+use crate::gene::Kind;
+use crate::optim::PluginOptimization;
+
+/// A nucleotide of the model with what it is built from.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its registration.
+    pub registration: &'static crate::registry::Registration,
+    /// Its own config fields, complete.
+    pub config: Value,
+    /// `trainable` (plugins).
+    pub trainable: bool,
+    /// Its own `optimization_config` (plugins).
+    pub optimization: PluginOptimization,
+    /// How its `loss…` keys make the total loss (losses).
+    pub loss: LossSettings,
+}
+
+/// How a loss nucleotide's keys make the total loss: nucleus7's `loss_weights` and
+/// `exclude_from_total_loss` of a loss.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LossSettings {
+    /// The weight of each `loss…` key in the loss's total (1 when absent).
+    pub weights: BTreeMap<String, f64>,
+    /// The loss is reported but not added to the total loss.
+    pub exclude_from_total: bool,
+}
+
+impl Part {
+    /// The part of one checked nucleotide entry: its common fields split off, its own config
+    /// left. The error says why it cannot be one.
+    pub fn from_entry(e: &NucleotideEntry) -> Result<Part, String> {
+        let (Some(common), Some(registration)) = (&e.common, e.registration) else {
+            return Err(format!(
+                "nucleotide `{}` could not be resolved; run `check` for the details",
+                e.name()
+            ));
+        };
+        let optimization = match &common.optimization {
+            Some(_) if registration.kind != Kind::ModelPlugin => {
+                return Err(format!(
+                    "nucleotide `{}`: only model plugins take an `optimization_config`",
+                    common.name
+                ));
+            }
+            Some(o) => o.clone(),
+            None => PluginOptimization {
+                learning_rate_multiplier: 1.0,
+                optimizer: None,
+            },
+        };
+        if registration.kind != Kind::ModelLoss
+            && (common.loss_weights.is_some() || common.exclude_from_total_loss.is_some())
+        {
+            return Err(format!(
+                "nucleotide `{}`: only model losses take `loss_weights` and `exclude_from_total_loss`",
+                common.name
+            ));
+        }
+        let weights = common.loss_weights.clone().unwrap_or_default();
+        let signature = (registration.signature)();
+        if !signature.dynamic_generated {
+            let keys: Vec<String> = signature
+                .generated
+                .iter()
+                .map(|k| k.name.to_string())
+                .filter(|k| k.starts_with("loss"))
+                .collect();
+            if let Some(bad) = weights.keys().find(|k| !keys.contains(k)) {
+                return Err(format!(
+                    "nucleotide `{}`: `loss_weights` has `{bad}`, which is none of its loss keys ({}){}",
+                    common.name,
+                    crate::suggest::list(&keys),
+                    crate::suggest::hint(bad, keys.iter().map(String::as_str))
+                ));
+            }
+        }
+        Ok(Part {
+            name: common.name.clone(),
+            kind: registration.kind,
+            registration,
+            config: Value::Object(common.rest.clone()),
+            trainable: common.trainable,
+            optimization,
+            loss: LossSettings {
+                weights,
+                exclude_from_total: common.exclude_from_total_loss.unwrap_or(false),
+            },
+        })
+    }
+
+    /// The parts of checked nucleotide entries; the first that cannot be one is the error.
+    pub fn from_entries<'a>(
+        entries: impl IntoIterator<Item = &'a NucleotideEntry>,
+    ) -> Result<Vec<Part>, String> {
+        entries.into_iter().map(Part::from_entry).collect()
+    }
+}
