@@ -17,7 +17,7 @@ pub use layout::{
 };
 pub use nucleotides::{NucleotideEntry, complete_nucleotides};
 pub use resolve::{Layered, Overrides, apply_override, layer, parse_value};
-pub use settings::{SettingsSection, section_fields, serde_fields};
+pub use settings::{SettingsError, SettingsSection, section_fields, serde_fields};
 pub use tree::{BASE_MARKER, Node, SourceId, Tagged, UPDATE_MARKER, strip_markers, update};
 
 use std::fmt;
@@ -87,13 +87,14 @@ impl Sources {
 pub fn read_section<T: serde::de::DeserializeOwned>(
     section: &str,
     value: &serde_json::Value,
-) -> Result<T, String> {
+) -> Result<T, SettingsError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." {
+        let problem = if path == "." {
             format!("{section}: {}", e.into_inner())
         } else {
             format!("{section}.{path}: {}", e.into_inner())
-        }
+        };
+        SettingsError::one(section, problem)
     })
 }

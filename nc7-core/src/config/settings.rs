@@ -5,6 +5,39 @@
 
 use serde::de::{self, DeserializeOwned, Visitor};
 
+/// Why a settings section (`trainer_config`, `project.toml`, ...) cannot be read: every
+/// problem found, each naming its field and what it takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("; "))]
+pub struct SettingsError {
+    /// The section (`trainer_config`) or file (`project.toml`).
+    pub section: String,
+    /// Each problem, as a sentence that starts with the field's path.
+    pub problems: Vec<String>,
+}
+
+impl SettingsError {
+    /// One problem with `section`.
+    pub fn one(section: &str, problem: impl Into<String>) -> SettingsError {
+        SettingsError {
+            section: section.to_owned(),
+            problems: vec![problem.into()],
+        }
+    }
+
+    /// `Ok(value)` when there are no problems.
+    pub fn check<T>(section: &str, value: T, problems: Vec<String>) -> Result<T, SettingsError> {
+        if problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(SettingsError {
+                section: section.to_owned(),
+                problems,
+            })
+        }
+    }
+}
+
 /// A settings section and its fields, registered with `inventory::submit!` by the module that
 /// owns its type.
 pub struct SettingsSection {

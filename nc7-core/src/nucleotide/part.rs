@@ -39,22 +39,53 @@ pub struct LossSettings {
     pub exclude_from_total: bool,
 }
 
+/// Why a nucleotide config cannot be typed into its part.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartError {
+    /// Its common fields or its class name did not resolve (`check` says why).
+    #[error("nucleotide `{name}` could not be resolved; run `check` for the details")]
+    Unresolved {
+        /// The nucleotide.
+        name: String,
+    },
+    /// A common field that only another kind takes.
+    #[error("nucleotide `{name}`: only {kind} take {fields}")]
+    WrongKind {
+        /// The nucleotide.
+        name: String,
+        /// The kinds that take the fields (`model plugins`).
+        kind: &'static str,
+        /// The fields (`` `optimization_config` ``).
+        fields: &'static str,
+    },
+    /// A loss weight for a key the loss does not generate.
+    #[error("nucleotide `{name}`: `loss_weights` has `{key}`, which is none of its loss keys ({}){}", crate::suggest::list(keys), crate::suggest::hint(key, keys.iter().map(String::as_str)))]
+    UnknownLossKey {
+        /// The nucleotide.
+        name: String,
+        /// The key given.
+        key: String,
+        /// Its keys named `loss…`.
+        keys: Vec<String>,
+    },
+}
+
 impl Part {
     /// The part of one checked nucleotide entry: its common fields split off, its own config
     /// left. The error says why it cannot be one.
-    pub fn from_entry(e: &NucleotideEntry) -> Result<Part, String> {
+    pub fn from_entry(e: &NucleotideEntry) -> Result<Part, PartError> {
         let (Some(common), Some(registration)) = (&e.common, e.registration) else {
-            return Err(format!(
-                "nucleotide `{}` could not be resolved; run `check` for the details",
-                e.name()
-            ));
+            return Err(PartError::Unresolved {
+                name: e.name().to_owned(),
+            });
         };
         let optimization = match &common.optimization {
             Some(_) if registration.kind != Kind::ModelPlugin => {
-                return Err(format!(
-                    "nucleotide `{}`: only model plugins take an `optimization_config`",
-                    common.name
-                ));
+                return Err(PartError::WrongKind {
+                    name: common.name.clone(),
+                    kind: "model plugins",
+                    fields: "an `optimization_config`",
+                });
             }
             Some(o) => o.clone(),
             None => PluginOptimization {
@@ -65,10 +96,11 @@ impl Part {
         if registration.kind != Kind::ModelLoss
             && (common.loss_weights.is_some() || common.exclude_from_total_loss.is_some())
         {
-            return Err(format!(
-                "nucleotide `{}`: only model losses take `loss_weights` and `exclude_from_total_loss`",
-                common.name
-            ));
+            return Err(PartError::WrongKind {
+                name: common.name.clone(),
+                kind: "model losses",
+                fields: "`loss_weights` and `exclude_from_total_loss`",
+            });
         }
         let weights = common.loss_weights.clone().unwrap_or_default();
         let signature = (registration.signature)();
@@ -80,12 +112,11 @@ impl Part {
                 .filter(|k| k.starts_with("loss"))
                 .collect();
             if let Some(bad) = weights.keys().find(|k| !keys.contains(k)) {
-                return Err(format!(
-                    "nucleotide `{}`: `loss_weights` has `{bad}`, which is none of its loss keys ({}){}",
-                    common.name,
-                    crate::suggest::list(&keys),
-                    crate::suggest::hint(bad, keys.iter().map(String::as_str))
-                ));
+                return Err(PartError::UnknownLossKey {
+                    name: common.name.clone(),
+                    key: bad.clone(),
+                    keys,
+                });
             }
         }
         Ok(Part {
@@ -105,7 +136,7 @@ impl Part {
     /// The parts of checked nucleotide entries; the first that cannot be one is the error.
     pub fn from_entries<'a>(
         entries: impl IntoIterator<Item = &'a NucleotideEntry>,
-    ) -> Result<Vec<Part>, String> {
+    ) -> Result<Vec<Part>, PartError> {
         entries.into_iter().map(Part::from_entry).collect()
     }
 }

@@ -92,12 +92,15 @@ impl DeviceChoice {
         given: Option<DeviceChoice>,
         config: &str,
         field: &str,
-    ) -> Result<DeviceChoice, String> {
+    ) -> Result<DeviceChoice, DeviceError> {
         let device = match given {
             Some(d) => d,
             None => config
                 .parse()
-                .map_err(|e: BadDevice| format!("{field}: {e}"))?,
+                .map_err(|source: BadDevice| DeviceError::Unknown {
+                    field: field.to_owned(),
+                    source,
+                })?,
         };
         device.available()?;
         Ok(device)
@@ -112,6 +115,27 @@ impl fmt::Display for DeviceChoice {
             DeviceChoice::Cuda(i) => write!(f, "cuda:{i}"),
         }
     }
+}
+
+/// Why a run cannot use the device it names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    /// The config names no device nc7 knows.
+    #[error("{field}: {source}")]
+    Unknown {
+        /// The config field (`trainer_config.device`).
+        field: String,
+        /// The name given.
+        source: BadDevice,
+    },
+    /// The device's backend is not in this build.
+    #[error(
+        "device `{device}` needs a build with CUDA: build with `--features cuda` (`cargo xtask train --device cuda` does)"
+    )]
+    NotBuilt {
+        /// The device.
+        device: DeviceChoice,
+    },
 }
 
 /// A device name that is not `cpu`, `cuda` or `cuda:N`.
@@ -137,13 +161,11 @@ impl FromStr for DeviceChoice {
 
 impl DeviceChoice {
     /// Whether this build can run on the device (CUDA needs the `cuda` feature).
-    pub fn available(self) -> Result<(), String> {
+    pub fn available(self) -> Result<(), DeviceError> {
         match self {
             DeviceChoice::Cpu => Ok(()),
             DeviceChoice::Cuda(_) if cfg!(feature = "cuda") => Ok(()),
-            DeviceChoice::Cuda(_) => Err(format!(
-                "device `{self}` needs a build with CUDA: build with `--features cuda` (`cargo xtask train --device cuda` does)"
-            )),
+            DeviceChoice::Cuda(_) => Err(DeviceError::NotBuilt { device: self }),
         }
     }
 }

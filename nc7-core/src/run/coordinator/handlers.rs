@@ -17,19 +17,50 @@ pub struct Callbacks<B: Backend> {
     callbacks: BTreeMap<String, Box<dyn DynCallback<B>>>,
 }
 
-fn failed(name: &str) -> impl Fn(crate::BoxError) -> String + '_ {
-    move |e| format!("callback `{name}` failed: {e}")
+/// A callback that failed: its name and why.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    /// It could not be built from its config.
+    #[error("{source}")]
+    Build {
+        /// The callback.
+        callback: String,
+        /// Why.
+        source: crate::runtime::BuildError,
+    },
+    /// It failed while running.
+    #[error("callback `{callback}` failed: {source}")]
+    Run {
+        /// The callback.
+        callback: String,
+        /// Why.
+        source: crate::BoxError,
+    },
+    /// The callbacks' inputs could not be routed.
+    #[error("{0}")]
+    Route(crate::handler::RunError),
+}
+
+fn failed(name: &str) -> impl Fn(crate::BoxError) -> CallbackError + '_ {
+    move |source| CallbackError::Run {
+        callback: name.to_owned(),
+        source,
+    }
 }
 
 impl<B: Backend> Callbacks<B> {
     /// Builds the planned callbacks on `device`.
-    pub fn build(plan: &CallbacksPlan, device: &B::Device) -> Result<Self, String> {
+    pub fn build(plan: &CallbacksPlan, device: &B::Device) -> Result<Self, CallbackError> {
         let mut callbacks = BTreeMap::new();
         for p in &plan.parts {
             callbacks.insert(
                 p.name.clone(),
-                runtime::callback::<B>(p.registration, &p.name, &p.config, device)
-                    .map_err(|e| e.to_string())?,
+                runtime::callback::<B>(p.registration, &p.name, &p.config, device).map_err(
+                    |source| CallbackError::Build {
+                        callback: p.name.clone(),
+                        source,
+                    },
+                )?,
             );
         }
         Ok(Callbacks {
@@ -44,7 +75,7 @@ impl<B: Backend> Callbacks<B> {
     }
 
     /// Calls every callback's `begin`, in name order.
-    pub fn begin(&mut self, ctx: &CallbackContext) -> Result<(), String> {
+    pub fn begin(&mut self, ctx: &CallbackContext) -> Result<(), CallbackError> {
         for (name, c) in &mut self.callbacks {
             c.begin(ctx).map_err(failed(name))?;
         }
@@ -53,7 +84,7 @@ impl<B: Backend> Callbacks<B> {
 
     /// Calls every callback's `end`, in name order; all of them, even after one fails (so that
     /// each flushes what it holds), reporting the first failure.
-    pub fn end(&mut self, ctx: &CallbackContext) -> Result<(), String> {
+    pub fn end(&mut self, ctx: &CallbackContext) -> Result<(), CallbackError> {
         let mut first = None;
         for (name, c) in &mut self.callbacks {
             if let Err(e) = c.end(ctx).map_err(failed(name)) {
@@ -69,7 +100,7 @@ impl<B: Backend> Callbacks<B> {
         data: Nest<B>,
         mut outputs: BTreeMap<String, Option<Nest<B>>>,
         ctx: &CallbackContext,
-    ) -> Result<(), String> {
+    ) -> Result<(), CallbackError> {
         let Some(handler) = &self.handler else {
             return Ok(());
         };
@@ -101,7 +132,7 @@ impl<B: Backend> Callbacks<B> {
                 crate::handler::RunError::Nucleotide { nucleotide, source } => {
                     failed(&nucleotide)(source)
                 }
-                other => other.to_string(),
+                other => CallbackError::Route(other),
             })?;
         Ok(())
     }

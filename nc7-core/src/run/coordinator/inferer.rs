@@ -84,6 +84,9 @@ pub enum InferError {
         /// The saved models folder.
         dir: PathBuf,
     },
+    /// A callback could not be built, or failed at its start or end.
+    #[error(transparent)]
+    Callback(#[from] super::handlers::CallbackError),
     /// The model, the data or a callback failed while running; the message names it.
     #[error("{0}")]
     Run(String),
@@ -220,7 +223,7 @@ fn run_on<B: Backend>(inference: &Inference<'_>, device: &B::Device) -> Result<C
         model_dir,
         busy: 0.0,
     };
-    let mut callbacks = Callbacks::<B>::build(&plan.callbacks, device).map_err(InferError::Run)?;
+    let mut callbacks = Callbacks::<B>::build(&plan.callbacks, device)?;
     let writer: Arc<EventWriter> = Arc::new(
         EventWriter::create(&run.dir.join("summaries"))
             .map_err(|e| InferError::Run(e.to_string()))?,
@@ -234,7 +237,7 @@ fn run_on<B: Backend>(inference: &Inference<'_>, device: &B::Device) -> Result<C
         iterations_per_epoch: 0,
         control: RunControl::default(),
     };
-    callbacks.begin(&ctx).map_err(InferError::Run)?;
+    callbacks.begin(&ctx)?;
     let started = Instant::now();
     let mut counts = Counts::default();
     let mut call_back = |p: Predicted<B>, ctx: &mut CallbackContext| -> Result<bool, String> {
@@ -248,7 +251,9 @@ fn run_on<B: Backend>(inference: &Inference<'_>, device: &B::Device) -> Result<C
             is_last: p.is_last,
         };
         let clock = Instant::now();
-        callbacks.iteration(p.data, p.outputs, ctx)?;
+        callbacks
+            .iteration(p.data, p.outputs, ctx)
+            .map_err(|e| e.to_string())?;
         counts.stage_seconds[2] += clock.elapsed().as_secs_f64();
         Ok(ctx.control.stop_requested().is_none())
     };
@@ -271,7 +276,7 @@ fn run_on<B: Backend>(inference: &Inference<'_>, device: &B::Device) -> Result<C
     let result = stages.result;
     counts.stopped = ctx.control.stop_requested();
     result.map_err(InferError::Run)?;
-    ended.map_err(InferError::Run)?;
+    ended?;
     if let Some(reason) = &counts.stopped {
         log::info!("stopped: {reason}");
     }

@@ -54,13 +54,18 @@ impl Default for InfererConfig {
 
 impl InfererConfig {
     /// Reads `inferer_config` (absent: the defaults); the error names the field.
-    pub fn from_value(value: &serde_json::Value) -> Result<InfererConfig, String> {
+    pub fn from_value(
+        value: &serde_json::Value,
+    ) -> Result<InfererConfig, crate::config::SettingsError> {
         if value.is_null() {
             return Ok(InfererConfig::default());
         }
         let config: InfererConfig = crate::config::read_section("inferer_config", value)?;
         if config.batch_size == Some(0) {
-            return Err("inferer_config.batch_size must be at least 1".into());
+            return Err(crate::config::SettingsError::one(
+                "inferer_config",
+                "inferer_config.batch_size must be at least 1",
+            ));
         }
         Ok(config)
     }
@@ -102,7 +107,7 @@ mod tests {
             (json!({"batch_size": 0}), "batch_size must be at least 1"),
         ];
         for (value, expected) in cases {
-            let e = InfererConfig::from_value(&value).unwrap_err();
+            let e = InfererConfig::from_value(&value).unwrap_err().to_string();
             assert!(e.contains(expected), "{value}: {e}");
         }
     }

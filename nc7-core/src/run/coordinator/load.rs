@@ -25,7 +25,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::checkpoint::Checkpoints;
+use super::checkpoint::{CheckpointError, Checkpoints};
 use crate::gene::Kind;
 use crate::model::{TrainModel, read_safetensors};
 use crate::nest::AnyTensor;
@@ -89,8 +89,82 @@ impl From<PluginPairs> for Value {
     }
 }
 
+/// Why `load_config` cannot find or load weights.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The path does not exist.
+    #[error("`{}` does not exist", path.display())]
+    Missing {
+        /// The path, made absolute under the project.
+        path: PathBuf,
+    },
+    /// The folder holds nothing to load.
+    #[error("`{}` holds no weights: expected a saved model or checkpoint folder, a folder of them, a project folder that has trained, or a .safetensors file", path.display())]
+    NoWeights {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// A checkpoint there does not verify.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// An entry of `load_config` failed; `at` names it (`trainer_config.load_config[0]`).
+    #[error("{at}{}: {source}", source.field())]
+    Entry {
+        /// The entry.
+        at: String,
+        /// What went wrong with it.
+        source: Box<LoadError>,
+    },
+    /// The weights file cannot be read.
+    #[error("{0}")]
+    Read(String),
+    /// `nucleotides` names a plugin this project does not have.
+    #[error("this project has no model plugin `{plugin}`; it has {}", quoted(have.iter().map(String::as_str)))]
+    NoPlugin {
+        /// The plugin named.
+        plugin: String,
+        /// The project's plugins.
+        have: Vec<String>,
+    },
+    /// The source has no weights of the nucleotide named.
+    #[error("{} has no weights of a nucleotide `{from}`; it has {}", file.display(), quoted(have.iter().map(String::as_str)))]
+    NoSource {
+        /// The weights file.
+        file: PathBuf,
+        /// The source's nucleotide named.
+        from: String,
+        /// The source's nucleotides.
+        have: Vec<String>,
+    },
+    /// The weights do not fit the plugin.
+    #[error("cannot load `{from}` of {} into `{plugin}`: {problem}", file.display())]
+    Mismatch {
+        /// The weights file.
+        file: PathBuf,
+        /// The source's nucleotide.
+        from: String,
+        /// This project's plugin.
+        plugin: String,
+        /// Which parameters do not fit.
+        problem: String,
+    },
+}
+
+impl LoadError {
+    /// The field of a `load_config` entry the problem is in (`.path`, `.nucleotides`).
+    fn field(&self) -> &'static str {
+        match self {
+            LoadError::Missing { .. } | LoadError::NoWeights { .. } | LoadError::Checkpoint(_) => {
+                ".path"
+            }
+            LoadError::NoPlugin { .. } | LoadError::NoSource { .. } => ".nucleotides",
+            _ => "",
+        }
+    }
+}
+
 /// The weights file `path` (relative to `project`) stands for.
-pub fn weights_file(project: &Path, path: &Path) -> Result<PathBuf, String> {
+pub fn weights_file(project: &Path, path: &Path) -> Result<PathBuf, LoadError> {
     let p = if path.is_absolute() {
         path.to_owned()
     } else {
@@ -100,26 +174,23 @@ pub fn weights_file(project: &Path, path: &Path) -> Result<PathBuf, String> {
         return Ok(p);
     }
     if !p.is_dir() {
-        return Err(format!("`{}` does not exist", p.display()));
+        return Err(LoadError::Missing { path: p });
     }
     let weights = p.join("model.safetensors");
     if weights.is_file() {
         if p.join("manifest.json").is_file() {
             // A checkpoint: verified before use.
-            let cp = Checkpoints::new(p.parent().unwrap_or(&p), usize::MAX)
-                .load(&p)
-                .map_err(|e| e.to_string())?;
+            let cp = Checkpoints::new(p.parent().unwrap_or(&p), usize::MAX).load(&p)?;
             return Ok(cp.file("model.safetensors"));
         }
         return Ok(weights);
     }
-    let newest = |dir: &Path| -> Result<Option<PathBuf>, String> {
+    let newest = |dir: &Path| -> Result<Option<PathBuf>, LoadError> {
         if let Some((_, saved)) = crate::export::list(dir).pop() {
             return Ok(Some(saved.join("model.safetensors")));
         }
         Ok(Checkpoints::new(dir, usize::MAX)
-            .newest()
-            .map_err(|e| e.to_string())?
+            .newest()?
             .map(|cp| cp.file("model.safetensors")))
     };
     if let Some(f) = newest(&p)? {
@@ -130,10 +201,7 @@ pub fn weights_file(project: &Path, path: &Path) -> Result<PathBuf, String> {
             return Ok(f);
         }
     }
-    Err(format!(
-        "`{}` holds no weights: expected a saved model or checkpoint folder, a folder of them, a project folder that has trained, or a .safetensors file",
-        p.display()
-    ))
+    Err(LoadError::NoWeights { path: p })
 }
 
 /// Loads every `configs` entry into `model`'s plugins; what was loaded, for the log.
@@ -142,12 +210,15 @@ pub fn load_weights<B: AutodiffBackend>(
     project: &Path,
     configs: &[LoadConfig],
     device: &B::Device,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, LoadError> {
     let mut done = Vec::new();
     for (i, config) in configs.iter().enumerate() {
-        let at = format!("trainer_config.load_config[{i}]");
-        let file = weights_file(project, &config.path).map_err(|e| format!("{at}.path: {e}"))?;
-        let source = read_safetensors::<B>(&file, device).map_err(|e| format!("{at}: {e}"))?;
+        let entry = |source: LoadError| LoadError::Entry {
+            at: format!("trainer_config.load_config[{i}]"),
+            source: Box::new(source),
+        };
+        let file = weights_file(project, &config.path).map_err(entry)?;
+        let source = read_safetensors::<B>(&file, device).map_err(|e| entry(LoadError::Read(e)))?;
         for (this, from) in &config.nucleotides.0 {
             let plugins: Vec<&str> = model
                 .parts()
@@ -156,18 +227,18 @@ pub fn load_weights<B: AutodiffBackend>(
                 .map(|p| p.name.as_str())
                 .collect();
             if !plugins.contains(&this.as_str()) {
-                return Err(format!(
-                    "{at}.nucleotides: this project has no model plugin `{this}`; it has {}",
-                    quoted(plugins.iter().copied())
-                ));
+                return Err(entry(LoadError::NoPlugin {
+                    plugin: this.clone(),
+                    have: plugins.iter().map(|p| (*p).to_owned()).collect(),
+                }));
             }
             let tensors = take_plugin(&source, from, &config.rename);
             if tensors.is_empty() {
-                return Err(format!(
-                    "{at}.nucleotides: {} has no weights of a nucleotide `{from}`; it has {}",
-                    file.display(),
-                    quoted(plugin_names(&source).iter().map(String::as_str))
-                ));
+                return Err(entry(LoadError::NoSource {
+                    file: file.clone(),
+                    from: from.clone(),
+                    have: plugin_names(&source),
+                }));
             }
             let n = tensors.len();
             let mut named: BTreeMap<String, AnyTensor<B>> = tensors
@@ -176,11 +247,13 @@ pub fn load_weights<B: AutodiffBackend>(
                 .collect();
             model
                 .load_tensors(&mut named, std::slice::from_ref(this))
-                .map_err(|e| {
-                    format!(
-                        "{at}: cannot load `{from}` of {} into `{this}`: {e}",
-                        file.display()
-                    )
+                .map_err(|problem| {
+                    entry(LoadError::Mismatch {
+                        file: file.clone(),
+                        from: from.clone(),
+                        plugin: this.clone(),
+                        problem,
+                    })
                 })?;
             let unused: Vec<String> = named
                 .keys()
@@ -287,9 +360,11 @@ mod tests {
     fn weights_files_are_found() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let e = weights_file(root, Path::new("nowhere")).unwrap_err();
+        let e = weights_file(root, Path::new("nowhere"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not exist"), "{e}");
-        let e = weights_file(root, Path::new(".")).unwrap_err();
+        let e = weights_file(root, Path::new(".")).unwrap_err().to_string();
         assert!(e.contains("holds no weights"), "{e}");
         let saved = root.join("saved_models");
         for step in [4, 12] {
@@ -323,7 +398,9 @@ mod tests {
             b"changed",
         )
         .unwrap();
-        let e = weights_file(root, Path::new("checkpoints/ckpt-7")).unwrap_err();
+        let e = weights_file(root, Path::new("checkpoints/ckpt-7"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("model.safetensors"), "{e}");
     }
 }

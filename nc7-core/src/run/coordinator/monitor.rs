@@ -73,21 +73,60 @@ pub struct History {
     pub evaluations: Vec<Evaluation>,
 }
 
+/// Why the evaluation history cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    /// `evaluations.json` cannot be read or written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// `read` or `write`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `evaluations.json` is not a list of evaluations.
+    #[error("{} is not a list of evaluations ({source}); remove it to continue without the evaluation history", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON reader said.
+        source: serde_json::Error,
+    },
+    /// An evaluation lacks the monitored value.
+    #[error("trainer_config.{field}.monitor: the evaluation has no value `{monitor}`; it has {}", have.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "))]
+    NoValue {
+        /// `keep_best` or `early_stopping`.
+        field: &'static str,
+        /// The monitor.
+        monitor: String,
+        /// The values the evaluation has.
+        have: Vec<String>,
+    },
+}
+
 impl History {
     /// The history of the run in `training_root`: empty for a fresh run; for a continued one
     /// the evaluations up to `up_to_step` (the checkpoint's step).
-    pub fn open(training_root: &Path, resume: bool, up_to_step: u64) -> Result<History, String> {
+    pub fn open(
+        training_root: &Path,
+        resume: bool,
+        up_to_step: u64,
+    ) -> Result<History, MonitorError> {
         let path = training_root.join("evaluations.json");
         let mut evaluations: Vec<Evaluation> = Vec::new();
         if resume && path.exists() {
-            let text =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            evaluations = serde_json::from_slice(&text).map_err(|e| {
-                format!(
-                    "{} is not a list of evaluations ({e}); remove it to continue without the evaluation history",
-                    path.display()
-                )
+            let text = std::fs::read(&path).map_err(|source| MonitorError::Io {
+                action: "read",
+                path: path.clone(),
+                source,
             })?;
+            evaluations =
+                serde_json::from_slice(&text).map_err(|source| MonitorError::Corrupt {
+                    path: path.clone(),
+                    source,
+                })?;
             evaluations.retain(|e| e.step <= up_to_step);
         }
         Ok(History { path, evaluations })
@@ -99,35 +138,35 @@ impl History {
     }
 
     /// Records an evaluation and writes the file (a temporary file renamed over it).
-    pub fn push(&mut self, evaluation: Evaluation) -> Result<(), String> {
+    pub fn push(&mut self, evaluation: Evaluation) -> Result<(), MonitorError> {
         self.evaluations.retain(|e| e.step != evaluation.step);
         self.evaluations.push(evaluation);
         let text = serde_json::to_vec_pretty(&self.evaluations).expect("evaluations serialize");
-        crate::project::replace_file(&self.path, &text)
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+        crate::project::replace_file(&self.path, &text).map_err(|source| MonitorError::Io {
+            action: "write",
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// The values of `monitor`, oldest first; an error listing the values there are when an
     /// evaluation lacks it.
-    fn series(&self, monitor: &str, what: &str) -> Result<Vec<(u64, f64)>, String> {
+    fn series(&self, monitor: &str, field: &'static str) -> Result<Vec<(u64, f64)>, MonitorError> {
         self.evaluations
             .iter()
             .map(|e| match e.values.get(monitor) {
                 Some(v) => Ok((e.step, *v)),
-                None => Err(format!(
-                    "trainer_config.{what}.monitor: the evaluation has no value `{monitor}`; it has {}",
-                    e.values
-                        .keys()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
+                None => Err(MonitorError::NoValue {
+                    field,
+                    monitor: monitor.to_owned(),
+                    have: e.values.keys().cloned().collect(),
+                }),
             })
             .collect()
     }
 
     /// The step and value of the best evaluation of `keep.monitor` (the earliest of equals).
-    pub fn best(&self, keep: &KeepBest) -> Result<Option<(u64, f64)>, String> {
+    pub fn best(&self, keep: &KeepBest) -> Result<Option<(u64, f64)>, MonitorError> {
         let mut best: Option<(u64, f64)> = None;
         for (step, v) in self.series(&keep.monitor, "keep_best")? {
             if best.is_none_or(|(_, b)| better(keep.mode, v, b, 0.0)) {
@@ -138,7 +177,7 @@ impl History {
     }
 
     /// Why training should stop now, if it should.
-    pub fn should_stop(&self, stop: &EarlyStopping) -> Result<Option<String>, String> {
+    pub fn should_stop(&self, stop: &EarlyStopping) -> Result<Option<String>, MonitorError> {
         let mut best: Option<(u64, f64)> = None;
         let mut waited = 0;
         for (step, v) in self.series(&stop.monitor, "early_stopping")? {
@@ -269,7 +308,8 @@ mod tests {
                 monitor: "acc".into(),
                 mode: MonitorMode::Max,
             })
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("keep_best.monitor") && e.contains("no value `acc`") && e.contains("`loss`"),
             "{e}"
@@ -301,7 +341,7 @@ mod tests {
                 .is_empty()
         );
         std::fs::write(dir.path().join("evaluations.json"), "{").unwrap();
-        let e = History::open(dir.path(), true, 20).unwrap_err();
+        let e = History::open(dir.path(), true, 20).unwrap_err().to_string();
         assert!(e.contains("remove it"), "{e}");
     }
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::load::LoadConfig;
 use super::monitor::{EarlyStopping, KeepBest};
+use crate::config::SettingsError;
 use crate::optim::OptimizationConfig;
 
 /// A value for training and evaluation alike (`32`), or for each (`{"train": 32, "eval": 64}`).
@@ -118,7 +119,7 @@ fn one_usize() -> usize {
 
 impl TrainerConfig {
     /// Reads `trainer_config`; the error names the field and what it takes.
-    pub fn from_value(value: &serde_json::Value) -> Result<TrainerConfig, String> {
+    pub fn from_value(value: &serde_json::Value) -> Result<TrainerConfig, SettingsError> {
         let config: TrainerConfig = crate::config::read_section("trainer_config", value)?;
         let problems: Vec<String> = [
             (config.batch_size.train() == 0 || config.batch_size.eval() == 0)
@@ -154,11 +155,7 @@ impl TrainerConfig {
         if let Err(e) = crate::optim::Schedule::new(&config.optimization_config) {
             problems.push(format!("trainer_config.optimization_config.{e}"));
         }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems.join("; "))
-        }
+        SettingsError::check("trainer_config", config, problems)
     }
 
     /// Training iterations per epoch for a dataset of `len` samples.
@@ -209,26 +206,35 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = TrainerConfig::from_value(&json!({"batch_size": 4, "num_epoch": 3})).unwrap_err();
+        let e = TrainerConfig::from_value(&json!({"batch_size": 4, "num_epoch": 3}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `num_epoch`"), "{e}");
-        let e =
-            TrainerConfig::from_value(&json!({"batch_size": 4, "num_epochs": "x"})).unwrap_err();
+        let e = TrainerConfig::from_value(&json!({"batch_size": 4, "num_epochs": "x"}))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("trainer_config.num_epochs"), "{e}");
-        let e = TrainerConfig::from_value(&json!({"batch_size": 0})).unwrap_err();
+        let e = TrainerConfig::from_value(&json!({"batch_size": 0}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("batch_size must be at least 1"), "{e}");
         for lr in [0.0, -0.1] {
             let e = TrainerConfig::from_value(
                 &json!({"batch_size": 4, "optimization_config": {"learning_rate": lr}}),
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
             assert!(e.contains("learning_rate must be a positive number"), "{e}");
         }
-        let e = TrainerConfig::from_value(&json!({})).unwrap_err();
+        let e = TrainerConfig::from_value(&json!({}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("batch_size"), "{e}");
         let e = TrainerConfig::from_value(
             &json!({"batch_size": 4, "early_stopping": {"monitor": "loss", "patience": 0}}),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("early_stopping.patience must be at least 1"),
             "{e}"
@@ -236,12 +242,14 @@ mod tests {
         let e = TrainerConfig::from_value(
             &json!({"batch_size": 4, "keep_best": {"monitor": "loss", "mode": "lowest"}}),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("trainer_config.keep_best.mode"), "{e}");
         let e = TrainerConfig::from_value(
             &json!({"batch_size": 4, "load_config": [{"path": "x", "nucleotides": 3}]}),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.starts_with("trainer_config.load_config[0].nucleotides")
                 && e.contains("list of plugin names"),

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::SettingsError;
+
 /// `model_config`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,7 +51,7 @@ const NOT_IN_NC7: [(&str, &str); 3] = [
 
 impl ModelConfig {
     /// Reads `model_config` (absent: the defaults); each problem names its field.
-    pub fn from_value(value: &serde_json::Value) -> Result<ModelConfig, String> {
+    pub fn from_value(value: &serde_json::Value) -> Result<ModelConfig, SettingsError> {
         if value.is_null() {
             return Ok(ModelConfig::default());
         }
@@ -60,7 +62,10 @@ impl ModelConfig {
                 .map(|(field, why)| format!("model_config.{field}: {why}"))
                 .collect();
             if !refused.is_empty() {
-                return Err(refused.join("; "));
+                return Err(SettingsError {
+                    section: "model_config".to_owned(),
+                    problems: refused,
+                });
             }
         }
         let config: ModelConfig = crate::config::read_section("model_config", value)?;
@@ -82,11 +87,7 @@ impl ModelConfig {
                 ));
             }
         }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems.join("; "))
-        }
+        SettingsError::check("model_config", config, problems)
     }
 
     /// Whether a weight penalty is added to the loss.
@@ -112,14 +113,21 @@ mod tests {
         .unwrap();
         assert!(c.regularizes());
         assert_eq!(c.loss_weights["ce"], 2.0);
-        let e =
-            ModelConfig::from_value(&json!({"mixed_precision_config": {"use": true}})).unwrap_err();
+        let e = ModelConfig::from_value(&json!({"mixed_precision_config": {"use": true}}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("does not train in mixed precision yet"), "{e}");
-        let e = ModelConfig::from_value(&json!({"load_config": {}})).unwrap_err();
+        let e = ModelConfig::from_value(&json!({"load_config": {}}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("trainer_config.load_config"), "{e}");
-        let e = ModelConfig::from_value(&json!({"regularisation_l2": 0.1})).unwrap_err();
+        let e = ModelConfig::from_value(&json!({"regularisation_l2": 0.1}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `regularisation_l2`"), "{e}");
-        let e = ModelConfig::from_value(&json!({"regularization_l1": -1.0})).unwrap_err();
+        let e = ModelConfig::from_value(&json!({"regularization_l1": -1.0}))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("regularization_l1 must be a number of 0 or more"),
             "{e}"

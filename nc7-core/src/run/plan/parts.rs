@@ -21,7 +21,7 @@ impl<'c> Parts<'c> {
                     Diagnostic::error(
                         Code::UNKNOWN_FIELD,
                         e.name(),
-                        message,
+                        message.to_string(),
                         "remove the field the message names from this config".into(),
                     )
                     .with_file(e.file.as_deref()),

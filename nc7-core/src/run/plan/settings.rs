@@ -1,6 +1,7 @@
 //! Settings sections read into their types, and the run's device, with every problem a diagnostic naming its file.
 
 use super::*;
+use crate::config::SettingsError;
 
 /// A plan's error list is never empty: a part that could not be planned without any error
 /// having said why (which would be a bug) still gets a line.
@@ -30,7 +31,7 @@ pub(super) fn settings<T>(
     check: &ProjectCheck,
     key: &str,
     diags: &mut Diagnostics,
-    read: impl FnOnce(&Value) -> Result<T, String>,
+    read: impl FnOnce(&Value) -> Result<T, SettingsError>,
 ) -> Option<T> {
     let value = check
         .config
@@ -40,19 +41,14 @@ pub(super) fn settings<T>(
         .unwrap_or(Value::Null);
     match read(&value) {
         Ok(t) => Some(t),
-        Err(message) => {
+        Err(e) => {
             let file = section_file(check, key);
             // A missing section is reported as a missing config already.
             if !value.is_null() || key != "trainer_config" {
-                for m in message.split("; ") {
+                for m in &e.problems {
                     diags.push(
-                        Diagnostic::error(
-                            Code::FIELD_TYPE,
-                            "",
-                            m.to_owned(),
-                            settings_help(key, m),
-                        )
-                        .with_file(file),
+                        Diagnostic::error(Code::FIELD_TYPE, "", m.clone(), settings_help(key, m))
+                            .with_file(file),
                     );
                 }
             }
@@ -97,7 +93,7 @@ pub(super) fn resolve_device(
     };
     let settings = match ProjectSettings::load(&check.project) {
         Ok(s) => s,
-        Err(message) => return refuse(message, Some(SETTINGS_FILE)),
+        Err(e) => return refuse(e.to_string(), Some(SETTINGS_FILE)),
     };
     let (named, field, file) = match (config, &settings.device) {
         (Some(d), _) => (d, format!("{section}.device"), section_file(check, section)),
@@ -110,6 +106,6 @@ pub(super) fn resolve_device(
     };
     match DeviceChoice::resolve(given, named, &field) {
         Ok(d) => Some(d),
-        Err(message) => refuse(message, file),
+        Err(e) => refuse(e.to_string(), file),
     }
 }

@@ -14,6 +14,15 @@ pub enum TrainError {
     /// A checkpoint cannot be written or used.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The evaluation history cannot be read, written or used.
+    #[error(transparent)]
+    Monitor(#[from] super::super::monitor::MonitorError),
+    /// `load_config` cannot load its weights.
+    #[error(transparent)]
+    Load(#[from] super::super::load::LoadError),
+    /// A callback failed.
+    #[error(transparent)]
+    Callback(#[from] super::super::handlers::CallbackError),
     /// A dataset has no samples.
     #[error("the {slot} dataset `{name}` has no samples; give it data, or check its file list")]
     EmptyDataset {
