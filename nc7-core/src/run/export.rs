@@ -28,6 +28,36 @@ pub const INFO: &str = "model.info";
 pub const EVAL_RESULT: &str = "eval_result.json";
 const PREFIX: &str = "step-";
 
+/// Why a saved model cannot be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A file or folder operation failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The weights cannot be saved.
+    #[error(transparent)]
+    Weights(#[from] crate::model::WeightsError),
+    /// The signature's batch cannot be read or run.
+    #[error("the signature's batch: {0}")]
+    Signature(String),
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + use<> {
+    let path = path.to_owned();
+    move |source| ExportError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// Writes `model` as the saved model of `global_step` into `saved_models`, then removes the
 /// oldest beyond `keep`. The folder appears complete or not at all.
 #[allow(clippy::too_many_arguments)]
@@ -43,12 +73,7 @@ pub fn export<B: Backend>(
     epoch: u64,
     eval_result: Option<&BTreeMap<String, f64>>,
     keep: usize,
-) -> Result<PathBuf, String> {
-    let io = |what: &str, p: &Path| {
-        let p = p.to_owned();
-        let what = what.to_owned();
-        move |e: std::io::Error| format!("cannot {what} {}: {e}", p.display())
-    };
+) -> Result<PathBuf, ExportError> {
     fs::create_dir_all(saved_models).map_err(io("create", saved_models))?;
     let name = format!("{PREFIX}{global_step}");
     let tmp = saved_models.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -73,7 +98,7 @@ pub fn export<B: Backend>(
     write_json(&tmp.join(GRAPH), &Value::Object(graph))?;
     write_json(
         &tmp.join(SIGNATURE),
-        &signature(model, parts, data, batch_size)?,
+        &signature(model, parts, data, batch_size).map_err(ExportError::Signature)?,
     )?;
     let (commit, dirty) = crate::project::git_state(project);
     write_json(
@@ -188,10 +213,10 @@ pub fn list(saved_models: &Path) -> Vec<(u64, PathBuf)> {
     out
 }
 
-fn write_json(path: &Path, value: &Value) -> Result<(), String> {
+fn write_json(path: &Path, value: &Value) -> Result<(), ExportError> {
     let mut text = serde_json::to_string_pretty(value).expect("JSON values serialize");
     text.push('\n');
-    fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    fs::write(path, text).map_err(io("write", path))
 }
 
 /// Each key of a batch with its kind, and for tensors dtype and shape (the batch dimension

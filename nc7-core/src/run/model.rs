@@ -157,7 +157,7 @@ impl<B: Backend> Model<B> {
         &mut self,
         tensors: &mut BTreeMap<String, AnyTensor<B>>,
         only: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), WeightsError> {
         load_into(
             self.plugins
                 .iter_mut()
@@ -184,7 +184,7 @@ fn load_into<'a, B: Backend>(
     plugins: impl Iterator<Item = (&'a str, &'a mut (dyn DynPlugin<B> + 'static))>,
     tensors: &mut BTreeMap<String, AnyTensor<B>>,
     only: &[String],
-) -> Result<(), String> {
+) -> Result<(), WeightsError> {
     let mut problems = Vec::new();
     for (name, plugin) in plugins {
         if !only.is_empty() && !only.iter().any(|o| o == name) {
@@ -212,7 +212,7 @@ fn load_into<'a, B: Backend>(
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems.join("\n"))
+        Err(WeightsError::Mismatch(problems.join("\n")))
     }
 }
 
@@ -390,7 +390,7 @@ impl<B: AutodiffBackend> TrainModel<B> {
         &mut self,
         tensors: &mut BTreeMap<String, AnyTensor<B>>,
         only: &[String],
-    ) -> Result<(), String> {
+    ) -> Result<(), WeightsError> {
         load_into(
             self.plugins
                 .iter_mut()
@@ -401,11 +401,12 @@ impl<B: AutodiffBackend> TrainModel<B> {
     }
 
     /// Every optimizer's state, by plugin.
-    pub fn optimizer_states(&self) -> Result<Vec<(String, Vec<u8>)>, String> {
-        self.optimizers
+    pub fn optimizer_states(&self) -> Result<Vec<(String, Vec<u8>)>, WeightsError> {
+        Ok(self
+            .optimizers
             .iter()
             .map(|(n, o)| o.save().map(|b| (n.clone(), b)))
-            .collect()
+            .collect::<Result<_, _>>()?)
     }
 
     /// Restores an optimizer's state.
@@ -414,10 +415,10 @@ impl<B: AutodiffBackend> TrainModel<B> {
         plugin: &str,
         bytes: Vec<u8>,
         device: &B::Device,
-    ) -> Result<(), String> {
+    ) -> Result<(), WeightsError> {
         match self.optimizers.get_mut(plugin) {
-            Some(o) => o.load(bytes, device),
-            None => Err(format!("no plugin `{plugin}` in this model")),
+            Some(o) => Ok(o.load(bytes, device)?),
+            None => Err(WeightsError::NoPlugin(plugin.to_owned())),
         }
     }
 

@@ -25,6 +25,7 @@ use burn::optim::{
     Adam, AdamConfig, AdamW, AdamWConfig, RmsProp, RmsPropConfig, Sgd, SgdConfig, SimpleOptimizer,
 };
 use burn::prelude::{Backend, Tensor};
+use burn::record::RecorderError;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -224,22 +225,20 @@ impl<O: SimpleOptimizer<B::InnerBackend>, B: AutodiffBackend> Stateful<O, B> {
         tensor
     }
 
-    fn save(&self) -> Result<Vec<u8>, String> {
+    fn save(&self) -> Result<Vec<u8>, RecorderError> {
         Recorder::<B>::record(
             &BinBytesRecorder::<FullPrecisionSettings>::default(),
             self.states.clone(),
             (),
         )
-        .map_err(|e| e.to_string())
     }
 
-    fn load(&mut self, bytes: Vec<u8>, device: &B::Device) -> Result<(), String> {
+    fn load(&mut self, bytes: Vec<u8>, device: &B::Device) -> Result<(), RecorderError> {
         self.states = Recorder::<B>::load(
             &BinBytesRecorder::<FullPrecisionSettings>::default(),
             bytes,
             device,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         Ok(())
     }
 }
@@ -368,12 +367,12 @@ impl<B: AutodiffBackend> PluginOptimizer<B> {
     }
 
     /// The state of every parameter, as bytes (burn's binary record, full precision).
-    pub fn save(&self) -> Result<Vec<u8>, String> {
+    pub fn save(&self) -> Result<Vec<u8>, RecorderError> {
         each!(&self.inner, s => s.save())
     }
 
     /// Restores the state written by [`PluginOptimizer::save`].
-    pub fn load(&mut self, bytes: Vec<u8>, device: &B::Device) -> Result<(), String> {
+    pub fn load(&mut self, bytes: Vec<u8>, device: &B::Device) -> Result<(), RecorderError> {
         each!(&mut self.inner, s => s.load(bytes, device))
     }
 }
@@ -442,7 +441,8 @@ mod tests {
         let err = Schedule::new(&config(
             serde_json::json!({"name": "exponential", "gamma": 2.0}),
         ))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("exponential"), "{err}");
         let unknown = serde_json::from_value::<OptimizationConfig>(serde_json::json!({
             "learning_rate_schedule": {"name": "cosinus", "steps": 3}

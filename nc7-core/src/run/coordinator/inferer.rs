@@ -84,6 +84,9 @@ pub enum InferError {
         /// The saved models folder.
         dir: PathBuf,
     },
+    /// The weights cannot be read or do not fit the model.
+    #[error(transparent)]
+    Weights(#[from] crate::model::WeightsError),
     /// A callback could not be built, or failed at its start or end.
     #[error(transparent)]
     Callback(#[from] super::handlers::CallbackError),
@@ -200,8 +203,7 @@ fn run_on<B: Backend>(inference: &Inference<'_>, device: &B::Device) -> Result<C
     let parts = &plan.model.parts;
     let mut model = Model::<B>::build(plan.model.handler.clone(), parts, device)
         .map_err(|e| InferError::Run(e.to_string()))?;
-    let mut tensors =
-        crate::model::read_safetensors::<B>(weights, device).map_err(InferError::Run)?;
+    let mut tensors = crate::model::read_safetensors::<B>(weights, device)?;
     model
         .load_tensors(&mut tensors, &[])
         .map_err(|e| InferError::Run(format!("weights {}: {e}", weights.display())))?;

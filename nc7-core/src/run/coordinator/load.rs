@@ -116,8 +116,8 @@ pub enum LoadError {
         source: Box<LoadError>,
     },
     /// The weights file cannot be read.
-    #[error("{0}")]
-    Read(String),
+    #[error(transparent)]
+    Read(crate::model::WeightsError),
     /// `nucleotides` names a plugin this project does not have.
     #[error("this project has no model plugin `{plugin}`; it has {}", quoted(have.iter().map(String::as_str)))]
     NoPlugin {
@@ -252,7 +252,7 @@ pub fn load_weights<B: AutodiffBackend>(
                         file: file.clone(),
                         from: from.clone(),
                         plugin: this.clone(),
-                        problem,
+                        problem: problem.to_string(),
                     })
                 })?;
             let unused: Vec<String> = named

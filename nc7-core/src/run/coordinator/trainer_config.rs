@@ -153,7 +153,7 @@ impl TrainerConfig {
         let mut problems = problems;
         // The schedule is built here once, so that a parameter burn refuses is found by `check`.
         if let Err(e) = crate::optim::Schedule::new(&config.optimization_config) {
-            problems.push(format!("trainer_config.optimization_config.{e}"));
+            problems.extend(e.problems);
         }
         SettingsError::check("trainer_config", config, problems)
     }

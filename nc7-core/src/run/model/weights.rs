@@ -4,25 +4,63 @@
 use super::*;
 pub use crate::data::tensor_file::{decode_safetensors, encode_safetensors};
 
+/// Why weights or optimizer state cannot be written, read or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The bytes are no safetensors file nc7 can read, or a tensor cannot be saved.
+    #[error("{}{problem}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Format {
+        /// The file, when there is one.
+        path: Option<std::path::PathBuf>,
+        /// What does not fit.
+        problem: String,
+    },
+    /// Parameters that have no weights, or weights of another shape or kind; each is named.
+    #[error("{0}")]
+    Mismatch(String),
+    /// An optimizer's state cannot be saved or restored.
+    #[error("optimizer state: {0}")]
+    OptimizerState(#[from] burn::record::RecorderError),
+    /// An optimizer state for a plugin the model does not have.
+    #[error("no plugin `{0}` in this model")]
+    NoPlugin(String),
+}
+
+fn format(problem: String) -> WeightsError {
+    WeightsError::Format {
+        path: None,
+        problem,
+    }
+}
+
 /// Named tensors as a safetensors file's bytes, with `metadata` in its header.
 pub fn to_safetensors<B: Backend>(
     tensors: Vec<(String, AnyTensor<B>)>,
     metadata: Option<std::collections::HashMap<String, String>>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, WeightsError> {
     let mut datas = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let data = t.into_data()?;
+        let data = t.into_data().map_err(format)?;
         datas.push((name, data));
     }
-    encode_safetensors(datas.iter().map(|(n, d)| (n.clone(), d)), metadata)
+    encode_safetensors(datas.iter().map(|(n, d)| (n.clone(), d)), metadata).map_err(format)
 }
 
 /// Reads a safetensors file's tensors onto `device`.
 pub fn from_safetensors<B: Backend>(
     bytes: &[u8],
     device: &B::Device,
-) -> Result<BTreeMap<String, AnyTensor<B>>, String> {
-    Ok(decode_safetensors(bytes)?
+) -> Result<BTreeMap<String, AnyTensor<B>>, WeightsError> {
+    Ok(decode_safetensors(bytes)
+        .map_err(format)?
         .into_iter()
         .map(|(name, data)| (name, AnyTensor::from_data(data, device)))
         .collect())
@@ -32,7 +70,16 @@ pub fn from_safetensors<B: Backend>(
 pub fn read_safetensors<B: Backend>(
     path: &Path,
     device: &B::Device,
-) -> Result<BTreeMap<String, AnyTensor<B>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    from_safetensors(&bytes, device).map_err(|e| format!("{}: {e}", path.display()))
+) -> Result<BTreeMap<String, AnyTensor<B>>, WeightsError> {
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    from_safetensors(&bytes, device).map_err(|e| match e {
+        WeightsError::Format { problem, .. } => WeightsError::Format {
+            path: Some(path.to_owned()),
+            problem,
+        },
+        other => other,
+    })
 }

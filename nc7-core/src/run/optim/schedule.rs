@@ -126,7 +126,16 @@ impl std::fmt::Debug for Schedule {
 
 impl Schedule {
     /// The schedule of `config`; an error says which parameter burn refused.
-    pub fn new(config: &OptimizationConfig) -> Result<Schedule, String> {
+    pub fn new(config: &OptimizationConfig) -> Result<Schedule, crate::config::SettingsError> {
+        Self::build(config).map_err(|e| {
+            crate::config::SettingsError::one(
+                "trainer_config",
+                format!("trainer_config.optimization_config.{e}"),
+            )
+        })
+    }
+
+    fn build(config: &OptimizationConfig) -> Result<Schedule, String> {
         let lr = config.learning_rate;
         let spec = config
             .learning_rate_schedule

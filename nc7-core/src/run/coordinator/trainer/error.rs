@@ -17,6 +17,15 @@ pub enum TrainError {
     /// The evaluation history cannot be read, written or used.
     #[error(transparent)]
     Monitor(#[from] super::super::monitor::MonitorError),
+    /// Weights or optimizer state cannot be saved, read or loaded.
+    #[error(transparent)]
+    Weights(#[from] crate::model::WeightsError),
+    /// A setting turned out wrong when it was used (a plan checks them all first).
+    #[error(transparent)]
+    Settings(#[from] crate::config::SettingsError),
+    /// A saved model cannot be written.
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
     /// `load_config` cannot load its weights.
     #[error(transparent)]
     Load(#[from] super::super::load::LoadError),
