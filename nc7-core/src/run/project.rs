@@ -91,14 +91,15 @@ pub struct ProjectSettings {
 impl ProjectSettings {
     /// Reads `<project>/project.toml`; the defaults when there is none. The error names the
     /// file and the key.
-    pub fn load(project: &Path) -> Result<ProjectSettings, String> {
+    pub fn load(project: &Path) -> Result<ProjectSettings, crate::config::SettingsError> {
         let file = project.join(SETTINGS_FILE);
+        let fail = |problem: String| crate::config::SettingsError::one(SETTINGS_FILE, problem);
         match fs::read_to_string(&file) {
             Ok(text) => {
-                toml::from_str(&text).map_err(|e| format!("{SETTINGS_FILE}: {}", e.message()))
+                toml::from_str(&text).map_err(|e| fail(format!("{SETTINGS_FILE}: {}", e.message())))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ProjectSettings::default()),
-            Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+            Err(e) => Err(fail(format!("cannot read {}: {e}", file.display()))),
         }
     }
 }
