@@ -93,6 +93,7 @@ impl ProjectCheck {
         if run.configs_dir(project).is_dir() {
             missing_sections(&config, run, &mut diags);
         }
+        not_run_yet(&config, run, &mut diags);
         ProjectCheck {
             project: project.to_owned(),
             run,
@@ -217,6 +218,51 @@ impl ProjectCheck {
             .iter()
             .map(|h| (h.name().to_owned(), h.helix().to_dot()))
             .collect()
+    }
+}
+
+/// Sections that the layout reads but no nc7 run runs yet, and why: a config there would be
+/// accepted and ignored, so it is refused until the run that reads it exists.
+const NOT_RUN_YET: [(&str, &str, &str); 3] = [
+    (
+        "kpi_config",
+        "nc7 does not evaluate KPIs during this run yet",
+        "remove the `kpi/` configs of this run; KPI evaluation is its own run type",
+    ),
+    (
+        "kpi_evaluator_config",
+        "nc7 has no KPI evaluation run yet, so `kpi_evaluator.json` would not be read",
+        "remove it until KPI evaluation runs; `check --type kpi` checks the graph meanwhile",
+    ),
+    (
+        "data_extraction_config",
+        "nc7 has no data extraction run yet, so `data_extraction.json` would not be read",
+        "remove it until data extraction runs; `check --type data` checks the graph meanwhile",
+    ),
+];
+
+/// Refuses what no run of this type reads yet (see [`NOT_RUN_YET`]).
+fn not_run_yet(config: &Layered, run: RunType, diags: &mut Diagnostics) {
+    for (key, why, fix) in NOT_RUN_YET {
+        // KPI nucleotides are the KPI run's own graph; they are refused in the other runs.
+        if key == "kpi_config" && run == RunType::Kpi {
+            continue;
+        }
+        let Some(section) = config.tree.get(key) else {
+            continue;
+        };
+        if section.is_empty() {
+            continue;
+        }
+        diags.push(
+            Diagnostic::error(
+                Code::UNKNOWN_FIELD,
+                "",
+                format!("`{key}`: {why}"),
+                fix.into(),
+            )
+            .with_file(config.sources.file(section.source)),
+        );
     }
 }
 
