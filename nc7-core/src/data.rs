@@ -21,3 +21,40 @@ pub use pipe::{CsvReader, DataPipe, DataPipeFeeder, ImageReader, LabelReader, Np
 pub use records::{RecordsWriter, read_records};
 pub use records_reader::{Records, RecordsFeeder};
 pub use shapes::{Shapes, ShapesConfig, ShapesFeeder, write_shapes};
+
+/// A data file or value that cannot be read or written: what went wrong, naming the file and
+/// the fix, and the cause a library reported.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DataError {
+    /// What went wrong.
+    pub message: String,
+    /// The cause, when a library gave one.
+    #[source]
+    pub source: Option<crate::BoxError>,
+}
+
+impl DataError {
+    /// A problem with its cause.
+    pub fn caused(message: impl Into<String>, source: impl Into<crate::BoxError>) -> DataError {
+        DataError {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl From<String> for DataError {
+    fn from(message: String) -> DataError {
+        DataError {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for DataError {
+    fn from(message: &str) -> DataError {
+        DataError::from(message.to_owned())
+    }
+}

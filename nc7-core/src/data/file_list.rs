@@ -54,7 +54,7 @@ pub struct FileList {
 
 impl FileList {
     /// Matches the files of `config`, globs relative to `base`.
-    pub fn build(config: &FileListConfig, base: &Path) -> Result<FileList, String> {
+    pub fn build(config: &FileListConfig, base: &Path) -> Result<FileList, crate::data::DataError> {
         if config.file_names.is_empty() {
             return Err("file_names is empty; give one glob per key".into());
         }
@@ -64,7 +64,8 @@ impl FileList {
                 config.shard_index,
                 config.number_of_shards,
                 config.number_of_shards.saturating_sub(1)
-            ));
+            )
+            .into());
         }
         if config.downsample_factor == 0 {
             return Err("downsample_factor must be at least 1".into());
@@ -84,7 +85,8 @@ impl FileList {
                         .cloned()
                         .collect::<Vec<_>>()
                         .join(", ")
-                ));
+                )
+                .into());
             }
         }
         let mut by_key: BTreeMap<&str, BTreeMap<String, PathBuf>> = BTreeMap::new();
@@ -113,7 +115,8 @@ impl FileList {
                         "file_names.{key}: `{}` and `{}` have the same match name `{name}`",
                         previous.display(),
                         path.display()
-                    ));
+                    )
+                    .into());
                 }
             }
             by_key.insert(key, files);
@@ -155,7 +158,8 @@ impl FileList {
                 "the file list is empty: no sample has a file for every required key ({}); {}",
                 required.join(", "),
                 counts.join(", ")
-            ));
+            )
+            .into());
         }
         Ok(FileList { samples })
     }
@@ -297,7 +301,8 @@ mod tests {
             &config(&[("image", "img/*.png"), ("label", "lbl/*.json")]),
             dir.path(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("the file list is empty") && e.contains("image `img/*.png`: 1 files"),
             "{e}"
@@ -305,19 +310,23 @@ mod tests {
         let mut c = config(&[("image", "img/*.png")]);
         c.number_of_shards = 2;
         c.shard_index = 2;
-        let e = FileList::build(&c, dir.path()).unwrap_err();
+        let e = FileList::build(&c, dir.path()).unwrap_err().to_string();
         assert!(
             e.contains("shard_index 2 is out of range for 2 shards"),
             "{e}"
         );
         let mut c = config(&[("image", "img/*.png")]);
         c.optional_keys.push("label".into());
-        let e = FileList::build(&c, dir.path()).unwrap_err();
+        let e = FileList::build(&c, dir.path()).unwrap_err().to_string();
         assert!(e.contains("`label` is not a key of file_names"), "{e}");
-        let e = FileList::build(&config(&[("image", "img/[.png")]), dir.path()).unwrap_err();
+        let e = FileList::build(&config(&[("image", "img/[.png")]), dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a valid glob"), "{e}");
         let dup = tree(&["a/x.png", "a/x.jpg"]);
-        let e = FileList::build(&config(&[("image", "a/*")]), dup.path()).unwrap_err();
+        let e = FileList::build(&config(&[("image", "a/*")]), dup.path())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("the same match name `x`"), "{e}");
     }
 }

@@ -5,6 +5,7 @@
 //! converted. `.npy` files (format versions 1–3, little-endian or byte-sized dtypes, C order)
 //! keep their dtype and shape.
 
+use super::DataError;
 use std::path::Path;
 
 use burn::tensor::{DType, TensorData};
@@ -31,12 +32,14 @@ pub enum Color {
 }
 
 /// Reads a PNG or JPEG file as `[C, H, W]` floats in `[0, 1]`; the error names the file.
-pub fn read_image(path: &Path, color: Color) -> Result<TensorData, String> {
+pub fn read_image(path: &Path, color: Color) -> Result<TensorData, crate::data::DataError> {
     let img = image::ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
-        .map_err(|e| format!("cannot read image {}: {e}", path.display()))?
+        .map_err(|e| DataError::caused(format!("cannot read image {}: {e}", path.display()), e))?
         .decode()
-        .map_err(|e| format!("cannot decode image {}: {e}", path.display()))?;
+        .map_err(|e| {
+            DataError::caused(format!("cannot decode image {}: {e}", path.display()), e)
+        })?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let (channels, pixels) = match color {
         Color::Grey => (1, img.into_luma8().into_raw()),
@@ -53,7 +56,7 @@ pub fn read_image(path: &Path, color: Color) -> Result<TensorData, String> {
 
 /// Writes `[C, H, W]` (or `[H, W]`) values as a PNG file: floats in `[0, 1]`, integers as
 /// pixel values in `[0, 255]` (values clamped).
-pub fn write_png(path: &Path, data: &TensorData) -> Result<(), String> {
+pub fn write_png(path: &Path, data: &TensorData) -> Result<(), crate::data::DataError> {
     let shape = data.shape.to_vec();
     let (c, h, w) = match shape.as_slice() {
         [h, w] => (1, *h, *w),
@@ -62,7 +65,8 @@ pub fn write_png(path: &Path, data: &TensorData) -> Result<(), String> {
             return Err(format!(
                 "{}: an image is [C, H, W] with 1, 3 or 4 channels or [H, W], not {shape:?}",
                 path.display()
-            ));
+            )
+            .into());
         }
     };
     // Floats are in [0, 1]; integers are pixel values already (class masks, 8-bit images).
@@ -92,7 +96,7 @@ pub fn write_png(path: &Path, data: &TensorData) -> Result<(), String> {
         color,
         image::ImageFormat::Png,
     )
-    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    .map_err(|e| DataError::caused(format!("cannot write {}: {e}", path.display()), e))
 }
 
 /// One image's values as 8-bit pixels, channels interleaved (the layout image encoders take):
@@ -121,9 +125,10 @@ pub fn to_pixels<T: Copy + Into<f64>>(
 }
 
 /// Reads a `.npy` file; the error names the file and what is wrong.
-pub fn read_npy(path: &Path) -> Result<TensorData, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse_npy(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+pub fn read_npy(path: &Path) -> Result<TensorData, crate::data::DataError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| DataError::caused(format!("cannot read {}: {e}", path.display()), e))?;
+    parse_npy(&bytes).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
 fn parse_npy(bytes: &[u8]) -> Result<TensorData, String> {
@@ -247,7 +252,7 @@ mod tests {
                 "needs 12 bytes of data, the file has 4",
             ),
         ] {
-            let e = parse_npy(&bytes).unwrap_err();
+            let e = parse_npy(&bytes).unwrap_err().to_string();
             assert!(e.contains(expected), "{e}");
         }
     }
@@ -267,11 +272,15 @@ mod tests {
         let grey = read_image(&path, Color::Grey).unwrap();
         assert_eq!(grey.shape.to_vec(), [1, 2, 2]);
         std::fs::write(dir.path().join("bad.png"), b"not an image").unwrap();
-        let e = read_image(&dir.path().join("bad.png"), Color::Rgb).unwrap_err();
+        let e = read_image(&dir.path().join("bad.png"), Color::Rgb)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad.png"), "{e}");
         let e = write_png(&path, &TensorData::new(vec![0f32; 10], [5, 2])).map(|_| ());
         assert!(e.is_ok(), "[H, W] is an image");
-        let e = write_png(&path, &TensorData::new(vec![0f32; 20], [5, 2, 2])).unwrap_err();
+        let e = write_png(&path, &TensorData::new(vec![0f32; 20], [5, 2, 2]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not [5, 2, 2]"), "{e}");
     }
 

@@ -103,19 +103,20 @@ fn read_sample<B: Backend>(
 }
 
 /// A class index from a JSON file: a number, or an object with a numeric `label`.
-pub fn read_label(path: &Path) -> Result<i64, String> {
-    let text =
-        std::fs::read(path).map_err(|e| format!("cannot read label {}: {e}", path.display()))?;
+pub fn read_label(path: &Path) -> Result<i64, crate::data::DataError> {
+    let text = std::fs::read(path).map_err(|e| {
+        crate::data::DataError::caused(format!("cannot read label {}: {e}", path.display()), e)
+    })?;
     let value: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| format!("label {} is not JSON: {e}", path.display()))?;
     value
         .as_i64()
         .or_else(|| value.get("label").and_then(serde_json::Value::as_i64))
         .ok_or_else(|| {
-            format!(
+            crate::data::DataError::from(format!(
                 "label {} holds {value}; a class index or {{\"label\": <index>}} is read",
                 path.display()
-            )
+            ))
         })
 }
 

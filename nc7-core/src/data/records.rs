@@ -30,7 +30,10 @@ pub struct RecordsWriter {
 
 impl RecordsWriter {
     /// A writer into `dir` (created when missing), `samples_per_file` (at least 1) per shard.
-    pub fn new(dir: &Path, samples_per_file: usize) -> Result<RecordsWriter, String> {
+    pub fn new(
+        dir: &Path,
+        samples_per_file: usize,
+    ) -> Result<RecordsWriter, crate::data::DataError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         Ok(RecordsWriter {
@@ -44,7 +47,7 @@ impl RecordsWriter {
     }
 
     /// Adds a sample under `save_name` (a plain file name).
-    pub fn write(&mut self, save_name: &str, record: Record) -> Result<(), String> {
+    pub fn write(&mut self, save_name: &str, record: Record) -> Result<(), crate::data::DataError> {
         if self.name.as_deref() != Some(save_name) {
             self.flush()?;
             self.name = Some(save_name.to_owned());
@@ -57,7 +60,7 @@ impl RecordsWriter {
     }
 
     /// Writes the pending samples as a shard.
-    pub fn flush(&mut self) -> Result<(), String> {
+    pub fn flush(&mut self) -> Result<(), crate::data::DataError> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -108,7 +111,7 @@ impl Drop for RecordsWriter {
 }
 
 /// Reads every sample of a records shard, in order.
-pub fn read_records(path: &Path) -> Result<Vec<Record>, String> {
+pub fn read_records(path: &Path) -> Result<Vec<Record>, crate::data::DataError> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let at = |e: String| format!("{}: {e}", path.display());
     let (_, meta) =
@@ -121,10 +124,13 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, String> {
     if format.as_deref() != Some(FORMAT) {
         return Err(at(format!(
             "not a records shard (its metadata has format {format:?}, `{FORMAT}` expected)"
-        )));
+        ))
+        .into());
     }
     let mut samples: BTreeMap<usize, Record> = BTreeMap::new();
-    for (name, data) in crate::data::tensor_file::decode_safetensors(&bytes).map_err(at)? {
+    for (name, data) in
+        crate::data::tensor_file::decode_safetensors(&bytes).map_err(|e| at(e.to_string()))?
+    {
         let (i, key) = name
             .split_once('/')
             .and_then(|(i, k)| Some((i.parse::<usize>().ok()?, k.to_owned())))
@@ -177,7 +183,9 @@ mod tests {
         assert_eq!(read_records(&w.written()[2]).unwrap(), [record(4)]);
         assert_eq!(read_records(&w.written()[3]).unwrap(), [record(9)]);
         std::fs::write(dir.path().join("x.safetensors"), b"nonsense").unwrap();
-        let e = read_records(&dir.path().join("x.safetensors")).unwrap_err();
+        let e = read_records(&dir.path().join("x.safetensors"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.safetensors"), "{e}");
     }
 }

@@ -260,7 +260,7 @@ impl<B: Backend> DataFeeder<B> for ShapesFeeder {
 /// the pixel value is the mask's class: 0 background, 1 + label) and `labels/<name>.json`
 /// (`{"label": n, "class": "circle", "bbox": [x0, y0, x1, y1]}`), readable by `ImageFiles`.
 /// Returns the number of samples written.
-pub fn write_shapes(dir: &Path, config: &ShapesConfig) -> Result<usize, String> {
+pub fn write_shapes(dir: &Path, config: &ShapesConfig) -> Result<usize, crate::data::DataError> {
     check(config).map_err(|e| e.to_string())?;
     for sub in ["images", "masks", "labels"] {
         std::fs::create_dir_all(dir.join(sub))
@@ -383,6 +383,7 @@ mod tests {
         assert!(
             write_shapes(dir.path(), &bad)
                 .unwrap_err()
+                .to_string()
                 .contains("too small")
         );
     }

@@ -49,7 +49,7 @@ pub(crate) fn burn_dtype(d: safetensors::Dtype) -> Result<DType, String> {
 pub fn encode_safetensors<'a>(
     datas: impl IntoIterator<Item = (String, &'a TensorData)>,
     metadata: Option<std::collections::HashMap<String, String>>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, crate::data::DataError> {
     let mut views = Vec::new();
     for (name, data) in datas {
         let view = safetensors::tensor::TensorView::new(
@@ -96,7 +96,9 @@ pub(crate) fn sort_metadata(bytes: &mut [u8]) {
 }
 
 /// Every tensor of a safetensors file's bytes, as tensor data by name.
-pub fn decode_safetensors(bytes: &[u8]) -> Result<Vec<(String, TensorData)>, String> {
+pub fn decode_safetensors(
+    bytes: &[u8],
+) -> Result<Vec<(String, TensorData)>, crate::data::DataError> {
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
     st.tensors()
         .into_iter()

@@ -271,7 +271,9 @@ fn write_file_lists(
         found = true;
         let listed = serde_json::from_value::<FileListConfig>(value.clone())
             .map_err(|e| e.to_string())
-            .and_then(|c| FileList::build(&c, std::path::Path::new(".")));
+            .and_then(|c| {
+                FileList::build(&c, std::path::Path::new(".")).map_err(|e| e.to_string())
+            });
         match listed {
             Ok(list) => {
                 std::fs::create_dir_all(dir)

@@ -51,7 +51,7 @@ pub struct SaveName<'a> {
 /// The path of a sample's results in `log_dir`: `prefix-name-suffix`, the name being the
 /// sample's own or `epoch_EEE_iter_IIIII_sample_SSS`. A name that would leave `log_dir` (an
 /// absolute path, `..`, a NUL) is an error; names may make subfolders inside it.
-pub fn save_path(log_dir: &Path, n: &SaveName<'_>) -> Result<PathBuf, String> {
+pub fn save_path(log_dir: &Path, n: &SaveName<'_>) -> Result<PathBuf, crate::data::DataError> {
     let generated;
     let name = match (n.name, n.position) {
         (Some(name), _) => Some(name),
@@ -78,7 +78,7 @@ pub fn save_path(log_dir: &Path, n: &SaveName<'_>) -> Result<PathBuf, String> {
             "the save name `{}` would leave the results folder {}; save names are plain names or relative paths inside it",
             joined.escape_debug(),
             log_dir.display()
-        ));
+        ).into());
     }
     Ok(log_dir.join(relative))
 }
@@ -157,7 +157,7 @@ mod tests {
         batch.insert("table", t(vec![9.0; 3], vec![3])).unwrap();
         batch.insert("step", Nest::Int(7)).unwrap();
         batch.insert("name", Nest::Str("skipped".into())).unwrap();
-        let e = split_batch(&batch, 2, &[]).unwrap_err();
+        let e = split_batch(&batch, 2, &[]).unwrap_err().to_string();
         assert!(
             e.contains("key `table` has shape [3], not a batch of 2"),
             "{e}"
@@ -258,7 +258,8 @@ mod tests {
         mean.push(rec(1.0)).unwrap();
         let e = mean
             .push([("x".to_owned(), TensorData::new(vec![1.0f32], [1]))].into())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("key `x` has shape [1] here and [2] before"),
             "{e}"
@@ -318,7 +319,7 @@ mod tests {
                 name: Some(bad),
                 ..SaveName::default()
             };
-            let e = save_path(dir, &n).unwrap_err();
+            let e = save_path(dir, &n).unwrap_err().to_string();
             assert!(
                 e.contains("would leave the results folder save_target"),
                 "{bad}: {e}"

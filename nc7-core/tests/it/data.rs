@@ -69,7 +69,9 @@ fn npy_files_written_by_numpy_are_read() {
         (s.shape.to_vec(), s.to_vec::<f64>().unwrap()),
         (vec![], vec![3.25])
     );
-    let e = read_npy(&dir.path().join("fortran.npy")).unwrap_err();
+    let e = read_npy(&dir.path().join("fortran.npy"))
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("fortran.npy") && e.contains("Fortran-ordered"),
         "{e}"

@@ -51,7 +51,8 @@ pub fn to_safetensors<B: Backend>(
         let data = t.into_data().map_err(format)?;
         datas.push((name, data));
     }
-    encode_safetensors(datas.iter().map(|(n, d)| (n.clone(), d)), metadata).map_err(format)
+    encode_safetensors(datas.iter().map(|(n, d)| (n.clone(), d)), metadata)
+        .map_err(|e| format(e.to_string()))
 }
 
 /// Reads a safetensors file's tensors onto `device`.
@@ -60,7 +61,7 @@ pub fn from_safetensors<B: Backend>(
     device: &B::Device,
 ) -> Result<BTreeMap<String, AnyTensor<B>>, WeightsError> {
     Ok(decode_safetensors(bytes)
-        .map_err(format)?
+        .map_err(|e| format(e.to_string()))?
         .into_iter()
         .map(|(name, data)| (name, AnyTensor::from_data(data, device)))
         .collect())

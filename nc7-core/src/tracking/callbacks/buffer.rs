@@ -59,7 +59,7 @@ impl Buffer {
     }
 
     /// Adds a sample; for sums and means every key must keep its shape.
-    pub fn push(&mut self, record: Record) -> Result<(), String> {
+    pub fn push(&mut self, record: Record) -> Result<(), crate::data::DataError> {
         if self.kind == BufferKind::Samples {
             self.samples.push(record);
             self.count += 1;
@@ -85,7 +85,7 @@ impl Buffer {
                     } else {
                         "average"
                     }
-                ));
+                ).into());
             }
             for (s, v) in entry.0.iter_mut().zip(values) {
                 *s += v;
@@ -105,7 +105,7 @@ impl Buffer {
     ) -> Result<Option<Buffered>, String> {
         if let Some(n) = batch_size(batch, not_batch_keys) {
             for record in split_batch(batch, n, not_batch_keys)? {
-                self.push(record)?;
+                self.push(record).map_err(|e| e.to_string())?;
             }
         }
         Ok(evaluate.then(|| self.take()))

@@ -116,7 +116,10 @@ pub(super) fn project_of(log_dir: &Path) -> PathBuf {
 
 /// Appends a row to a CSV table (created with its folder when missing); columns the row adds
 /// go after the existing ones, and earlier rows leave them empty.
-pub fn append_row(path: &Path, row: BTreeMap<String, String>) -> Result<(), String> {
+pub fn append_row(
+    path: &Path,
+    row: BTreeMap<String, String>,
+) -> Result<(), crate::data::DataError> {
     let mut header: Vec<String> = Vec::new();
     let mut rows: Vec<BTreeMap<String, String>> = Vec::new();
     if path.exists() {
@@ -158,6 +161,7 @@ pub fn append_row(path: &Path, row: BTreeMap<String, String>) -> Result<(), Stri
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
-    crate::project::replace_file(path, &bytes)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::project::replace_file(path, &bytes).map_err(|e| {
+        crate::data::DataError::caused(format!("cannot write {}: {e}", path.display()), e)
+    })
 }

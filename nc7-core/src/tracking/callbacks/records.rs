@@ -39,13 +39,16 @@ pub struct ToSave<B: Backend> {
 impl<B: Backend> ToSave<B> {
     /// The batch split into samples: as many as `save_names` has, else the first dimension
     /// of the first tensor; `not_batch_keys` kept whole.
-    pub fn samples(&self, not_batch_keys: &[String]) -> Result<Vec<Record>, String> {
+    pub fn samples(
+        &self,
+        not_batch_keys: &[String],
+    ) -> Result<Vec<Record>, crate::data::DataError> {
         let n = match (&self.save_names, batch_size(&self.rest, not_batch_keys)) {
             (Some(names), _) => names.len(),
             (None, Some(n)) => n,
             (None, None) => return Err("nothing to save: no tensor among the incoming keys".into()),
         };
-        split_batch(&self.rest, n, not_batch_keys)
+        Ok(split_batch(&self.rest, n, not_batch_keys)?)
     }
 }
 
