@@ -261,7 +261,7 @@ fn stack_on_host<B: Backend>(
     let n = tensors.len();
     let mut column: Option<Column> = None;
     for t in tensors {
-        let data = t.into_data().map_err(|e| err(key, e))?;
+        let data = t.into_data().map_err(|e| err(key, e.to_string()))?;
         match &mut column {
             Some(c) => c.push(data, key)?,
             None => column = Some(Column::new(data, n, key)?),
@@ -320,7 +320,7 @@ fn pad_stack<B: Backend>(
     let per_sample: usize = max.iter().product();
     let datas: Vec<TensorData> = tensors
         .into_iter()
-        .map(|t| t.into_data().map_err(|e| err(key, e)))
+        .map(|t| t.into_data().map_err(|e| err(key, e.to_string())))
         .collect::<Result<_, _>>()?;
     fn fill<T: Copy + Default>(
         datas: &[TensorData],

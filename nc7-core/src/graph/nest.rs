@@ -164,6 +164,18 @@ pub enum NestError {
         /// Why.
         reason: String,
     },
+    /// A tensor's values cannot be read (from its device, or as the element type asked for).
+    #[error("reading a tensor's values: {reason}")]
+    Read {
+        /// What the backend said.
+        reason: String,
+    },
+    /// A value that is no flag (a boolean, a number or a tensor).
+    #[error("{value} is not a flag")]
+    NotAFlag {
+        /// The value, described.
+        value: String,
+    },
     /// An empty level in a key such as `a::b` or `:a`.
     #[error("key `{path}` has an empty level; levels are separated by a single `:`")]
     EmptyLevel {
@@ -414,26 +426,31 @@ impl<B: Backend> Nest<B> {
 
     /// A flag's values: a boolean, a number (not zero is true) or a tensor's elements (any
     /// kind; not zero is true). Anything else is an error describing it.
-    pub fn truth_values(&self) -> Result<Vec<bool>, String> {
+    pub fn truth_values(&self) -> Result<Vec<bool>, NestError> {
         match self {
             Nest::Bool(b) => Ok(vec![*b]),
             Nest::Int(v) => Ok(vec![*v != 0]),
             Nest::Float(v) => Ok(vec![*v != 0.0]),
             Nest::Tensor(t) => {
                 let data = t.clone().into_data()?;
+                let read = |e| NestError::Read {
+                    reason: format!("{e:?}"),
+                };
                 if matches!(data.dtype, DType::Bool(_)) {
-                    data.to_vec::<bool>().map_err(|e| format!("{e:?}"))
+                    data.to_vec::<bool>().map_err(read)
                 } else {
                     Ok(data
                         .convert::<f64>()
                         .to_vec::<f64>()
-                        .map_err(|e| format!("{e:?}"))?
+                        .map_err(read)?
                         .into_iter()
                         .map(|v| v != 0.0)
                         .collect())
                 }
             }
-            other => Err(format!("{} is not a flag", other.describe())),
+            other => Err(NestError::NotAFlag {
+                value: other.describe(),
+            }),
         }
     }
 

@@ -88,12 +88,12 @@ pub fn split_batch<B: Backend>(
     batch: &Nest<B>,
     n: usize,
     not_batch_keys: &[String],
-) -> Result<Vec<Record>, String> {
+) -> Result<Vec<Record>, crate::data::DataError> {
     let mut out: Vec<Record> = vec![BTreeMap::new(); n];
     for (key, value) in batch.flatten() {
         let whole = not_batch_keys.contains(&key);
         let data = match value {
-            Nest::Tensor(t) => t.clone().into_data()?,
+            Nest::Tensor(t) => t.clone().into_data().map_err(|e| e.to_string())?,
             Nest::Float(v) => TensorData::new(vec![*v], [0usize; 0]),
             Nest::Int(v) => TensorData::new(vec![*v], [0usize; 0]),
             Nest::Bool(v) => TensorData::new(vec![*v], [0usize; 0]),
@@ -110,7 +110,8 @@ pub fn split_batch<B: Backend>(
         if shape.first() != Some(&n) {
             return Err(format!(
                 "key `{key}` has shape {shape:?}, not a batch of {n}; name it in `not_batch_keys` to store it whole"
-            ));
+            )
+            .into());
         }
         let bytes = data.as_bytes();
         let per = bytes.len() / n.max(1);

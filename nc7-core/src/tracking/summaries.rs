@@ -41,7 +41,8 @@ pub fn write_images_and_histograms<B: Backend>(
             };
             if let Some(name) = key.strip_prefix("image_") {
                 let tag = format!("{}/{name}", p.name);
-                for (i, img) in to_images(t.clone(), &tag)?.into_iter().enumerate() {
+                let images = to_images(t.clone(), &tag).map_err(|e| e.to_string())?;
+                for (i, img) in images.into_iter().enumerate() {
                     let tag = if i == 0 {
                         tag.clone()
                     } else {
@@ -74,7 +75,10 @@ pub struct Image {
 }
 
 /// The images of a tensor (see the module docs for the layouts).
-pub fn to_images<B: Backend>(t: AnyTensor<B>, tag: &str) -> Result<Vec<Image>, String> {
+pub fn to_images<B: Backend>(
+    t: AnyTensor<B>,
+    tag: &str,
+) -> Result<Vec<Image>, crate::data::DataError> {
     let shape = t.shape().to_vec();
     let float = t.kind() == TensorDtype::Float;
     let values = values_f64(t).map_err(|e| format!("image `{tag}`: {e}"))?;
@@ -91,7 +95,7 @@ pub fn to_images<B: Backend>(t: AnyTensor<B>, tag: &str) -> Result<Vec<Image>, S
         [c, h, w] if channel(*c) => (1, *h, *w, *c, false),
         [n, h, w, c] if channel(*c) => (*n, *h, *w, *c, true),
         [n, c, h, w] if channel(*c) => (*n, *h, *w, *c, false),
-        _ => return Err(bad()),
+        _ => return Err(bad().into()),
     };
     let scale = if float { 255.0 } else { 1.0 };
     let size = h * w * c;
@@ -113,7 +117,7 @@ fn values_f64<B: Backend>(t: AnyTensor<B>) -> Result<Vec<f64>, String> {
     if t.kind() == TensorDtype::Bool {
         return Err("boolean tensors are not drawn".into());
     }
-    let data = t.into_data()?;
+    let data = t.into_data().map_err(|e| e.to_string())?;
     data.convert::<f64>()
         .to_vec::<f64>()
         .map_err(|e| format!("{e:?}"))
@@ -151,7 +155,9 @@ mod tests {
             );
             assert!(imgs[0].pixels.iter().all(|&p| p == 128), "{shape:?}");
         }
-        let e = to_images(float(vec![0.0; 210], vec![5, 6, 7]), "sum/x").unwrap_err();
+        let e = to_images(float(vec![0.0; 210], vec![5, 6, 7]), "sum/x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("image `sum/x` has shape [5, 6, 7]"), "{e}");
     }
 

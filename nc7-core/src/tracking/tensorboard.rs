@@ -157,12 +157,12 @@ impl EventWriter {
     }
 
     /// Writes what is buffered to disk; the first write error met so far, if any.
-    pub fn flush(&self) -> Result<(), String> {
+    pub fn flush(&self) -> Result<(), crate::data::DataError> {
         if let Err(e) = self.lock_file().flush() {
             self.remember(e.to_string());
         }
         match self.error.lock() {
-            Ok(e) => e.clone().map_or(Ok(()), Err),
+            Ok(e) => e.clone().map_or(Ok(()), |e| Err(e.into())),
             Err(_) => Err("a writer thread panicked".into()),
         }
     }

@@ -121,7 +121,7 @@ pub(super) fn take_tensors<B: Backend>(
                 device,
             );
             let t = std::mem::replace(t, empty);
-            take(key, t.into_data());
+            take(key, t.into_data().map_err(|e| e.to_string()));
         }
         _ => {}
     }

@@ -181,7 +181,7 @@ impl<B: Backend> AnyTensor<B> {
     }
 
     /// Reads the values (waiting for the device); the data keeps its shape and dtype.
-    pub fn into_data(self) -> Result<TensorData, String> {
+    pub fn into_data(self) -> Result<TensorData, NestError> {
         let shape = self.shape();
         let n = shape.num_elements();
         let flat = Shape::from(vec![n]);
@@ -197,7 +197,9 @@ impl<B: Backend> AnyTensor<B> {
                 Tensor::<B, 1, Bool>::from_primitive(B::bool_reshape(p, flat)).try_into_data()
             }
         };
-        let mut data = data.map_err(|e| format!("reading a tensor from the device: {e:?}"))?;
+        let mut data = data.map_err(|e| NestError::Read {
+            reason: format!("{e:?}"),
+        })?;
         data.shape = shape;
         Ok(data)
     }

@@ -48,7 +48,7 @@ pub fn to_safetensors<B: Backend>(
 ) -> Result<Vec<u8>, WeightsError> {
     let mut datas = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let data = t.into_data().map_err(format)?;
+        let data = t.into_data().map_err(|e| format(e.to_string()))?;
         datas.push((name, data));
     }
     encode_safetensors(datas.iter().map(|(n, d)| (n.clone(), d)), metadata)

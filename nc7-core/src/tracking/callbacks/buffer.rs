@@ -104,7 +104,7 @@ impl Buffer {
         evaluate: bool,
     ) -> Result<Option<Buffered>, String> {
         if let Some(n) = batch_size(batch, not_batch_keys) {
-            for record in split_batch(batch, n, not_batch_keys)? {
+            for record in split_batch(batch, n, not_batch_keys).map_err(|e| e.to_string())? {
                 self.push(record).map_err(|e| e.to_string())?;
             }
         }

@@ -48,7 +48,7 @@ impl<B: Backend> ToSave<B> {
             (None, Some(n)) => n,
             (None, None) => return Err("nothing to save: no tensor among the incoming keys".into()),
         };
-        Ok(split_batch(&self.rest, n, not_batch_keys)?)
+        split_batch(&self.rest, n, not_batch_keys)
     }
 }
 

@@ -23,6 +23,9 @@ pub enum TrainError {
     /// A setting turned out wrong when it was used (a plan checks them all first).
     #[error(transparent)]
     Settings(#[from] crate::config::SettingsError),
+    /// The summaries or another data file cannot be written.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
     /// A saved model cannot be written.
     #[error(transparent)]
     Export(#[from] crate::export::ExportError),
