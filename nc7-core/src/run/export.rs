@@ -44,6 +44,9 @@ pub enum ExportError {
     /// The weights cannot be saved.
     #[error(transparent)]
     Weights(#[from] crate::model::WeightsError),
+    /// The saved model cannot be read back after it was written.
+    #[error(transparent)]
+    ReadBack(#[from] SavedModelError),
     /// The signature's batch cannot be read or run.
     #[error("the signature's batch: {0}")]
     Signature(String),
@@ -56,76 +59,6 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Expor
         path,
         source,
     }
-}
-
-/// Writes `model` as the saved model of `global_step` into `saved_models`, then removes the
-/// oldest beyond `keep`. The folder appears complete or not at all.
-#[allow(clippy::too_many_arguments)]
-pub fn export<B: Backend>(
-    project: &Path,
-    saved_models: &Path,
-    model: &mut Model<B>,
-    parts: &[Part],
-    config: &Value,
-    data: &dyn DynDataset<B>,
-    batch_size: usize,
-    global_step: u64,
-    epoch: u64,
-    eval_result: Option<&BTreeMap<String, f64>>,
-    keep: usize,
-) -> Result<PathBuf, ExportError> {
-    fs::create_dir_all(saved_models).map_err(io("create", saved_models))?;
-    let name = format!("{PREFIX}{global_step}");
-    let tmp = saved_models.join(format!(".{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
-    }
-    fs::create_dir(&tmp).map_err(io("create", &tmp))?;
-
-    let mut metadata = std::collections::HashMap::new();
-    metadata.insert("global_step".to_owned(), global_step.to_string());
-    metadata.insert(
-        "nc7_version".to_owned(),
-        env!("CARGO_PKG_VERSION").to_owned(),
-    );
-    let weights = to_safetensors(model.tensors(), Some(metadata))?;
-    fs::write(tmp.join(WEIGHTS), weights).map_err(io("write", &tmp.join(WEIGHTS)))?;
-
-    let graph: serde_json::Map<String, Value> = MODEL_SECTIONS
-        .iter()
-        .filter_map(|s| config.get(s.key).map(|v| (s.key.to_owned(), v.clone())))
-        .collect();
-    write_json(&tmp.join(GRAPH), &Value::Object(graph))?;
-    write_json(
-        &tmp.join(SIGNATURE),
-        &signature(model, parts, data, batch_size).map_err(ExportError::Signature)?,
-    )?;
-    let (commit, dirty) = crate::project::git_state(project);
-    write_json(
-        &tmp.join(INFO),
-        &json!({
-            "global_step": global_step,
-            "epoch": epoch,
-            "nc7_version": env!("CARGO_PKG_VERSION"),
-            "git_commit": commit,
-            "git_dirty": dirty,
-            "created": crate::project::rfc3339(std::time::SystemTime::now()),
-        }),
-    )?;
-    if let Some(result) = eval_result {
-        write_json(&tmp.join(EVAL_RESULT), &json!(result))?;
-    }
-    let target = saved_models.join(&name);
-    if target.exists() {
-        fs::remove_dir_all(&target).map_err(io("replace", &target))?;
-    }
-    fs::rename(&tmp, &target).map_err(io("rename", &tmp))?;
-    let mut all = list(saved_models);
-    while all.len() > keep.max(1) {
-        let (_, old) = all.remove(0);
-        fs::remove_dir_all(&old).map_err(io("remove", &old))?;
-    }
-    Ok(target)
 }
 
 /// A saved model as read back: its folder, weights file, graph config and inputs.
@@ -169,6 +102,77 @@ pub enum SavedModelError {
 }
 
 impl SavedModel {
+    /// Writes `model` as the saved model of `global_step` into `saved_models`, then removes
+    /// the oldest beyond `keep`. The folder appears complete or not at all, and is read back
+    /// with [`SavedModel::open`] before it is returned.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write<B: Backend>(
+        project: &Path,
+        saved_models: &Path,
+        model: &mut Model<B>,
+        parts: &[Part],
+        config: &Value,
+        data: &dyn DynDataset<B>,
+        batch_size: usize,
+        global_step: u64,
+        epoch: u64,
+        eval_result: Option<&BTreeMap<String, f64>>,
+        keep: usize,
+    ) -> Result<SavedModel, ExportError> {
+        fs::create_dir_all(saved_models).map_err(io("create", saved_models))?;
+        let name = format!("{PREFIX}{global_step}");
+        let tmp = saved_models.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
+        }
+        fs::create_dir(&tmp).map_err(io("create", &tmp))?;
+
+        let mut metadata = std::collections::HashMap::new();
+        metadata.insert("global_step".to_owned(), global_step.to_string());
+        metadata.insert(
+            "nc7_version".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        );
+        let weights = to_safetensors(model.tensors(), Some(metadata))?;
+        fs::write(tmp.join(WEIGHTS), weights).map_err(io("write", &tmp.join(WEIGHTS)))?;
+
+        let graph: serde_json::Map<String, Value> = MODEL_SECTIONS
+            .iter()
+            .filter_map(|s| config.get(s.key).map(|v| (s.key.to_owned(), v.clone())))
+            .collect();
+        write_json(&tmp.join(GRAPH), &Value::Object(graph))?;
+        write_json(
+            &tmp.join(SIGNATURE),
+            &signature(model, parts, data, batch_size).map_err(ExportError::Signature)?,
+        )?;
+        let (commit, dirty) = crate::project::git_state(project);
+        write_json(
+            &tmp.join(INFO),
+            &json!({
+                "global_step": global_step,
+                "epoch": epoch,
+                "nc7_version": env!("CARGO_PKG_VERSION"),
+                "git_commit": commit,
+                "git_dirty": dirty,
+                "created": crate::project::rfc3339(std::time::SystemTime::now()),
+            }),
+        )?;
+        if let Some(result) = eval_result {
+            write_json(&tmp.join(EVAL_RESULT), &json!(result))?;
+        }
+        let target = saved_models.join(&name);
+        if target.exists() {
+            fs::remove_dir_all(&target).map_err(io("replace", &target))?;
+        }
+        fs::rename(&tmp, &target).map_err(io("rename", &tmp))?;
+        let mut all = list(saved_models);
+        while all.len() > keep.max(1) {
+            let (_, old) = all.remove(0);
+            fs::remove_dir_all(&old).map_err(io("remove", &old))?;
+        }
+        Ok(SavedModel::open(&target)?)
+    }
+
     /// Reads the saved model in `dir`: its graph and signature (the weights are read when
     /// the model is built).
     pub fn open(dir: &Path) -> Result<SavedModel, SavedModelError> {

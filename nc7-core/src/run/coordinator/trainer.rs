@@ -558,7 +558,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             .model
             .valid(&self.inner)
             .map_err(failed("building the model to export"))?;
-        Ok(crate::export::export(
+        Ok(crate::export::SavedModel::write(
             self.plan.project(),
             &self.dirs.saved_models,
             &mut valid,
@@ -570,7 +570,8 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             self.state.epoch,
             Some(evaluation),
             config.exports_to_keep,
-        )?)
+        )?
+        .dir)
     }
 }
 

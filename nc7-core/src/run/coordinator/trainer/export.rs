@@ -51,7 +51,7 @@ impl OnDevice for Exporting<'_> {
             .load_tensors(&mut weights, &[])
             .map_err(failed("loading the checkpoint's weights"))?;
         let data = dataset::<B::InnerBackend>(&plan.eval_data, "eval", inner)?;
-        Ok(crate::export::export(
+        Ok(crate::export::SavedModel::write(
             plan.project(),
             &dirs.saved_models,
             &mut model,
@@ -63,6 +63,7 @@ impl OnDevice for Exporting<'_> {
             cp.epoch,
             None,
             plan.trainer.exports_to_keep.max(1),
-        )?)
+        )?
+        .dir)
     }
 }
