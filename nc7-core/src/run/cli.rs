@@ -137,6 +137,17 @@ struct OverrideArgs {
     set: Vec<String>,
 }
 
+impl OverrideArgs {
+    /// The config directories and `--set` values over the environment's overrides.
+    fn over(&self, env: &Overrides) -> Overrides {
+        Overrides {
+            config_dirs: self.config_dirs.clone(),
+            set: self.set.clone(),
+            ..env.clone()
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Print every resolved value with the file, variable or argument it came from.
@@ -431,11 +442,7 @@ fn execute(
             let _ = ctrlc::set_handler(move || {
                 flag.store(true, std::sync::atomic::Ordering::SeqCst);
             });
-            let o = Overrides {
-                config_dirs: overrides.config_dirs.clone(),
-                set: overrides.set.clone(),
-                ..env.clone()
-            };
+            let o = overrides.over(&env);
             let plan = match TrainPlan::load(&overrides.project_dir, &o, device, registry) {
                 Ok(plan) => plan,
                 Err(e) => return refused(e, err),
@@ -483,11 +490,7 @@ fn execute(
             overrides,
             checkpoint,
         } => {
-            let o = Overrides {
-                config_dirs: overrides.config_dirs.clone(),
-                set: overrides.set.clone(),
-                ..env.clone()
-            };
+            let o = overrides.over(&env);
             let plan = match TrainPlan::load(&overrides.project_dir, &o, None, registry) {
                 Ok(plan) => plan,
                 Err(e) => return refused(e, err),
@@ -527,11 +530,7 @@ fn execute(
                 device: device
                     .map(|d| d.parse::<crate::backend::DeviceChoice>())
                     .transpose()?,
-                overrides: Overrides {
-                    config_dirs: overrides.config_dirs.clone(),
-                    set: overrides.set.clone(),
-                    ..env.clone()
-                },
+                overrides: overrides.over(&env),
             };
             let plan = match InferPlan::load(&overrides.project_dir, &request, registry) {
                 Ok(plan) => plan,

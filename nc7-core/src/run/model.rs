@@ -130,15 +130,9 @@ impl<B: Backend> Model<B> {
         &self,
         outputs: &BTreeMap<String, Option<Nest<B>>>,
     ) -> Result<(Tensor<B, 1>, BTreeMap<String, f64>), BoxError> {
-        let (total, mut losses) = losses_of(&self.parts, &self.config.loss_weights, outputs)?;
-        let trainable = self
-            .parts
-            .iter()
-            .filter(|p| p.kind == Kind::ModelPlugin && p.trainable)
-            .filter_map(|p| self.plugins.get(&p.name))
-            .map(|p| p.as_ref());
-        let total = add_regularization(&self.config, trainable, total, &mut losses);
-        Ok((total, losses))
+        model_losses(&self.parts, &self.config, outputs, |name| {
+            self.plugins.get(name).map(|p| p.as_ref())
+        })
     }
 
     /// The handler.
@@ -312,14 +306,11 @@ impl<B: AutodiffBackend> TrainModel<B> {
         )
         .map_err(boxed)?
         .into_map();
-        let (total, mut losses) = losses_of(&self.parts, &self.config.loss_weights, &outputs)?;
-        let trainable = self
-            .parts
-            .iter()
-            .filter(|p| p.kind == Kind::ModelPlugin && p.trainable)
-            .filter_map(|p| self.plugins.get(&p.name))
-            .map(|p| p.as_ref() as &dyn DynPlugin<B>);
-        let total = add_regularization(&self.config, trainable, total, &mut losses);
+        let (total, losses) = model_losses(&self.parts, &self.config, &outputs, |name| {
+            self.plugins
+                .get(name)
+                .map(|p| p.as_ref() as &dyn DynPlugin<B>)
+        })?;
         // Detached before the backward pass: an output still on the graph would keep its
         // ancestors' saved activations alive while the gradients are computed.
         let outputs: BTreeMap<String, Option<Nest<B::InnerBackend>>> = outputs
@@ -468,6 +459,24 @@ pub fn losses_of<B: Backend>(
     let total = total.ok_or(
         "no loss: no loss nucleotide gave a key starting with `loss` to the total (its generated keys named `loss…` are summed, unless it is `exclude_from_total_loss`)",
     )?;
+    Ok((total, losses))
+}
+
+/// The model's total loss and its loss keys, as training and evaluation both make it: the
+/// weighted losses (`losses_of`) and the weight penalties over the trainable plugins, which
+/// `plugin` finds by name.
+fn model_losses<'a, B: Backend>(
+    parts: &[Part],
+    config: &ModelConfig,
+    outputs: &BTreeMap<String, Option<Nest<B>>>,
+    plugin: impl Fn(&str) -> Option<&'a dyn DynPlugin<B>>,
+) -> Result<(Tensor<B, 1>, BTreeMap<String, f64>), BoxError> {
+    let (total, mut losses) = losses_of(parts, &config.loss_weights, outputs)?;
+    let trainable = parts
+        .iter()
+        .filter(|p| p.kind == Kind::ModelPlugin && p.trainable)
+        .filter_map(|p| plugin(&p.name));
+    let total = add_regularization(config, trainable, total, &mut losses);
     Ok((total, losses))
 }
 
