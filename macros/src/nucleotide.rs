@@ -230,7 +230,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     path: ::core::concat!(::core::module_path!(), "::", #class_name),
                     kind: #p::Kind::#kind,
                     docs: #docs,
-                    signature: #p::signature::<#p::DefaultBackend, #concrete>,
+                    signature: #p::registered_signature::<#p::DefaultBackend, #concrete>,
                     config_schema: #p::config_schema::<#p::DefaultBackend, #concrete>,
                     check_config: #p::check_config::<#p::DefaultBackend, #concrete>,
                     runtime: &#p::rt::#kind::<__Nc7Family>(::core::marker::PhantomData),

@@ -16,7 +16,7 @@ pub use crate::nest::Nest;
 pub use inventory;
 
 pub use crate::gene::Kind;
-pub use crate::nucleotide::{Nucleotide, signature};
+pub use crate::nucleotide::{Nucleotide, registered_signature};
 pub use crate::registry::{Registration, check_config, config_schema};
 pub use crate::runtime::{family, rt};
 

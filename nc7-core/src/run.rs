@@ -5,6 +5,7 @@ pub mod backend;
 pub mod cli;
 pub mod coordinator;
 pub mod export;
+pub mod kpi;
 pub mod memory;
 pub mod model;
 pub mod optim;

@@ -12,6 +12,7 @@ use crate::dna::NodeSpec;
 use crate::gene::{CALLBACK_GENES, KPI_GENES, Kind, MODEL_GENES};
 use crate::handler::GeneHandler;
 use crate::keys::{Signature, ValueKind};
+use crate::nest::TensorDtype;
 use crate::registry::Registry;
 
 /// The node name under which a handler's data (dataset or data feeder) is read.
@@ -93,7 +94,6 @@ impl ProjectCheck {
         if run.configs_dir(project).is_dir() {
             missing_sections(&config, run, &mut diags);
         }
-        not_run_yet(&config, run, &mut diags);
         ProjectCheck {
             project: project.to_owned(),
             run,
@@ -221,51 +221,6 @@ impl ProjectCheck {
     }
 }
 
-/// Sections that the layout reads but no nc7 run runs yet, and why: a config there would be
-/// accepted and ignored, so it is refused until the run that reads it exists.
-const NOT_RUN_YET: [(&str, &str, &str); 3] = [
-    (
-        "kpi_config",
-        "nc7 does not evaluate KPIs during this run yet",
-        "remove the `kpi/` configs of this run; KPI evaluation is its own run type",
-    ),
-    (
-        "kpi_evaluator_config",
-        "nc7 has no KPI evaluation run yet, so `kpi_evaluator.json` would not be read",
-        "remove it until KPI evaluation runs; `check --type kpi` checks the graph meanwhile",
-    ),
-    (
-        "data_extraction_config",
-        "nc7 has no data extraction run yet, so `data_extraction.json` would not be read",
-        "remove it until data extraction runs; `check --type data` checks the graph meanwhile",
-    ),
-];
-
-/// Refuses what no run of this type reads yet (see [`NOT_RUN_YET`]).
-fn not_run_yet(config: &Layered, run: RunType, diags: &mut Diagnostics) {
-    for (key, why, fix) in NOT_RUN_YET {
-        // KPI nucleotides are the KPI run's own graph; they are refused in the other runs.
-        if key == "kpi_config" && run == RunType::Kpi {
-            continue;
-        }
-        let Some(section) = config.tree.get(key) else {
-            continue;
-        };
-        if section.is_empty() {
-            continue;
-        }
-        diags.push(
-            Diagnostic::error(
-                Code::UNKNOWN_FIELD,
-                "",
-                format!("`{key}`: {why}"),
-                fix.into(),
-            )
-            .with_file(config.sources.file(section.source)),
-        );
-    }
-}
-
 fn missing_sections(config: &Layered, run: RunType, diags: &mut Diagnostics) {
     let configs = format!("{}/configs", run.dir_name());
     // Sections that are not nucleotide configs (trainer, model, inferer, ...) are maps.
@@ -353,6 +308,29 @@ fn batched(mut signature: Signature) -> Signature {
         }
     }
     signature
+}
+
+/// What a handler input looks like to KPI nucleotides, which take one sample at a time: every
+/// tensor of a known rank loses the batch dimension (a rank-1 tensor becomes a scalar).
+fn per_sample(mut spec: NodeSpec) -> NodeSpec {
+    for key in spec.signature.generated.to_mut() {
+        if let ValueKind::Tensor {
+            dtype,
+            rank: Some(rank),
+        } = key.kind
+        {
+            key.kind = match (rank, dtype) {
+                (0 | 1, TensorDtype::Float) => ValueKind::Float,
+                (0 | 1, TensorDtype::Int) => ValueKind::Int,
+                (0 | 1, TensorDtype::Bool) => ValueKind::Bool,
+                (rank, dtype) => ValueKind::Tensor {
+                    dtype,
+                    rank: Some(rank - 1),
+                },
+            };
+        }
+    }
+    spec
 }
 
 /// A nucleotide as a handler input: only its name, kind and what it generates.
@@ -452,7 +430,10 @@ fn build_handlers(
             build(
                 "kpi",
                 KPI_GENES,
-                with_data(&eval, &model_inputs),
+                with_data(&eval, &model_inputs)
+                    .into_iter()
+                    .map(per_sample)
+                    .collect(),
                 of(&["kpi_config"]),
                 diags,
             );
@@ -476,20 +457,27 @@ fn build_handlers(
             build(
                 "kpi",
                 KPI_GENES,
-                with_data(&feeder, &model_inputs),
+                with_data(&feeder, &model_inputs)
+                    .into_iter()
+                    .map(per_sample)
+                    .collect(),
                 of(&["kpi_config"]),
                 diags,
             );
         }
         RunType::Kpi => {
             let feeder = data(None, "datafeeder_config");
-            let kpi = of(&["kpi_config"]);
-            let kpi_inputs: Vec<NodeSpec> = kpi.iter().map(as_input).collect();
-            build("kpi", KPI_GENES, with_data(&feeder, &[]), kpi, diags);
+            build(
+                "kpi",
+                KPI_GENES,
+                vec![per_sample(feeder.clone())],
+                of(&["kpi_config"]),
+                diags,
+            );
             build(
                 "callbacks",
                 CALLBACK_GENES,
-                with_data(&feeder, &kpi_inputs),
+                with_data(&feeder, &[]),
                 of(&["callbacks_config"]),
                 diags,
             );

@@ -29,12 +29,16 @@ pub struct CommonConfig {
     pub loss_weights: Option<std::collections::BTreeMap<String, f64>>,
     /// A loss's `exclude_from_total_loss`: its keys are reported, but not trained on.
     pub exclude_from_total_loss: Option<bool>,
+    /// A KPI nucleotide's `savers`: where its KPIs are written (`"json"`).
+    pub savers: Option<Vec<crate::nucleotide::part::KpiSaver>>,
+    /// A KPI nucleotide's `cache`: restore its KPIs for inputs it has seen before.
+    pub cache: Option<bool>,
     /// Every other field: the nucleotide's own config.
     pub rest: Map<String, Value>,
 }
 
 /// The names of the common fields.
-pub const COMMON_FIELDS: [&str; 8] = [
+pub const COMMON_FIELDS: [&str; 10] = [
     "class_name",
     "name",
     "inbound_nodes",
@@ -43,15 +47,18 @@ pub const COMMON_FIELDS: [&str; 8] = [
     "optimization_config",
     "loss_weights",
     "exclude_from_total_loss",
+    "savers",
+    "cache",
 ];
 
 /// The common fields a nucleotide of `kind` may have: every nucleotide's, a plugin's
 /// `trainable` and `optimization_config`, a loss's `loss_weights` and
-/// `exclude_from_total_loss`.
+/// `exclude_from_total_loss`, a KPI nucleotide's `savers` and `cache`.
 pub fn common_fields_of(kind: Kind) -> impl Iterator<Item = &'static str> {
     COMMON_FIELDS.into_iter().filter(move |f| match *f {
         "trainable" | "optimization_config" => kind == Kind::ModelPlugin,
         "loss_weights" | "exclude_from_total_loss" => kind == Kind::ModelLoss,
+        "savers" | "cache" => matches!(kind, Kind::KpiPlugin | Kind::KpiAccumulator),
         _ => true,
     })
 }
@@ -240,6 +247,32 @@ impl CommonConfig {
                 None
             }
         };
+        let savers = match obj.get("savers") {
+            None | Some(Value::Null) => None,
+            Some(v) => match serde_json::from_value(v.clone()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    error(
+                        "savers",
+                        format!(
+                            "{e}; it lists where the KPIs are written: `[\"json\"]` (the run's results folder) or `[]`"
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let cache = match obj.get("cache") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                error(
+                    "cache",
+                    format!("expected `true` or `false`, got `{other}`"),
+                );
+                None
+            }
+        };
         let rest = obj
             .iter()
             .filter(|(k, _)| !COMMON_FIELDS.contains(&k.as_str()))
@@ -257,6 +290,8 @@ impl CommonConfig {
             optimization,
             loss_weights,
             exclude_from_total_loss,
+            savers,
+            cache,
             rest,
         })
     }

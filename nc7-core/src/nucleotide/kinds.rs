@@ -55,6 +55,29 @@ pub fn signature<B: Backend, N: Build<B>>() -> Signature {
     signature_of::<B, N::Input, N::Output>()
 }
 
+/// The optional key every KPI accumulator takes: when a sample's `evaluate` is true, the
+/// samples accumulated so far are combined into KPIs.
+pub const EVALUATE_KEY: &str = "evaluate";
+
+/// The signature nc7 routes a registered type by: its own keys, and the keys nc7 gives every
+/// nucleotide of its kind (a KPI accumulator's optional `evaluate`).
+pub fn registered_signature<B: Backend, N: Build<B> + Nucleotide>() -> Signature {
+    let mut signature = signature::<B, N>();
+    if N::KIND == Kind::KpiAccumulator && !signature.incoming.iter().any(|k| k.name == EVALUATE_KEY)
+    {
+        signature.incoming.to_mut().push(crate::keys::KeySpec {
+            name: std::borrow::Cow::Borrowed(EVALUATE_KEY),
+            optional: true,
+            kind: crate::keys::ValueKind::Bool,
+            doc: std::borrow::Cow::Borrowed(
+                "combine the samples accumulated so far into KPIs after this one",
+            ),
+            children: &[],
+        });
+    }
+    signature
+}
+
 /// The config of a nucleotide without parameters: `{}` (or the common fields alone).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
@@ -310,26 +333,27 @@ pub trait CoordinatorCallback<B: Backend>: Build<B> {
     }
 }
 
-/// Computes KPIs for one sample.
+/// Computes KPIs for one sample: the batch is split before a KPI plugin sees it, so a key of
+/// batch shape `[N, ...]` arrives as `[...]` (an `[N]` tensor as a scalar).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is declared a KpiPlugin nucleotide but does not implement `KpiPlugin<{B}>`",
     label = "needs `impl<B: Backend> KpiPlugin<B> for {Self}`"
 )]
 pub trait KpiPlugin<B: Backend>: Build<B> {
     /// Evaluates one sample.
-    fn evaluate(&mut self, input: Self::Input) -> Result<Self::Output, BoxError>;
+    fn evaluate(&mut self, sample: Self::Input) -> Result<Self::Output, BoxError>;
 }
 
-/// Accumulates KPIs over samples.
+/// Combines per-sample values into KPIs over many samples. nc7 keeps each sample's inputs and
+/// hands them over when the optional `evaluate` key of a sample is true, and at the end of the
+/// data; every accumulator takes `evaluate` without declaring it.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is declared a KpiAccumulator nucleotide but does not implement `KpiAccumulator<{B}>`",
     label = "needs `impl<B: Backend> KpiAccumulator<B> for {Self}`"
 )]
 pub trait KpiAccumulator<B: Backend>: Build<B> {
-    /// Adds one sample; may give a result (for example when `evaluate` is set).
-    fn accumulate(&mut self, input: Self::Input) -> Result<Option<Self::Output>, BoxError>;
-    /// The result over everything accumulated.
-    fn finish(&mut self) -> Result<Self::Output, BoxError>;
+    /// The KPIs of the samples accumulated since the last evaluation, in the order they came.
+    fn combine(&mut self, samples: Vec<Self::Input>) -> Result<Self::Output, BoxError>;
 }
 
 /// The total loss of a loss nucleotide's outputs: every generated float tensor whose key starts

@@ -27,6 +27,28 @@ pub struct Part {
     pub optimization: PluginOptimization,
     /// How its `loss…` keys make the total loss (losses).
     pub loss: LossSettings,
+    /// Where its KPIs go and whether they are cached (KPI plugins and accumulators).
+    pub kpi: KpiSettings,
+}
+
+/// Where a KPI nucleotide's values are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KpiSaver {
+    /// JSON in the run's results folder: an accumulator's KPIs in `<name>.json` (images as
+    /// `<name>-<key>.png`), a plugin's per-sample values as lines of `<name>.jsonl`.
+    Json,
+}
+
+/// A KPI nucleotide's `savers` and `cache`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KpiSettings {
+    /// Where its KPIs are written; by default an accumulator's go to JSON and a plugin's
+    /// per-sample values nowhere.
+    pub savers: Vec<KpiSaver>,
+    /// Restores its KPIs from the run's cache for inputs it has seen before, instead of
+    /// computing them again.
+    pub cache: bool,
 }
 
 /// How a loss nucleotide's keys make the total loss: nucleus7's `loss_weights` and
@@ -102,6 +124,24 @@ impl Part {
                 fields: "`loss_weights` and `exclude_from_total_loss`",
             });
         }
+        let is_kpi = matches!(registration.kind, Kind::KpiPlugin | Kind::KpiAccumulator);
+        if !is_kpi && (common.savers.is_some() || common.cache.is_some()) {
+            return Err(PartError::WrongKind {
+                name: common.name.clone(),
+                kind: "KPI plugins and accumulators",
+                fields: "`savers` and `cache`",
+            });
+        }
+        let kpi = KpiSettings {
+            savers: common.savers.clone().unwrap_or_else(|| {
+                if registration.kind == Kind::KpiAccumulator {
+                    vec![KpiSaver::Json]
+                } else {
+                    Vec::new()
+                }
+            }),
+            cache: common.cache.unwrap_or(false),
+        };
         let weights = common.loss_weights.clone().unwrap_or_default();
         let signature = (registration.signature)();
         if !signature.dynamic_generated {
@@ -130,6 +170,7 @@ impl Part {
                 weights,
                 exclude_from_total: common.exclude_from_total_loss.unwrap_or(false),
             },
+            kpi,
         })
     }
 

@@ -308,10 +308,8 @@ pub trait DynCallback<B: Backend>: Send {
 
 /// A KPI accumulator, its type erased.
 pub trait DynAccumulator<B: Backend>: Send {
-    /// Adds one sample.
-    fn accumulate(&mut self, input: Nest<B>) -> Result<Option<Nest<B>>, BoxError>;
-    /// The result over everything accumulated.
-    fn finish(&mut self) -> Result<Nest<B>, BoxError>;
+    /// The KPIs of the samples given (each one's routed inputs).
+    fn combine(&mut self, samples: Vec<Nest<B>>) -> Result<Nest<B>, BoxError>;
 }
 
 fn make<B: Backend, N: Build<B>>(config: &Value, device: &dyn Any) -> Result<N, BoxError> {
@@ -536,12 +534,12 @@ struct AccumulatorNode<B: Backend, N> {
 }
 
 impl<B: Backend, N: k::KpiAccumulator<B> + Send> DynAccumulator<B> for AccumulatorNode<B, N> {
-    fn accumulate(&mut self, nest: Nest<B>) -> Result<Option<Nest<B>>, BoxError> {
-        let i = input::<B, N>(&self.name, nest)?;
-        Ok(self.inner.accumulate(i)?.map(Keys::into_nest))
-    }
-    fn finish(&mut self) -> Result<Nest<B>, BoxError> {
-        Ok(self.inner.finish()?.into_nest())
+    fn combine(&mut self, samples: Vec<Nest<B>>) -> Result<Nest<B>, BoxError> {
+        let inputs = samples
+            .into_iter()
+            .map(|nest| input::<B, N>(&self.name, nest))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.inner.combine(inputs)?.into_nest())
     }
 }
 

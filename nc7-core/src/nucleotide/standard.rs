@@ -9,6 +9,9 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::Backend;
 use burn::tensor::{Int, Tensor};
 
+mod kpi;
+pub use kpi::*;
+
 use crate::nucleotide::{ModelLoss, ModelMetric, ModelPostProcessor, NoConfig};
 use crate::{BoxError, Build, Generated, Incoming, Mode, nucleotide};
 

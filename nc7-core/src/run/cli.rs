@@ -8,9 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod feed;
+
 use crate::check::ProjectCheck;
 use crate::config::{Overrides, RunType};
-use crate::plan::{InferPlan, InferRequest, ModelSource, PlanError, TrainPlan};
+use crate::plan::{InferPlan, InferRequest, ModelSource, TrainPlan};
 use crate::registry::{Format, Registry};
 
 /// nc7: deep-learning projects as nucleotides wired by configs.
@@ -86,6 +88,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Evaluate the KPIs of `kpi_evaluation/configs/kpi/` over the data feeder's samples (for
+    /// example an inference run's saved results with their labels), in `kpi_evaluation/run-N/`.
+    EvaluateKpi(feed::FeedArgs),
+    /// Run the data feeder's samples through the callbacks of `data_extraction/configs/`
+    /// without a model (to precompute features or statistics), in `data_extraction/run-N/`.
+    ExtractData(feed::FeedArgs),
     /// Run a saved model (the newest, or a chosen one or checkpoint) over the data feeder's
     /// samples with the inference callbacks, in `inference/run-N/`.
     Infer {
@@ -368,11 +376,16 @@ fn execute(
                     })
                 }
                 RunType::Kpi | RunType::Data => {
-                    let check = load(&args);
-                    if check.is_ok() {
-                        Ok(check.summary())
+                    let request = crate::plan::FeedRequest {
+                        overrides,
+                        ..Default::default()
+                    };
+                    if args.run == RunType::Kpi {
+                        crate::plan::KpiPlan::load(&args.project_dir, &request, registry)
+                            .map(|plan| plan.feed.check.summary())
                     } else {
-                        Err(PlanError(check.diagnostics))
+                        crate::plan::ExtractPlan::load(&args.project_dir, &request, registry)
+                            .map(|plan| plan.feed.check.summary())
                     }
                 }
             };
@@ -460,7 +473,10 @@ fn execute(
                         "trained {} epochs ({} steps){}",
                         r.epochs,
                         r.global_step,
-                        r.stopped.map(|s| format!("; {s}")).unwrap_or_default()
+                        r.stopped
+                            .as_ref()
+                            .map(|s| format!("; {s}"))
+                            .unwrap_or_default()
                     )?;
                     if let Some(last) = r.evaluations.last() {
                         let metrics: Vec<String> =
@@ -548,14 +564,21 @@ fn execute(
                         r.samples,
                         r.iterations,
                         r.samples as f64 / r.seconds.max(1e-9),
-                        r.model.display(),
+                        r.model
+                            .as_deref()
+                            .unwrap_or(std::path::Path::new("-"))
+                            .display(),
                         if r.skipped.is_empty() {
                             String::new()
                         } else {
                             format!("; skipped {} bad samples", r.skipped.len())
                         },
-                        r.stopped.map(|s| format!("; {s}")).unwrap_or_default()
+                        r.stopped
+                            .as_ref()
+                            .map(|s| format!("; {s}"))
+                            .unwrap_or_default()
                     )?;
+                    feed::write_kpis(&r, out)?;
                     writeln!(out, "results: {}", r.run.results.display())?;
                     Ok(0)
                 }
@@ -564,6 +587,12 @@ fn execute(
                     Ok(1)
                 }
             }
+        }
+        Command::EvaluateKpi(args) => {
+            feed::run_feed(RunType::Kpi, args, &env, command_line, out, err)
+        }
+        Command::ExtractData(args) => {
+            feed::run_feed(RunType::Data, args, &env, command_line, out, err)
         }
         Command::WriteShapes {
             dir,

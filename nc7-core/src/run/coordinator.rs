@@ -12,8 +12,8 @@ pub mod trainer;
 pub mod trainer_config;
 
 pub use checkpoint::{Checkpoint, CheckpointError, Checkpoints, find_checkpoint};
-pub use inferer::{InferError, InferOptions, InferReport, infer};
-pub use inferer_config::InfererConfig;
+pub use inferer::{InferError, InferOptions, InferReport, evaluate_kpi, extract_data, infer};
+pub use inferer_config::{FeedConfig, InfererConfig};
 pub use schedule::{EvalSteps, Position, eval_position, train_position};
 pub use trainer::{TrainError, TrainOptions, TrainReport, export_checkpoint, train};
 pub use trainer_config::{PerMode, TrainerConfig};

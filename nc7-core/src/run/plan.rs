@@ -20,16 +20,19 @@ use crate::export::SavedModel;
 use crate::gene::Kind;
 use crate::handler::GeneHandler;
 use crate::keys::{KeySpec, ValueKind};
+use crate::kpi::KpiEvaluatorPlan;
 use crate::model::{ModelConfig, Part};
 use crate::nest::TensorDtype;
 use crate::project::{ProjectSettings, SETTINGS_FILE, TrainingDirs};
 use crate::registry::Registry;
 use crate::suggest;
 
+mod feed;
 mod monitors;
 mod parts;
 mod settings;
 mod source;
+pub use feed::*;
 use monitors::*;
 use parts::*;
 use settings::*;
@@ -83,6 +86,8 @@ pub struct TrainPlan {
     pub callbacks_train: CallbacksPlan,
     /// Callbacks of evaluation iterations.
     pub callbacks_eval: CallbacksPlan,
+    /// The KPIs of every evaluation (`training/configs/kpi/`), if any.
+    pub kpi: Option<KpiEvaluatorPlan>,
 }
 
 /// What an inference run asks for besides the project's configs; each field is over the
@@ -170,6 +175,8 @@ pub struct InferPlan {
     pub feeder: Part,
     /// The inference callbacks.
     pub callbacks: CallbacksPlan,
+    /// The KPIs of the predictions (`inference/configs/kpi/`), if any.
+    pub kpi: Option<KpiEvaluatorPlan>,
     /// The fully resolved config the run records: the inference configs, the model's
     /// sections and the saved model's path.
     pub snapshot: Value,
@@ -185,7 +192,7 @@ impl TrainPlan {
     ) -> Result<TrainPlan, PlanError> {
         let check = ProjectCheck::load(project, RunType::Train, overrides, registry);
         let mut diags = check.diagnostics.clone();
-        let trainer = settings(&check, "trainer_config", &mut diags, |v| {
+        let mut trainer = settings(&check, "trainer_config", &mut diags, |v| {
             TrainerConfig::from_value(v)
         });
         let device = trainer.as_ref().and_then(|t| {
@@ -202,8 +209,9 @@ impl TrainPlan {
             check_loss_weights(&check, m, &mut diags);
         }
         let parts = Parts::new(&check, &mut diags);
-        if let Some(t) = &trainer {
-            check_monitors(&check, &parts, t, &mut diags);
+        let kpi = parts.kpi(&check, "kpi");
+        if let Some(t) = &mut trainer {
+            check_monitors(&check, &parts, kpi.as_ref(), t, &mut diags);
         }
         let model = model_config.and_then(|m| parts.model(&check, "model", Some("model_eval"), m));
         let train_data = parts.data("datasets_config", Some("train"));
@@ -246,6 +254,7 @@ impl TrainPlan {
                 eval_data,
                 callbacks_train,
                 callbacks_eval,
+                kpi,
             }),
             _ => Err(PlanError(errors_or_missing(diags))),
         }
@@ -360,6 +369,7 @@ impl InferPlan {
             diags.push(*d);
         }
         let callbacks = parts.callbacks(&check, "callbacks");
+        let kpi = parts.kpi(&check, "kpi");
         if model.is_none() && !diags.has_errors() {
             diags.push(Diagnostic::error(
                 Code::MISSING_CONFIG,
@@ -405,6 +415,7 @@ impl InferPlan {
             model,
             feeder,
             callbacks,
+            kpi,
             snapshot,
         })
     }

@@ -119,6 +119,8 @@ pub struct TrainingDirs {
     pub summaries_train: PathBuf,
     /// `training/summaries/eval/`.
     pub summaries_eval: PathBuf,
+    /// `training/kpi/`: each evaluation's KPIs (`step-N/`) and the KPI cache (`cache/`).
+    pub kpi: PathBuf,
     /// `checkpoints/`.
     pub checkpoints: PathBuf,
     /// `saved_models/`.
@@ -135,6 +137,7 @@ impl TrainingDirs {
             callbacks_eval: root.join("callbacks").join("eval"),
             summaries_train: root.join("summaries").join("train"),
             summaries_eval: root.join("summaries").join("eval"),
+            kpi: root.join("kpi"),
             checkpoints: project.join("checkpoints"),
             saved_models: project.join("saved_models"),
             root,
@@ -234,16 +237,16 @@ fn has_content(dir: &Path) -> bool {
         .any(|e| e.file_name() != "configs" && (!e.path().is_dir() || count_files(&e.path()) > 0))
 }
 
-/// One inference run's folders.
+/// One inference, KPI evaluation or data extraction run's folders.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InferenceRun {
     /// The run's name (`run-3`, or the name given).
     pub name: String,
-    /// `inference/<name>/`.
+    /// `inference/<name>/` (or `kpi_evaluation/<name>/`, `data_extraction/<name>/`).
     pub dir: PathBuf,
-    /// `inference/<name>/results/`.
+    /// `<dir>/results/`.
     pub results: PathBuf,
-    /// `inference/<name>/artifacts/`.
+    /// `<dir>/artifacts/`.
     pub artifacts: PathBuf,
 }
 
@@ -252,7 +255,17 @@ impl InferenceRun {
     /// folder has content), else the newest `run-N` when it has no content yet, else
     /// `run-(N+1)`. Creates `results/` and `artifacts/` and points `inference/last_run` at it.
     pub fn create(project: &Path, run_name: Option<&str>) -> Result<InferenceRun, ProjectError> {
-        let root = project.join(RunType::Infer.dir_name());
+        Self::create_for(project, RunType::Infer, run_name)
+    }
+
+    /// Like [`InferenceRun::create`], for the runs of `run` (`kpi_evaluation/run-N`,
+    /// `data_extraction/run-N`).
+    pub fn create_for(
+        project: &Path,
+        run: RunType,
+        run_name: Option<&str>,
+    ) -> Result<InferenceRun, ProjectError> {
+        let root = project.join(run.dir_name());
         let name = match run_name {
             Some(name) => {
                 let plain = !name.is_empty()

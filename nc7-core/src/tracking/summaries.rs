@@ -40,16 +40,7 @@ pub fn write_images_and_histograms<B: Backend>(
                 continue;
             };
             if let Some(name) = key.strip_prefix("image_") {
-                let tag = format!("{}/{name}", p.name);
-                let images = to_images(t.clone(), &tag).map_err(|e| e.to_string())?;
-                for (i, img) in images.into_iter().enumerate() {
-                    let tag = if i == 0 {
-                        tag.clone()
-                    } else {
-                        format!("{tag}/{i}")
-                    };
-                    writer.image(&tag, &img.pixels, img.height, img.width, img.channels, step)?;
-                }
+                write_image(writer, &format!("{}/{name}", p.name), t.clone(), step)?;
             } else if let Some(name) = key.strip_prefix("histogram_") {
                 let tag = format!("{}/{name}", p.name);
                 let values =
@@ -57,6 +48,25 @@ pub fn write_images_and_histograms<B: Backend>(
                 writer.histogram(&tag, &values, step, HISTOGRAM_BUCKETS);
             }
         }
+    }
+    Ok(())
+}
+
+/// Writes the images of a tensor under `tag` (`tag/1`, `tag/2` for the later ones of a batch).
+pub fn write_image<B: Backend>(
+    writer: &EventWriter,
+    tag: &str,
+    tensor: AnyTensor<B>,
+    step: u64,
+) -> Result<(), String> {
+    let images = to_images(tensor, tag).map_err(|e| e.to_string())?;
+    for (i, img) in images.into_iter().enumerate() {
+        let tag = if i == 0 {
+            tag.to_owned()
+        } else {
+            format!("{tag}/{i}")
+        };
+        writer.image(&tag, &img.pixels, img.height, img.width, img.channels, step)?;
     }
     Ok(())
 }

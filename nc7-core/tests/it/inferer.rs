@@ -396,7 +396,11 @@ fn runs_a_saved_model_over_images_threaded_and_in_one_thread_alike() {
     assert_eq!((threaded.samples, threaded.iterations), (12, 3));
     assert_eq!(threaded.run.name, "run-1");
     assert!(
-        threaded.model.ends_with("saved_models/step-18"),
+        threaded
+            .model
+            .as_ref()
+            .unwrap()
+            .ends_with("saved_models/step-18"),
         "{:?}",
         threaded.model
     );

@@ -187,10 +187,7 @@ simple_nucleotide!(Kpi, KpiPlugin, Empty, NoKeys, NoKeys, {
     }
 });
 simple_nucleotide!(Acc, KpiAccumulator, Empty, NoKeys, NoKeys, {
-    fn accumulate(&mut self, _: NoKeys) -> Result<Option<NoKeys>, BoxError> {
-        Ok(None)
-    }
-    fn finish(&mut self) -> Result<NoKeys, BoxError> {
+    fn combine(&mut self, _: Vec<NoKeys>) -> Result<NoKeys, BoxError> {
         Ok(NoKeys)
     }
 });

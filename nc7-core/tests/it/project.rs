@@ -174,11 +174,6 @@ simple_nucleotide!(
         }
     }
 );
-simple_nucleotide!(MeanKpi, KpiPlugin, Empty, Loss<B>, NoKeys, {
-    fn evaluate(&mut self, _: Loss<B>) -> Result<NoKeys, BoxError> {
-        Ok(NoKeys)
-    }
-});
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -534,49 +529,6 @@ fn empty_and_missing_projects() {
     assert!(
         err.contains("project directory `/no/such/project` does not exist"),
         "{err}"
-    );
-}
-
-#[test]
-fn configs_no_run_reads_yet_are_refused() {
-    // KPI nucleotides in training: their graph is checked, but no training run evaluates
-    // them yet, so they are refused rather than accepted and ignored.
-    let kpi = r#"{"class_name": "MeanKpi", "name": "mean_kpi", "inbound_nodes": ["acc"]}"#;
-    let dir = project_with(&[("kpi/mean.json", Some(kpi))]);
-    let c = check(dir.path(), RunType::Train, Overrides::default());
-    has(
-        &c,
-        Code::UNKNOWN_FIELD,
-        Some("training/configs/kpi"),
-        "`kpi_config`: nc7 does not evaluate KPIs during this run yet",
-    );
-    assert!(c.handlers.iter().any(|h| h.name() == "kpi"));
-    assert_eq!(errors(&c).len(), 1, "{}", c.diagnostics);
-    // The KPI run's own settings file has no run to read it yet.
-    let mut files = valid_training();
-    files.push((
-        "kpi_evaluation/configs/datafeeder.json".into(),
-        r#"{"class_name": "ImagesFeeder", "name": "feeder"}"#.into(),
-    ));
-    files.push((
-        "kpi_evaluation/configs/kpi/mean.json".into(),
-        r#"{"class_name": "MeanKpi", "name": "mean_kpi", "inbound_nodes": ["dataset"]}"#.into(),
-    ));
-    files.push((
-        "kpi_evaluation/configs/kpi_evaluator.json".into(),
-        r#"{"batch_size": 4}"#.into(),
-    ));
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, t)| (p.as_str(), t.as_str()))
-        .collect();
-    let dir = project(&refs);
-    let c = check(dir.path(), RunType::Kpi, Overrides::default());
-    has(
-        &c,
-        Code::UNKNOWN_FIELD,
-        Some("kpi_evaluation/configs/kpi_evaluator.json"),
-        "nc7 has no KPI evaluation run yet, so `kpi_evaluator.json` would not be read",
     );
 }
 

@@ -24,12 +24,18 @@ use crate::config::RunType;
 use crate::data::{BatchError, Collator};
 use crate::data::{collate, concat};
 use crate::export::describe;
+use crate::kpi::{KpiError, KpiEvaluator, KpiEvaluatorPlan, KpiTargets};
 use crate::model::{Model, Part};
 use crate::nest::Nest;
+use crate::nucleotide::SummaryWriter as _;
 use crate::nucleotide::{CallbackContext, IterationInfo, Mode, RunControl};
-use crate::plan::{InferPlan, ModelSource, PlanError};
+use crate::plan::{
+    CallbacksPlan, ExtractPlan, FeedPlan, InferPlan, InferSettings, KpiPlan, ModelPlan,
+    ModelSource, PlanError,
+};
 use crate::project::{InferenceRun, ProjectError, ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::runtime::{self, DynFeeder};
+use crate::tracking::summaries::write_image;
 use crate::tracking::tensorboard::EventWriter;
 
 mod signature;
@@ -46,13 +52,13 @@ pub struct InferOptions {
     pub command: Vec<String>,
 }
 
-/// What an inference run did.
+/// What an inference, KPI evaluation or data extraction run did.
 #[derive(Debug, Clone)]
 pub struct InferReport {
     /// The run's folders.
     pub run: InferenceRun,
-    /// The saved model or checkpoint that ran.
-    pub model: PathBuf,
+    /// The saved model or checkpoint that ran (none in runs without a model).
+    pub model: Option<PathBuf>,
     /// Iterations run.
     pub iterations: u64,
     /// Samples run.
@@ -63,9 +69,11 @@ pub struct InferReport {
     pub stopped: Option<String>,
     /// Seconds from the first read to the last callback.
     pub seconds: f64,
-    /// Seconds each stage worked (reading, prediction, callbacks), waits left out: with
-    /// threads, the slowest stage bounds the run.
+    /// Seconds each stage worked (reading, prediction, callbacks and KPIs), waits left out:
+    /// with threads, the slowest stage bounds the run.
     pub stage_seconds: [f64; 3],
+    /// The KPIs, by name (`kpi/<accumulator>/<key>`); empty without KPI configs.
+    pub kpi: BTreeMap<String, f64>,
 }
 
 /// Why inference failed.
@@ -90,6 +98,9 @@ pub enum InferError {
     /// A callback could not be built, or failed at its start or end.
     #[error(transparent)]
     Callback(#[from] super::handlers::CallbackError),
+    /// A KPI nucleotide could not be built or its KPIs not written.
+    #[error(transparent)]
+    Kpi(#[from] KpiError),
     /// The model, the data or a callback failed while running; the message names it.
     #[error("{0}")]
     Run(String),
@@ -106,19 +117,90 @@ pub fn infer(plan: &InferPlan, options: &InferOptions) -> Result<InferReport, In
             });
         }
     };
-    let run = InferenceRun::create(plan.project(), options.run_name.as_deref())?;
-    write_snapshot(&run.artifacts, RunType::Infer, &plan.snapshot)?;
-    let record = ProjectMetadata::start_run(
+    let model = ModelRun {
+        plan: &plan.model,
+        weights,
+        dir: model_dir,
+        inputs,
+    };
+    let mut report = run_pipeline(
         plan.project(),
         RunType::Infer,
-        &run.dir,
-        options.command.clone(),
+        &plan.snapshot,
+        options,
+        Pipeline {
+            feeder: &plan.feeder,
+            settings: &plan.settings,
+            model: Some(model),
+            callbacks: &plan.callbacks,
+            kpi: plan.kpi.as_ref(),
+        },
+        plan.device,
     )?;
-    let result = plan.device.dispatch(Inference {
-        plan,
-        weights,
-        model_dir,
-        inputs,
+    report.model = Some(model_dir.clone());
+    Ok(report)
+}
+
+/// Runs a KPI evaluation plan: `evaluate-kpi <project_dir>`. The KPIs go to the run's
+/// `results/`, its summaries and the report.
+pub fn evaluate_kpi(plan: &KpiPlan, options: &InferOptions) -> Result<InferReport, InferError> {
+    run_feed(&plan.feed, Some(&plan.kpi), options)
+}
+
+/// Runs a data extraction plan: `extract-data <project_dir>`, the data feeder's samples through
+/// the callbacks, without a model.
+pub fn extract_data(plan: &ExtractPlan, options: &InferOptions) -> Result<InferReport, InferError> {
+    run_feed(&plan.feed, None, options)
+}
+
+fn run_feed(
+    plan: &FeedPlan,
+    kpi: Option<&KpiEvaluatorPlan>,
+    options: &InferOptions,
+) -> Result<InferReport, InferError> {
+    run_pipeline(
+        plan.project(),
+        plan.run,
+        &plan.snapshot,
+        options,
+        Pipeline {
+            feeder: &plan.feeder,
+            settings: &plan.settings,
+            model: None,
+            callbacks: &plan.callbacks,
+            kpi,
+        },
+        plan.device,
+    )
+}
+
+/// Where a run's KPIs go: its results folder (`results/kpi/` in inference, whose results are
+/// the callbacks'), and the cache the runs of its type share (`<run type dir>/kpi_cache/`).
+fn kpi_targets(project: &Path, run_type: RunType, run: &InferenceRun) -> KpiTargets {
+    KpiTargets {
+        results: match run_type {
+            RunType::Infer => run.results.join("kpi"),
+            _ => run.results.clone(),
+        },
+        cache: Some(project.join(run_type.dir_name()).join("kpi_cache")),
+    }
+}
+
+/// Makes the run's folder, records the run and its config, and runs the pipeline on `device`.
+fn run_pipeline(
+    project: &Path,
+    run_type: RunType,
+    snapshot: &Value,
+    options: &InferOptions,
+    pipeline: Pipeline<'_>,
+    device: crate::backend::DeviceChoice,
+) -> Result<InferReport, InferError> {
+    let run = InferenceRun::create_for(project, run_type, options.run_name.as_deref())?;
+    write_snapshot(&run.artifacts, run_type, snapshot)?;
+    let record = ProjectMetadata::start_run(project, run_type, &run.dir, options.command.clone())?;
+    let result = device.dispatch(OnRun {
+        kpi: kpi_targets(project, run_type, &run),
+        pipeline,
         run: &run,
     });
     let status = match &result {
@@ -126,30 +208,49 @@ pub fn infer(plan: &InferPlan, options: &InferOptions) -> Result<InferReport, In
         Ok(_) => "finished",
         Err(_) => "failed",
     };
-    let _ = ProjectMetadata::end_run(plan.project(), record, status);
+    let _ = ProjectMetadata::end_run(project, record, status);
     let counts = result?;
     Ok(InferReport {
         run,
-        model: model_dir.clone(),
+        model: None,
         iterations: counts.iterations,
         samples: counts.samples,
         skipped: counts.skipped,
         stopped: counts.stopped,
         seconds: counts.seconds,
         stage_seconds: counts.stage_seconds,
+        kpi: counts.kpi,
     })
 }
 
-/// An inference run, to be dispatched on the plan's device (its backend without autodiff).
-struct Inference<'a> {
-    plan: &'a InferPlan,
+/// The model a pipeline runs and the weights it loads.
+#[derive(Clone, Copy)]
+struct ModelRun<'a> {
+    plan: &'a ModelPlan,
     weights: &'a Path,
-    model_dir: &'a Path,
+    dir: &'a Path,
+    /// The saved model's inputs, checked against the first batch.
     inputs: Option<&'a [Value]>,
-    run: &'a InferenceRun,
 }
 
-impl OnDevice for Inference<'_> {
+/// The pipeline of a run: a data feeder, a model or none, KPIs and callbacks.
+struct Pipeline<'a> {
+    feeder: &'a Part,
+    settings: &'a InferSettings,
+    model: Option<ModelRun<'a>>,
+    callbacks: &'a CallbacksPlan,
+    kpi: Option<&'a KpiEvaluatorPlan>,
+}
+
+/// A pipeline in its run's folders, to be dispatched on the plan's device (its backend
+/// without autodiff).
+struct OnRun<'a, 'r> {
+    pipeline: Pipeline<'a>,
+    run: &'r InferenceRun,
+    kpi: KpiTargets,
+}
+
+impl OnDevice for OnRun<'_, '_> {
     type Output = Result<Counts, InferError>;
 
     fn run<T: AutodiffBackend>(
@@ -170,6 +271,7 @@ struct Counts {
     stopped: Option<String>,
     seconds: f64,
     stage_seconds: [f64; 3],
+    kpi: BTreeMap<String, f64>,
 }
 
 /// One iteration as read: its batches (one, or several for a feed list), and whether it is the
@@ -190,23 +292,31 @@ impl<B: Backend> Read<B> {
     }
 }
 
-fn run_on<B: Backend>(inference: &Inference<'_>, device: &B::Device) -> Result<Counts, InferError> {
-    let Inference {
-        plan,
-        weights,
-        model_dir,
-        inputs,
+fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, InferError> {
+    let OnRun {
+        pipeline:
+            Pipeline {
+                feeder,
+                settings,
+                model,
+                callbacks,
+                kpi,
+            },
         run,
-    } = *inference;
-    let settings = &plan.settings;
-    let feeder = &plan.feeder;
-    let parts = &plan.model.parts;
-    let mut model = Model::<B>::build(plan.model.handler.clone(), parts, device)
-        .map_err(|e| InferError::Run(e.to_string()))?;
-    let mut tensors = crate::model::read_safetensors::<B>(weights, device)?;
-    model
-        .load_tensors(&mut tensors, &[])
-        .map_err(|e| InferError::Run(format!("weights {}: {e}", weights.display())))?;
+        kpi: ref targets,
+    } = *on;
+    let model = match model {
+        Some(m) => {
+            let mut built = Model::<B>::build(m.plan.handler.clone(), &m.plan.parts, device)
+                .map_err(|e| InferError::Run(e.to_string()))?;
+            let mut tensors = crate::model::read_safetensors::<B>(m.weights, device)?;
+            built
+                .load_tensors(&mut tensors, &[])
+                .map_err(|e| InferError::Run(format!("weights {}: {e}", m.weights.display())))?;
+            Some((built, m))
+        }
+        None => None,
+    };
     let reader = Reader {
         name: feeder.name.clone(),
         feeder: runtime::feeder::<B>(feeder.registration, &feeder.name, &feeder.config, device)
@@ -219,13 +329,17 @@ fn run_on<B: Backend>(inference: &Inference<'_>, device: &B::Device) -> Result<C
         busy: 0.0,
     };
     let predictor = Predictor {
-        model,
-        parts,
-        inputs,
-        model_dir,
+        parts: model.as_ref().map_or(&[][..], |(_, m)| &m.plan.parts[..]),
+        inputs: model.as_ref().and_then(|(_, m)| m.inputs),
+        model_dir: model.as_ref().map_or(Path::new(""), |(_, m)| m.dir),
+        model: model.map(|(built, _)| built),
         busy: 0.0,
     };
-    let mut callbacks = Callbacks::<B>::build(&plan.callbacks, device)?;
+    let mut kpi = match kpi {
+        Some(plan) => Some(KpiEvaluator::new(plan, targets)?),
+        None => None,
+    };
+    let mut callbacks = Callbacks::<B>::build(callbacks, device)?;
     let writer: Arc<EventWriter> = Arc::new(
         EventWriter::create(&run.dir.join("summaries"))
             .map_err(|e| InferError::Run(e.to_string()))?,
@@ -233,7 +347,7 @@ fn run_on<B: Backend>(inference: &Inference<'_>, device: &B::Device) -> Result<C
     let mut ctx = CallbackContext {
         mode: Mode::Infer,
         log_dir: run.results.clone(),
-        summaries: writer,
+        summaries: writer.clone(),
         summary_step: 0,
         iteration: IterationInfo::default(),
         iterations_per_epoch: 0,
@@ -253,6 +367,10 @@ fn run_on<B: Backend>(inference: &Inference<'_>, device: &B::Device) -> Result<C
             is_last: p.is_last,
         };
         let clock = Instant::now();
+        if let Some(kpi) = &mut kpi {
+            kpi.iteration(&p.data, &p.outputs, p.samples, p.is_last)
+                .map_err(|e| e.to_string())?;
+        }
         callbacks
             .iteration(p.data, p.outputs, ctx)
             .map_err(|e| e.to_string())?;
@@ -271,7 +389,6 @@ fn run_on<B: Backend>(inference: &Inference<'_>, device: &B::Device) -> Result<C
         )
     };
     let ended = callbacks.end(&ctx);
-    counts.seconds = started.elapsed().as_secs_f64();
     counts.skipped = stages.skipped;
     counts.stage_seconds[0] = stages.read_seconds;
     counts.stage_seconds[1] = stages.predict_seconds;
@@ -279,12 +396,34 @@ fn run_on<B: Backend>(inference: &Inference<'_>, device: &B::Device) -> Result<C
     counts.stopped = ctx.control.stop_requested();
     result.map_err(InferError::Run)?;
     ended?;
+    if let Some(kpi) = kpi {
+        let values = kpi.finish()?;
+        for (tag, image) in values.images() {
+            write_image(&writer, &tag, image, counts.iterations).map_err(InferError::Run)?;
+        }
+        counts.kpi = values.scalars();
+        for (tag, value) in &counts.kpi {
+            writer.scalar(tag, *value, counts.iterations);
+        }
+        log::info!(
+            "KPIs over {} samples: {}",
+            values.samples,
+            counts
+                .kpi
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.6}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    writer.flush().map_err(|e| InferError::Run(e.to_string()))?;
+    counts.seconds = started.elapsed().as_secs_f64();
     if let Some(reason) = &counts.stopped {
         log::info!("stopped: {reason}");
     }
     let [read, predict, call] = counts.stage_seconds;
     log::info!(
-        "inferred {} samples in {} iterations in {:.2} s (reading {read:.2} s, prediction {predict:.2} s, callbacks {call:.2} s){}",
+        "ran {} samples in {} iterations in {:.2} s (reading {read:.2} s, prediction {predict:.2} s, callbacks and KPIs {call:.2} s){}",
         counts.samples,
         counts.iterations,
         counts.seconds,

@@ -71,6 +71,79 @@ impl InfererConfig {
     }
 }
 
+/// The settings of a run without a model: `kpi_evaluator_config`
+/// (`kpi_evaluation/configs/kpi_evaluator.json`) and `data_extraction_config`
+/// (`data_extraction/configs/data_extraction.json`); the command line wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Samples per iteration (`--batch-size`).
+    #[serde(default = "one")]
+    pub batch_size: usize,
+    /// Iterations the reading may run ahead of the rest (`--prefetch`).
+    #[serde(default = "two")]
+    pub prefetch_buffer_size: usize,
+    /// Read and evaluate in one thread (`--single-thread`).
+    #[serde(default)]
+    pub single_thread: bool,
+    /// Log and skip samples the data feeder fails to read (`--skip-bad-samples`).
+    #[serde(default)]
+    pub skip_bad_samples: bool,
+    /// `cpu`, `cuda` or `cuda:N`: where the data feeder's tensors are made (`--device`).
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            batch_size: one(),
+            prefetch_buffer_size: two(),
+            single_thread: false,
+            skip_bad_samples: false,
+            device: None,
+        }
+    }
+}
+
+inventory::submit! {
+    crate::config::SettingsSection {
+        key: "kpi_evaluator_config",
+        fields: crate::config::serde_fields::<FeedConfig>,
+    }
+}
+
+inventory::submit! {
+    crate::config::SettingsSection {
+        key: "data_extraction_config",
+        fields: crate::config::serde_fields::<FeedConfig>,
+    }
+}
+
+impl FeedConfig {
+    /// Reads the section `key` (absent: the defaults); the error names the field.
+    pub fn from_value(
+        key: &'static str,
+        value: &serde_json::Value,
+    ) -> Result<FeedConfig, crate::config::SettingsError> {
+        if value.is_null() {
+            return Ok(FeedConfig::default());
+        }
+        let config: FeedConfig = crate::config::read_section(key, value)?;
+        if config.batch_size == 0 {
+            return Err(crate::config::SettingsError::one(
+                key,
+                format!("{key}.batch_size must be at least 1"),
+            ));
+        }
+        Ok(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,13 +32,14 @@ use crate::config::RunType;
 use crate::data::{BatchOrder, DataPosition, for_each_batch};
 use crate::gene::Kind;
 use crate::handler::BoxError;
+use crate::kpi::{KpiEvaluator, KpiTargets};
 use crate::model::{Model, Part, TrainModel, from_safetensors, scalars_of, to_safetensors};
 use crate::nucleotide::{CallbackContext, IterationInfo, Mode, RunControl, SummaryWriter};
 use crate::optim::Schedule;
 use crate::plan::{PlanError, TrainPlan};
 use crate::project::{ProjectError, ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::runtime::{self, DynDataset};
-use crate::tracking::summaries::write_images_and_histograms;
+use crate::tracking::summaries::{write_image, write_images_and_histograms};
 use crate::tracking::tensorboard::EventWriter;
 
 mod checkpointing;

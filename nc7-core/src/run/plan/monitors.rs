@@ -58,22 +58,63 @@ pub(super) fn leaf_keys(keys: &[KeySpec]) -> Vec<(String, KeySpec)> {
     out
 }
 
-/// `keep_best` and `early_stopping` watch a value some evaluation output produces.
+/// The KPI values evaluations give, as monitors name them: `kpi/<accumulator>/<key>` for each
+/// number, nested keys joined by `/`; prefixes (ending in `/`) for vectors, whose elements are
+/// `…/<i>`, and for accumulators whose keys are dynamic.
+pub(super) fn kpi_values(kpi: &KpiEvaluatorPlan) -> (Vec<String>, Vec<String>) {
+    let mut values = Vec::new();
+    let mut prefixes = Vec::new();
+    for p in kpi.parts.iter().filter(|p| p.kind == Kind::KpiAccumulator) {
+        let signature = (p.registration.signature)();
+        if signature.dynamic_generated {
+            prefixes.push(format!("kpi/{}/", p.name));
+        }
+        for (key, spec) in leaf_keys(&signature.generated) {
+            if key.split(':').any(|k| k.starts_with("image_")) {
+                continue;
+            }
+            let name = format!("kpi/{}/{}", p.name, key.replace(':', "/"));
+            match spec.kind {
+                ValueKind::Float | ValueKind::Int | ValueKind::Bool | ValueKind::Any => {
+                    values.push(name)
+                }
+                ValueKind::Tensor {
+                    dtype: TensorDtype::Float | TensorDtype::Int,
+                    rank,
+                } => {
+                    if rank != Some(1) {
+                        values.push(name.clone()); // A one-element tensor is a number.
+                    }
+                    if matches!(rank, Some(1) | None) {
+                        prefixes.push(format!("{name}/"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (values, prefixes)
+}
+
+/// `keep_best` and `early_stopping` watch a value some evaluation output produces. A KPI
+/// monitor may leave out the accumulator's name (`kpi/f1_macro`) when one accumulator alone
+/// gives that key: it is written out in full in the plan.
 pub(super) fn check_monitors(
     check: &ProjectCheck,
     parts: &Parts<'_>,
-    trainer: &TrainerConfig,
+    kpi: Option<&KpiEvaluatorPlan>,
+    trainer: &mut TrainerConfig,
     diags: &mut Diagnostics,
 ) {
     let monitors = [
         trainer
             .keep_best
-            .as_ref()
-            .map(|k| ("keep_best", k.monitor.as_str())),
+            .as_mut()
+            .map(|k| ("keep_best", &mut k.monitor)),
         trainer
             .early_stopping
-            .as_ref()
-            .map(|e| ("early_stopping", e.monitor.as_str())),
+            .as_mut()
+            .map(|e| ("early_stopping", &mut e.monitor)),
     ];
     if monitors.iter().all(Option::is_none) {
         return;
@@ -88,9 +129,31 @@ pub(super) fn check_monitors(
     }
     let sections: Vec<&str> = MODEL_SECTIONS.iter().map(|s| s.key).collect();
     let parts = parts.of_sections(&sections);
-    let (values, dynamic) = evaluation_values(&parts);
+    let (mut values, mut dynamic) = evaluation_values(&parts);
+    if let Some(kpi) = kpi {
+        let (v, d) = kpi_values(kpi);
+        values.extend(v);
+        dynamic.extend(d);
+    }
+    let element = |monitor: &str, prefix: &str| {
+        monitor.strip_prefix(prefix).is_some_and(|rest| {
+            !rest.is_empty() && (prefix.ends_with('/') || rest.starts_with('/'))
+        })
+    };
     for (field, monitor) in monitors.into_iter().flatten() {
-        if values.iter().any(|v| v == monitor) || dynamic.iter().any(|d| monitor.starts_with(d)) {
+        if let Some(short) = monitor.strip_prefix("kpi/") {
+            let full: Vec<&String> = values
+                .iter()
+                .filter(|v| v.splitn(3, '/').nth(2) == Some(short))
+                .collect();
+            if let [one] = full[..]
+                && !values.contains(monitor)
+            {
+                *monitor = one.clone();
+            }
+        }
+        let monitor = monitor.as_str();
+        if values.iter().any(|v| v == monitor) || dynamic.iter().any(|d| element(monitor, d)) {
             continue;
         }
         diags.push(

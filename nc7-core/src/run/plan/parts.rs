@@ -89,4 +89,16 @@ impl<'c> Parts<'c> {
             parts,
         }
     }
+
+    /// The KPI handler `name` and its KPI nucleotides, if the run has any.
+    pub(super) fn kpi(&self, check: &ProjectCheck, name: &str) -> Option<KpiEvaluatorPlan> {
+        let handler = check.handler(name)?;
+        let parts = self
+            .entries
+            .iter()
+            .filter(|(_, p)| matches!(p.kind, Kind::KpiPlugin | Kind::KpiAccumulator))
+            .map(|(_, p)| p.clone())
+            .collect();
+        Some(KpiEvaluatorPlan { handler, parts })
+    }
 }

@@ -121,7 +121,8 @@ impl<B: Backend> Reader<B> {
 
 /// The prediction stage.
 pub(super) struct Predictor<'a, B: Backend> {
-    pub(super) model: Model<B>,
+    /// The model; none in runs without one, whose iterations are the data alone.
+    pub(super) model: Option<Model<B>>,
     pub(super) parts: &'a [Part],
     /// The saved model's inputs, checked against the first batch.
     pub(super) inputs: Option<&'a [Value]>,
@@ -145,8 +146,11 @@ impl<B: Backend> Predictor<'_, B> {
         let mut data = Vec::with_capacity(read.batches.len());
         let mut outputs: BTreeMap<String, Vec<Option<Nest<B>>>> = BTreeMap::new();
         for batch in read.batches {
-            let out = self
-                .model
+            let Some(model) = &mut self.model else {
+                data.push(batch);
+                continue;
+            };
+            let out = model
                 .run(batch.clone(), Mode::Infer)
                 .map_err(|e| format!("the model: {e}"))?
                 .into_map();

@@ -23,6 +23,19 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
             .collect();
         let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
         let mut sums = WeightedMeans::default();
+        let mut kpi = match &self.plan.kpi {
+            Some(plan) => Some(
+                KpiEvaluator::new(
+                    plan,
+                    &KpiTargets {
+                        results: self.dirs.kpi.join(format!("step-{global_step}")),
+                        cache: Some(self.dirs.kpi.join("cache")),
+                    },
+                )
+                .map_err(failed("building the KPI nucleotides"))?,
+            ),
+            None => None,
+        };
         let started = Instant::now();
         let mut index = 0;
         for_each_batch::<B::InnerBackend, TrainError>(
@@ -59,11 +72,27 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
                     execution_time: started.elapsed().as_secs_f64(),
                     is_last: pos.iteration == iterations,
                 };
+                if let Some(kpi) = &mut kpi {
+                    kpi.iteration(
+                        &batch,
+                        &outputs,
+                        sizes[index - 1],
+                        pos.iteration == iterations,
+                    )
+                    .map_err(|e| TrainError::Step(e.into()))?;
+                }
                 eval.callbacks.iteration(batch, outputs, &eval.ctx)?;
                 Ok(true)
             },
         )?;
-        let means = sums.means();
+        let mut means = sums.means();
+        if let Some(kpi) = kpi {
+            let values = kpi.finish().map_err(|e| TrainError::Step(e.into()))?;
+            for (tag, image) in values.images() {
+                write_image(&eval.writer, &tag, image, global_step)?;
+            }
+            means.extend(values.scalars());
+        }
         for (k, v) in &means {
             eval.writer.scalar(k, *v, global_step);
         }

@@ -1,0 +1,121 @@
+//! `evaluate-kpi` and `extract-data`: the runs without a model.
+
+use std::io::Write;
+
+use clap::Args;
+
+use super::{Failure, OverrideArgs, refused};
+use crate::config::{Overrides, RunType};
+use crate::coordinator::{InferOptions, InferReport};
+use crate::plan::{ExtractPlan, FeedRequest, KpiPlan};
+use crate::registry::Registry;
+
+/// The options of a run without a model.
+#[derive(Debug, Clone, Args)]
+pub(super) struct FeedArgs {
+    #[command(flatten)]
+    overrides: OverrideArgs,
+    /// The run folder's name instead of the next `run-N`.
+    #[arg(long)]
+    run_name: Option<String>,
+    /// Samples per iteration (over the run config's `batch_size`).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Read and evaluate in one thread.
+    #[arg(long)]
+    single_thread: bool,
+    /// Iterations the reading may run ahead.
+    #[arg(long)]
+    prefetch: Option<usize>,
+    /// Log samples the data feeder cannot read and go on.
+    #[arg(long)]
+    skip_bad_samples: bool,
+    /// `cpu`, `cuda` or `cuda:N`: where the data feeder's tensors are made.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+/// Plans and runs `evaluate-kpi` (`run` is `Kpi`) or `extract-data` (`Data`).
+pub(super) fn run_feed(
+    run: RunType,
+    args: FeedArgs,
+    env: &Overrides,
+    command_line: &[String],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<u8, Failure> {
+    let registry = Registry::global();
+    let request = FeedRequest {
+        batch_size: args.batch_size,
+        single_thread: args.single_thread,
+        prefetch: args.prefetch,
+        skip_bad_samples: args.skip_bad_samples,
+        device: args
+            .device
+            .map(|d| d.parse::<crate::backend::DeviceChoice>())
+            .transpose()?,
+        overrides: args.overrides.over(env),
+    };
+    let options = InferOptions {
+        run_name: args.run_name,
+        command: command_line.to_vec(),
+    };
+    let project = &args.overrides.project_dir;
+    let result = if run == RunType::Kpi {
+        match KpiPlan::load(project, &request, registry) {
+            Ok(plan) => crate::coordinator::evaluate_kpi(&plan, &options),
+            Err(e) => return refused(e, err),
+        }
+    } else {
+        match ExtractPlan::load(project, &request, registry) {
+            Ok(plan) => crate::coordinator::extract_data(&plan, &options),
+            Err(e) => return refused(e, err),
+        }
+    };
+    match result {
+        Ok(r) => {
+            report(&r, run, out)?;
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(err, "{e}")?;
+            Ok(1)
+        }
+    }
+}
+
+/// What a run without a model did, and its KPIs.
+fn report(r: &InferReport, run: RunType, out: &mut dyn Write) -> Result<(), Failure> {
+    let verb = if run == RunType::Kpi {
+        "evaluated"
+    } else {
+        "extracted"
+    };
+    writeln!(
+        out,
+        "{verb} {} samples in {} iterations ({:.1} samples/s){}{}",
+        r.samples,
+        r.iterations,
+        r.samples as f64 / r.seconds.max(1e-9),
+        if r.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; skipped {} bad samples", r.skipped.len())
+        },
+        r.stopped
+            .as_ref()
+            .map(|s| format!("; {s}"))
+            .unwrap_or_default()
+    )?;
+    write_kpis(r, out)?;
+    writeln!(out, "results: {}", r.run.results.display())?;
+    Ok(())
+}
+
+/// One line per KPI.
+pub(super) fn write_kpis(r: &InferReport, out: &mut dyn Write) -> Result<(), Failure> {
+    for (name, value) in &r.kpi {
+        writeln!(out, "  {name:<40} {value:.6}")?;
+    }
+    Ok(())
+}
