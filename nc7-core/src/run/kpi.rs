@@ -75,7 +75,7 @@ pub enum KpiError {
         /// The sample's index in the evaluation, from 0.
         sample: u64,
         /// What failed, naming the nucleotide.
-        source: RunError,
+        source: Box<RunError>,
     },
     /// A batch could not be split into samples.
     #[error("splitting the batch into samples for the KPIs: {0}")]
@@ -240,7 +240,7 @@ impl KpiEvaluator {
             })
             .map_err(|source| KpiError::Run {
                 sample: index,
-                source,
+                source: Box::new(source),
             })?;
         Ok(())
     }
@@ -270,10 +270,10 @@ impl KpiEvaluator {
                 node.combine(self.cache.as_mut())
                     .map_err(|source| KpiError::Run {
                         sample: self.samples,
-                        source: RunError::Nucleotide {
+                        source: Box::new(RunError::Nucleotide {
                             nucleotide: name.clone(),
                             source,
-                        },
+                        }),
                     })?;
             }
         }

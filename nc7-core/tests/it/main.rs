@@ -9,6 +9,7 @@ mod data;
 mod derives;
 mod glue;
 mod inferer;
+mod kpi;
 mod nucleotide;
 mod project;
 mod tensorboard;

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{ElementConversion as _, Tensor, TensorData};
 use nc7_core::coordinator::{TrainError, TrainOptions, TrainReport, export_checkpoint, train};
 use nc7_core::nucleotide::{CallbackContext, Dataset, ModelPlugin};
 use nc7_core::plan::TrainPlan;
@@ -1115,4 +1115,92 @@ fn what_check_refuses_train_refuses_before_the_first_step() {
             );
         }
     }
+}
+
+/// One sample's prediction and target, as KPI nucleotides take them.
+#[derive(Incoming)]
+pub struct ScoredSample<B: Backend> {
+    prediction: Tensor<B, 1>,
+    y: Tensor<B, 1>,
+}
+
+#[derive(Generated)]
+pub struct MaeKpiOut {
+    mae: f64,
+}
+
+simple_nucleotide!(MaeKpi, KpiAccumulator, Empty, ScoredSample<B>, MaeKpiOut, {
+    fn combine(&mut self, samples: Vec<ScoredSample<B>>) -> Result<MaeKpiOut, BoxError> {
+        let n = samples.len() as f64;
+        let sum: f64 = samples
+            .into_iter()
+            .map(|s| (s.prediction - s.y).abs().into_scalar().elem::<f64>())
+            .sum();
+        Ok(MaeKpiOut { mae: sum / n })
+    }
+});
+
+#[test]
+fn evaluations_run_kpis_into_summaries_the_saved_model_and_monitors() {
+    let kpi =
+        r#"{"class_name": "MaeKpi", "name": "mae_kpi", "inbound_nodes": ["dataset", "line"]}"#;
+    // The monitor leaves out the accumulator's name: one accumulator alone gives `mae`.
+    let dir = project(
+        r#"{"batch_size": {"train": 4, "eval": 3}, "num_epochs": 2, "random_seed": 7,
+            "keep_best": {"monitor": "kpi/mae", "mode": "min"}}"#,
+        &[("kpi/mae.json", kpi)],
+    );
+    let p = plan(dir.path()).unwrap();
+    assert_eq!(
+        p.trainer.keep_best.as_ref().unwrap().monitor,
+        "kpi/mae_kpi/mae"
+    );
+    let r = run(dir.path(), false, None).unwrap();
+    for e in &r.evaluations {
+        // Over every sample, as the metric weighted by samples (8 samples in batches of 3).
+        let (kpi, metric) = (e["kpi/mae_kpi/mae"], e["mae/mae"]);
+        assert!((kpi - metric).abs() < 1e-5, "{kpi} vs {metric}");
+    }
+    let step = r.global_step;
+    let saved: Value = serde_json::from_str(
+        &fs::read_to_string(
+            dir.path()
+                .join(format!("saved_models/step-{step}/eval_result.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(saved.to_string().contains("kpi/mae_kpi/mae"), "{saved}");
+    assert!(
+        dir.path()
+            .join(format!("training/kpi/step-{step}/mae_kpi.json"))
+            .is_file()
+    );
+    let best: Value = serde_json::from_str(
+        &fs::read_to_string(dir.path().join("checkpoints/best.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(best["monitor"], "kpi/mae_kpi/mae");
+    let events: Vec<_> = fs::read_dir(dir.path().join("training/summaries/eval"))
+        .unwrap()
+        .flatten()
+        .collect();
+    let bytes = fs::read(events[0].path()).unwrap();
+    assert!(
+        bytes.windows(15).any(|w| w == b"kpi/mae_kpi/mae"),
+        "the evaluation summaries hold the KPI"
+    );
+
+    // A KPI monitor no accumulator gives: refused at check, with the closest name.
+    let unknown = project(
+        r#"{"batch_size": 5, "num_epochs": 1, "keep_best": {"monitor": "kpi/mae_kpi/mea"}}"#,
+        &[("kpi/mae.json", kpi)],
+    );
+    let err = plan(unknown.path()).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "monitor `kpi/mae_kpi/mea` is no evaluation value; did you mean `kpi/mae_kpi/mae`?"
+        ),
+        "{err}"
+    );
 }
