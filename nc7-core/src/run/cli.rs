@@ -479,8 +479,11 @@ fn execute(
                             .unwrap_or_default()
                     )?;
                     if let Some(last) = r.evaluations.last() {
-                        let metrics: Vec<String> =
-                            last.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                        let metrics: Vec<String> = last
+                            .iter()
+                            .filter(|(k, _)| !crate::kpi::is_element(k))
+                            .map(|(k, v)| format!("{k} {v:.4}"))
+                            .collect();
                         writeln!(out, "last evaluation: {}", metrics.join(", "))?;
                     }
                     if let Some(dir) = r.exports.last() {

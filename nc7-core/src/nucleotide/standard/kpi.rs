@@ -47,13 +47,13 @@ pub struct ClassificationKpis<B: Backend> {
     /// The fraction of samples whose prediction is right.
     pub accuracy: f64,
     /// Per class: right predictions of the class over predictions of the class.
-    pub precision: Tensor<B, 1>,
+    pub precision: Vec<f64>,
     /// Per class: right predictions of the class over samples of the class.
-    pub recall: Tensor<B, 1>,
+    pub recall: Vec<f64>,
     /// Per class: the harmonic mean of precision and recall.
-    pub f1: Tensor<B, 1>,
+    pub f1: Vec<f64>,
     /// Per class: samples of the class.
-    pub support: Tensor<B, 1, Int>,
+    pub support: Vec<i64>,
     /// Precision averaged over the classes present.
     pub precision_macro: f64,
     /// Recall averaged over the classes present.
@@ -150,9 +150,6 @@ impl<B: Backend> KpiAccumulator<B> for ClassificationKpi {
                 / n as f64
         };
         let device = Default::default();
-        let vector = |v: &[f64]| {
-            Tensor::<B, 1>::from_data(TensorData::new(v.to_vec(), [c]).convert::<f32>(), &device)
-        };
         Ok(ClassificationKpis {
             accuracy: ratio(right, total),
             precision_macro: macro_of(&scores.precision),
@@ -161,13 +158,10 @@ impl<B: Backend> KpiAccumulator<B> for ClassificationKpi {
             precision_weighted: weighted_of(&scores.precision),
             recall_weighted: weighted_of(&scores.recall),
             f1_weighted: weighted_of(&scores.f1),
-            precision: vector(&scores.precision_shown()),
-            recall: vector(&scores.recall_shown()),
-            f1: vector(&scores.f1_shown()),
-            support: Tensor::from_data(
-                TensorData::new(support.iter().map(|&s| s as i64).collect::<Vec<_>>(), [c]),
-                &device,
-            ),
+            precision: scores.shown(&scores.precision),
+            recall: scores.shown(&scores.recall),
+            f1: scores.shown(&scores.f1),
+            support: support.iter().map(|&s| s as i64).collect(),
             confusion_matrix: counts_tensor(&cm, c, &device),
             image_confusion_matrix: confusion_image(&cm, c, &device),
         })
@@ -209,20 +203,12 @@ impl Scores {
             .collect()
     }
 
+    /// Per-class values, NaN for the classes present nowhere.
     fn shown(&self, v: &[f64]) -> Vec<f64> {
         v.iter()
             .zip(&self.is_present)
             .map(|(v, p)| if *p { *v } else { f64::NAN })
             .collect()
-    }
-    fn precision_shown(&self) -> Vec<f64> {
-        self.shown(&self.precision)
-    }
-    fn recall_shown(&self) -> Vec<f64> {
-        self.shown(&self.recall)
-    }
-    fn f1_shown(&self) -> Vec<f64> {
-        self.shown(&self.f1)
     }
 }
 
@@ -354,7 +340,7 @@ impl<B: Backend> KpiPlugin<B> for PixelConfusion {
 #[derive(Generated)]
 pub struct SegmentationKpis<B: Backend> {
     /// Per class: intersection over union of predicted and true pixels.
-    pub iou: Tensor<B, 1>,
+    pub iou: Vec<f64>,
     /// IoU averaged over the classes present in the labels or the predictions.
     pub mean_iou: f64,
     /// The fraction of pixels whose prediction is right.
@@ -424,7 +410,7 @@ impl<B: Backend> KpiAccumulator<B> for SegmentationKpi {
         Ok(SegmentationKpis {
             mean_iou: mean(present.iter().map(|&k| iou[k])),
             pixel_accuracy: ratio(right, total),
-            iou: Tensor::from_data(TensorData::new(iou, [c]).convert::<f32>(), &device),
+            iou,
             confusion_matrix: counts_tensor(&cm, c, &device),
             image_confusion_matrix: confusion_image(&cm, c, &device),
         })

@@ -112,9 +112,9 @@ fn report(r: &InferReport, run: RunType, out: &mut dyn Write) -> Result<(), Fail
     Ok(())
 }
 
-/// One line per KPI.
+/// One line per KPI (vectors' elements left out: the results folder has them).
 pub(super) fn write_kpis(r: &InferReport, out: &mut dyn Write) -> Result<(), Failure> {
-    for (name, value) in &r.kpi {
+    for (name, value) in r.kpi.iter().filter(|(k, _)| !crate::kpi::is_element(k)) {
         writeln!(out, "  {name:<40} {value:.6}")?;
     }
     Ok(())

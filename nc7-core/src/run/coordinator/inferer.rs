@@ -411,6 +411,7 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
             counts
                 .kpi
                 .iter()
+                .filter(|(k, _)| !crate::kpi::is_element(k))
                 .map(|(k, v)| format!("{k} {v:.6}"))
                 .collect::<Vec<_>>()
                 .join(", ")

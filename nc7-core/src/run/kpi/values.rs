@@ -78,6 +78,16 @@ impl KpiValues {
     }
 }
 
+/// Whether a KPI name is one element of a vector (`kpi/classification/f1/2`): logs leave those
+/// out, summaries and `eval_result.json` keep them.
+pub fn is_element(name: &str) -> bool {
+    name.starts_with("kpi/")
+        && name
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The images of one KPI nest: `(name, tensor)` for each key `image_<name>`.
 pub fn kpi_images(nest: &Nest<Cpu>) -> Vec<(String, AnyTensor<Cpu>)> {
     nest.flatten()

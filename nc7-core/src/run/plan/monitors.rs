@@ -78,6 +78,7 @@ pub(super) fn kpi_values(kpi: &KpiEvaluatorPlan) -> (Vec<String>, Vec<String>) {
                 ValueKind::Float | ValueKind::Int | ValueKind::Bool | ValueKind::Any => {
                     values.push(name)
                 }
+                ValueKind::List => prefixes.push(format!("{name}/")),
                 ValueKind::Tensor {
                     dtype: TensorDtype::Float | TensorDtype::Int,
                     rank,

@@ -16,7 +16,10 @@ impl<'c> Parts<'c> {
                 continue; // Reported by the check.
             }
             match Part::from_entry(e) {
-                Ok(p) => entries.push((e, p)),
+                Ok(mut p) => {
+                    with_project_dir(&mut p.config, &check.project);
+                    entries.push((e, p))
+                }
                 Err(message) => diags.push(
                     Diagnostic::error(
                         Code::UNKNOWN_FIELD,
@@ -100,5 +103,23 @@ impl<'c> Parts<'c> {
             .map(|(_, p)| p.clone())
             .collect();
         Some(KpiEvaluatorPlan { handler, parts })
+    }
+}
+
+/// The text a config string may hold for the project's directory, so that paths in configs can
+/// name files of the project wherever nc7 runs (`"${project}/inference/last_run/results"`).
+pub(super) const PROJECT_DIR: &str = "${project}";
+
+/// Replaces [`PROJECT_DIR`] in every string of a nucleotide's config by `project`.
+fn with_project_dir(config: &mut Value, project: &Path) {
+    match config {
+        Value::String(s) if s.contains(PROJECT_DIR) => {
+            *s = s.replace(PROJECT_DIR, &project.display().to_string());
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| with_project_dir(v, project)),
+        Value::Object(fields) => fields
+            .values_mut()
+            .for_each(|v| with_project_dir(v, project)),
+        _ => {}
     }
 }

@@ -100,6 +100,7 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
             "evaluation after step {global_step}: {}",
             means
                 .iter()
+                .filter(|(k, _)| !crate::kpi::is_element(k))
                 .map(|(k, v)| format!("{k} {v:.6}"))
                 .collect::<Vec<_>>()
                 .join(", ")
