@@ -1,5 +1,6 @@
-//! The classifier example on a shortened schedule: it trains better than chance, exports,
-//! keeps an experiment row and classifies new shapes.
+//! The classifier example on a shortened schedule: it trains better than chance with its KPIs
+//! in every evaluation, exports, keeps an experiment row, classifies new shapes and evaluates
+//! the KPIs of what it classified.
 
 use crate::{example, nc7};
 
@@ -36,5 +37,30 @@ fn trains_exports_and_classifies() {
     )
     .unwrap();
     assert!(first["class"].as_i64().is_some_and(|c| (0..3).contains(&c)));
-    assert_eq!(std::fs::read_dir(&results).unwrap().count(), 200);
+    // 200 JSON files and the records folder.
+    assert_eq!(std::fs::read_dir(&results).unwrap().count(), 201);
+    assert!(text.contains("kpi/classification/f1_macro"), "{text}");
+    let evaluated = nc7("shapes-classifier", &["evaluate-kpi", p]);
+    assert!(
+        evaluated.contains("evaluated 200 samples") && evaluated.contains("f1_macro"),
+        "{evaluated}"
+    );
+    let kpi: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(project.join("kpi_evaluation/last_run/results/classification.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let right: i64 = (0..3)
+        .map(|i| kpi["confusion_matrix"][i][i].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        right as f64 / 200.0,
+        kpi["accuracy"].as_f64().unwrap(),
+        "{kpi}"
+    );
+    assert!(
+        project
+            .join("kpi_evaluation/last_run/results/classification-confusion_matrix.png")
+            .is_file()
+    );
 }

@@ -46,6 +46,9 @@ fn learns_to_segment_and_segments_new_shapes() {
     // All background scores 0.2 (its IoU about 0.8, the shape's 0); 0.64 after two epochs.
     let iou = last(&text, "iou/mean_iou");
     assert!(iou > 0.5, "mean IoU after 250 steps: {iou}\n{text}");
+    // The KPI: the IoU of every pixel of the evaluation set at once.
+    let kpi = last(&text, "kpi/segmentation_kpi/mean_iou");
+    assert!(kpi > 0.5, "the mean IoU KPI after 250 steps: {kpi}\n{text}");
     let table = std::fs::read_to_string(unet.join("logs/experiments.csv")).unwrap();
     assert!(
         table.starts_with("finished,loss,mean_iou,project,step\n"),
