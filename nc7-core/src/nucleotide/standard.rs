@@ -9,7 +9,9 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::Backend;
 use burn::tensor::{Int, Tensor};
 
+mod detection;
 mod kpi;
+pub use detection::*;
 pub use kpi::*;
 
 use crate::nucleotide::{ModelLoss, ModelMetric, ModelPostProcessor, NoConfig};

@@ -527,3 +527,151 @@ fn extract_data_runs_callbacks_without_a_model() {
     assert_eq!(code, 1);
     assert!(err.contains("callbacks_config"), "{err}");
 }
+
+const COCO: &str = r#"
+import json, sys, io, contextlib
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+d = json.loads(sys.argv[1])
+gt = COCO()
+gt.dataset = d["gt"]
+with contextlib.redirect_stdout(io.StringIO()):
+    gt.createIndex()
+    dt = gt.loadRes(d["dt"])
+    e = COCOeval(gt, dt, "bbox")
+    e.evaluate()
+    e.accumulate()
+    e.summarize()
+p = e.eval["precision"]  # [T, R, K, A, M]
+per_class, per_class_50 = [], []
+for k in range(p.shape[2]):
+    s = p[:, :, k, 0, -1]
+    per_class.append(float(s[s > -1].mean()) if (s > -1).any() else None)
+s = p[0, :, :, 0, -1]
+for k in range(p.shape[2]):
+    c = s[:, k]
+    per_class_50.append(float(c[c > -1].mean()) if (c > -1).any() else None)
+print(json.dumps({"map": e.stats[0], "map_50": e.stats[1], "map_75": e.stats[2], "ap": per_class, "ap_50": per_class_50}))
+"#;
+
+#[test]
+fn detection_map_agrees_with_pycocotools() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_files(
+        root,
+        &[
+            (
+                "kpi_evaluation/configs/datafeeder.json",
+                r#"{"class_name": "RecordsFeeder", "name": "saved", "shards": "${project}/none/*"}"#.into(),
+            ),
+            (
+                "kpi_evaluation/configs/kpi/detection.json",
+                r#"{"class_name": "DetectionKpi", "name": "detection", "num_classes": 3, "inbound_nodes": ["dataset"]}"#.into(),
+            ),
+        ],
+    );
+    let p = plan(root);
+    let mut kpi = KpiEvaluator::new(
+        &p.kpi,
+        &KpiTargets {
+            results: root.join("results"),
+            cache: None,
+        },
+    )
+    .unwrap();
+    let d = Default::default();
+    let floats = |v: Vec<f32>, shape: Vec<usize>| {
+        Nest::<Cpu>::Tensor(AnyTensor::from_data(TensorData::new(v, shape), &d))
+    };
+    let ints = |v: Vec<i64>| {
+        let n = v.len();
+        Nest::<Cpu>::Tensor(AnyTensor::from_data(TensorData::new(v, [n]), &d))
+    };
+    let mut rng = Lcg(5);
+    let (mut images, mut annotations, mut results) = (vec![], vec![], vec![]);
+    let images_count = 40;
+    for image in 0..images_count {
+        // 1 to 4 true boxes of classes 0 and 1 (class 2 has none, only false detections).
+        let (mut gt, mut gt_classes, mut det, mut scores, mut det_classes) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..1 + rng.below(4) {
+            let (x, y) = (rng.below(60) as f32, rng.below(60) as f32);
+            let (w, h) = (4.0 + rng.below(20) as f32, 4.0 + rng.below(20) as f32);
+            let class = rng.below(2) as i64;
+            gt.extend([x, y, x + w, y + h]);
+            gt_classes.push(class);
+            annotations.push(
+                json!({"id": annotations.len() + 1, "image_id": image, "category_id": class + 1,
+                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}),
+            );
+            if rng.below(5) > 0 {
+                // A detection near it: shifted by up to 3.5 pixels, sometimes of the wrong class.
+                let (dx, dy) = (rng.below(8) as f32 * 0.5, rng.below(8) as f32 * 0.5);
+                let c = if rng.below(8) == 0 { 2 } else { class };
+                let score = rng.below(20) as f32 * 0.05;
+                det.extend([x + dx, y + dy, x + w + dx, y + h - dy]);
+                scores.push(score);
+                det_classes.push(c);
+                results.push(json!({"image_id": image, "category_id": c + 1, "bbox": [x + dx, y + dy, w, h - 2.0 * dy], "score": score}));
+            }
+        }
+        for _ in 0..rng.below(3) {
+            // False detections.
+            let (x, y, w) = (
+                rng.below(70) as f32,
+                rng.below(70) as f32,
+                3.0 + rng.below(9) as f32,
+            );
+            let c = rng.below(3) as i64;
+            let score = rng.below(20) as f32 * 0.05;
+            det.extend([x, y, x + w, y + w]);
+            scores.push(score);
+            det_classes.push(c);
+            results.push(json!({"image_id": image, "category_id": c + 1, "bbox": [x, y, w, w], "score": score}));
+        }
+        images.push(json!({"id": image, "width": 100, "height": 100}));
+        let (g, dn) = (gt_classes.len(), det_classes.len());
+        let mut n = Nest::<Cpu>::map();
+        n.insert("boxes", floats(gt, vec![g, 4])).unwrap();
+        n.insert("labels", ints(gt_classes)).unwrap();
+        n.insert("detected_boxes", floats(det, vec![dn, 4]))
+            .unwrap();
+        n.insert("detected_scores", floats(scores, vec![dn]))
+            .unwrap();
+        n.insert("detected_labels", ints(det_classes)).unwrap();
+        kpi.sample(vec![Some(n)], image + 1 == images_count)
+            .unwrap();
+    }
+    let values = kpi.finish().unwrap();
+    let ours = nc7_core::kpi::kpi_json(&values.by_accumulator["detection"], "detection");
+    assert_eq!(
+        ours["ap"][2],
+        Value::Null,
+        "class 2 has no true boxes: {ours}"
+    );
+    let categories: Vec<Value> = (1..=3)
+        .map(|c| json!({"id": c, "name": format!("c{c}")}))
+        .collect();
+    let data = json!({"gt": {"info": {}, "images": images, "annotations": annotations, "categories": categories}, "dt": results});
+    let Some(text) = python::run_python("pycocotools", COCO, &[&data.to_string()]) else {
+        return;
+    };
+    let reference: Value = serde_json::from_str(text.trim()).unwrap();
+    for key in ["map", "map_50", "map_75"] {
+        close(&ours[key], reference[key].as_f64().unwrap(), key);
+    }
+    for k in 0..2 {
+        close(
+            &ours["ap"][k],
+            reference["ap"][k].as_f64().unwrap(),
+            &format!("ap[{k}]"),
+        );
+        close(
+            &ours["ap_50"][k],
+            reference["ap_50"][k].as_f64().unwrap(),
+            &format!("ap_50[{k}]"),
+        );
+    }
+    assert_eq!(reference["ap"][2], Value::Null);
+}

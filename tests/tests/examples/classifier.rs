@@ -46,8 +46,10 @@ fn trains_exports_and_classifies() {
         "{evaluated}"
     );
     let kpi: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(project.join("kpi_evaluation/last_run/results/classification.json"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            project.join("kpi_evaluation/last_run/results/classification.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let right: i64 = (0..3)
