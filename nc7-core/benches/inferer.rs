@@ -23,200 +23,22 @@
 //! Run with `cargo xtask bench inferer`. The last line is `inferer speedup: <threaded/single>`
 //! (throughput of the threaded run over the single-thread run).
 
+#[path = "../tests/models/inferer.rs"]
+mod inferer;
+
+use inferer::{BATCH, SIDE, trained_project};
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::prelude::Backend;
-use burn::tensor::{Tensor, TensorData, s};
-use nc7_core::coordinator::{InferOptions, InferReport, TrainOptions, infer, train};
-use nc7_core::data::files::write_png;
-use nc7_core::nucleotide::{ModelLoss, ModelPlugin};
-use nc7_core::plan::{InferPlan, InferRequest, TrainPlan};
-use nc7_core::{BoxError, Build, Generated, Incoming, Mode, Registry, nucleotide};
-use serde::{Deserialize, Serialize};
+use nc7_core::Registry;
+use nc7_core::coordinator::{InferOptions, InferReport, infer};
+use nc7_core::plan::{InferPlan, InferRequest};
 
 const IMAGES: usize = 256;
-const SIDE: usize = 256;
-const BATCH: usize = 8;
 /// Measured rounds: six, one per order of the three runs.
 const ROUNDS: usize = 6;
-
-#[derive(Incoming)]
-pub struct Image<B: Backend> {
-    image: Tensor<B, 4>,
-}
-
-#[derive(Generated)]
-pub struct Mixed<B: Backend> {
-    picture: Tensor<B, 4>,
-}
-
-#[derive(Incoming)]
-pub struct Picture<B: Backend> {
-    picture: Tensor<B, 4>,
-}
-
-#[derive(Generated)]
-pub struct Loss<B: Backend> {
-    loss: Tensor<B, 1>,
-}
-
-/// `Mix`'s config.
-#[derive(Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MixConfig {
-    /// The side of the top-left square kept: sets the cost of writing the picture.
-    side: usize,
-    /// How often the 3×3 convolution is applied after the first time: sets the cost of
-    /// prediction.
-    repeats: usize,
-}
-
-/// The image's top-left `side`×`side` square, a 3×3 convolution applied `1 + repeats` times,
-/// values clamped to [0, 1].
-#[nucleotide(kind = ModelPlugin)]
-#[derive(Module, Debug)]
-pub struct Mix<B: Backend> {
-    conv: Conv2d<B>,
-    side: usize,
-    repeats: usize,
-}
-
-impl<B: Backend> Build<B> for Mix<B> {
-    type Config = MixConfig;
-    type Input = Image<B>;
-    type Output = Mixed<B>;
-    fn build(c: &MixConfig, device: &B::Device) -> Result<Self, BoxError> {
-        Ok(Mix {
-            conv: Conv2dConfig::new([3, 3], [3, 3])
-                .with_padding(burn::nn::PaddingConfig2d::Same)
-                .init(device),
-            side: c.side,
-            repeats: c.repeats,
-        })
-    }
-}
-
-impl<B: Backend> ModelPlugin<B> for Mix<B> {
-    fn forward(&self, input: Image<B>, _: Mode) -> Mixed<B> {
-        let side = self.side;
-        let mut x = input.image.slice(s![.., .., 0..side, 0..side]);
-        for _ in 0..=self.repeats {
-            x = self.conv.forward(x);
-        }
-        Mixed {
-            picture: x.clamp(0.0, 1.0),
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize, schemars::JsonSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Empty {}
-
-/// The mean of the picture: enough to train one step and export.
-#[nucleotide(kind = ModelLoss)]
-#[derive(Module, Clone, Debug)]
-pub struct MeanLoss;
-
-impl<B: Backend> Build<B> for MeanLoss {
-    type Config = Empty;
-    type Input = Picture<B>;
-    type Output = Loss<B>;
-    fn build(_: &Empty, _: &B::Device) -> Result<Self, BoxError> {
-        Ok(MeanLoss)
-    }
-}
-
-impl<B: Backend> ModelLoss<B> for MeanLoss {
-    fn loss(&self, input: Picture<B>, _: Mode) -> Loss<B> {
-        Loss {
-            loss: input.picture.mean(),
-        }
-    }
-}
-
-fn noise(i: usize) -> TensorData {
-    let mut s = 0x9e37_79b9_u64 ^ (i as u64 + 1).wrapping_mul(0x2545_f491);
-    let values: Vec<f32> = (0..3 * SIDE * SIDE)
-        .map(|p| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            // Smooth gradients with some noise: compresses like a photograph, not like noise.
-            let (y, x) = ((p / SIDE) % SIDE, p % SIDE);
-            let base = ((x + y + i * 7) % SIDE) as f32 / SIDE as f32;
-            (base * 0.8 + (s >> 40) as f32 / (1u64 << 24) as f32 * 0.2).min(1.0)
-        })
-        .collect();
-    TensorData::new(values, [3, SIDE, SIDE])
-}
-
-fn write(dir: &Path, files: &[(&str, String)]) {
-    for (p, t) in files {
-        let path = dir.join(p);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, t).unwrap();
-    }
-}
-
-/// The project: images, training configs (one step, to export a saved model) and inference
-/// configs.
-fn project(root: &Path) {
-    let list = format!(
-        r#"{{"file_names": {{"image": "{}/data/*.png"}}}}"#,
-        root.display()
-    );
-    write(
-        root,
-        &[
-            (
-                "training/configs/datasets.json",
-                format!(
-                    r#"{{"train": {{"class_name": "ImageFiles", "name": "train", "file_list": {list}}},
-                         "eval": {{"class_name": "ImageFiles", "name": "eval", "file_list": {list}}}}}"#
-                ),
-            ),
-            (
-                "training/configs/trainer.json",
-                r#"{"batch_size": 2, "num_epochs": 1, "progress_bar": false,
-                    "iterations_per_epoch": {"train": 1, "eval": 1},
-                    "optimization_config": {"optimizer": {"name": "sgd"}, "learning_rate": 0.01}}"#
-                    .into(),
-            ),
-            (
-                "training/configs/plugins/mix.json",
-                format!(
-                    r#"{{"class_name": "Mix", "name": "mix", "inbound_nodes": ["dataset"], "side": {SIDE}, "repeats": 0}}"#
-                ),
-            ),
-            (
-                "training/configs/losses/mean.json",
-                r#"{"class_name": "MeanLoss", "name": "mean", "inbound_nodes": ["mix"]}"#.into(),
-            ),
-            (
-                "inference/configs/datafeeder.json",
-                format!(r#"{{"class_name": "ImageFilesFeeder", "name": "images", "file_list": {list}}}"#),
-            ),
-            (
-                "inference/configs/inferer.json",
-                format!(r#"{{"batch_size": {BATCH}}}"#),
-            ),
-            (
-                "inference/configs/callbacks/pictures.json",
-                r#"{"class_name": "SampleSaver", "name": "pictures", "inbound_nodes": ["dataset", "mix"],
-                    "incoming_keys_mapping": {"dataset": {"file_name": "save_names", "image": "_"}},
-                    "image_keys": ["picture"]}"#
-                    .into(),
-            ),
-        ],
-    );
-}
 
 fn saved_model(root: &Path) -> std::path::PathBuf {
     fs::read_dir(root.join("saved_models"))
@@ -281,21 +103,7 @@ impl Bench {
         }
         .unwrap();
         let root = dir.path().join("a");
-        fs::create_dir_all(root.join("data")).unwrap();
-        for i in 0..IMAGES {
-            write_png(&root.join(format!("data/im{i:03}.png")), &noise(i)).unwrap();
-        }
-        project(&root);
-        let plan = TrainPlan::load(&root, &Default::default(), None, Registry::global())
-            .expect("the project plans");
-        train(
-            &plan,
-            &TrainOptions {
-                stop: Arc::new(AtomicBool::new(false)),
-                ..TrainOptions::default()
-            },
-        )
-        .expect("one training step to export a saved model");
+        trained_project(&root, IMAGES);
         let copy = dir.path().join("b");
         copy_dir(&root.join("inference"), &copy.join("inference"));
         copy_dir(&root.join("saved_models"), &copy.join("saved_models"));

@@ -10,15 +10,16 @@ mod resolve;
 mod settings;
 mod tree;
 
-pub use global::{Scope, check_global, defaults_for};
+pub use global::Scope;
+pub(crate) use global::check_global;
 pub use layout::{
-    GLOBAL_FILE, MAIN_FILE, MODEL_SECTIONS, NucleotideSection, RunType, SectionShape, is_ignored,
-    read_configs_dir, read_file, section_key,
+    GLOBAL_FILE, MAIN_FILE, MODEL_SECTIONS, NucleotideSection, RunType, SectionShape,
 };
 pub use nucleotides::{NucleotideEntry, complete_nucleotides};
-pub use resolve::{Layered, Overrides, apply_override, layer, parse_value};
-pub use settings::{SettingsError, SettingsSection, section_fields, serde_fields};
-pub use tree::{BASE_MARKER, Node, SourceId, Tagged, UPDATE_MARKER, strip_markers, update};
+pub use resolve::{Layered, Overrides, layer};
+pub use settings::{SettingsError, SettingsSection};
+pub(crate) use settings::{section_fields, serde_fields};
+pub use tree::{BASE_MARKER, Node, SourceId, Tagged, UPDATE_MARKER, update};
 
 use std::fmt;
 
@@ -84,7 +85,7 @@ impl Sources {
 
 /// Reads a section of settings (`trainer_config`, `inferer_config`) into its struct; the error
 /// names the field by its path in the section.
-pub fn read_section<T: serde::de::DeserializeOwned>(
+pub(crate) fn read_section<T: serde::de::DeserializeOwned>(
     section: &str,
     value: &serde_json::Value,
 ) -> Result<T, SettingsError> {

@@ -13,7 +13,8 @@ pub mod records_reader;
 pub mod shapes;
 pub mod tensor_file;
 
-pub use batch::{BatchError, Collator, collate, concat, for_each_batch, stack};
+pub(crate) use batch::for_each_batch;
+pub use batch::{BatchError, Collator, collate, concat, stack};
 pub use file_list::{FileList, FileListConfig};
 pub use image_files::{ImageFiles, ImageFilesFeeder};
 pub use order::{BatchOrder, DataPosition};

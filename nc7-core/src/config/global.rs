@@ -32,7 +32,7 @@ impl std::fmt::Display for Scope {
 /// `is_scope` tells which top-level map keys name types (so they are not taken for
 /// parameters). Values the nucleotide's own config gives are not touched here: the caller
 /// injects only absent keys.
-pub fn defaults_for(
+pub(crate) fn defaults_for(
     global: &Map<String, Value>,
     kind: Kind,
     class_name: &str,
@@ -75,7 +75,7 @@ pub fn defaults_for(
 /// that some nucleotide in its scope declares. A typo would otherwise be ignored without a
 /// word. A kind scope with no nucleotide of that kind in the run is checked against every
 /// registered type of the kind. Skipped while a class name is unknown (its fields are not).
-pub fn check_global(
+pub(crate) fn check_global(
     layered: &super::Layered,
     entries: &[super::NucleotideEntry],
     registry: &crate::registry::Registry,

@@ -209,7 +209,7 @@ pub const MAIN_FILE: &str = "config_main";
 
 /// The key a file or folder fills: `datasets` → `datasets_config`,
 /// `project_global_config` stays as it is.
-pub fn section_key(name: &str) -> String {
+pub(crate) fn section_key(name: &str) -> String {
     if name == GLOBAL_FILE {
         name.to_owned()
     } else {
@@ -218,12 +218,12 @@ pub fn section_key(name: &str) -> String {
 }
 
 /// Whether a directory entry is skipped: names starting with `_` or `.`.
-pub fn is_ignored(name: &str) -> bool {
+pub(crate) fn is_ignored(name: &str) -> bool {
     name.starts_with('_') || name.starts_with('.')
 }
 
 /// Reads one config file (JSON or TOML, by extension). Parse errors give line and column.
-pub fn read_file(path: &Path, shown: &str) -> Result<Value, Box<Diagnostic>> {
+pub(crate) fn read_file(path: &Path, shown: &str) -> Result<Value, Box<Diagnostic>> {
     let syntax = |message: String, help: &str| {
         Box::new(
             Diagnostic::error(Code::CONFIG_SYNTAX, "", message, help.to_owned())
@@ -272,7 +272,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 /// The layers one configs directory gives, in layering order: the global config, the main
 /// config, the single files, the gene folders. Problems are pushed to `diags`.
-pub fn read_configs_dir(
+pub(crate) fn read_configs_dir(
     dir: &Path,
     project: &Path,
     run: RunType,

@@ -200,7 +200,7 @@ fn unknown_sections(tree: &Tagged, run: RunType, sources: &Sources, diags: &mut 
 /// Reads a value given on the command line or in the environment: JSON literals (numbers,
 /// booleans, `null`, quoted strings, lists, maps), then figment's looser syntax (TOML-like
 /// `[1, 2]`, `{a = 1}`), and anything else as a plain string.
-pub fn parse_value(raw: &str) -> Value {
+pub(crate) fn parse_value(raw: &str) -> Value {
     let raw = raw.trim();
     if let Ok(v) = serde_json::from_str::<Value>(raw) {
         return v;
@@ -214,7 +214,7 @@ pub fn parse_value(raw: &str) -> Value {
 /// Sets `path` (dot-separated; the first segment may drop `_config`; list items by index or
 /// by nucleotide `name`) to `value`. Every segment but the last must exist; the last must
 /// exist too, unless it is a field the nucleotide type of the map declares.
-pub fn apply_override(
+pub(crate) fn apply_override(
     tree: &mut Tagged,
     path: &str,
     value: Value,

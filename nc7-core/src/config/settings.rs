@@ -50,7 +50,7 @@ pub struct SettingsSection {
 inventory::collect!(SettingsSection);
 
 /// The fields of the settings section `key`; none for a section nc7 does not define.
-pub fn section_fields(key: &str) -> &'static [&'static str] {
+pub(crate) fn section_fields(key: &str) -> &'static [&'static str] {
     inventory::iter::<SettingsSection>
         .into_iter()
         .find(|s| s.key == key)
@@ -59,7 +59,7 @@ pub fn section_fields(key: &str) -> &'static [&'static str] {
 
 /// The fields a struct deriving serde's `Deserialize` reads, in declaration order: serde's own
 /// list, which its derive hands to `deserialize_struct`.
-pub fn serde_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+pub(crate) fn serde_fields<T: DeserializeOwned>() -> &'static [&'static str] {
     let mut probe = FieldsProbe(&[]);
     let _ = T::deserialize(&mut probe);
     probe.0

@@ -261,7 +261,7 @@ fn strip_update_marker(t: &Tagged) -> Tagged {
 
 /// Removes the markers of the update rule left at the top of a layered config (in the first
 /// layer there is nothing to update or to take the base from).
-pub fn strip_markers(t: &mut Tagged) {
+pub(crate) fn strip_markers(t: &mut Tagged) {
     if let Node::Map(entries) = &mut t.node {
         entries.retain(|(k, _)| k != UPDATE_MARKER);
         for (_, v) in entries.iter_mut() {

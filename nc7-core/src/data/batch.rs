@@ -396,7 +396,7 @@ fn pad_stack<B: Backend>(
 /// in order. With `prefetch > 0` a background thread reads up to `prefetch` batches ahead
 /// while `consume` runs; `consume` returning `false` stops early. The first error, of
 /// reading or of `consume`, is returned.
-pub fn for_each_batch<B: Backend, E: From<BoxError>>(
+pub(crate) fn for_each_batch<B: Backend, E: From<BoxError>>(
     dataset: &dyn DynDataset<B>,
     batches: Vec<Vec<usize>>,
     prefetch: usize,

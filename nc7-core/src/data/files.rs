@@ -102,7 +102,7 @@ pub fn write_png(path: &Path, data: &TensorData) -> Result<(), crate::data::Data
 /// One image's values as 8-bit pixels, channels interleaved (the layout image encoders take):
 /// each value times `scale`, rounded half up and clamped to `[0, 255]` (NaN gives 0).
 /// `channels_first` says whether `values` is `[C, H, W]` (else `[H, W, C]`).
-pub fn to_pixels<T: Copy + Into<f64>>(
+pub(crate) fn to_pixels<T: Copy + Into<f64>>(
     values: &[T],
     channels: usize,
     channels_first: bool,

@@ -46,7 +46,7 @@ pub(crate) fn burn_dtype(d: safetensors::Dtype) -> Result<DType, String> {
 }
 
 /// Named tensor data as the bytes of a safetensors file, with `metadata` in its header.
-pub fn encode_safetensors<'a>(
+pub(crate) fn encode_safetensors<'a>(
     datas: impl IntoIterator<Item = (String, &'a TensorData)>,
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> Result<Vec<u8>, crate::data::DataError> {
@@ -96,7 +96,7 @@ pub(crate) fn sort_metadata(bytes: &mut [u8]) {
 }
 
 /// Every tensor of a safetensors file's bytes, as tensor data by name.
-pub fn decode_safetensors(
+pub(crate) fn decode_safetensors(
     bytes: &[u8],
 ) -> Result<Vec<(String, TensorData)>, crate::data::DataError> {
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;

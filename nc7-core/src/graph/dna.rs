@@ -267,7 +267,7 @@ fn escape(s: &str) -> String {
 }
 
 /// The fill colour of a kind in DOT drawings.
-pub fn kind_colour(kind: Kind) -> &'static str {
+pub(crate) fn kind_colour(kind: Kind) -> &'static str {
     match kind {
         Kind::ModelPlugin => "#8ecae6",
         Kind::ModelLoss => "#ffb703",

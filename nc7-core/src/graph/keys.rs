@@ -181,7 +181,7 @@ pub struct Signature {
 
 /// Flattens nested keys into `parent:child` keys; borrows when nothing is nested. A nested key
 /// is optional when it or its parent is.
-pub fn flatten_keys(keys: &'static [KeySpec]) -> Cow<'static, [KeySpec]> {
+pub(crate) fn flatten_keys(keys: &'static [KeySpec]) -> Cow<'static, [KeySpec]> {
     if keys
         .iter()
         .all(|k| k.children.is_empty() && !k.is_dynamic())

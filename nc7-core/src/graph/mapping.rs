@@ -178,7 +178,7 @@ impl fmt::Display for Target {
 }
 
 /// Joins segments with `:`.
-pub fn join_segments(segments: &[Segment]) -> String {
+pub(crate) fn join_segments(segments: &[Segment]) -> String {
     let parts: Vec<String> = segments.iter().map(Segment::to_string).collect();
     parts.join(&SEPARATOR.to_string())
 }

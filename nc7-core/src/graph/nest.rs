@@ -216,7 +216,7 @@ impl Segment {
 }
 
 /// Splits a flat key into its levels, refusing empty levels.
-pub fn split_key(path: &str) -> Result<Vec<&str>, NestError> {
+pub(crate) fn split_key(path: &str) -> Result<Vec<&str>, NestError> {
     let levels: Vec<&str> = path.split(SEPARATOR).collect();
     if levels.iter().any(|l| l.is_empty()) {
         return Err(NestError::EmptyLevel {

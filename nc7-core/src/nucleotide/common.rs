@@ -54,7 +54,7 @@ pub const COMMON_FIELDS: [&str; 10] = [
 /// The common fields a nucleotide of `kind` may have: every nucleotide's, a plugin's
 /// `trainable` and `optimization_config`, a loss's `loss_weights` and
 /// `exclude_from_total_loss`, a KPI nucleotide's `savers` and `cache`.
-pub fn common_fields_of(kind: Kind) -> impl Iterator<Item = &'static str> {
+pub(crate) fn common_fields_of(kind: Kind) -> impl Iterator<Item = &'static str> {
     COMMON_FIELDS.into_iter().filter(move |f| match *f {
         "trainable" | "optimization_config" => kind == Kind::ModelPlugin,
         "loss_weights" | "exclude_from_total_loss" => kind == Kind::ModelLoss,

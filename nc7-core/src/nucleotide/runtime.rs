@@ -163,7 +163,7 @@ pub fn plugin<B: Backend>(
 }
 
 /// Builds a model plugin for training on the autodiff backend `B`.
-pub fn train_plugin<B: AutodiffBackend>(
+pub(crate) fn train_plugin<B: AutodiffBackend>(
     reg: &Registration,
     name: &str,
     config: &Value,

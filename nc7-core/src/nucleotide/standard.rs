@@ -92,7 +92,7 @@ pub struct PixelClasses<B: Backend> {
 }
 
 /// Each pixel's scores as a row: `[N, C, H, W]` → `[N·H·W, C]`.
-pub fn pixel_rows<B: Backend>(logits: Tensor<B, 4>) -> Tensor<B, 2> {
+pub(crate) fn pixel_rows<B: Backend>(logits: Tensor<B, 4>) -> Tensor<B, 2> {
     let [n, c, h, w] = logits.dims();
     logits.permute([0, 2, 3, 1]).reshape([n * h * w, c])
 }

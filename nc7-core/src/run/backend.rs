@@ -205,13 +205,13 @@ impl DeviceChoice {
 /// Whether `B` keeps tensors in this process's memory (the CPU backend, with or without
 /// autodiff): reading a tensor's data and making one from data are then free or one copy,
 /// not a transfer to or from a device.
-pub fn on_host<B: Backend>() -> bool {
+pub(crate) fn on_host<B: Backend>() -> bool {
     let id = std::any::TypeId::of::<B>();
     id == std::any::TypeId::of::<Cpu>() || id == std::any::TypeId::of::<CpuTrain>()
 }
 
 /// Takes a tensor off the autodiff graph onto the inner backend; the data is not copied.
-pub fn tensor_to_inner<B: AutodiffBackend>(t: AnyTensor<B>) -> AnyTensor<B::InnerBackend> {
+pub(crate) fn tensor_to_inner<B: AutodiffBackend>(t: AnyTensor<B>) -> AnyTensor<B::InnerBackend> {
     match t {
         AnyTensor::Float(TensorPrimitive::Float(p)) => {
             AnyTensor::Float(TensorPrimitive::Float(B::inner(p)))
@@ -225,7 +225,7 @@ pub fn tensor_to_inner<B: AutodiffBackend>(t: AnyTensor<B>) -> AnyTensor<B::Inne
 }
 
 /// Puts an inner-backend tensor on the autodiff backend (not tracked); the data is not copied.
-pub fn tensor_from_inner<B: AutodiffBackend>(t: AnyTensor<B::InnerBackend>) -> AnyTensor<B> {
+pub(crate) fn tensor_from_inner<B: AutodiffBackend>(t: AnyTensor<B::InnerBackend>) -> AnyTensor<B> {
     match t {
         AnyTensor::Float(TensorPrimitive::Float(p)) => {
             AnyTensor::Float(TensorPrimitive::Float(B::from_inner(p)))
@@ -239,7 +239,7 @@ pub fn tensor_from_inner<B: AutodiffBackend>(t: AnyTensor<B::InnerBackend>) -> A
 }
 
 /// Maps every tensor of a nest onto another backend, keeping its structure and other leaves.
-pub fn map_nest<A: Backend, B: Backend>(
+pub(crate) fn map_nest<A: Backend, B: Backend>(
     nest: Nest<A>,
     f: &mut impl FnMut(AnyTensor<A>) -> AnyTensor<B>,
 ) -> Nest<B> {
@@ -255,12 +255,12 @@ pub fn map_nest<A: Backend, B: Backend>(
 }
 
 /// A nest off the autodiff graph, on the inner backend.
-pub fn nest_to_inner<B: AutodiffBackend>(nest: Nest<B>) -> Nest<B::InnerBackend> {
+pub(crate) fn nest_to_inner<B: AutodiffBackend>(nest: Nest<B>) -> Nest<B::InnerBackend> {
     map_nest(nest, &mut tensor_to_inner::<B>)
 }
 
 /// A nest of the inner backend on the autodiff backend.
-pub fn nest_from_inner<B: AutodiffBackend>(nest: Nest<B::InnerBackend>) -> Nest<B> {
+pub(crate) fn nest_from_inner<B: AutodiffBackend>(nest: Nest<B::InnerBackend>) -> Nest<B> {
     map_nest(nest, &mut tensor_from_inner::<B>)
 }
 

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod feed;
+mod infer;
 
 use crate::check::ProjectCheck;
 use crate::config::{Overrides, RunType};
@@ -96,40 +97,7 @@ enum Command {
     ExtractData(feed::FeedArgs),
     /// Run a saved model (the newest, or a chosen one or checkpoint) over the data feeder's
     /// samples with the inference callbacks, in `inference/run-N/`.
-    Infer {
-        #[command(flatten)]
-        overrides: OverrideArgs,
-        /// The run folder's name instead of the next `run-N`.
-        #[arg(long)]
-        run_name: Option<String>,
-        /// A saved model: a name in `saved_models/` (`step-40`) or a path; the newest by default.
-        #[arg(long, conflicts_with = "checkpoint")]
-        saved_model: Option<String>,
-        /// Run a checkpoint (`ckpt-N`, `best` or a path) with the training configs' model.
-        #[arg(long)]
-        checkpoint: Option<PathBuf>,
-        /// Samples per batch (over `inferer.json`'s `batch_size`).
-        #[arg(long)]
-        batch_size: Option<usize>,
-        /// Read, predict and call back in one thread.
-        #[arg(long)]
-        single_thread: bool,
-        /// Iterations each stage may run ahead of the next.
-        #[arg(long)]
-        prefetch: Option<usize>,
-        /// Split the data feeder's file list into this many shards (with `--shard-index`).
-        #[arg(long, requires = "shard_index")]
-        number_of_shards: Option<usize>,
-        /// Which shard this process reads, from 0.
-        #[arg(long, requires = "number_of_shards")]
-        shard_index: Option<usize>,
-        /// Log samples the data feeder cannot read and go on.
-        #[arg(long)]
-        skip_bad_samples: bool,
-        /// `cpu`, `cuda` or `cuda:N`; over `inferer.json`'s `device`.
-        #[arg(long)]
-        device: Option<String>,
-    },
+    Infer(infer::InferArgs),
 }
 
 /// A project's configs and what is layered over them.
@@ -225,7 +193,7 @@ impl log::Log for StderrLog {
 }
 
 /// Sends log records to stderr at the level `NC7_LOG` names (info by default).
-pub fn init_logging() {
+pub(crate) fn init_logging() {
     static LOGGER: StderrLog = StderrLog;
     let level = std::env::var("NC7_LOG")
         .ok()
@@ -525,72 +493,7 @@ fn execute(
                 }
             }
         }
-        Command::Infer {
-            overrides,
-            run_name,
-            saved_model,
-            checkpoint,
-            batch_size,
-            single_thread,
-            prefetch,
-            number_of_shards,
-            shard_index,
-            skip_bad_samples,
-            device,
-        } => {
-            let request = InferRequest {
-                saved_model,
-                checkpoint,
-                batch_size,
-                single_thread,
-                prefetch,
-                shard: number_of_shards.zip(shard_index),
-                skip_bad_samples,
-                device: device
-                    .map(|d| d.parse::<crate::backend::DeviceChoice>())
-                    .transpose()?,
-                overrides: overrides.over(&env),
-            };
-            let plan = match InferPlan::load(&overrides.project_dir, &request, registry) {
-                Ok(plan) => plan,
-                Err(e) => return refused(e, err),
-            };
-            let options = crate::coordinator::InferOptions {
-                run_name,
-                command: command_line.to_vec(),
-            };
-            match crate::coordinator::infer(&plan, &options) {
-                Ok(r) => {
-                    writeln!(
-                        out,
-                        "inferred {} samples in {} iterations ({:.1} samples/s) with {}{}{}",
-                        r.samples,
-                        r.iterations,
-                        r.samples as f64 / r.seconds.max(1e-9),
-                        r.model
-                            .as_deref()
-                            .unwrap_or(std::path::Path::new("-"))
-                            .display(),
-                        if r.skipped.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; skipped {} bad samples", r.skipped.len())
-                        },
-                        r.stopped
-                            .as_ref()
-                            .map(|s| format!("; {s}"))
-                            .unwrap_or_default()
-                    )?;
-                    feed::write_kpis(&r, out)?;
-                    writeln!(out, "results: {}", r.run.results.display())?;
-                    Ok(0)
-                }
-                Err(e) => {
-                    writeln!(err, "{e}")?;
-                    Ok(1)
-                }
-            }
-        }
+        Command::Infer(args) => infer::run_infer(args, &env, command_line, out, err),
         Command::EvaluateKpi(args) => {
             feed::run_feed(RunType::Kpi, args, &env, command_line, out, err)
         }

@@ -422,7 +422,7 @@ impl<B: AutodiffBackend> TrainModel<B> {
 /// The total loss of the loss nucleotides' outputs, and each `loss…` key's mean by
 /// `<nucleotide>/<key>`. Each loss's keys are weighted by its `loss_weights`, its total by the
 /// model's `loss_weights`; an `exclude_from_total_loss` loss is reported but not summed.
-pub fn losses_of<B: Backend>(
+pub(crate) fn losses_of<B: Backend>(
     parts: &[Part],
     model_weights: &BTreeMap<String, f64>,
     outputs: &BTreeMap<String, Option<Nest<B>>>,
@@ -521,7 +521,7 @@ fn add_regularization<'a, B: Backend>(
 
 /// Scalars among outputs: every float tensor of one element or scalar number, by
 /// `<nucleotide>/<key>`; nucleotides of `kinds` only.
-pub fn scalars_of<B: Backend>(
+pub(crate) fn scalars_of<B: Backend>(
     parts: &[Part],
     kinds: &[Kind],
     outputs: &BTreeMap<String, Option<Nest<B>>>,

@@ -378,13 +378,13 @@ impl<B: AutodiffBackend> PluginOptimizer<B> {
 }
 
 /// The squared L2 norm of a gradient, summed on the device (no read-back).
-pub fn square_sum<B: Backend, const D: usize>(grad: &Tensor<B, D>) -> Tensor<B, 1> {
+pub(crate) fn square_sum<B: Backend, const D: usize>(grad: &Tensor<B, D>) -> Tensor<B, 1> {
     grad.clone().powi_scalar(2).sum()
 }
 
 /// The factor gradients are scaled by so that their global norm is at most `clip`
 /// (nucleus7's `clip_by_global_norm`): `clip / max(norm, clip)`.
-pub fn clip_factor(global_norm: f64, clip: f64) -> f64 {
+pub(crate) fn clip_factor(global_norm: f64, clip: f64) -> f64 {
     if global_norm.is_finite() && global_norm > clip {
         clip / global_norm
     } else {

@@ -428,7 +428,7 @@ impl InferPlan {
 
 /// The data nucleotides (datasets and data feeders) of a checked project, typed; what
 /// `file-list` lists. The check's errors, if any, are the error.
-pub fn data_parts(check: &ProjectCheck) -> Result<Vec<Part>, PlanError> {
+pub(crate) fn data_parts(check: &ProjectCheck) -> Result<Vec<Part>, PlanError> {
     let mut diags = check.diagnostics.clone();
     let parts = Parts::new(check, &mut diags);
     if diags.has_errors() {

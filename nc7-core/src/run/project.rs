@@ -610,7 +610,7 @@ pub(crate) fn git_state(dir: &Path) -> (Option<String>, Option<bool>) {
 }
 
 /// `2026-11-22T08:15:00Z`.
-pub fn rfc3339(t: SystemTime) -> String {
+pub(crate) fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Howard Hinnant's days-to-civil algorithm.

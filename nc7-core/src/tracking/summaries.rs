@@ -19,13 +19,13 @@ use crate::model::Part;
 use crate::nest::{AnyTensor, Nest, TensorDtype};
 
 /// Images drawn per key and step.
-pub const MAX_IMAGES: usize = 3;
+pub(crate) const MAX_IMAGES: usize = 3;
 /// Buckets of a histogram.
-pub const HISTOGRAM_BUCKETS: usize = 30;
+pub(crate) const HISTOGRAM_BUCKETS: usize = 30;
 
 /// Writes the images and histograms among the ModelSummary outputs at `step`; an output that
 /// cannot be drawn is an error naming it and its shape.
-pub fn write_images_and_histograms<B: Backend>(
+pub(crate) fn write_images_and_histograms<B: Backend>(
     writer: &EventWriter,
     parts: &[Part],
     outputs: &BTreeMap<String, Option<Nest<B>>>,
@@ -53,7 +53,7 @@ pub fn write_images_and_histograms<B: Backend>(
 }
 
 /// Writes the images of a tensor under `tag` (`tag/1`, `tag/2` for the later ones of a batch).
-pub fn write_image<B: Backend>(
+pub(crate) fn write_image<B: Backend>(
     writer: &EventWriter,
     tag: &str,
     tensor: AnyTensor<B>,
@@ -85,7 +85,7 @@ pub struct Image {
 }
 
 /// The images of a tensor (see the module docs for the layouts).
-pub fn to_images<B: Backend>(
+pub(crate) fn to_images<B: Backend>(
     t: AnyTensor<B>,
     tag: &str,
 ) -> Result<Vec<Image>, crate::data::DataError> {

@@ -5,6 +5,13 @@
 #[macro_use]
 mod support;
 
+/// The benchmarks' models and projects (`benches/` includes the same files).
+#[path = "../models/inferer.rs"]
+mod inferer_models;
+#[path = "../models/parity.rs"]
+mod parity_models;
+
+mod benches;
 mod data;
 mod derives;
 mod glue;

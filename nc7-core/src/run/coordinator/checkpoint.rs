@@ -18,7 +18,7 @@ pub const WEIGHTS: &str = "model.safetensors";
 const PREFIX: &str = "ckpt-";
 
 /// The file of a plugin's optimizer state inside a checkpoint folder.
-pub fn optimizer_file(plugin: &str) -> String {
+pub(crate) fn optimizer_file(plugin: &str) -> String {
     format!("optimizer-{plugin}.bin")
 }
 

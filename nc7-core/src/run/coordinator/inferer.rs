@@ -39,8 +39,10 @@ use crate::tracking::summaries::write_image;
 use crate::tracking::tensorboard::EventWriter;
 
 mod signature;
+mod sink;
 mod stages;
 use signature::*;
+use sink::*;
 use stages::*;
 
 /// How to run an inference plan.
@@ -305,18 +307,6 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
         run,
         kpi: ref targets,
     } = *on;
-    let model = match model {
-        Some(m) => {
-            let mut built = Model::<B>::build(m.plan.handler.clone(), &m.plan.parts, device)
-                .map_err(|e| InferError::Run(e.to_string()))?;
-            let mut tensors = crate::model::read_safetensors::<B>(m.weights, device)?;
-            built
-                .load_tensors(&mut tensors, &[])
-                .map_err(|e| InferError::Run(format!("weights {}: {e}", m.weights.display())))?;
-            Some((built, m))
-        }
-        None => None,
-    };
     let reader = Reader {
         name: feeder.name.clone(),
         feeder: runtime::feeder::<B>(feeder.registration, &feeder.name, &feeder.config, device)
@@ -328,22 +318,20 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
         ahead: None,
         busy: 0.0,
     };
-    let predictor = Predictor {
-        parts: model.as_ref().map_or(&[][..], |(_, m)| &m.plan.parts[..]),
-        inputs: model.as_ref().and_then(|(_, m)| m.inputs),
-        model_dir: model.as_ref().map_or(Path::new(""), |(_, m)| m.dir),
-        model: model.map(|(built, _)| built),
-        busy: 0.0,
-    };
-    let mut kpi = match kpi {
-        Some(plan) => Some(KpiEvaluator::new(plan, targets)?),
-        None => None,
-    };
-    let mut callbacks = Callbacks::<B>::build(callbacks, device)?;
+    let predictor = Predictor::build(model, device)?;
     let writer: Arc<EventWriter> = Arc::new(
         EventWriter::create(&run.dir.join("summaries"))
             .map_err(|e| InferError::Run(e.to_string()))?,
     );
+    let mut sink = Sink {
+        kpi: match kpi {
+            Some(plan) => Some(KpiEvaluator::new(plan, targets)?),
+            None => None,
+        },
+        callbacks: Callbacks::<B>::build(callbacks, device)?,
+        counts: Counts::default(),
+        started: Instant::now(),
+    };
     let mut ctx = CallbackContext {
         mode: Mode::Infer,
         log_dir: run.results.clone(),
@@ -353,30 +341,8 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
         iterations_per_epoch: 0,
         control: RunControl::default(),
     };
-    callbacks.begin(&ctx)?;
-    let started = Instant::now();
-    let mut counts = Counts::default();
-    let mut call_back = |p: Predicted<B>, ctx: &mut CallbackContext| -> Result<bool, String> {
-        counts.iterations += 1;
-        counts.samples += p.samples as u64;
-        ctx.summary_step = counts.iterations;
-        ctx.iteration = IterationInfo {
-            epoch: 1,
-            iteration: counts.iterations as usize,
-            execution_time: started.elapsed().as_secs_f64(),
-            is_last: p.is_last,
-        };
-        let clock = Instant::now();
-        if let Some(kpi) = &mut kpi {
-            kpi.iteration(&p.data, &p.outputs, p.samples, p.is_last)
-                .map_err(|e| e.to_string())?;
-        }
-        callbacks
-            .iteration(p.data, p.outputs, ctx)
-            .map_err(|e| e.to_string())?;
-        counts.stage_seconds[2] += clock.elapsed().as_secs_f64();
-        Ok(ctx.control.stop_requested().is_none())
-    };
+    sink.callbacks.begin(&ctx)?;
+    let mut call_back = |p: Predicted<B>, ctx: &mut CallbackContext| sink.iteration(p, ctx);
     let stages = if settings.single_thread {
         one_thread(reader, predictor, &mut ctx, &mut call_back)
     } else {
@@ -388,53 +354,7 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
             &mut call_back,
         )
     };
-    let ended = callbacks.end(&ctx);
-    counts.skipped = stages.skipped;
-    counts.stage_seconds[0] = stages.read_seconds;
-    counts.stage_seconds[1] = stages.predict_seconds;
-    let result = stages.result;
-    counts.stopped = ctx.control.stop_requested();
-    result.map_err(InferError::Run)?;
-    ended?;
-    if let Some(kpi) = kpi {
-        let values = kpi.finish()?;
-        for (tag, image) in values.images() {
-            write_image(&writer, &tag, image, counts.iterations).map_err(InferError::Run)?;
-        }
-        counts.kpi = values.scalars();
-        for (tag, value) in &counts.kpi {
-            writer.scalar(tag, *value, counts.iterations);
-        }
-        log::info!(
-            "KPIs over {} samples: {}",
-            values.samples,
-            counts
-                .kpi
-                .iter()
-                .filter(|(k, _)| !crate::kpi::is_element(k))
-                .map(|(k, v)| format!("{k} {v:.6}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    writer.flush().map_err(|e| InferError::Run(e.to_string()))?;
-    counts.seconds = started.elapsed().as_secs_f64();
-    if let Some(reason) = &counts.stopped {
-        log::info!("stopped: {reason}");
-    }
-    let [read, predict, call] = counts.stage_seconds;
-    log::info!(
-        "ran {} samples in {} iterations in {:.2} s (reading {read:.2} s, prediction {predict:.2} s, callbacks and KPIs {call:.2} s){}",
-        counts.samples,
-        counts.iterations,
-        counts.seconds,
-        if counts.skipped.is_empty() {
-            String::new()
-        } else {
-            format!("; {} bad samples skipped", counts.skipped.len())
-        }
-    );
-    Ok(counts)
+    sink.finish(stages, &ctx, &writer)
 }
 
 type CallBack<'c, B> = dyn FnMut(Predicted<B>, &mut CallbackContext) -> Result<bool, String> + 'c;

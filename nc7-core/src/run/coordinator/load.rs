@@ -164,7 +164,7 @@ impl LoadError {
 }
 
 /// The weights file `path` (relative to `project`) stands for.
-pub fn weights_file(project: &Path, path: &Path) -> Result<PathBuf, LoadError> {
+pub(crate) fn weights_file(project: &Path, path: &Path) -> Result<PathBuf, LoadError> {
     let p = if path.is_absolute() {
         path.to_owned()
     } else {
@@ -205,7 +205,7 @@ pub fn weights_file(project: &Path, path: &Path) -> Result<PathBuf, LoadError> {
 }
 
 /// Loads every `configs` entry into `model`'s plugins; what was loaded, for the log.
-pub fn load_weights<B: AutodiffBackend>(
+pub(crate) fn load_weights<B: AutodiffBackend>(
     model: &mut TrainModel<B>,
     project: &Path,
     configs: &[LoadConfig],

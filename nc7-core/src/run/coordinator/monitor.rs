@@ -107,6 +107,14 @@ pub enum MonitorError {
 }
 
 impl History {
+    /// An empty history of a fresh run in `training_root`: nothing is read.
+    pub fn fresh(training_root: &Path) -> History {
+        History {
+            path: training_root.join("evaluations.json"),
+            evaluations: Vec::new(),
+        }
+    }
+
     /// The history of the run in `training_root`: empty for a fresh run; for a continued one
     /// the evaluations up to `up_to_step` (the checkpoint's step).
     pub fn open(
@@ -223,7 +231,7 @@ pub struct BestCheckpoint {
 }
 
 /// The file naming the best checkpoint in `checkpoints_dir`.
-pub fn best_file(checkpoints_dir: &Path) -> PathBuf {
+pub(crate) fn best_file(checkpoints_dir: &Path) -> PathBuf {
     checkpoints_dir.join("best.json")
 }
 

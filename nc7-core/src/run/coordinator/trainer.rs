@@ -288,8 +288,8 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             train,
             eval,
             checkpoints: Checkpoints::new(&dirs.checkpoints, config.checkpoints_to_keep),
-            // Opened again below once it is known whether a checkpoint continues the run.
-            history: History::open(&dirs.root, false, 0)?,
+            // Read below when a checkpoint continues the run.
+            history: History::fresh(&dirs.root),
             // The plan built this schedule once already: it cannot fail here.
             schedule: Schedule::new(&config.optimization_config)?,
             state: RunState {
@@ -311,7 +311,9 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                 log::info!("loaded {line}");
             }
         }
-        trainer.history = History::open(&dirs.root, resumed, trainer.state.global_step)?;
+        if resumed {
+            trainer.history = History::open(&dirs.root, true, trainer.state.global_step)?;
+        }
         if let Some(keep) = &config.keep_best {
             let best = trainer.history.best(keep)?.map(|b| b.0);
             trainer.checkpoints.protect(best);

@@ -80,7 +80,7 @@ impl KpiValues {
 
 /// Whether a KPI name is one element of a vector (`kpi/classification/f1/2`): logs leave those
 /// out, summaries and `eval_result.json` keep them.
-pub fn is_element(name: &str) -> bool {
+pub(crate) fn is_element(name: &str) -> bool {
     name.starts_with("kpi/")
         && name
             .rsplit('/')
@@ -89,7 +89,7 @@ pub fn is_element(name: &str) -> bool {
 }
 
 /// The images of one KPI nest: `(name, tensor)` for each key `image_<name>`.
-pub fn kpi_images(nest: &Nest<Cpu>) -> Vec<(String, AnyTensor<Cpu>)> {
+pub(crate) fn kpi_images(nest: &Nest<Cpu>) -> Vec<(String, AnyTensor<Cpu>)> {
     nest.flatten()
         .into_iter()
         .filter_map(|(key, value)| {

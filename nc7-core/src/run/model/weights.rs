@@ -2,7 +2,7 @@
 //! (the file format itself is `data::tensor_file`'s).
 
 use super::*;
-pub use crate::data::tensor_file::{decode_safetensors, encode_safetensors};
+pub(crate) use crate::data::tensor_file::{decode_safetensors, encode_safetensors};
 
 /// Why weights or optimizer state cannot be written, read or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ fn format(problem: String) -> WeightsError {
 }
 
 /// Named tensors as a safetensors file's bytes, with `metadata` in its header.
-pub fn to_safetensors<B: Backend>(
+pub(crate) fn to_safetensors<B: Backend>(
     tensors: Vec<(String, AnyTensor<B>)>,
     metadata: Option<std::collections::HashMap<String, String>>,
 ) -> Result<Vec<u8>, WeightsError> {
@@ -56,7 +56,7 @@ pub fn to_safetensors<B: Backend>(
 }
 
 /// Reads a safetensors file's tensors onto `device`.
-pub fn from_safetensors<B: Backend>(
+pub(crate) fn from_safetensors<B: Backend>(
     bytes: &[u8],
     device: &B::Device,
 ) -> Result<BTreeMap<String, AnyTensor<B>>, WeightsError> {
@@ -68,7 +68,7 @@ pub fn from_safetensors<B: Backend>(
 }
 
 /// Reads a safetensors file.
-pub fn read_safetensors<B: Backend>(
+pub(crate) fn read_safetensors<B: Backend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<BTreeMap<String, AnyTensor<B>>, WeightsError> {

@@ -116,7 +116,7 @@ pub(super) fn project_of(log_dir: &Path) -> PathBuf {
 
 /// Appends a row to a CSV table (created with its folder when missing); columns the row adds
 /// go after the existing ones, and earlier rows leave them empty.
-pub fn append_row(
+pub(crate) fn append_row(
     path: &Path,
     row: BTreeMap<String, String>,
 ) -> Result<(), crate::data::DataError> {

@@ -182,3 +182,34 @@ impl<B: Backend> Predictor<'_, B> {
         })
     }
 }
+
+impl<'a, B: Backend> Predictor<'a, B> {
+    /// The prediction stage of `model` with its weights loaded, or of no model.
+    pub(super) fn build(
+        model: Option<ModelRun<'a>>,
+        device: &B::Device,
+    ) -> Result<Self, InferError> {
+        let Some(m) = model else {
+            return Ok(Predictor {
+                model: None,
+                parts: &[],
+                inputs: None,
+                model_dir: Path::new(""),
+                busy: 0.0,
+            });
+        };
+        let mut built = Model::<B>::build(m.plan.handler.clone(), &m.plan.parts, device)
+            .map_err(|e| InferError::Run(e.to_string()))?;
+        let mut tensors = crate::model::read_safetensors::<B>(m.weights, device)?;
+        built
+            .load_tensors(&mut tensors, &[])
+            .map_err(|e| InferError::Run(format!("weights {}: {e}", m.weights.display())))?;
+        Ok(Predictor {
+            model: Some(built),
+            parts: &m.plan.parts,
+            inputs: m.inputs,
+            model_dir: m.dir,
+            busy: 0.0,
+        })
+    }
+}
