@@ -1,8 +1,9 @@
 //! What runs leave behind: files other tools read, in those tools' own formats (TensorBoard
-//! event files), and the saver callbacks (records, PNG and JSON per sample, buffers, the
+//! event files, MLflow's file store), and the saver callbacks (records, PNG and JSON per sample, buffers, the
 //! experiments table).
 
 pub mod callbacks;
+pub mod mlflow;
 pub mod summaries;
 pub mod tensorboard;
 

@@ -548,7 +548,7 @@ fn update_metadata<T>(
     result
 }
 
-fn project_name(project: &Path) -> String {
+pub(crate) fn project_name(project: &Path) -> String {
     project
         .canonicalize()
         .ok()

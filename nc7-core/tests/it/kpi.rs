@@ -183,6 +183,20 @@ fn kpi_project(root: &Path, batch_size: usize, extra: &[(&str, String)]) -> Valu
     data
 }
 
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 fn read_json(path: &Path) -> Value {
     serde_json::from_str(
         &fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
@@ -247,6 +261,11 @@ fn evaluate_kpi_agrees_with_scikit_learn() {
         root.join("kpi_evaluation/run-1/artifacts/_config_kpi_run.json")
             .is_file()
     );
+    // The run is an MLflow run with its KPIs as metrics.
+    let tracked = walk(&root.join("mlruns"))
+        .into_iter()
+        .any(|p| p.ends_with("metrics/kpi/classification/f1_macro"));
+    assert!(tracked, "an MLflow metric file for the KPI");
     // Class 4 is in no label and no prediction: its per-class values are null.
     assert_eq!(cls["precision"][4], Value::Null);
     assert_eq!(seg["iou"][3], Value::Null);

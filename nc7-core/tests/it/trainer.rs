@@ -17,7 +17,7 @@ use nc7_core::nucleotide::{CallbackContext, Dataset, ModelPlugin};
 use nc7_core::plan::TrainPlan;
 use nc7_core::{BoxError, Build, Generated, Incoming, Mode, NoKeys, Registry, cli, nucleotide};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::python;
 
@@ -1203,4 +1203,80 @@ fn evaluations_run_kpis_into_summaries_the_saved_model_and_monitors() {
         ),
         "{err}"
     );
+}
+
+const MLFLOW_READ: &str = r#"
+import json, os, sys
+os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+import warnings
+warnings.simplefilter("ignore")
+from mlflow.tracking import MlflowClient
+client = MlflowClient("file://" + sys.argv[1])
+experiment = [e for e in client.search_experiments() if e.name == sys.argv[2]][0]
+runs = client.search_runs([experiment.experiment_id], filter_string="metrics.`eval/loss` < 1000")
+run = runs[0]
+history = lambda key: [m.step for m in client.get_metric_history(run.info.run_id, key)]
+print(json.dumps({
+    "runs": len(runs),
+    "name": run.info.run_name,
+    "status": run.info.status,
+    "run_id": run.info.run_id,
+    "params": run.data.params,
+    "tags": {k: v for k, v in run.data.tags.items() if k.startswith("nc7.")},
+    "train_steps": history("train/loss"),
+    "eval_steps": history("eval/loss"),
+    "artifacts": sorted(a.path for a in client.list_artifacts(run.info.run_id)),
+}))
+"#;
+
+#[test]
+fn trainings_are_mlflow_runs_that_mlflow_reads_and_continue() {
+    let dir = project(
+        r#"{"batch_size": 5, "num_epochs": 2, "summary_steps": 2, "random_seed": 3,
+            "exports_to_keep": 1}"#,
+        &[],
+    );
+    // One epoch, then the second one continued: one MLflow run.
+    let mut first = options(false, Some(1));
+    first.command = vec!["nc7".into()];
+    {
+        let _serial = serial();
+        train(&plan(dir.path()).unwrap(), &first).unwrap();
+    }
+    run(dir.path(), true, None).unwrap();
+    let store = dir.path().join("mlruns");
+    let name = dir
+        .path()
+        .canonicalize()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let Some(text) = python::run_python("mlflow", MLFLOW_READ, &[store.to_str().unwrap(), &name])
+    else {
+        return;
+    };
+    let read: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(read["runs"], 1, "{read}");
+    assert_eq!(read["name"], "training");
+    assert_eq!(read["status"], "FINISHED");
+    assert_eq!(read["params"]["trainer.batch_size"], "5", "{read}");
+    assert_eq!(
+        read["params"]["plugins.line.class_name"],
+        "it::trainer::Line"
+    );
+    assert_eq!(read["tags"]["nc7.seed"], "3");
+    // Steps 2, 4 of the first epoch, 6, 8 of the second: none twice.
+    assert_eq!(read["train_steps"], json!([2, 4, 6, 8]), "{read}");
+    assert_eq!(read["eval_steps"], json!([4, 8]), "{read}");
+    assert_eq!(
+        read["artifacts"],
+        json!(["config.json", "eval_result.json"])
+    );
+    let kept: Value = serde_json::from_str(
+        &fs::read_to_string(dir.path().join("training/mlflow_run.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(kept["run_id"], read["run_id"]);
 }

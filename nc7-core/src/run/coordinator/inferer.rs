@@ -35,6 +35,7 @@ use crate::plan::{
 };
 use crate::project::{InferenceRun, ProjectError, ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::runtime::{self, DynFeeder};
+use crate::tracking::mlflow::{MlflowRun, RunStatus};
 use crate::tracking::summaries::write_image;
 use crate::tracking::tensorboard::EventWriter;
 
@@ -200,6 +201,19 @@ fn run_pipeline(
     let run = InferenceRun::create_for(project, run_type, options.run_name.as_deref())?;
     write_snapshot(&run.artifacts, run_type, snapshot)?;
     let record = ProjectMetadata::start_run(project, run_type, &run.dir, options.command.clone())?;
+    let tracking = crate::tracking::mlflow::store_root(project).and_then(|root| {
+        MlflowRun::start(
+            &root,
+            &crate::project::project_name(project),
+            &format!("{}/{}", run_type.dir_name(), run.name),
+            None,
+        )
+    });
+    if let Some(t) = &tracking {
+        t.log_params(&crate::tracking::mlflow::flatten_config(snapshot));
+        t.set_tag("nc7.run_type", run_type.short());
+        t.set_tag("nc7.run_dir", &run.dir.display().to_string());
+    }
     let result = device.dispatch(OnRun {
         kpi: kpi_targets(project, run_type, &run),
         pipeline,
@@ -211,6 +225,19 @@ fn run_pipeline(
         Err(_) => "failed",
     };
     let _ = ProjectMetadata::end_run(project, record, status);
+    if let Some(t) = &tracking {
+        if let Ok(counts) = &result {
+            let mut metrics: Vec<(&str, f64)> =
+                counts.kpi.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            metrics.push(("samples", counts.samples as f64));
+            metrics.push(("seconds", counts.seconds));
+            t.log_metrics(metrics, counts.iterations);
+        }
+        t.end(match &result {
+            Ok(_) => RunStatus::Finished,
+            Err(_) => RunStatus::Failed,
+        });
+    }
     let counts = result?;
     Ok(InferReport {
         run,

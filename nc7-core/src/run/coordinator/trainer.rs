@@ -39,6 +39,7 @@ use crate::optim::Schedule;
 use crate::plan::{PlanError, TrainPlan};
 use crate::project::{ProjectError, ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::runtime::{self, DynDataset};
+use crate::tracking::mlflow::{self, MlflowRun, RunStatus};
 use crate::tracking::summaries::{write_image, write_images_and_histograms};
 use crate::tracking::tensorboard::EventWriter;
 
@@ -125,8 +126,82 @@ impl OnDevice for Training<'_> {
         device: &B::Device,
         inner: &burn::tensor::Device<B::InnerBackend>,
     ) -> Self::Output {
-        Trainer::<B>::new(self.plan, self.options, self.dirs, device, inner)?.run()
+        let trainer = Trainer::<B>::new(self.plan, self.options, self.dirs, device, inner)?;
+        let mlflow = trainer.mlflow.clone();
+        let result = trainer.run();
+        if let Some(run) = mlflow {
+            end_tracking(&run, self.dirs, &result);
+        }
+        result
     }
+}
+
+/// The MLflow run of a training: a new one with the config as params and the run's record as
+/// tags, or, when a checkpoint continues the run, the run it continues.
+fn start_tracking(
+    plan: &TrainPlan,
+    dirs: &TrainingDirs,
+    resumed: bool,
+    step: u64,
+) -> Option<Arc<MlflowRun>> {
+    let root = mlflow::store_root(plan.project())?;
+    let keep = dirs.root.join(mlflow::RUN_FILE);
+    let run = MlflowRun::start(
+        &root,
+        &crate::project::project_name(plan.project()),
+        "training",
+        resumed.then_some((keep.as_path(), step)),
+    )?;
+    run.remember(&keep);
+    let config = plan.check.config.tree.to_value();
+    run.log_params(&mlflow::flatten_config(&config));
+    let (commit, dirty) = crate::project::git_state(plan.project());
+    if let Some(c) = commit {
+        run.set_tag("mlflow.source.git.commit", &c);
+    }
+    if let Some(d) = dirty {
+        run.set_tag("mlflow.source.git.dirty", &d.to_string());
+    }
+    run.set_tag("nc7.run_type", "train");
+    run.set_tag("nc7.seed", &plan.trainer.random_seed.to_string());
+    run.set_tag("nc7.device", &plan.device.to_string());
+    run.set_tag("nc7.version", env!("CARGO_PKG_VERSION"));
+    Some(Arc::new(run))
+}
+
+/// Ends a training's MLflow run: the resolved config and the last evaluation as artifacts, and
+/// its status (an interrupted run is killed, a failed one failed).
+fn end_tracking(run: &MlflowRun, dirs: &TrainingDirs, result: &Result<TrainReport, TrainError>) {
+    if let Ok(entries) = std::fs::read_dir(&dirs.artifacts) {
+        let mut snapshots: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("_config_train_run"))
+            })
+            .collect();
+        snapshots.sort();
+        if let Some(last) = snapshots.last() {
+            run.log_artifact(last, "config.json");
+        }
+    }
+    let status = match result {
+        Ok(r) => {
+            if let Some(dir) = r.exports.last() {
+                run.log_artifact(
+                    &dir.join(crate::export::EVAL_RESULT),
+                    crate::export::EVAL_RESULT,
+                );
+            }
+            match &r.stopped {
+                Some(reason) if reason.starts_with("interrupted") => RunStatus::Killed,
+                _ => RunStatus::Finished,
+            }
+        }
+        Err(_) => RunStatus::Failed,
+    };
+    run.end(status);
 }
 
 /// Where a run stands; what a checkpoint's state holds besides weights and optimizer state.
@@ -192,6 +267,8 @@ struct Trainer<'a, B: AutodiffBackend> {
     state: RunState,
     control: RunControl,
     report: TrainReport,
+    /// The MLflow run this training logs to, if tracking is on.
+    mlflow: Option<Arc<MlflowRun>>,
 }
 
 impl<'a, B: AutodiffBackend> Trainer<'a, B> {
@@ -299,6 +376,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             },
             control,
             report: TrainReport::default(),
+            mlflow: None,
         };
         let resumed = options.resume && trainer.resume()?;
         if !resumed && !config.load_config.is_empty() {
@@ -321,6 +399,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         trainer
             .schedule
             .fast_forward(trainer.state.global_step as usize);
+        trainer.mlflow = start_tracking(plan, dirs, resumed, trainer.state.global_step);
         Ok(trainer)
     }
 
@@ -449,6 +528,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             dirs,
             options,
             control,
+            mlflow,
             ..
         } = self;
         for_each_batch::<B::InnerBackend, TrainError>(
@@ -488,20 +568,28 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                     let s = pos.summary_step;
                     progress.set_message(format!("loss {:.4}", result.loss));
                     let w = &train.writer;
-                    w.scalar("loss", result.loss, s);
-                    w.scalar("learning_rate", lr, s);
+                    let mut scalars = vec![
+                        ("loss".to_owned(), result.loss),
+                        ("learning_rate".to_owned(), lr),
+                    ];
                     if let Some(n) = result.gradient_norm {
-                        w.scalar("gradient_norm", n, s);
+                        scalars.push(("gradient_norm".to_owned(), n));
                     }
-                    for (k, v) in &result.losses {
-                        w.scalar(k, *v, s);
-                    }
-                    for (k, v) in scalars_of(
+                    scalars.extend(result.losses.iter().map(|(k, v)| (k.clone(), *v)));
+                    scalars.extend(scalars_of(
                         model.parts(),
                         &[Kind::ModelMetric, Kind::ModelSummary],
                         &result.outputs,
-                    ) {
-                        w.scalar(&k, v, s);
+                    ));
+                    for (k, v) in &scalars {
+                        w.scalar(k, *v, s);
+                    }
+                    if let Some(run) = mlflow {
+                        let named: Vec<(String, f64)> = scalars
+                            .iter()
+                            .map(|(k, v)| (format!("train/{k}"), *v))
+                            .collect();
+                        run.log_metrics(named.iter().map(|(k, v)| (k.as_str(), *v)), s);
                     }
                     write_images_and_histograms(w, model.parts(), &result.outputs, s)?;
                 }
