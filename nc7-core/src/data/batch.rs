@@ -401,9 +401,11 @@ pub(crate) fn for_each_batch<B: Backend, E: From<BoxError>>(
     batches: Vec<Vec<usize>>,
     prefetch: usize,
     device: &B::Device,
+    profiler: Option<&crate::tracking::profile::Profiler>,
     mut consume: impl FnMut(Nest<B>) -> Result<bool, E>,
 ) -> Result<(), E> {
     let read = |indices: &[usize]| -> Result<Nest<B>, BoxError> {
+        let _span = profiler.map(|p| p.span("read batch", "data"));
         let mut batch = Collator::new(indices.len(), device);
         for &i in indices {
             let sample = dataset

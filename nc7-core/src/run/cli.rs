@@ -65,6 +65,10 @@ enum Command {
         /// `cpu`, `cuda` or `cuda:N`; overrides the trainer config's `device`.
         #[arg(long)]
         device: Option<String>,
+        /// Write a Chrome trace of the run to `training/profile/` (Perfetto, chrome://tracing)
+        /// and print the time each part took.
+        #[arg(long)]
+        profile: bool,
     },
     /// Export the newest (or a chosen) checkpoint to `saved_models/step-<N>/`.
     Export {
@@ -413,6 +417,7 @@ fn execute(
             overrides,
             resume,
             device,
+            profile,
         } => {
             let device = device
                 .map(|d| d.parse::<crate::backend::DeviceChoice>())
@@ -433,6 +438,7 @@ fn execute(
                 command: command_line.to_vec(),
                 stop,
                 max_epochs_this_run: None,
+                profile,
             };
             match crate::coordinator::train(&plan, &options) {
                 Ok(r) => {

@@ -66,11 +66,13 @@ fn run_handler<'h, B: Backend>(
     batch: Nest<B>,
     mode: Mode,
     summaries: bool,
+    profiler: Option<&crate::tracking::profile::Profiler>,
     mut plugin: impl FnMut(&str, Nest<B>) -> Result<Nest<B>, BoxError>,
     steps: &mut BTreeMap<String, Box<dyn DynStep<B>>>,
 ) -> Result<Outputs<'h, B>, RunError> {
     handler.run(vec![Some(batch)], |node, input| {
         let name = node.spec.name.as_str();
+        let _span = profiler.map(|p| p.span(format!("forward/{name}"), "model"));
         match node.spec.kind {
             Kind::ModelPlugin => plugin(name, input).map(Some),
             Kind::ModelPostProcessor if mode == Mode::Train => Ok(None),
@@ -115,6 +117,7 @@ impl<B: Backend> Model<B> {
             batch,
             mode,
             true,
+            None,
             |name, input| match plugins.get(name) {
                 Some(p) => p.forward(input, mode),
                 None => Err(format!("plugin `{name}` was not built").into()),
@@ -291,15 +294,33 @@ impl<B: AutodiffBackend> TrainModel<B> {
         clip: Option<f64>,
         want_norm: bool,
         summaries: bool,
+        profiler: Option<&crate::tracking::profile::Profiler>,
     ) -> Result<StepResult<B::InnerBackend>, BoxError> {
         let plugins = &self.plugins;
+        // When profiling, each span ends with the device's work done, so that GPU times are real.
+        let device = profiler.and_then(|_| {
+            batch
+                .flatten()
+                .into_iter()
+                .find_map(|(_, v)| v.as_tensor().map(|t| t.device()))
+        });
+        let sync = || {
+            if let Some(d) = &device {
+                let _ = B::sync(d);
+            }
+        };
         let outputs = run_handler(
             &self.handler,
             batch,
             Mode::Train,
             summaries,
+            profiler,
             |name, input| match plugins.get(name) {
-                Some(p) => p.forward(input, Mode::Train),
+                Some(p) => {
+                    let out = p.forward(input, Mode::Train);
+                    sync();
+                    out
+                }
                 None => Err(format!("plugin `{name}` was not built").into()),
             },
             &mut self.steps,
@@ -318,7 +339,10 @@ impl<B: AutodiffBackend> TrainModel<B> {
             .map(|(k, v)| (k, v.map(crate::backend::nest_to_inner::<B>)))
             .collect();
         let loss = total.clone().into_scalar().elem::<f64>();
+        let backward = profiler.map(|p| p.span("backward", "train"));
         let mut grads = total.backward();
+        sync();
+        drop(backward);
         let gradient_norm = if clip.is_some() || want_norm {
             let mut sum: Option<Tensor<B::InnerBackend, 1>> = None;
             for p in self.plugins.values() {
@@ -337,6 +361,7 @@ impl<B: AutodiffBackend> TrainModel<B> {
             (Some(c), Some(n)) => clip_factor(n, c),
             _ => 1.0,
         };
+        let _optimizer = profiler.map(|p| p.span("optimizer", "train"));
         for (name, plugin) in self.plugins.iter_mut() {
             let optimizer = self
                 .optimizers
@@ -344,6 +369,7 @@ impl<B: AutodiffBackend> TrainModel<B> {
                 .expect("every plugin has an optimizer");
             plugin.step(optimizer, lr, &mut grads, scale);
         }
+        sync();
         Ok(StepResult {
             loss,
             losses,

@@ -1280,3 +1280,49 @@ fn trainings_are_mlflow_runs_that_mlflow_reads_and_continue() {
     .unwrap();
     assert_eq!(kept["run_id"], read["run_id"]);
 }
+
+#[test]
+fn a_profiled_training_writes_a_chrome_trace() {
+    let dir = project(
+        r#"{"batch_size": 5, "num_epochs": 1, "exports_to_keep": 0, "profile": true}"#,
+        &[],
+    );
+    run(dir.path(), false, None).unwrap();
+    let path = dir.path().join("training/profile/train-from-step-0.json");
+    let events: Vec<Value> = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    let count = |name: &str| events.iter().filter(|e| e["name"] == name).count();
+    // Four steps: each reads a batch, runs the plugin, the loss, backward and the optimizer;
+    // the evaluation reads its 8 samples in two batches.
+    assert_eq!(count("read batch"), 6);
+    assert_eq!(count("eval step"), 2);
+    for name in [
+        "step",
+        "forward/line",
+        "forward/mse",
+        "backward",
+        "optimizer",
+        "callbacks",
+    ] {
+        assert_eq!(count(name), 4, "{name}");
+    }
+    assert_eq!(count("evaluation"), 1);
+    assert_eq!(count("checkpoint"), 1);
+    assert_eq!(count("loss"), 4, "a loss counter per step");
+    // Every span is complete, on a named thread.
+    let named: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["name"] == "thread_name")
+        .map(|e| &e["tid"])
+        .collect();
+    for e in events.iter().filter(|e| e["ph"] == "X") {
+        assert!(e["dur"].as_f64().unwrap() >= 0.0);
+        assert!(named.contains(&&e["tid"]), "{e}");
+    }
+    // Off by default: no trace.
+    let plain = project(
+        r#"{"batch_size": 5, "num_epochs": 1, "exports_to_keep": 0}"#,
+        &[],
+    );
+    run(plain.path(), false, None).unwrap();
+    assert!(!plain.path().join("training/profile").exists());
+}

@@ -40,6 +40,7 @@ use crate::plan::{PlanError, TrainPlan};
 use crate::project::{ProjectError, ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::runtime::{self, DynDataset};
 use crate::tracking::mlflow::{self, MlflowRun, RunStatus};
+use crate::tracking::profile::Profiler;
 use crate::tracking::summaries::{write_image, write_images_and_histograms};
 use crate::tracking::tensorboard::EventWriter;
 
@@ -64,6 +65,8 @@ pub struct TrainOptions {
     pub stop: Arc<AtomicBool>,
     /// Stop after this many epochs of this run (tests of resuming).
     pub max_epochs_this_run: Option<u64>,
+    /// Write a Chrome trace (`--profile`; also the trainer config's `profile`).
+    pub profile: bool,
 }
 
 /// What a training run did.
@@ -128,7 +131,12 @@ impl OnDevice for Training<'_> {
     ) -> Self::Output {
         let trainer = Trainer::<B>::new(self.plan, self.options, self.dirs, device, inner)?;
         let mlflow = trainer.mlflow.clone();
+        let profiler = trainer.profiler.clone();
         let result = trainer.run();
+        if let Some(p) = profiler {
+            let table = p.finish();
+            log::info!("profile: {}\n{table}", p.path().display());
+        }
         if let Some(run) = mlflow {
             end_tracking(&run, self.dirs, &result);
         }
@@ -269,6 +277,8 @@ struct Trainer<'a, B: AutodiffBackend> {
     report: TrainReport,
     /// The MLflow run this training logs to, if tracking is on.
     mlflow: Option<Arc<MlflowRun>>,
+    /// The Chrome trace being written, when profiling.
+    profiler: Option<Arc<Profiler>>,
 }
 
 impl<'a, B: AutodiffBackend> Trainer<'a, B> {
@@ -377,6 +387,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             control,
             report: TrainReport::default(),
             mlflow: None,
+            profiler: None,
         };
         let resumed = options.resume && trainer.resume()?;
         if !resumed && !config.load_config.is_empty() {
@@ -400,6 +411,16 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             .schedule
             .fast_forward(trainer.state.global_step as usize);
         trainer.mlflow = start_tracking(plan, dirs, resumed, trainer.state.global_step);
+        if options.profile || config.profile {
+            let path = dirs.root.join("profile").join(format!(
+                "train-from-step-{}.json",
+                trainer.state.global_step
+            ));
+            match Profiler::create(&path) {
+                Ok(p) => trainer.profiler = Some(Arc::new(p)),
+                Err(e) => log::warn!("no profile: {} cannot be written: {e}", path.display()),
+            }
+        }
         Ok(trainer)
     }
 
@@ -416,6 +437,8 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         let mut epochs_this_run = 0;
         loop {
             if pending_eval {
+                let profiler = self.profiler.clone();
+                let _span = profiler.as_ref().map(|p| p.span("evaluation", "eval"));
                 let evaluation = self.evaluate()?;
                 self.after_evaluation(evaluation)?;
             }
@@ -431,7 +454,11 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                 self.state.epoch += 1;
                 epochs_this_run += 1;
             }
-            self.checkpoint()?;
+            {
+                let profiler = self.profiler.clone();
+                let _span = profiler.as_ref().map(|p| p.span("checkpoint", "train"));
+                self.checkpoint()?;
+            }
             if self.options.stop.load(Ordering::SeqCst) {
                 self.report.stopped = Some(format!(
                     "interrupted at step {}; continue with `--continue`",
@@ -529,14 +556,18 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             options,
             control,
             mlflow,
+            profiler,
             ..
         } = self;
+        let profiler = profiler.as_deref();
         for_each_batch::<B::InnerBackend, TrainError>(
             train.data.as_ref(),
             batches,
             config.prefetch,
             inner,
+            profiler,
             |batch| {
+                let _step_span = profiler.map(|p| p.span("step", "train"));
                 let step = state.global_step;
                 let pos = train_position(step, iterations);
                 let last = pos.iteration == iterations;
@@ -550,7 +581,11 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                     config.optimization_config.gradient_clip,
                     summary,
                     summary,
+                    profiler,
                 )?;
+                if let Some(p) = profiler {
+                    p.counter("loss", &[("loss", result.loss)]);
+                }
                 if !result.loss.is_finite() {
                     failure = Some(non_finite(&result.losses, result.loss, step, pos, dirs));
                     return Ok(false);
@@ -565,6 +600,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                 epoch_losses.push(result.loss);
                 progress.inc(1);
                 if summary {
+                    let _span = profiler.map(|p| p.span("summaries", "train"));
                     let s = pos.summary_step;
                     progress.set_message(format!("loss {:.4}", result.loss));
                     let w = &train.writer;
@@ -600,6 +636,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                     execution_time: started.elapsed().as_secs_f64(),
                     is_last: last,
                 };
+                let _span = profiler.map(|p| p.span("callbacks", "train"));
                 train
                     .callbacks
                     .iteration(data, result.outputs, &train.ctx)?;

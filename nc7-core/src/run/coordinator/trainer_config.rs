@@ -86,6 +86,11 @@ pub struct TrainerConfig {
     /// one line per epoch either way).
     #[serde(default = "yes")]
     pub progress_bar: bool,
+    /// Write a Chrome trace of the run to `training/profile/` (also `train --profile`): spans
+    /// for data reading, each nucleotide's forward, backward, optimizer steps, callbacks,
+    /// summaries, checkpoints and evaluations; a time table at the end.
+    #[serde(default)]
+    pub profile: bool,
     /// Stop when an evaluation value stops improving.
     #[serde(default)]
     pub early_stopping: Option<EarlyStopping>,

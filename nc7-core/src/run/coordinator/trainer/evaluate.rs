@@ -38,12 +38,15 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
         };
         let started = Instant::now();
         let mut index = 0;
+        let profiler = self.profiler.clone();
         for_each_batch::<B::InnerBackend, TrainError>(
             eval.data.as_ref(),
             batches,
             self.plan.trainer.prefetch,
             &self.inner,
+            profiler.as_deref(),
             |batch| {
+                let _span = profiler.as_deref().map(|p| p.span("eval step", "eval"));
                 let pos = steps.next(global_step);
                 let outputs = valid
                     .run(batch.clone(), Mode::Eval)
