@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod feed;
 mod infer;
+mod runs;
 
 use crate::check::ProjectCheck;
 use crate::config::{Overrides, RunType};
@@ -93,6 +94,10 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// List a project's runs (`nc7_project.json`) with their status and final values; `runs
+    /// <project> diff A B` shows what differs between two: config values, build and machine,
+    /// values.
+    Runs(runs::RunsArgs),
     /// Evaluate the KPIs of `kpi_evaluation/configs/kpi/` over the data feeder's samples (for
     /// example an inference run's saved results with their labels), in `kpi_evaluation/run-N/`.
     EvaluateKpi(feed::FeedArgs),
@@ -500,6 +505,7 @@ fn execute(
             }
         }
         Command::Infer(args) => infer::run_infer(args, &env, command_line, out, err),
+        Command::Runs(args) => runs::run_runs(args, out, err),
         Command::EvaluateKpi(args) => {
             feed::run_feed(RunType::Kpi, args, &env, command_line, out, err)
         }

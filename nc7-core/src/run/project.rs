@@ -2,6 +2,7 @@
 //! their `last_run` link, the project metadata file `nc7_project.json`, and config snapshots
 //! that are never overwritten.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -443,6 +444,42 @@ pub struct RunRecord {
     pub nc7_version: String,
     /// nc7's enabled cargo features.
     pub features: Vec<String>,
+    /// The compiler that built nc7.
+    #[serde(default)]
+    pub rustc_version: Option<String>,
+    /// SHA-256 of the `Cargo.lock` the project builds with (the nearest one above it).
+    #[serde(default)]
+    pub cargo_lock_hash: Option<String>,
+    /// burn's version in that `Cargo.lock`.
+    #[serde(default)]
+    pub burn_version: Option<String>,
+    /// The resolved config the run recorded, relative to the project.
+    #[serde(default)]
+    pub config_file: Option<String>,
+    /// SHA-256 of that config.
+    #[serde(default)]
+    pub config_hash: Option<String>,
+    /// Where the run computed (`cpu`, `cuda:0`).
+    #[serde(default)]
+    pub device: Option<String>,
+    /// The random seed (training).
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// The run's final values: a training's last evaluation, an evaluation's KPIs (finite
+    /// ones).
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// What a coordinator tells the run record once it knows it.
+#[derive(Debug, Clone, Default)]
+pub struct RunFacts<'a> {
+    /// The resolved config snapshot the run wrote.
+    pub config_file: Option<&'a Path>,
+    /// Where it computes.
+    pub device: Option<String>,
+    /// Its seed.
+    pub seed: Option<u64>,
 }
 
 impl ProjectMetadata {
@@ -473,19 +510,71 @@ impl ProjectMetadata {
             git_dirty: dirty,
             nc7_version: env!("CARGO_PKG_VERSION").into(),
             features: enabled_features(),
+            rustc_version: Some(env!("RUSTC_VERSION_OF_NC7").to_owned()),
+            cargo_lock_hash: None,
+            burn_version: None,
+            config_file: None,
+            config_hash: None,
+            device: None,
+            seed: None,
+            metrics: BTreeMap::new(),
         };
+        let mut record = record;
+        if let Some(lock) = project
+            .ancestors()
+            .map(|d| d.join("Cargo.lock"))
+            .find(|p| p.is_file())
+            && let Ok(text) = fs::read_to_string(&lock)
+        {
+            record.cargo_lock_hash = Some(sha256_hex(text.as_bytes()));
+            record.burn_version = locked_version(&text, "burn");
+        }
         update_metadata(project, |m| {
             m.runs.push(record);
             m.runs.len() - 1
         })
     }
 
-    /// Records the end of run `index` with `status` (`finished` or `failed`).
-    pub fn end_run(project: &Path, index: usize, status: &str) -> Result<(), ProjectError> {
+    /// Adds what the coordinator knows to run `index`: its config (hashed), device and seed.
+    pub fn set_facts(
+        project: &Path,
+        index: usize,
+        facts: &RunFacts<'_>,
+    ) -> Result<(), ProjectError> {
+        let hash = facts
+            .config_file
+            .and_then(|f| fs::read(f).ok())
+            .map(|bytes| sha256_hex(&bytes));
+        update_metadata(project, |m| {
+            if let Some(r) = m.runs.get_mut(index) {
+                r.config_file = facts
+                    .config_file
+                    .map(|f| f.strip_prefix(project).unwrap_or(f).display().to_string());
+                r.config_hash = hash;
+                r.device = facts.device.clone();
+                r.seed = facts.seed;
+            }
+        })
+    }
+
+    /// Records the end of run `index` with `status` (`finished`, `stopped` or `failed`) and its
+    /// final values.
+    pub fn end_run(
+        project: &Path,
+        index: usize,
+        status: &str,
+        metrics: &BTreeMap<String, f64>,
+    ) -> Result<(), ProjectError> {
         update_metadata(project, |m| {
             if let Some(r) = m.runs.get_mut(index) {
                 r.end = Some(rfc3339(SystemTime::now()));
                 r.status = status.to_owned();
+                // JSON has no NaN: values that are not numbers are left out.
+                r.metrics = metrics
+                    .iter()
+                    .filter(|(_, v)| v.is_finite())
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect();
             }
         })
     }
@@ -629,6 +718,27 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Lowercase hex SHA-256.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The version of package `name` in a `Cargo.lock`'s text.
+fn locked_version(lock: &str, name: &str) -> Option<String> {
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == format!("name = \"{name}\"") {
+            let version = lines.next()?.trim().strip_prefix("version = \"")?;
+            return Some(version.trim_end_matches('"').to_owned());
+        }
+    }
+    None
 }
 
 #[cfg(test)]

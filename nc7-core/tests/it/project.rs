@@ -1051,7 +1051,7 @@ fn project_metadata_records_each_run() {
         vec!["nc7".into(), "infer".into()],
     )
     .unwrap();
-    ProjectMetadata::end_run(&p, i, "finished").unwrap();
+    ProjectMetadata::end_run(&p, i, "finished", &[("loss".to_string(), 0.5)].into()).unwrap();
     let meta = ProjectMetadata::read(&p).unwrap();
     assert_eq!(meta.project_name, "my_project");
     assert_eq!((i, j), (0, 1));

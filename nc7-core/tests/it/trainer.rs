@@ -1326,3 +1326,72 @@ fn a_profiled_training_writes_a_chrome_trace() {
     run(plain.path(), false, None).unwrap();
     assert!(!plain.path().join("training/profile").exists());
 }
+
+#[test]
+fn runs_are_listed_and_compared_from_the_run_record() {
+    let _one_at_a_time = serial();
+    let dir = project(
+        r#"{"batch_size": 5, "num_epochs": 1, "random_seed": 3}"#,
+        &[],
+    );
+    let p = dir.path().to_str().unwrap();
+    let nc7 = |args: &[&str]| {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut argv = vec!["nc7"];
+        argv.extend(args);
+        let code = cli::run(argv, Default::default(), &mut out, &mut err);
+        (
+            code,
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    };
+    let (code, _, err) = nc7(&["runs", p]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has no runs yet"), "{err}");
+    assert_eq!(nc7(&["train", p]).0, 0);
+    // A second training with another learning rate and seed, continued from the first.
+    let (code, o, e) = nc7(&[
+        "train",
+        p,
+        "--continue",
+        "--set",
+        "trainer.num_epochs=2",
+        "--set",
+        "trainer.optimization_config.learning_rate=0.5",
+    ]);
+    assert_eq!(code, 0, "{o}{e}");
+    let (code, list, _) = nc7(&["runs", p]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "{list}");
+    assert!(
+        lines[1].contains("train") && lines[1].contains("finished") && lines[1].contains("loss "),
+        "{list}"
+    );
+    let record: Value =
+        serde_json::from_slice(&fs::read(dir.path().join("nc7_project.json")).unwrap()).unwrap();
+    let first = &record["runs"][0];
+    assert_eq!(first["seed"], 3);
+    assert_eq!(first["device"], "cpu");
+    assert!(
+        first["rustc_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("rustc ")
+    );
+    assert_eq!(first["config_hash"].as_str().unwrap().len(), 64);
+    assert!(first["metrics"]["loss"].is_number());
+    let (code, diff, _) = nc7(&["runs", p, "diff", "1", "2"]);
+    assert_eq!(code, 0);
+    assert!(diff.contains("  trainer.num_epochs: 1 → 2\n"), "{diff}");
+    assert!(
+        diff.contains("  trainer.optimization_config.learning_rate: (none) → 0.5\n"),
+        "{diff}"
+    );
+    assert!(diff.contains("build and machine: the same\n"), "{diff}");
+    assert!(diff.contains("values:\n  loss: "), "{diff}");
+    let (code, _, err) = nc7(&["runs", p, "diff", "1", "9"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("there is no run 9; `runs "), "{err}");
+}

@@ -199,8 +199,17 @@ fn run_pipeline(
     device: crate::backend::DeviceChoice,
 ) -> Result<InferReport, InferError> {
     let run = InferenceRun::create_for(project, run_type, options.run_name.as_deref())?;
-    write_snapshot(&run.artifacts, run_type, snapshot)?;
+    let snapshot_file = write_snapshot(&run.artifacts, run_type, snapshot)?;
     let record = ProjectMetadata::start_run(project, run_type, &run.dir, options.command.clone())?;
+    let _ = ProjectMetadata::set_facts(
+        project,
+        record,
+        &crate::project::RunFacts {
+            config_file: Some(&snapshot_file),
+            device: Some(device.to_string()),
+            seed: None,
+        },
+    );
     let tracking = crate::tracking::mlflow::store_root(project).and_then(|root| {
         MlflowRun::start(
             &root,
@@ -224,7 +233,11 @@ fn run_pipeline(
         Ok(_) => "finished",
         Err(_) => "failed",
     };
-    let _ = ProjectMetadata::end_run(project, record, status);
+    let metrics = match &result {
+        Ok(counts) => counts.kpi.clone(),
+        Err(_) => BTreeMap::new(),
+    };
+    let _ = ProjectMetadata::end_run(project, record, status, &metrics);
     if let Some(t) = &tracking {
         if let Ok(counts) = &result {
             let mut metrics: Vec<(&str, f64)> =

@@ -89,7 +89,7 @@ pub struct TrainReport {
 /// Trains a planned project: `train <project_dir>`.
 pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, TrainError> {
     let dirs = TrainingDirs::prepare(plan.project(), options.resume)?;
-    write_snapshot(
+    let snapshot = write_snapshot(
         &dirs.artifacts,
         RunType::Train,
         &plan.check.config.tree.to_value(),
@@ -100,6 +100,15 @@ pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, Tr
         &dirs.root,
         options.command.clone(),
     )?;
+    let _ = ProjectMetadata::set_facts(
+        plan.project(),
+        record,
+        &crate::project::RunFacts {
+            config_file: Some(&snapshot),
+            device: Some(plan.device.to_string()),
+            seed: Some(plan.trainer.random_seed),
+        },
+    );
     let result = plan.device.dispatch(Training {
         plan,
         options,
@@ -110,7 +119,11 @@ pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, Tr
         Ok(_) => "finished",
         Err(_) => "failed",
     };
-    let _ = ProjectMetadata::end_run(plan.project(), record, status);
+    let metrics = match &result {
+        Ok(r) => r.evaluations.last().cloned().unwrap_or_default(),
+        Err(_) => BTreeMap::new(),
+    };
+    let _ = ProjectMetadata::end_run(plan.project(), record, status, &metrics);
     result
 }
 
