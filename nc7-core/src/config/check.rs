@@ -212,6 +212,24 @@ impl ProjectCheck {
         out
     }
 
+    /// Writes every handler's helix as `dna_<handler>.dot` (Graphviz) and `dna_<handler>.svg`
+    /// (drawn by nc7) into `dir`, and returns the files written.
+    pub fn write_dna(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        let mut written = Vec::new();
+        if self.handlers.is_empty() {
+            return Ok(written);
+        }
+        std::fs::create_dir_all(dir)?;
+        for h in &self.handlers {
+            for (ext, text) in [("dot", h.helix().to_dot()), ("svg", h.helix().to_svg())] {
+                let path = dir.join(format!("dna_{}.{ext}", h.name()));
+                std::fs::write(&path, text)?;
+                written.push(path);
+            }
+        }
+        Ok(written)
+    }
+
     /// The DOT drawing of every handler's helix, by handler name.
     pub fn dot_files(&self) -> Vec<(String, String)> {
         self.handlers

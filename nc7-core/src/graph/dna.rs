@@ -624,6 +624,7 @@ impl Builder {
 }
 
 mod keys;
+mod svg;
 
 #[cfg(test)]
 mod tests;

@@ -405,15 +405,13 @@ fn execute(
         Command::Dna(args) => {
             let check = load(&args);
             let dir = args.project_dir.join(args.run.dir_name()).join("artifacts");
-            let files = check.dot_files();
-            if !files.is_empty() {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
-            }
-            for (handler, dot) in files {
-                let path = dir.join(format!("dna_{handler}.dot"));
-                std::fs::write(&path, dot)
-                    .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+            let files = check.write_dna(&dir).map_err(|e| {
+                format!(
+                    "cannot write the DNA drawings into `{}`: {e}",
+                    dir.display()
+                )
+            })?;
+            for path in files {
                 writeln!(out, "wrote {}", path.display())?;
             }
             report(&check, err)

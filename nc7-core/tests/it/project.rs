@@ -1102,6 +1102,27 @@ fn command_line_subcommands() {
             .join("training/artifacts/dna_callbacks_train.dot")
             .is_file()
     );
+    // The same graph drawn by nc7 as SVG: a box per node and input, an arrow per edge, which
+    // an XML reader parses.
+    let svg_path = dir.path().join("training/artifacts/dna_model.svg");
+    let svg = fs::read_to_string(&svg_path).unwrap();
+    assert!(
+        svg.contains(">net<") && svg.contains(">ModelPlugin<"),
+        "{svg}"
+    );
+    if let Some(text) = crate::support::python::run_python(
+        "xml.etree.ElementTree",
+        "import sys, xml.etree.ElementTree as E\nns = '{http://www.w3.org/2000/svg}'\nroot = E.parse(sys.argv[1]).getroot()\nprint(len(root.findall(ns + 'g')), len(root.findall(ns + 'path')))",
+        &[svg_path.to_str().unwrap()],
+    ) {
+        let counts: Vec<usize> = text
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let dot_edges = dot.matches(" -> ").count();
+        let dot_nodes = dot.matches("fillcolor").count();
+        assert_eq!(counts, [dot_nodes, dot_edges], "{svg}");
+    }
 
     let (code, out, _) = cli(&["info", "Net"], Overrides::default());
     assert_eq!(code, 0);

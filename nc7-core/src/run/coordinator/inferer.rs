@@ -127,7 +127,7 @@ pub fn infer(plan: &InferPlan, options: &InferOptions) -> Result<InferReport, In
         inputs,
     };
     let mut report = run_pipeline(
-        plan.project(),
+        &plan.check,
         RunType::Infer,
         &plan.snapshot,
         options,
@@ -162,7 +162,7 @@ fn run_feed(
     options: &InferOptions,
 ) -> Result<InferReport, InferError> {
     run_pipeline(
-        plan.project(),
+        &plan.check,
         plan.run,
         &plan.snapshot,
         options,
@@ -191,15 +191,19 @@ fn kpi_targets(project: &Path, run_type: RunType, run: &InferenceRun) -> KpiTarg
 
 /// Makes the run's folder, records the run and its config, and runs the pipeline on `device`.
 fn run_pipeline(
-    project: &Path,
+    check: &crate::check::ProjectCheck,
     run_type: RunType,
     snapshot: &Value,
     options: &InferOptions,
     pipeline: Pipeline<'_>,
     device: crate::backend::DeviceChoice,
 ) -> Result<InferReport, InferError> {
+    let project = check.project.as_path();
     let run = InferenceRun::create_for(project, run_type, options.run_name.as_deref())?;
     let snapshot_file = write_snapshot(&run.artifacts, run_type, snapshot)?;
+    if let Err(e) = check.write_dna(&run.artifacts) {
+        log::warn!("the DNA drawings could not be written: {e}");
+    }
     let record = ProjectMetadata::start_run(project, run_type, &run.dir, options.command.clone())?;
     let _ = ProjectMetadata::set_facts(
         project,

@@ -94,6 +94,9 @@ pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, Tr
         RunType::Train,
         &plan.check.config.tree.to_value(),
     )?;
+    if let Err(e) = plan.check.write_dna(&dirs.artifacts) {
+        log::warn!("the DNA drawings could not be written: {e}");
+    }
     let record = ProjectMetadata::start_run(
         plan.project(),
         RunType::Train,
