@@ -44,9 +44,9 @@ impl Helix {
         // by name, so the picture does not depend on the order configs were read in.
         let mut row = vec![0.0f64; total];
         let mut members: Vec<Vec<usize>> = vec![Vec::new(); columns];
-        for i in 0..self.incoming_len() {
+        for (i, r) in row.iter_mut().enumerate().take(self.incoming_len()) {
             members[0].push(i);
-            row[i] = i as f64;
+            *r = i as f64;
         }
         for (c, slot) in members.iter_mut().enumerate().skip(1) {
             let mut nodes: Vec<(f64, &str, usize)> = self
@@ -123,8 +123,7 @@ impl Helix {
             let (fx, fy, fw) = at(from);
             let (tx, ty, _) = at(to);
             let (x1, y1, x2, y2) = (fx + fw, fy + BOX_HEIGHT / 2.0, tx, ty + BOX_HEIGHT / 2.0);
-            let label_at;
-            if column[to] > column[from] + 1 {
+            let label_at = if column[to] > column[from] + 1 {
                 lane += 1;
                 let y = top - LANE * lane as f64 + LANE / 2.0 - 6.0;
                 let _ = writeln!(
@@ -137,7 +136,7 @@ impl Helix {
                     x2 - 30.0,
                     x2 - 30.0
                 );
-                label_at = ((x1 + x2) / 2.0, y - 3.0, true);
+                ((x1 + x2) / 2.0, y - 3.0, true)
             } else {
                 let bend = (x2 - x1).abs() / 2.0;
                 let _ = writeln!(
@@ -146,8 +145,8 @@ impl Helix {
                     x1 + bend,
                     x2 - bend
                 );
-                label_at = ((x1 + x2) / 2.0, (y1 + y2) / 2.0, false);
-            }
+                ((x1 + x2) / 2.0, (y1 + y2) / 2.0, false)
+            };
             let mut lines: Vec<String> = keys
                 .iter()
                 .map(|(g, m)| {
