@@ -26,8 +26,9 @@ pub struct Overrides {
 
 /// The environment variables' prefix; `__` separates path segments.
 pub const ENV_PREFIX: &str = "NC7_";
-/// `NC7_…` variables that set nc7 itself, not the config (`NC7_LOG`: the log level).
-pub const OWN_VARIABLES: [&str; 1] = ["NC7_LOG"];
+/// `NC7_…` variables that set nc7 itself, not the config (`NC7_LOG`: the log level,
+/// `NC7_MALLOC`: the allocator's tuning, `NC7_MLFLOW`: MLflow tracking on or off).
+pub const OWN_VARIABLES: [&str; 3] = ["NC7_LOG", "NC7_MALLOC", "NC7_MLFLOW"];
 
 impl Overrides {
     /// Adds the `NC7_…` variables of this process (read by figment, lower-cased, `__` →
@@ -378,6 +379,18 @@ fn declared_fields(map: &Tagged, registry: &Registry) -> Vec<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn nc7s_own_variables_are_no_config_values() {
+        let o = Overrides::default().with_env([
+            ("NC7_LOG", "debug"),
+            ("NC7_MALLOC", "system"),
+            ("NC7_MLFLOW", "off"),
+            ("NC7_TRAINER__NUM_EPOCHS", "3"),
+        ]);
+        let paths: Vec<&str> = o.env.iter().map(|(_, p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["trainer.num_epochs"]);
+    }
 
     #[test]
     fn typed_values() {

@@ -23,6 +23,9 @@ use crate::registry::{Format, Registry};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// No progress display and no log lines below warnings.
+    #[arg(long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,7 +242,10 @@ where
             return if to_out { 0 } else { 2 };
         }
     };
-    match execute(cli.command, env, &command, out, err) {
+    if cli.quiet {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    match execute(cli.command, env, &command, cli.quiet, out, err) {
         Ok(code) => code,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
@@ -311,6 +317,7 @@ fn execute(
     command: Command,
     env: Overrides,
     command_line: &[String],
+    quiet: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, Failure> {
@@ -442,6 +449,7 @@ fn execute(
                 stop,
                 max_epochs_this_run: None,
                 profile,
+                quiet,
             };
             match crate::coordinator::train(&plan, &options) {
                 Ok(r) => {
@@ -502,13 +510,13 @@ fn execute(
                 }
             }
         }
-        Command::Infer(args) => infer::run_infer(args, &env, command_line, out, err),
+        Command::Infer(args) => infer::run_infer(args, &env, command_line, quiet, out, err),
         Command::Runs(args) => runs::run_runs(args, out, err),
         Command::EvaluateKpi(args) => {
-            feed::run_feed(RunType::Kpi, args, &env, command_line, out, err)
+            feed::run_feed(RunType::Kpi, args, &env, command_line, quiet, out, err)
         }
         Command::ExtractData(args) => {
-            feed::run_feed(RunType::Data, args, &env, command_line, out, err)
+            feed::run_feed(RunType::Data, args, &env, command_line, quiet, out, err)
         }
         Command::WriteShapes {
             dir,

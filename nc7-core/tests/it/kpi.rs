@@ -342,7 +342,7 @@ fn the_cache_restores_kpis_it_computed_and_an_unusable_cache_is_skipped() {
     assert_eq!(first.0, 0, "{}", first.2);
     assert_eq!(COMBINED.load(Ordering::SeqCst), before + 1);
     // The same inputs again: restored, not computed, and the same values.
-    let second = cli_run(&["evaluate-kpi", root.to_str().unwrap()]);
+    let second = cli_run(&["evaluate-kpi", root.to_str().unwrap(), "--quiet"]);
     assert_eq!(second.0, 0, "{}", second.2);
     assert_eq!(COMBINED.load(Ordering::SeqCst), before + 1);
     let a = read_json(&root.join("kpi_evaluation/run-1/results/mean.json"));

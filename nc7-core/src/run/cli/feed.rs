@@ -41,6 +41,7 @@ pub(super) fn run_feed(
     args: FeedArgs,
     env: &Overrides,
     command_line: &[String],
+    quiet: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, Failure> {
@@ -59,6 +60,7 @@ pub(super) fn run_feed(
     let options = InferOptions {
         run_name: args.run_name,
         command: command_line.to_vec(),
+        quiet,
     };
     let project = &args.overrides.project_dir;
     let result = if run == RunType::Kpi {

@@ -52,6 +52,7 @@ pub(super) fn run_infer(
     args: InferArgs,
     env: &Overrides,
     command_line: &[String],
+    quiet: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, Failure> {
@@ -89,6 +90,7 @@ pub(super) fn run_infer(
     let options = crate::coordinator::InferOptions {
         run_name,
         command: command_line.to_vec(),
+        quiet,
     };
     match crate::coordinator::infer(&plan, &options) {
         Ok(r) => {

@@ -53,6 +53,8 @@ pub struct InferOptions {
     pub run_name: Option<String>,
     /// The command line, for the run record.
     pub command: Vec<String>,
+    /// No progress display (`--quiet`).
+    pub quiet: bool,
 }
 
 /// What an inference, KPI evaluation or data extraction run did.
@@ -231,6 +233,11 @@ fn run_pipeline(
         kpi: kpi_targets(project, run_type, &run),
         pipeline,
         run: &run,
+        progress: (!options.quiet).then_some(match run_type {
+            RunType::Kpi => "evaluated",
+            RunType::Data => "extracted",
+            _ => "inferred",
+        }),
     });
     let status = match &result {
         Ok(r) if r.stopped.is_some() => "stopped",
@@ -294,6 +301,8 @@ struct OnRun<'a, 'r> {
     pipeline: Pipeline<'a>,
     run: &'r InferenceRun,
     kpi: KpiTargets,
+    /// What the progress display calls the run (`inferred`); `None` shows none.
+    progress: Option<&'static str>,
 }
 
 impl OnDevice for OnRun<'_, '_> {
@@ -350,6 +359,7 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
             },
         run,
         kpi: ref targets,
+        progress,
     } = *on;
     let reader = Reader {
         name: feeder.name.clone(),
@@ -375,6 +385,7 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
         callbacks: Callbacks::<B>::build(callbacks, device)?,
         counts: Counts::default(),
         started: Instant::now(),
+        progress: Progress::new(progress),
     };
     let mut ctx = CallbackContext {
         mode: Mode::Infer,

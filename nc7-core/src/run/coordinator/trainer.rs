@@ -67,6 +67,8 @@ pub struct TrainOptions {
     pub max_epochs_this_run: Option<u64>,
     /// Write a Chrome trace (`--profile`; also the trainer config's `profile`).
     pub profile: bool,
+    /// No progress display (`--quiet`).
+    pub quiet: bool,
 }
 
 /// What a training run did.
@@ -550,7 +552,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         let config = &self.plan.trainer;
         let batches = self.epoch_batches();
         let progress = progress_bar(
-            config.progress_bar,
+            config.progress_bar && !self.options.quiet,
             batches.len() as u64,
             self.state.epoch + 1,
             config.num_epochs,

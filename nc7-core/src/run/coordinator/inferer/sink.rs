@@ -9,6 +9,67 @@ pub(super) struct Sink<B: Backend> {
     pub(super) callbacks: Callbacks<B>,
     pub(super) counts: Counts,
     pub(super) started: Instant,
+    pub(super) progress: Progress,
+}
+
+/// The progress of a run whose length is not known in advance: a counter on a terminal, a
+/// plain line every ten seconds in a log.
+pub(super) struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    what: &'static str,
+    terminal: bool,
+    last_line: Instant,
+    started: Instant,
+}
+
+impl Progress {
+    /// A display for a run called `what` (`inferred`), or none.
+    pub(super) fn new(what: Option<&'static str>) -> Progress {
+        use std::io::IsTerminal as _;
+        let terminal = std::io::stderr().is_terminal();
+        let bar = what.map(|w| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix} {pos} samples ({per_sec}) {elapsed}",
+            ) {
+                bar.set_style(style);
+            }
+            bar.set_prefix(w);
+            bar
+        });
+        Progress {
+            bar,
+            what: what.unwrap_or_default(),
+            terminal,
+            last_line: Instant::now(),
+            started: Instant::now(),
+        }
+    }
+
+    fn add(&mut self, samples: u64, total: u64) {
+        let Some(bar) = &self.bar else {
+            return;
+        };
+        bar.inc(samples);
+        if !self.terminal && self.last_line.elapsed().as_secs() >= 10 {
+            self.last_line = Instant::now();
+            let seconds = self.started.elapsed().as_secs_f64();
+            log::info!(
+                "{} {total} samples ({:.1} samples/s)",
+                self.what,
+                total as f64 / seconds.max(1e-9)
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 impl<B: Backend> Sink<B> {
@@ -19,6 +80,7 @@ impl<B: Backend> Sink<B> {
         ctx: &mut CallbackContext,
     ) -> Result<bool, String> {
         let counts = &mut self.counts;
+        let p_samples = p.samples as u64;
         counts.iterations += 1;
         counts.samples += p.samples as u64;
         ctx.summary_step = counts.iterations;
@@ -37,6 +99,7 @@ impl<B: Backend> Sink<B> {
             .iteration(p.data, p.outputs, ctx)
             .map_err(|e| e.to_string())?;
         counts.stage_seconds[2] += clock.elapsed().as_secs_f64();
+        self.progress.add(p_samples, counts.samples);
         Ok(ctx.control.stop_requested().is_none())
     }
 
@@ -49,6 +112,7 @@ impl<B: Backend> Sink<B> {
         ctx: &CallbackContext,
         writer: &EventWriter,
     ) -> Result<Counts, InferError> {
+        self.progress.finish();
         let ended = self.callbacks.end(ctx);
         let mut counts = self.counts;
         counts.skipped = stages.skipped;
