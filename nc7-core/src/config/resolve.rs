@@ -84,6 +84,37 @@ impl Layered {
     pub fn explain(&self) -> String {
         self.tree.explain(&|id| self.sources.get(id).to_string())
     }
+
+    /// The values this run sets over the project's own configs of `run` (`--set`, `NC7_…`
+    /// variables, `--config-dir` files): what distinguishes it from a plain run of the
+    /// project, by path (`trainer.optimization_config.learning_rate`, sections without
+    /// `_config`).
+    pub fn overridden(&self, run: RunType) -> std::collections::BTreeMap<String, String> {
+        let own = format!("{}/configs/", run.dir_name());
+        self.tree
+            .leaves()
+            .into_iter()
+            .filter(|(_, _, source)| match self.sources.get(*source) {
+                Source::Env(_) | Source::Set(_) => true,
+                Source::File(f) => !f.replace('\\', "/").starts_with(&own),
+                _ => false,
+            })
+            .map(|(path, value, _)| {
+                let path = match path.split_once('.') {
+                    Some((section, rest)) => format!(
+                        "{}.{rest}",
+                        section.strip_suffix("_config").unwrap_or(section)
+                    ),
+                    None => path,
+                };
+                let value = match value {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (path, value)
+            })
+            .collect()
+    }
 }
 
 /// Reads and layers the configs of a `run` of `project`. Every problem is pushed to `diags`;

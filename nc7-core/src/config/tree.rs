@@ -130,6 +130,46 @@ impl Tagged {
         self.as_str() == Some(BASE_MARKER)
     }
 
+    /// Every value with its source: `(path, value, source)`, paths dotted, list items of
+    /// nucleotide configs by their names (`plugins.cnn.filters`), lists of plain values whole.
+    pub fn leaves(&self) -> Vec<(String, Value, SourceId)> {
+        let mut out = Vec::new();
+        self.leaves_into("", &mut out);
+        out
+    }
+
+    fn leaves_into(&self, path: &str, out: &mut Vec<(String, Value, SourceId)>) {
+        let join = |k: &str| {
+            if path.is_empty() {
+                k.to_owned()
+            } else {
+                format!("{path}.{k}")
+            }
+        };
+        match &self.node {
+            Node::Map(entries) if !entries.is_empty() => {
+                for (k, v) in entries {
+                    v.leaves_into(&join(k), out);
+                }
+            }
+            Node::List(items)
+                if items
+                    .iter()
+                    .all(|i| i.get("name").and_then(Tagged::as_str).is_some())
+                    && !items.is_empty() =>
+            {
+                for item in items {
+                    let name = item
+                        .get("name")
+                        .and_then(Tagged::as_str)
+                        .unwrap_or_default();
+                    item.leaves_into(&join(name), out);
+                }
+            }
+            _ => out.push((path.to_owned(), self.to_value(), self.source)),
+        }
+    }
+
     /// Lines `path = value  (source)` for every leaf, with list items of maps that have a
     /// `name` addressed by it (`plugins_config[encoder].filters`).
     pub fn explain(&self, source_name: &dyn Fn(SourceId) -> String) -> String {

@@ -159,6 +159,20 @@ pub struct CallbackContext {
     pub iterations_per_epoch: usize,
     /// Asks the run to stop (early stopping, a budget, an external signal).
     pub control: RunControl,
+    /// Which run this is: its name, its MLflow run, what it sets over the project's configs.
+    pub run: std::sync::Arc<RunInfo>,
+}
+
+/// Which run a callback is in.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunInfo {
+    /// The run's name (`--run-name`; a training's default is its start, `20261202-071500`).
+    pub name: String,
+    /// Its MLflow run id, when tracking is on.
+    pub mlflow_run_id: Option<String>,
+    /// The config values it sets over the project's own configs (`--set`, `NC7_…`,
+    /// `--config-dir`), by path: its hyperparameters in an experiment.
+    pub hyperparameters: std::collections::BTreeMap<String, String>,
 }
 
 /// How a callback asks the run it is in to stop: the trainer stops after the current step,
@@ -191,6 +205,7 @@ impl std::fmt::Debug for CallbackContext {
             .field("summary_step", &self.summary_step)
             .field("iteration", &self.iteration)
             .field("iterations_per_epoch", &self.iterations_per_epoch)
+            .field("run", &self.run)
             .finish_non_exhaustive()
     }
 }

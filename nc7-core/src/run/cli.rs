@@ -73,6 +73,10 @@ enum Command {
         /// and print the time each part took.
         #[arg(long)]
         profile: bool,
+        /// The run's name, for its MLflow run and its experiment row (default: its start,
+        /// `20261202-071500`).
+        #[arg(long)]
+        run_name: Option<String>,
     },
     /// Export the newest (or a chosen) checkpoint to `saved_models/step-<N>/`.
     Export {
@@ -428,6 +432,7 @@ fn execute(
             resume,
             device,
             profile,
+            run_name,
         } => {
             let device = device
                 .map(|d| d.parse::<crate::backend::DeviceChoice>())
@@ -450,6 +455,7 @@ fn execute(
                 max_epochs_this_run: None,
                 profile,
                 quiet,
+                run_name,
             };
             match crate::coordinator::train(&plan, &options) {
                 Ok(r) => {

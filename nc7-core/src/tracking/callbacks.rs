@@ -211,6 +211,7 @@ mod tests {
             iteration: Default::default(),
             iterations_per_epoch: 1,
             control: Default::default(),
+            run: Default::default(),
         };
         let input = ToSave {
             save_names: Some(vec!["a".into(), "sub/b".into()]),

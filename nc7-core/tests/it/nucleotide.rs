@@ -434,6 +434,7 @@ fn callbacks_get_their_context_and_write_summaries() {
         },
         iterations_per_epoch: 3,
         control: Default::default(),
+        run: Default::default(),
     };
     let device = Default::default();
     let mut saver = <Saver as Build<B>>::build(

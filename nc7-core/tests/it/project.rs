@@ -774,6 +774,24 @@ fn extra_config_dirs_env_and_set_in_order() {
             && l.ends_with("plugins/more.json)")),
         "{explain}"
     );
+    // What the run sets over the project's own configs: its hyperparameters in an experiment.
+    let over = c.config.overridden(RunType::Train);
+    assert_eq!(
+        over.get("trainer.num_epochs").map(String::as_str),
+        Some("9")
+    );
+    assert_eq!(
+        over.get("trainer.batch_size").map(String::as_str),
+        Some("16")
+    );
+    assert_eq!(
+        over.get("plugins.extra.class_name").map(String::as_str),
+        Some("it::project::Net")
+    );
+    assert!(
+        !over.keys().any(|k| k.starts_with("datasets.eval")),
+        "values of the project's own files are no overrides: {over:?}"
+    );
 }
 
 #[test]

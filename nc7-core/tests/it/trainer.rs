@@ -1259,7 +1259,9 @@ fn trainings_are_mlflow_runs_that_mlflow_reads_and_continue() {
     };
     let read: Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(read["runs"], 1, "{read}");
-    assert_eq!(read["name"], "training");
+    // Named by its start by default: `20261202-071500`.
+    let name = read["name"].as_str().unwrap();
+    assert!(name.len() == 15 && name.as_bytes()[8] == b'-', "{name}");
     assert_eq!(read["status"], "FINISHED");
     assert_eq!(read["params"]["trainer.batch_size"], "5", "{read}");
     assert_eq!(

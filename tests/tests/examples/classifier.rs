@@ -27,7 +27,10 @@ fn trains_exports_and_classifies() {
     );
     let table = std::fs::read_to_string(project.join("logs/experiments.csv")).unwrap();
     assert!(
-        table.starts_with("accuracy,finished,loss,project,step\n"),
+        // The run's name and MLflow run, and the value it set over the project's configs.
+        table.starts_with(
+            "accuracy,finished,loss,mlflow_run_id,project,run,step,trainer.num_epochs\n"
+        ) && table.trim_end().ends_with(",1"),
         "{table}"
     );
     nc7("shapes-classifier", &["infer", p]);

@@ -51,7 +51,9 @@ fn learns_to_segment_and_segments_new_shapes() {
     assert!(kpi > 0.5, "the mean IoU KPI after 250 steps: {kpi}\n{text}");
     let table = std::fs::read_to_string(unet.join("logs/experiments.csv")).unwrap();
     assert!(
-        table.starts_with("finished,loss,mean_iou,project,step\n"),
+        table.starts_with(
+            "finished,loss,mean_iou,mlflow_run_id,project,run,step,trainer.num_epochs\n"
+        ),
         "{table}"
     );
     nc7("shapes-unet", &["infer", p]);

@@ -233,6 +233,11 @@ fn run_pipeline(
         kpi: kpi_targets(project, run_type, &run),
         pipeline,
         run: &run,
+        run_info: crate::nucleotide::RunInfo {
+            name: run.name.clone(),
+            mlflow_run_id: tracking.as_ref().map(|t| t.id.clone()),
+            hyperparameters: check.config.overridden(run_type),
+        },
         progress: (!options.quiet).then_some(match run_type {
             RunType::Kpi => "evaluated",
             RunType::Data => "extracted",
@@ -303,6 +308,8 @@ struct OnRun<'a, 'r> {
     kpi: KpiTargets,
     /// What the progress display calls the run (`inferred`); `None` shows none.
     progress: Option<&'static str>,
+    /// Which run this is, for the callbacks.
+    run_info: crate::nucleotide::RunInfo,
 }
 
 impl OnDevice for OnRun<'_, '_> {
@@ -360,6 +367,7 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
         run,
         kpi: ref targets,
         progress,
+        ref run_info,
     } = *on;
     let reader = Reader {
         name: feeder.name.clone(),
@@ -395,6 +403,7 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
         iteration: IterationInfo::default(),
         iterations_per_epoch: 0,
         control: RunControl::default(),
+        run: Arc::new(run_info.clone()),
     };
     sink.callbacks.begin(&ctx)?;
     let mut call_back = |p: Predicted<B>, ctx: &mut CallbackContext| sink.iteration(p, ctx);

@@ -69,6 +69,9 @@ pub struct TrainOptions {
     pub profile: bool,
     /// No progress display (`--quiet`).
     pub quiet: bool,
+    /// The run's name (`--run-name`): its MLflow run's and its experiment row's; by default
+    /// its start, `20261202-071500` (UTC).
+    pub run_name: Option<String>,
 }
 
 /// What a training run did.
@@ -169,13 +172,14 @@ fn start_tracking(
     dirs: &TrainingDirs,
     resumed: bool,
     step: u64,
+    run_name: &str,
 ) -> Option<Arc<MlflowRun>> {
     let root = mlflow::store_root(plan.project())?;
     let keep = dirs.root.join(mlflow::RUN_FILE);
     let run = MlflowRun::start(
         &root,
         &crate::project::project_name(plan.project()),
-        "training",
+        run_name,
         resumed.then_some((keep.as_path(), step)),
     )?;
     run.remember(&keep);
@@ -362,6 +366,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                     iteration: IterationInfo::default(),
                     iterations_per_epoch: iterations as usize,
                     control: control.clone(),
+                    run: Default::default(),
                 },
                 writer,
                 callbacks: Callbacks::build(callbacks, inner)?,
@@ -428,7 +433,21 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         trainer
             .schedule
             .fast_forward(trainer.state.global_step as usize);
-        trainer.mlflow = start_tracking(plan, dirs, resumed, trainer.state.global_step);
+        let run_name = options.run_name.clone().unwrap_or_else(|| {
+            crate::project::rfc3339(std::time::SystemTime::now())
+                .replace(['-', ':'], "")
+                .replace('T', "-")
+                .trim_end_matches('Z')
+                .to_owned()
+        });
+        trainer.mlflow = start_tracking(plan, dirs, resumed, trainer.state.global_step, &run_name);
+        let info = Arc::new(crate::nucleotide::RunInfo {
+            name: run_name,
+            mlflow_run_id: trainer.mlflow.as_ref().map(|m| m.id.clone()),
+            hyperparameters: plan.check.config.overridden(RunType::Train),
+        });
+        trainer.train.ctx.run = info.clone();
+        trainer.eval.ctx.run = info;
         if options.profile || config.profile {
             let path = dirs.root.join("profile").join(format!(
                 "train-from-step-{}.json",

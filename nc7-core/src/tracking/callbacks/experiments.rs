@@ -23,8 +23,9 @@ pub struct Values<B: Backend> {
 }
 
 /// One row per training run in a CSV table (Dida's experiment tracking): when the run ended,
-/// the project, the step and the last evaluation's mean of every single-value key it reads
-/// (losses, metrics). A key no earlier row had becomes a new column. Put it in
+/// the project, the run's name and MLflow run id, its hyperparameters (the config values it
+/// sets over the project's configs: `--set`, `NC7_…`, `--config-dir`, one column each), the
+/// step and the last evaluation's mean of every single-value key it reads (losses, metrics). A key no earlier row had becomes a new column. Put it in
 /// `callbacks_eval`.
 #[nucleotide(kind = CoordinatorCallback)]
 pub struct ExperimentCsv {
@@ -97,6 +98,13 @@ impl<B: Backend> CoordinatorCallback<B> for ExperimentCsv {
                 .unwrap_or_default(),
         );
         row.insert("step".into(), ctx.summary_step.to_string());
+        row.insert("run".into(), ctx.run.name.clone());
+        if let Some(id) = &ctx.run.mlflow_run_id {
+            row.insert("mlflow_run_id".into(), id.clone());
+        }
+        for (path, value) in &ctx.run.hyperparameters {
+            row.insert(path.clone(), value.clone());
+        }
         let file = root.join(&self.file);
         append_row(&file, row)?;
         log::info!("experiment row appended to {}", file.display());
