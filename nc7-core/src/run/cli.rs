@@ -77,6 +77,10 @@ enum Command {
         /// `20261202-071500`).
         #[arg(long)]
         run_name: Option<String>,
+        /// With `--continue`: go on even when the seed, the batch size, the shuffling or the
+        /// number of training samples changed since the checkpoint.
+        #[arg(long, requires = "resume")]
+        accept_changed_order: bool,
     },
     /// Export the newest (or a chosen) checkpoint to `saved_models/step-<N>/`.
     Export {
@@ -433,6 +437,7 @@ fn execute(
             device,
             profile,
             run_name,
+            accept_changed_order,
         } => {
             let device = device
                 .map(|d| d.parse::<crate::backend::DeviceChoice>())
@@ -456,6 +461,7 @@ fn execute(
                 profile,
                 quiet,
                 run_name,
+                accept_changed_order,
             };
             match crate::coordinator::train(&plan, &options) {
                 Ok(r) => {

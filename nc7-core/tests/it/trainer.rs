@@ -1397,3 +1397,28 @@ fn runs_are_listed_and_compared_from_the_run_record() {
     assert_eq!(code, 1);
     assert!(err.contains("there is no run 9; `runs "), "{err}");
 }
+
+#[test]
+fn continuing_refuses_another_data_order_unless_told() {
+    let dir = project(
+        r#"{"batch_size": 5, "num_epochs": 2, "random_seed": 3}"#,
+        &[],
+    );
+    run(dir.path(), false, Some(1)).unwrap();
+    fs::write(
+        dir.path().join(C).join("trainer.json"),
+        r#"{"batch_size": 4, "num_epochs": 2, "random_seed": 4}"#,
+    )
+    .unwrap();
+    let err = run(dir.path(), true, None).unwrap_err().to_string();
+    assert!(
+        err.contains("the data order changed since it was written (random_seed 3 → 4, train batch size 5 → 4)")
+            && err.contains("--accept-changed-order"),
+        "{err}"
+    );
+    let mut accept = options(true, None);
+    accept.accept_changed_order = true;
+    let _serial = serial();
+    let r = train(&plan(dir.path()).unwrap(), &accept).unwrap();
+    assert_eq!(r.epochs, 2);
+}

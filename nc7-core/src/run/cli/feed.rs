@@ -76,7 +76,12 @@ pub(super) fn run_feed(
     };
     match result {
         Ok(r) => {
-            report(&r, run, out)?;
+            let verb = if run == RunType::Kpi {
+                "evaluated"
+            } else {
+                "extracted"
+            };
+            report(&r, verb, "", out)?;
             Ok(0)
         }
         Err(e) => {
@@ -86,16 +91,17 @@ pub(super) fn run_feed(
     }
 }
 
-/// What a run without a model did, and its KPIs.
-fn report(r: &InferReport, run: RunType, out: &mut dyn Write) -> Result<(), Failure> {
-    let verb = if run == RunType::Kpi {
-        "evaluated"
-    } else {
-        "extracted"
-    };
+/// What a pipeline run did: `<verb> N samples in M iterations (rate)`, what was skipped or
+/// stopped it (and, for inference, ` with <model>` after the rate), its KPIs and its results.
+pub(super) fn report(
+    r: &InferReport,
+    verb: &str,
+    with: &str,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     writeln!(
         out,
-        "{verb} {} samples in {} iterations ({:.1} samples/s){}{}",
+        "{verb} {} samples in {} iterations ({:.1} samples/s){with}{}{}",
         r.samples,
         r.iterations,
         r.samples as f64 / r.seconds.max(1e-9),
@@ -115,7 +121,7 @@ fn report(r: &InferReport, run: RunType, out: &mut dyn Write) -> Result<(), Fail
 }
 
 /// One line per KPI (vectors' elements left out: the results folder has them).
-pub(super) fn write_kpis(r: &InferReport, out: &mut dyn Write) -> Result<(), Failure> {
+fn write_kpis(r: &InferReport, out: &mut dyn Write) -> Result<(), Failure> {
     for (name, value) in r.kpi.iter().filter(|(k, _)| !crate::kpi::is_element(k)) {
         writeln!(out, "  {name:<40} {value:.6}")?;
     }

@@ -94,28 +94,14 @@ pub(super) fn run_infer(
     };
     match crate::coordinator::infer(&plan, &options) {
         Ok(r) => {
-            writeln!(
-                out,
-                "inferred {} samples in {} iterations ({:.1} samples/s) with {}{}{}",
-                r.samples,
-                r.iterations,
-                r.samples as f64 / r.seconds.max(1e-9),
+            let with = format!(
+                " with {}",
                 r.model
                     .as_deref()
                     .unwrap_or(std::path::Path::new("-"))
-                    .display(),
-                if r.skipped.is_empty() {
-                    String::new()
-                } else {
-                    format!("; skipped {} bad samples", r.skipped.len())
-                },
-                r.stopped
-                    .as_ref()
-                    .map(|s| format!("; {s}"))
-                    .unwrap_or_default()
-            )?;
-            super::feed::write_kpis(&r, out)?;
-            writeln!(out, "results: {}", r.run.results.display())?;
+                    .display()
+            );
+            super::feed::report(&r, "inferred", &with, out)?;
             Ok(0)
         }
         Err(e) => {

@@ -69,6 +69,9 @@ pub struct TrainOptions {
     pub profile: bool,
     /// No progress display (`--quiet`).
     pub quiet: bool,
+    /// Continue even when the seed, the batch size, the shuffling or the number of training
+    /// samples changed since the checkpoint (`--accept-changed-order`).
+    pub accept_changed_order: bool,
     /// The run's name (`--run-name`): its MLflow run's and its experiment row's; by default
     /// its start, `20261202-071500` (UTC).
     pub run_name: Option<String>,
@@ -236,12 +239,18 @@ fn end_tracking(run: &MlflowRun, dirs: &TrainingDirs, result: &Result<TrainRepor
 
 /// Where a run stands; what a checkpoint's state holds besides weights and optimizer state.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 struct RunState {
     global_step: u64,
     epoch: u64,
     data_epoch: u64,
     data_batch: u64,
     seed: u64,
+    /// What the data order follows besides the seed (0 / none in older checkpoints: not
+    /// compared).
+    batch_size: u64,
+    train_samples: u64,
+    shuffle: Option<bool>,
 }
 
 /// Mixes the run's seed with the step, so that each step's random operations are seeded on
@@ -388,6 +397,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             &dirs.summaries_eval,
             &dirs.callbacks_eval,
         )?;
+        let train_len = train.data.len() as u64;
         let mut trainer = Trainer {
             plan,
             options,
@@ -405,6 +415,9 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             state: RunState {
                 seed: config.random_seed,
                 data_epoch: 1,
+                batch_size: config.batch_size.train() as u64,
+                train_samples: train_len,
+                shuffle: Some(config.shuffle),
                 ..RunState::default()
             },
             control,
@@ -544,7 +557,11 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
     /// The batches of the next epoch, continuing the data order where the last one stopped.
     fn epoch_batches(&self) -> Vec<Vec<usize>> {
         let iterations = self.train.iterations;
-        let done_in_epoch = self.state.global_step - self.state.epoch * iterations;
+        let done_in_epoch = self
+            .state
+            .global_step
+            .saturating_sub(self.state.epoch * iterations)
+            .min(iterations);
         let mut batches = Vec::new();
         let mut position = DataPosition {
             epoch: self.state.data_epoch,

@@ -31,8 +31,49 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
                 .load_optimizer_state(&p, bytes, &self.device)
                 .map_err(failed("loading the checkpoint's optimizer state"))?;
         }
-        self.state = serde_json::from_value(cp.state.clone())
+        let saved: RunState = serde_json::from_value(cp.state.clone())
             .map_err(failed("reading the checkpoint's state"))?;
+        let now = self.state;
+        let mut changes = Vec::new();
+        if saved.seed != now.seed {
+            changes.push(format!("random_seed {} → {}", saved.seed, now.seed));
+        }
+        if saved.batch_size != 0 && saved.batch_size != now.batch_size {
+            changes.push(format!(
+                "train batch size {} → {}",
+                saved.batch_size, now.batch_size
+            ));
+        }
+        if saved.train_samples != 0 && saved.train_samples != now.train_samples {
+            changes.push(format!(
+                "training samples {} → {}",
+                saved.train_samples, now.train_samples
+            ));
+        }
+        if let (Some(a), Some(b)) = (saved.shuffle, now.shuffle)
+            && a != b
+        {
+            changes.push(format!("shuffle {a} → {b}"));
+        }
+        if !changes.is_empty() {
+            if !self.options.accept_changed_order {
+                return Err(TrainError::ChangedOrder {
+                    checkpoint: cp.dir.clone(),
+                    changes,
+                });
+            }
+            log::warn!(
+                "continuing with another data order than the checkpoint's: {}",
+                changes.join(", ")
+            );
+        }
+        self.state = RunState {
+            seed: now.seed,
+            batch_size: now.batch_size,
+            train_samples: now.train_samples,
+            shuffle: now.shuffle,
+            ..saved
+        };
         log::info!(
             "continuing from {} (step {})",
             cp.dir.display(),

@@ -62,6 +62,18 @@ pub enum TrainError {
         /// The checkpoints folder.
         checkpoints: PathBuf,
     },
+    /// `--continue` would walk the data in another order than the run it continues.
+    #[error(
+        "cannot continue from {}: the data order changed since it was written ({}); a continued run would not be the run it continues. Undo the change, start a fresh run (move `training/`, `checkpoints/` and `saved_models/` away), or continue anyway with `--accept-changed-order`",
+        checkpoint.display(),
+        changes.join(", ")
+    )]
+    ChangedOrder {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        /// What changed: `random_seed 3 → 4`.
+        changes: Vec<String>,
+    },
     /// Something failed while doing `what`.
     #[error("{what}: {source}")]
     Failed {
