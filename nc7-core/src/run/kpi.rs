@@ -102,6 +102,9 @@ pub struct KpiTargets {
 /// A KPI handler's nucleotides, built on the CPU, with each accumulator's samples.
 pub struct KpiEvaluator {
     handler: GeneHandler,
+    /// Per handler input, the top-level keys KPI nucleotides read (`None`: all of them), so
+    /// that nothing else is split into samples.
+    needed: Vec<Option<std::collections::BTreeSet<String>>>,
     nodes: BTreeMap<String, Node>,
     results: PathBuf,
     cache: Option<Cache>,
@@ -165,6 +168,7 @@ impl KpiEvaluator {
         }
         let wants_cache = plan.parts.iter().any(|p| p.kpi.cache);
         Ok(KpiEvaluator {
+            needed: needed_keys(&plan.handler),
             handler: plan.handler.clone(),
             nodes,
             results: targets.results.clone(),
@@ -195,11 +199,24 @@ impl KpiEvaluator {
             .map(str::to_owned)
             .collect();
         let mut columns = Vec::with_capacity(names.len());
-        for name in &names {
+        for (input, name) in names.iter().enumerate() {
             let nest = if name == DATASET_NODE {
                 Some(data)
             } else {
                 outputs.get(name).and_then(Option::as_ref)
+            };
+            let pruned;
+            let nest = match (nest, &self.needed[input]) {
+                (Some(Nest::Map(m)), Some(keys)) => {
+                    pruned = Nest::Map(
+                        m.iter()
+                            .filter(|(k, _)| keys.contains(*k))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    );
+                    Some(&pruned)
+                }
+                (nest, _) => nest,
             };
             columns.push(match nest {
                 Some(nest) => Some(
@@ -401,6 +418,48 @@ impl Node {
     }
 }
 
+/// Per handler input, the top-level keys that some KPI nucleotide reads after mapping; `None`
+/// when that cannot be known (an input or a reader with dynamic keys).
+fn needed_keys(handler: &GeneHandler) -> Vec<Option<std::collections::BTreeSet<String>>> {
+    let helix = handler.helix();
+    let top = |k: &str| {
+        k.split(crate::nest::SEPARATOR)
+            .next()
+            .unwrap_or(k)
+            .to_owned()
+    };
+    (0..helix.incoming_len())
+        .map(|input| {
+            let spec = helix.spec(input);
+            if spec.signature.dynamic_generated {
+                return None;
+            }
+            let mut keys = std::collections::BTreeSet::new();
+            for &i in helix.order() {
+                let node = helix.node(i)?;
+                let Some(k) = node.inbound.iter().position(|&j| j == input) else {
+                    continue;
+                };
+                let reads = &node.spec.signature;
+                for g in spec.signature.generated.iter() {
+                    let wanted =
+                        node.plan
+                            .static_keys(k, [g.name.as_ref()])
+                            .iter()
+                            .any(|(_, m)| {
+                                reads.dynamic_incoming
+                                    || reads.incoming.iter().any(|r| top(&r.name) == top(m))
+                            });
+                    if wanted {
+                        keys.insert(top(&g.name));
+                    }
+                }
+            }
+            Some(keys)
+        })
+        .collect()
+}
+
 fn open_lines(results: &Path, name: &str) -> Result<std::io::BufWriter<std::fs::File>, BoxError> {
     std::fs::create_dir_all(results).map_err(|e| format!("creating {}: {e}", results.display()))?;
     let path = results.join(format!("{name}.jsonl"));
@@ -450,4 +509,38 @@ fn save_evaluations(results: &Path, name: &str, evaluations: &[Nest<Cpu>]) -> Re
         write(results.join(format!("{name}.jsonl")), lines)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dna::NodeSpec;
+    use crate::gene::KPI_GENES;
+    use crate::keys::Signature;
+    use crate::mapping::KeysMapping;
+
+    #[test]
+    fn only_the_keys_kpi_nucleotides_read_are_split() {
+        let data = NodeSpec::new(
+            DATASET_NODE,
+            Kind::Dataset,
+            Signature::nucleus7(&[], &["image", "label", "mask"]),
+        );
+        let mapping =
+            KeysMapping::from_json(&serde_json::json!({"dataset": {"label": "labels"}})).unwrap();
+        let acc = NodeSpec::new(
+            "acc",
+            Kind::KpiAccumulator,
+            Signature::nucleus7(&["labels"], &["accuracy"]),
+        )
+        .inbound(["dataset"])
+        .mapping(mapping);
+        let handler = GeneHandler::new("kpi", KPI_GENES, vec![data], vec![acc]).unwrap();
+        let needed = needed_keys(&handler);
+        assert_eq!(needed.len(), 1);
+        assert_eq!(
+            needed[0].as_ref().unwrap().iter().collect::<Vec<_>>(),
+            ["label"]
+        );
+    }
 }
