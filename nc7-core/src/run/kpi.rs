@@ -130,6 +130,8 @@ enum NodeKind {
         accumulator: Box<dyn DynAccumulator<Cpu>>,
         buffer: Vec<Nest<Cpu>>,
         evaluations: Vec<Nest<Cpu>>,
+        /// Whether its inputs held an `evaluate` key, and whether it was ever true.
+        evaluate_seen: (bool, bool),
     },
 }
 
@@ -149,6 +151,7 @@ impl KpiEvaluator {
                     )?,
                     buffer: Vec::new(),
                     evaluations: Vec::new(),
+                    evaluate_seen: (false, false),
                 },
                 _ => NodeKind::Plugin {
                     step: runtime::step::<Cpu>(p.registration, &p.name, &p.config, &device)?,
@@ -308,7 +311,17 @@ impl KpiEvaluator {
                             .map_err(|source| KpiError::Write { path, source })?;
                     }
                 }
-                NodeKind::Accumulator { evaluations, .. } => {
+                NodeKind::Accumulator {
+                    evaluations,
+                    evaluate_seen,
+                    ..
+                } => {
+                    if *evaluate_seen == (true, false) {
+                        log::info!(
+                            "KPI accumulator `{name}` was given an `{EVALUATE_KEY}` key that was never true: its KPIs are over all {} samples, combined at the end of the data",
+                            self.samples
+                        );
+                    }
                     let Some(last) = evaluations.last() else {
                         continue;
                     };
@@ -366,15 +379,22 @@ impl Node {
                 }
                 Ok(Some(out))
             }
-            NodeKind::Accumulator { buffer, .. } => {
+            NodeKind::Accumulator {
+                buffer,
+                evaluate_seen,
+                ..
+            } => {
                 let flagged = match input.get(EVALUATE_KEY) {
                     None => false,
-                    Some(flag) => flag
-                        .truth_values()
-                        .map_err(|e| format!("its `{EVALUATE_KEY}` key: {e}"))?
-                        .iter()
-                        .all(|b| *b),
+                    Some(flag) => {
+                        evaluate_seen.0 = true;
+                        flag.truth_values()
+                            .map_err(|e| format!("its `{EVALUATE_KEY}` key: {e}"))?
+                            .iter()
+                            .all(|b| *b)
+                    }
                 };
+                evaluate_seen.1 |= flagged;
                 buffer.push(input);
                 if flagged || last {
                     self.combine(cache).map(Some)
@@ -392,6 +412,7 @@ impl Node {
             accumulator,
             buffer,
             evaluations,
+            ..
         } = &mut self.kind
         else {
             return Err("only accumulators combine samples".into());
