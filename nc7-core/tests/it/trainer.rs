@@ -1260,8 +1260,11 @@ fn trainings_are_mlflow_runs_that_mlflow_reads_and_continue() {
     let read: Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(read["runs"], 1, "{read}");
     // Named by its start by default: `20261202-071500`.
-    let name = read["name"].as_str().unwrap();
-    assert!(name.len() == 15 && name.as_bytes()[8] == b'-', "{name}");
+    let run_name = read["name"].as_str().unwrap();
+    assert!(
+        run_name.len() == 15 && run_name.as_bytes()[8] == b'-',
+        "{run_name}"
+    );
     assert_eq!(read["status"], "FINISHED");
     assert_eq!(read["params"]["trainer.batch_size"], "5", "{read}");
     assert_eq!(
@@ -1281,7 +1284,40 @@ fn trainings_are_mlflow_runs_that_mlflow_reads_and_continue() {
     )
     .unwrap();
     assert_eq!(kept["run_id"], read["run_id"]);
+    // MLflow's own migration moves the store into SQLite, where the run reads the same.
+    let db = dir.path().join("mlflow.db");
+    let migrated = python::run_python(
+        "alembic",
+        MLFLOW_MIGRATE,
+        &[store.to_str().unwrap(), db.to_str().unwrap(), &name],
+    )
+    .map(|t| serde_json::from_str::<Value>(t.trim()).unwrap());
+    if let Some(m) = migrated {
+        assert_eq!(m["run_id"], read["run_id"], "{m}");
+        assert_eq!(m["eval_steps"], json!([4, 8]), "{m}");
+        assert_eq!(m["batch_size"], "5", "{m}");
+    }
 }
+
+const MLFLOW_MIGRATE: &str = r#"
+import json, os, subprocess, sys, warnings
+os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+warnings.simplefilter("ignore")
+store, db, name = sys.argv[1], sys.argv[2], sys.argv[3]
+subprocess.run([sys.executable, "-m", "mlflow", "migrate-filestore", "--source", store,
+                "--target", "sqlite:///" + db], check=True, capture_output=True)
+from mlflow.tracking import MlflowClient
+client = MlflowClient("sqlite:///" + db)
+experiment = client.get_experiment_by_name(name)
+if experiment is None:
+    sys.exit("no experiment %r after migrating; the database has %r" % (name, [e.name for e in client.search_experiments()]))
+run = client.search_runs([experiment.experiment_id])[0]
+print(json.dumps({
+    "run_id": run.info.run_id,
+    "batch_size": run.data.params["trainer.batch_size"],
+    "eval_steps": [m.step for m in client.get_metric_history(run.info.run_id, "eval/loss")],
+}))
+"#;
 
 #[test]
 fn a_profiled_training_writes_a_chrome_trace() {
