@@ -194,6 +194,9 @@ pub struct MlflowRun {
     pub experiment: String,
     meta: Mutex<BTreeMap<&'static str, String>>,
     broken: Mutex<bool>,
+    /// Keys MLflow would refuse, and the names they were logged under (also the tag
+    /// `nc7.renamed_keys`).
+    renamed: Mutex<BTreeMap<String, String>>,
 }
 
 /// Where a training run keeps the id of its MLflow run, for `--continue`.
@@ -274,6 +277,7 @@ impl MlflowRun {
             experiment,
             meta: Mutex::new(meta),
             broken: Mutex::new(false),
+            renamed: Mutex::new(BTreeMap::new()),
         };
         run.set_tag("mlflow.runName", run_name);
         run.set_tag("mlflow.user", &user);
@@ -312,6 +316,7 @@ impl MlflowRun {
             dir,
             meta: Mutex::new(meta),
             broken: Mutex::new(false),
+            renamed: Mutex::new(BTreeMap::new()),
         };
         {
             let mut m = run.meta.lock().unwrap_or_else(|p| p.into_inner());
@@ -352,8 +357,17 @@ impl MlflowRun {
     /// The file of `key` under `sub` (`metrics`, `params`, `tags`): a name MLflow takes, its
     /// `/` making folders.
     fn key_path(&self, sub: &str, key: &str) -> PathBuf {
+        let clean = sanitize(key);
+        if clean != key && sub != "tags" {
+            let mut renamed = self.renamed.lock().unwrap_or_else(|p| p.into_inner());
+            if renamed.insert(key.to_owned(), clean.clone()).is_none() {
+                let text = serde_json::to_string(&*renamed).expect("strings serialize");
+                drop(renamed);
+                self.set_tag("nc7.renamed_keys", &text);
+            }
+        }
         let mut path = self.dir.join(sub);
-        for part in sanitize(key).split('/').filter(|p| !p.is_empty()) {
+        for part in clean.split('/').filter(|p| !p.is_empty()) {
             path.push(part);
         }
         path

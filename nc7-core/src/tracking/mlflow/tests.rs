@@ -94,3 +94,13 @@ fn a_store_that_cannot_be_written_leaves_the_run_untracked() {
     fs::write(&file, "not a folder").unwrap();
     assert!(MlflowRun::start(&file, "demo", "training", None).is_none());
 }
+
+#[test]
+fn keys_mlflow_refuses_are_renamed_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = MlflowRun::start(&dir.path().join("mlruns"), "demo", "r", None).unwrap();
+    run.log_metrics([("eval/f1 (macro)", 0.5), ("eval/ok", 1.0)], 1);
+    assert!(run.key_path("metrics", "eval/f1 _macro_").is_file());
+    let tag = fs::read_to_string(run.key_path("tags", "nc7.renamed_keys")).unwrap();
+    assert_eq!(tag, r#"{"eval/f1 (macro)":"eval/f1 _macro_"}"#);
+}
