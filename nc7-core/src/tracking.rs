@@ -4,6 +4,7 @@
 
 pub mod callbacks;
 pub mod mlflow;
+pub mod plots;
 pub mod profile;
 pub mod summaries;
 pub mod tensorboard;

@@ -1277,8 +1277,27 @@ fn trainings_are_mlflow_runs_that_mlflow_reads_and_continue() {
     assert_eq!(read["eval_steps"], json!([4, 8]), "{read}");
     assert_eq!(
         read["artifacts"],
-        json!(["config.json", "eval_result.json"])
+        json!(["config.json", "eval_result.json", "plots"])
     );
+    // The plots: training and evaluation curves, continued without repeated steps.
+    let plots = dir.path().join("training/plots");
+    let values: Value =
+        serde_json::from_str(&fs::read_to_string(plots.join("values.json")).unwrap()).unwrap();
+    let steps = |mode: &str| -> Vec<u64> {
+        values[mode]["loss"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(steps("train"), [2, 4, 6, 8]);
+    assert_eq!(steps("eval"), [4, 8]);
+    for file in ["loss.svg", "loss.png", "learning_rate.svg", "mae_mae.png"] {
+        assert!(plots.join(file).is_file(), "{file}");
+    }
+    let png = image::open(plots.join("loss.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (640, 400));
     let kept: Value = serde_json::from_str(
         &fs::read_to_string(dir.path().join("training/mlflow_run.json")).unwrap(),
     )

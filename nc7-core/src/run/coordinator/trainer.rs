@@ -40,7 +40,11 @@ use crate::plan::{PlanError, TrainPlan};
 use crate::project::{ProjectError, ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::runtime::{self, DynDataset};
 use crate::tracking::mlflow::{self, MlflowRun, RunStatus};
+use crate::tracking::plots::PlotValues;
 use crate::tracking::profile::Profiler;
+
+/// The file under `training/plots/` that keeps the plotted values.
+const PLOT_VALUES: &str = "values.json";
 use crate::tracking::summaries::{write_image, write_images_and_histograms};
 use crate::tracking::tensorboard::EventWriter;
 
@@ -227,6 +231,13 @@ fn end_tracking(run: &MlflowRun, dirs: &TrainingDirs, result: &Result<TrainRepor
                     crate::export::EVAL_RESULT,
                 );
             }
+            let plots = dirs.root.join("plots");
+            for entry in std::fs::read_dir(&plots).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".svg") || name.ends_with(".png") {
+                    run.log_artifact(&entry.path(), &format!("plots/{name}"));
+                }
+            }
             match &r.stopped {
                 Some(reason) if reason.starts_with("interrupted") => RunStatus::Killed,
                 _ => RunStatus::Finished,
@@ -310,6 +321,8 @@ struct Trainer<'a, B: AutodiffBackend> {
     mlflow: Option<Arc<MlflowRun>>,
     /// The Chrome trace being written, when profiling.
     profiler: Option<Arc<Profiler>>,
+    /// The values plotted at every evaluation (`training/plots/`).
+    plots: PlotValues,
 }
 
 impl<'a, B: AutodiffBackend> Trainer<'a, B> {
@@ -424,6 +437,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             report: TrainReport::default(),
             mlflow: None,
             profiler: None,
+            plots: PlotValues::default(),
         };
         let resumed = options.resume && trainer.resume()?;
         if !resumed && !config.load_config.is_empty() {
@@ -446,6 +460,10 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         trainer
             .schedule
             .fast_forward(trainer.state.global_step as usize);
+        trainer.plots = PlotValues::open(
+            &dirs.root.join("plots").join(PLOT_VALUES),
+            resumed.then_some(trainer.state.global_step),
+        );
         let run_name = options.run_name.clone().unwrap_or_else(|| {
             crate::project::rfc3339(std::time::SystemTime::now())
                 .replace(['-', ':'], "")
@@ -611,6 +629,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             control,
             mlflow,
             profiler,
+            plots,
             ..
         } = self;
         let profiler = profiler.as_deref();
@@ -674,6 +693,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                     for (k, v) in &scalars {
                         w.scalar(k, *v, s);
                     }
+                    plots.add("train", s, scalars.iter().map(|(k, v)| (k.as_str(), *v)));
                     if let Some(run) = mlflow {
                         let named: Vec<(String, f64)> = scalars
                             .iter()

@@ -89,12 +89,37 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
             },
         )?;
         let mut means = sums.means();
+        let plots = self.dirs.root.join("plots");
         if let Some(kpi) = kpi {
             let values = kpi.finish().map_err(|e| TrainError::Step(e.into()))?;
             for (tag, image) in values.images() {
+                // The newest of each KPI picture (a confusion matrix) beside the curves.
+                let file = plots.join(format!("{}.png", tag.replace('/', "_")));
+                if let Ok(data) = image.clone().into_data() {
+                    let _ = std::fs::create_dir_all(&plots);
+                    if let Err(e) = crate::data::files::write_png(&file, &data) {
+                        log::warn!("{}: {e}", file.display());
+                    }
+                }
                 write_image(&eval.writer, &tag, image, global_step)?;
             }
             means.extend(values.scalars());
+        }
+        self.plots.add(
+            "eval",
+            global_step,
+            means
+                .iter()
+                .filter(|(k, _)| !crate::kpi::is_element(k))
+                .map(|(k, v)| (k.as_str(), *v)),
+        );
+        let written =
+            crate::tracking::plots::write_charts(&plots, &self.plots.charts()).and_then(|()| {
+                let text = serde_json::to_string(&self.plots).map_err(std::io::Error::other)?;
+                std::fs::write(plots.join(super::PLOT_VALUES), text)
+            });
+        if let Err(e) = written {
+            log::warn!("the plots in {} could not be written: {e}", plots.display());
         }
         for (k, v) in &means {
             eval.writer.scalar(k, *v, global_step);
