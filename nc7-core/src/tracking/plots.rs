@@ -98,7 +98,7 @@ impl Frame {
         if !any {
             return None;
         }
-        if x1 - x0 < f64::EPSILON {
+        if (x1 - x0).abs() < f64::EPSILON {
             (x0, x1) = (x0 - 1.0, x1 + 1.0);
         }
         let pad = ((y1 - y0) * 0.05).max(y1.abs().max(1e-12) * 1e-6);
