@@ -16,7 +16,7 @@ pub use layout::{
     GLOBAL_FILE, MAIN_FILE, MODEL_SECTIONS, NucleotideSection, RunType, SectionShape,
 };
 pub use nucleotides::{NucleotideEntry, complete_nucleotides};
-pub use resolve::{Layered, Overrides, layer};
+pub use resolve::{Layered, Overrides, layer, param_name, param_value};
 pub use settings::{SettingsError, SettingsSection};
 pub(crate) use settings::{section_fields, serde_fields};
 pub use tree::{BASE_MARKER, Node, SourceId, Tagged, UPDATE_MARKER, update};

@@ -99,21 +99,28 @@ impl Layered {
                 Source::File(f) => !f.replace('\\', "/").starts_with(&own),
                 _ => false,
             })
-            .map(|(path, value, _)| {
-                let path = match path.split_once('.') {
-                    Some((section, rest)) => format!(
-                        "{}.{rest}",
-                        section.strip_suffix("_config").unwrap_or(section)
-                    ),
-                    None => path,
-                };
-                let value = match value {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (path, value)
-            })
+            .map(|(path, value, _)| (param_name(&path), param_value(value)))
             .collect()
+    }
+}
+
+/// A config path as a run parameter's name: the top-level section without `_config`
+/// (`trainer_config.batch_size` → `trainer.batch_size`).
+pub fn param_name(path: &str) -> String {
+    match path.split_once('.') {
+        Some((section, rest)) => format!(
+            "{}.{rest}",
+            section.strip_suffix("_config").unwrap_or(section)
+        ),
+        None => path.strip_suffix("_config").unwrap_or(path).to_owned(),
+    }
+}
+
+/// A config value as a run parameter's text: strings as they are, the rest as JSON.
+pub fn param_value(value: Value) -> String {
+    match value {
+        Value::String(s) => s,
+        other => other.to_string(),
     }
 }
 

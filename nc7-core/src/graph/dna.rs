@@ -625,6 +625,7 @@ impl Builder {
 
 mod keys;
 mod svg;
+pub(crate) use svg::xml;
 
 #[cfg(test)]
 mod tests;

@@ -647,7 +647,6 @@ pub(crate) fn project_name(project: &Path) -> String {
         .map_or_else(|| "project".into(), |n| n.to_string_lossy().into_owned())
 }
 
-/// This machine's name, for records and file names.
 /// Writes `bytes` to `path` through a temporary file renamed over it, so that a reader sees
 /// the old file or the new one, never part of one.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -660,6 +659,7 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, path)
 }
 
+/// This machine's name, for records and file names.
 pub(crate) fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
@@ -723,10 +723,12 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
 /// Lowercase hex SHA-256.
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Bytes as lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The version of package `name` in a `Cargo.lock`'s text.

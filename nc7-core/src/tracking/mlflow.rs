@@ -95,9 +95,7 @@ fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> String {
 
 /// Writes `text` to `path` through a temporary file renamed over it.
 fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
-    let tmp = path.with_extension("nc7-tmp");
-    fs::write(&tmp, text).map_err(io("write", &tmp))?;
-    fs::rename(&tmp, path).map_err(io("rename", &tmp))
+    crate::project::replace_file(path, text.as_bytes()).map_err(io("write", path))
 }
 
 /// A decimal id of 18 digits from `seed`, as MLflow's experiment ids look.
@@ -535,49 +533,17 @@ fn trim_metrics(dir: &Path, step: u64) -> Result<(), String> {
 /// without `_config` (`trainer.optimization_config.learning_rate`), a list of nucleotide
 /// configs by their names (`plugins.cnn.filters`), lists of values as JSON.
 pub fn flatten_config(config: &Value) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if let Value::Object(sections) = config {
-        for (key, value) in sections {
-            let name = key.strip_suffix("_config").unwrap_or(key);
-            flatten_into(value, name, &mut out);
-        }
-    }
-    out
-}
-
-fn flatten_into(value: &Value, path: &str, out: &mut BTreeMap<String, String>) {
-    let join = |k: &str| {
-        if path.is_empty() {
-            k.to_owned()
-        } else {
-            format!("{path}.{k}")
-        }
-    };
-    match value {
-        Value::Object(m) => {
-            for (k, v) in m {
-                flatten_into(v, &join(k), out);
-            }
-        }
-        Value::Array(items)
-            if !items.is_empty()
-                && items
-                    .iter()
-                    .all(|i| i.get("name").is_some_and(Value::is_string)) =>
-        {
-            for item in items {
-                let name = item["name"].as_str().unwrap_or_default();
-                flatten_into(item, &join(name), out);
-            }
-        }
-        Value::Null => {}
-        Value::String(s) => {
-            out.insert(path.to_owned(), s.clone());
-        }
-        other => {
-            out.insert(path.to_owned(), other.to_string());
-        }
-    }
+    crate::config::Tagged::new(config, 0)
+        .leaves()
+        .into_iter()
+        .filter(|(_, v, _)| !v.is_null() && v.as_object().is_none_or(|m| !m.is_empty()))
+        .map(|(path, value, _)| {
+            (
+                crate::config::param_name(&path),
+                crate::config::param_value(value),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

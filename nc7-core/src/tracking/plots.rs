@@ -117,11 +117,7 @@ impl Frame {
     }
 }
 
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
+use crate::dna::xml;
 
 impl Chart {
     /// The chart as SVG; `None` when it has no finite point.

@@ -16,7 +16,8 @@ const LANE: f64 = 16.0;
 /// Key lines shown on an edge before `+N more`.
 const MAX_LABEL_LINES: usize = 3;
 
-fn xml(s: &str) -> String {
+/// Text escaped for XML (SVG text and attributes).
+pub(crate) fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -43,7 +43,7 @@ impl Cache {
             h.update(b"\x00sample");
             hash_nest(&mut h, input);
         }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        crate::project::hex(&h.finalize())
     }
 
     fn path(&self, name: &str, key: &str) -> PathBuf {
@@ -79,9 +79,7 @@ impl Cache {
         }
         let path = self.path(name, key);
         let written = encode(values).and_then(|v| {
-            let tmp = path.with_extension("json.tmp");
-            std::fs::write(&tmp, v.to_string()).map_err(|e| e.to_string())?;
-            std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+            crate::project::replace_file(&path, v.to_string().as_bytes()).map_err(|e| e.to_string())
         });
         if let Err(e) = written {
             log::warn!(
