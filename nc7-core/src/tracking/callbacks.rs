@@ -113,20 +113,26 @@ pub fn split_batch<B: Backend>(
             )
             .into());
         }
-        let bytes = data.as_bytes();
-        let per = bytes.len() / n.max(1);
-        for (i, r) in out.iter_mut().enumerate() {
-            r.insert(
-                key.clone(),
-                TensorData::from_bytes_vec(
-                    bytes[i * per..(i + 1) * per].to_vec(),
-                    shape[1..].to_vec(),
-                    data.dtype,
-                ),
-            );
+        for (r, row) in out.iter_mut().zip(split_rows(&data, n)) {
+            r.insert(key.clone(), row);
         }
     }
     Ok(out)
+}
+
+/// The `n` rows of a tensor's data whose first dimension is `n`: each `[...]` of `[n, ...]`.
+pub(crate) fn split_rows(data: &TensorData, n: usize) -> Vec<TensorData> {
+    let bytes = data.as_bytes();
+    let per = bytes.len() / n.max(1);
+    (0..n)
+        .map(|i| {
+            TensorData::from_bytes_vec(
+                bytes[i * per..(i + 1) * per].to_vec(),
+                data.shape[1..].to_vec(),
+                data.dtype,
+            )
+        })
+        .collect()
 }
 
 /// The batch size of a batch: the first dimension of its first tensor.

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use burn::prelude::Backend;
-use burn::tensor::TensorData;
 
 use crate::backend::Cpu;
 use crate::nest::{AnyTensor, Nest, TensorDtype};
@@ -70,17 +69,9 @@ fn split_tensor<B: Backend>(
                 .collect(),
         });
     }
-    let bytes = data.as_bytes();
-    let per = bytes.len() / n.max(1);
-    Ok((0..n)
-        .map(|i| {
-            let sample = TensorData::from_bytes_vec(
-                bytes[i * per..(i + 1) * per].to_vec(),
-                shape[1..].to_vec(),
-                data.dtype,
-            );
-            Nest::Tensor(AnyTensor::from_data(sample, device))
-        })
+    Ok(crate::callbacks::split_rows(&data, n)
+        .into_iter()
+        .map(|row| Nest::Tensor(AnyTensor::from_data(row, device)))
         .collect())
 }
 
@@ -114,6 +105,7 @@ fn to_host<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::TensorData;
 
     #[test]
     fn batches_split_into_samples_on_the_cpu() {
