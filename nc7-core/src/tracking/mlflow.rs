@@ -402,13 +402,17 @@ impl MlflowRun {
     }
 
     /// Logs metrics at `step`, one line each (`timestamp value step`).
-    pub fn log_metrics<'a>(&self, metrics: impl IntoIterator<Item = (&'a str, f64)>, step: u64) {
+    pub fn log_metrics<K: AsRef<str>>(
+        &self,
+        metrics: impl IntoIterator<Item = (K, f64)>,
+        step: u64,
+    ) {
         if !self.ok() {
             return;
         }
         let now = now_ms();
         for (key, value) in metrics {
-            let path = self.key_path("metrics", key);
+            let path = self.key_path("metrics", key.as_ref());
             let line = format!("{now} {} {step}\n", number(value));
             let written = path
                 .parent()

@@ -695,11 +695,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                     }
                     plots.add("train", s, scalars.iter().map(|(k, v)| (k.as_str(), *v)));
                     if let Some(run) = mlflow {
-                        let named: Vec<(String, f64)> = scalars
-                            .iter()
-                            .map(|(k, v)| (format!("train/{k}"), *v))
-                            .collect();
-                        run.log_metrics(named.iter().map(|(k, v)| (k.as_str(), *v)), s);
+                        run.log_metrics(scalars.iter().map(|(k, v)| (format!("train/{k}"), *v)), s);
                     }
                     write_images_and_histograms(w, model.parts(), &result.outputs, s)?;
                 }

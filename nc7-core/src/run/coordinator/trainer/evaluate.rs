@@ -125,11 +125,10 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
             eval.writer.scalar(k, *v, global_step);
         }
         if let Some(run) = &self.mlflow {
-            let named: Vec<(String, f64)> = means
-                .iter()
-                .map(|(k, v)| (format!("eval/{k}"), *v))
-                .collect();
-            run.log_metrics(named.iter().map(|(k, v)| (k.as_str(), *v)), global_step);
+            run.log_metrics(
+                means.iter().map(|(k, v)| (format!("eval/{k}"), *v)),
+                global_step,
+            );
         }
         log::info!(
             "evaluation after step {global_step}: {}",
