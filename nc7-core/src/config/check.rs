@@ -229,14 +229,6 @@ impl ProjectCheck {
         }
         Ok(written)
     }
-
-    /// The DOT drawing of every handler's helix, by handler name.
-    pub fn dot_files(&self) -> Vec<(String, String)> {
-        self.handlers
-            .iter()
-            .map(|h| (h.name().to_owned(), h.helix().to_dot()))
-            .collect()
-    }
 }
 
 fn missing_sections(config: &Layered, run: RunType, diags: &mut Diagnostics) {
