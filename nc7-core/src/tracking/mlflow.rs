@@ -355,7 +355,21 @@ impl MlflowRun {
     /// The file of `key` under `sub` (`metrics`, `params`, `tags`): a name MLflow takes, its
     /// `/` making folders.
     fn key_path(&self, sub: &str, key: &str) -> PathBuf {
-        let clean = sanitize(key);
+        let base = self.dir.join(sub);
+        let mut clean = sanitize(key);
+        // In the file store a name is a file and its `/` make folders, so `loss` and
+        // `loss/loss` cannot both be: the later one's last levels are joined with `.`, and a
+        // name that is already a folder gets a `_`.
+        if sub != "tags" {
+            let parts: Vec<&str> = clean.split('/').collect();
+            let blocked = (1..parts.len()).any(|n| base.join(parts[..n].join("/")).is_file());
+            if blocked {
+                clean = format!("{}/{}", parts[0], parts[1..].join("."));
+            }
+            while base.join(&clean).is_dir() {
+                clean.push('_');
+            }
+        }
         if clean != key && sub != "tags" {
             let mut renamed = self.renamed.lock().unwrap_or_else(|p| p.into_inner());
             if renamed.insert(key.to_owned(), clean.clone()).is_none() {
@@ -364,7 +378,7 @@ impl MlflowRun {
                 self.set_tag("nc7.renamed_keys", &text);
             }
         }
-        let mut path = self.dir.join(sub);
+        let mut path = base;
         for part in clean.split('/').filter(|p| !p.is_empty()) {
             path.push(part);
         }

@@ -104,3 +104,23 @@ fn keys_mlflow_refuses_are_renamed_and_recorded() {
     let tag = fs::read_to_string(run.key_path("tags", "nc7.renamed_keys")).unwrap();
     assert_eq!(tag, r#"{"eval/f1 (macro)":"eval/f1 _macro_"}"#);
 }
+
+#[test]
+fn a_name_that_is_another_names_folder_is_renamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = MlflowRun::start(&dir.path().join("mlruns"), "demo", "r", None).unwrap();
+    // A loss nucleotide named `loss`: its `loss/loss` beside the total `loss`.
+    run.log_metrics([("train/loss", 1.0), ("train/loss/loss", 2.0)], 1);
+    run.log_metrics([("train/loss", 0.5), ("train/loss/loss", 1.5)], 2);
+    assert!(run.ok());
+    let lines = |k: &str| {
+        fs::read_to_string(run.dir.join("metrics").join(k))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(lines("train/loss"), 2);
+    assert_eq!(lines("train/loss.loss"), 2);
+    let tag = fs::read_to_string(run.key_path("tags", "nc7.renamed_keys")).unwrap();
+    assert_eq!(tag, r#"{"train/loss/loss":"train/loss.loss"}"#);
+}
