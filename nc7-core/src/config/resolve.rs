@@ -27,8 +27,14 @@ pub struct Overrides {
 /// The environment variables' prefix; `__` separates path segments.
 pub const ENV_PREFIX: &str = "NC7_";
 /// `NC7_…` variables that set nc7 itself, not the config (`NC7_LOG`: the log level,
-/// `NC7_MALLOC`: the allocator's tuning, `NC7_MLFLOW`: MLflow tracking on or off).
-pub const OWN_VARIABLES: [&str; 3] = ["NC7_LOG", "NC7_MALLOC", "NC7_MLFLOW"];
+/// `NC7_MALLOC`: the allocator's tuning, `NC7_MLFLOW`: MLflow tracking on or off,
+/// `NC7_MLFLOW_FLUSH_TIMEOUT`: how long a run's end waits for a tracking server).
+pub const OWN_VARIABLES: [&str; 4] = [
+    "NC7_LOG",
+    "NC7_MALLOC",
+    "NC7_MLFLOW",
+    "NC7_MLFLOW_FLUSH_TIMEOUT",
+];
 
 impl Overrides {
     /// Adds the `NC7_…` variables of this process (read by figment, lower-cased, `__` →

@@ -1,27 +1,33 @@
-//! MLflow tracking in MLflow's own file store (`mlruns/`), which `mlflow ui` and `MlflowClient`
-//! read (with `MLFLOW_ALLOW_FILE_STORE=true` since MLflow 3.13) and `mlflow migrate-filestore`
-//! moves into SQLite. Every `train`, `infer`, `evaluate-kpi` and `extract-data` run is an MLflow
+//! MLflow tracking. Every `train`, `infer`, `evaluate-kpi` and `extract-data` run is an MLflow
 //! run in the experiment named after the project: params are the resolved config flattened
 //! (`trainer.optimization_config.learning_rate`), metrics every training and evaluation scalar
-//! and KPI with its step, tags the reproducibility record, artifacts the resolved config and the
-//! evaluation. `--continue` continues the same MLflow run.
+//! and KPI with its step, tags the reproducibility record, artifacts the resolved config, the
+//! plots and the evaluation. `--continue` continues the same MLflow run.
 //!
-//! Where: `MLFLOW_TRACKING_URI` when it is a path or a `file:` URI, else `<project>/mlruns`;
-//! `NC7_MLFLOW=off` turns tracking off. Tracking never stops a run: a store that cannot be
-//! written is a warning, and the run goes on untracked.
+//! Where: the trainer's `tracking.uri`, else `MLFLOW_TRACKING_URI`, else `<project>/mlruns`. A
+//! path or a `file:` URI is MLflow's own file store, written by nc7 ([`file`]); an `http://` or
+//! `https://` URI is a tracking server, reached through MLflow's REST API ([`rest`]).
+//! `NC7_MLFLOW=off` turns tracking off.
+//!
+//! Tracking never stops a run: a store that cannot be written is a warning and the run goes on
+//! untracked; a server that cannot be reached at the start is a warning and the run is tracked
+//! in the project's `mlruns/` instead; a server that stops answering later gets the data when
+//! it answers again, and what it has not taken when the run ends is written to `mlruns/`.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
+mod file;
+mod rest;
 mod yaml;
-use yaml::*;
+
+use file::FileRun;
+pub use rest::Policy as RetryPolicy;
+use rest::ServerRun;
 
 /// How an MLflow run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +41,7 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// The number MLflow's file store keeps.
     fn code(self) -> u8 {
         match self {
             RunStatus::Finished => 3,
@@ -42,450 +49,312 @@ impl RunStatus {
             RunStatus::Killed => 5,
         }
     }
+
+    /// The name MLflow's REST API takes.
+    fn name(self) -> &'static str {
+        match self {
+            RunStatus::Finished => "FINISHED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Killed => "KILLED",
+        }
+    }
 }
 
-/// Where MLflow runs of `project` are stored, or `None` when tracking is off. A URI nc7 cannot
-/// write is a warning, and the project's own `mlruns/` is used.
-pub fn store_root(project: &Path) -> Option<PathBuf> {
-    store_root_of(
+/// Where runs are tracked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// MLflow's file store in this folder.
+    Files(PathBuf),
+    /// The tracking server at this `http(s)://` address (no trailing `/`).
+    Server(String),
+}
+
+impl Target {
+    /// The target as a tracking URI.
+    pub fn uri(&self) -> String {
+        match self {
+            Target::Files(root) => file::file_uri(root),
+            Target::Server(url) => url.clone(),
+        }
+    }
+}
+
+/// Where MLflow runs of `project` go: `configured` (the trainer's `tracking.uri`) when given,
+/// else `MLFLOW_TRACKING_URI`, else the project's `mlruns/`; `None` when `NC7_MLFLOW` turns
+/// tracking off. A URI nc7 cannot track into is a warning, and the project's `mlruns/` is used.
+pub fn target(project: &Path, configured: Option<&str>) -> Option<Target> {
+    let env = std::env::var("MLFLOW_TRACKING_URI").ok();
+    target_of(
         project,
-        std::env::var("MLFLOW_TRACKING_URI").ok().as_deref(),
+        configured.or(env.as_deref()),
         std::env::var("NC7_MLFLOW").ok().as_deref(),
     )
 }
 
-/// [`store_root`] given the values of `MLFLOW_TRACKING_URI` and `NC7_MLFLOW`.
-fn store_root_of(project: &Path, uri: Option<&str>, switch: Option<&str>) -> Option<PathBuf> {
+/// [`target`] given the URI and the value of `NC7_MLFLOW`.
+fn target_of(project: &Path, uri: Option<&str>, switch: Option<&str>) -> Option<Target> {
     if switch.is_some_and(|v| matches!(v.to_lowercase().as_str(), "off" | "false" | "0" | "no")) {
         return None;
     }
     let local = project.join("mlruns");
     let uri = uri.unwrap_or_default().trim();
     if uri.is_empty() {
-        return Some(local);
+        return Some(Target::Files(local));
     }
-    if let Some(path) = uri.strip_prefix("file://") {
-        return Some(PathBuf::from(path));
-    }
-    if let Some(path) = uri.strip_prefix("file:") {
-        return Some(PathBuf::from(path));
-    }
-    match uri.split_once(':') {
-        Some((scheme, _)) if !scheme.contains('/') && scheme.len() > 1 => {
-            log::warn!(
-                "MLFLOW_TRACKING_URI `{uri}`: nc7 writes MLflow's file store (a path or a `file:` URI); `{scheme}:` is not written yet, so this run is tracked in {} (move it with `mlflow migrate-filestore` into SQLite, or point `mlflow ui` at it)",
-                local.display()
-            );
-            Some(local)
+    match parse_uri(uri) {
+        Ok(target) => Some(target),
+        Err(e) => {
+            log::warn!("{e}; this run is tracked in {}", local.display());
+            Some(Target::Files(local))
         }
-        _ => Some(PathBuf::from(uri)),
     }
 }
 
-fn now_ms() -> u128 {
+/// Reads a tracking URI: a path, a `file:` URI, or an `http(s)://` server. The error says what
+/// to use instead.
+pub fn parse_uri(uri: &str) -> Result<Target, String> {
+    let uri = uri.trim();
+    if let Some(path) = uri.strip_prefix("file://") {
+        return Ok(Target::Files(PathBuf::from(path)));
+    }
+    if let Some(path) = uri.strip_prefix("file:") {
+        return Ok(Target::Files(PathBuf::from(path)));
+    }
+    let lower = uri.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        let host = uri.split_once("://").map_or("", |(_, r)| r);
+        if host.is_empty() || host.starts_with('/') {
+            return Err(format!(
+                "tracking URI `{uri}` names no server; write it as `http://host:port`"
+            ));
+        }
+        return Ok(Target::Server(uri.trim_end_matches('/').to_owned()));
+    }
+    match uri.split_once(':') {
+        // `C:\…` is a Windows path, not a scheme.
+        Some((scheme, _)) if !scheme.contains(['/', '\\']) && scheme.len() > 1 => Err(format!(
+            "tracking URI `{uri}`: nc7 tracks into MLflow's file store (a path or a `file:` URI) or a tracking server (`http://` or `https://`), not `{scheme}:`; to get the runs into a database, track into a file store and move them with `mlflow migrate-filestore --source mlruns --target {uri}`, or start `mlflow server --backend-store-uri {uri}` and track into it over `http://`"
+        )),
+        _ => Ok(Target::Files(PathBuf::from(uri))),
+    }
+}
+
+pub(crate) fn now_ms() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
 }
 
-fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> String {
-    let place = format!("{what} {}", path.display());
-    move |e| format!("{place}: {e}")
+/// One point of a metric's history.
+#[derive(Debug, Clone, PartialEq)]
+struct Metric {
+    key: String,
+    value: f64,
+    /// Milliseconds since the epoch, when it was logged.
+    timestamp: u128,
+    step: u64,
 }
 
-/// Writes `text` to `path` through a temporary file renamed over it.
-fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
-    crate::project::replace_file(path, text.as_bytes()).map_err(io("write", path))
-}
-
-/// A decimal id of 18 digits from `seed`, as MLflow's experiment ids look.
-fn decimal_id(seed: &str) -> String {
-    let digest = Sha256::digest(seed.as_bytes());
-    let mut n = u64::from_le_bytes(digest[..8].try_into().expect("eight bytes"));
-    n = 100_000_000_000_000_000 + n % 900_000_000_000_000_000;
-    n.to_string()
-}
-
-/// The experiment named `name` in the store `root`, created when missing (with MLflow's
-/// `Default` experiment `0` in a fresh store); a lock file keeps two processes from creating it
-/// twice.
-fn experiment(root: &Path, name: &str) -> Result<String, String> {
-    fs::create_dir_all(root.join(".trash")).map_err(io("create", root))?;
-    let lock = root.join(".nc7-lock");
-    let mut waited = 0;
-    loop {
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-        {
-            Ok(_) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && waited < 100 => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                waited += 1;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = fs::remove_file(&lock); // A crashed process left it: take it over.
-            }
-            Err(e) => return Err(io("create", &lock)(e)),
-        }
-    }
-    let found = find_or_create_experiment(root, name);
-    let _ = fs::remove_file(&lock);
-    found
-}
-
-fn find_or_create_experiment(root: &Path, name: &str) -> Result<String, String> {
-    let mut ids = Vec::new();
-    for entry in fs::read_dir(root).map_err(io("read", root))?.flatten() {
-        let id = entry.file_name().to_string_lossy().into_owned();
-        if !id.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        if let Ok(text) = fs::read_to_string(entry.path().join("meta.yaml"))
-            && yaml_field(&text, "name").as_deref() == Some(name)
-            && yaml_field(&text, "lifecycle_stage").as_deref() != Some("deleted")
-        {
-            return Ok(id);
-        }
-        ids.push(id);
-    }
-    let now = now_ms();
-    if !ids.iter().any(|i| i == "0") {
-        write_experiment(root, "0", "Default", now)?;
-    }
-    let mut id = decimal_id(name);
-    while ids.contains(&id) {
-        id = decimal_id(&format!("{id}{name}"));
-    }
-    write_experiment(root, &id, name, now)?;
-    Ok(id)
-}
-
-fn write_experiment(root: &Path, id: &str, name: &str, now: u128) -> Result<(), String> {
-    let dir = root.join(id);
-    fs::create_dir_all(dir.join("tags")).map_err(io("create", &dir))?;
-    let meta = yaml(&[
-        ("artifact_location", quoted(&file_uri(&dir))),
-        ("creation_time", now.to_string()),
-        ("experiment_id", quoted(id)),
-        ("last_update_time", now.to_string()),
-        ("lifecycle_stage", "active".into()),
-        ("name", quoted(name)),
-    ]);
-    write_atomic(&dir.join("meta.yaml"), &meta)
-}
-
-fn file_uri(path: &Path) -> String {
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    format!("file://{}", abs.display())
-}
-
-/// An MLflow run being written. Methods take `&self`: a run is shared by the parts of a
-/// coordinator that log to it. A failed write is a warning, and the run goes on untracked.
+/// An MLflow run being written, in a file store or on a server. Methods take `&self`: a run is
+/// shared by the parts of a coordinator that log to it. Nothing it does fails the run: problems
+/// are warnings.
 #[derive(Debug)]
 pub struct MlflowRun {
-    dir: PathBuf,
     /// The run id.
     pub id: String,
     /// The experiment id.
     pub experiment: String,
-    meta: Mutex<BTreeMap<&'static str, String>>,
-    broken: Mutex<bool>,
-    /// Keys MLflow would refuse, and the names they were logged under (also the tag
-    /// `nc7.renamed_keys`).
-    renamed: Mutex<BTreeMap<String, String>>,
+    /// Where the run is tracked (the project's `mlruns/` when a server could not be reached).
+    pub target: Target,
+    backend: Backend,
+}
+
+#[derive(Debug)]
+enum Backend {
+    Files(FileRun),
+    Server(ServerRun),
 }
 
 /// Where a training run keeps the id of its MLflow run, for `--continue`.
 pub const RUN_FILE: &str = "mlflow_run.json";
 
+/// What a training keeps of its MLflow run in [`RUN_FILE`].
+struct Kept {
+    run_id: String,
+    experiment_id: String,
+    /// Absent in files written before servers were tracked: the file store.
+    tracking_uri: Option<String>,
+}
+
+impl Kept {
+    fn read(file: &Path) -> Option<Kept> {
+        let saved: Value = serde_json::from_str(&fs::read_to_string(file).ok()?).ok()?;
+        Some(Kept {
+            run_id: saved["run_id"].as_str()?.to_owned(),
+            experiment_id: saved["experiment_id"].as_str()?.to_owned(),
+            tracking_uri: saved["tracking_uri"].as_str().map(str::to_owned),
+        })
+    }
+
+    /// Whether the kept run is tracked at `target`.
+    fn is_at(&self, target: &Target) -> bool {
+        match (target, self.tracking_uri.as_deref()) {
+            (Target::Files(_), None) => true,
+            (t, Some(uri)) => t.uri() == uri,
+            (Target::Server(_), None) => false,
+        }
+    }
+}
+
 impl MlflowRun {
-    /// Starts a run named `run_name` in `root`'s experiment `experiment_name`, or, with
-    /// `resume_from` naming a file where an earlier run's id was kept, continues that run
-    /// (metrics after `resume_step` dropped: the continued run logs them again). `None`, with
-    /// a warning, when the store cannot be written.
+    /// Starts a run named `run_name` of `project` in the experiment `experiment_name` at
+    /// `target`, or, with `resume_from` naming a file where an earlier run of the same target
+    /// was kept and the step of the checkpoint continued, continues that run. `None`, with a
+    /// warning, when nothing can be tracked.
     pub fn start(
-        root: &Path,
+        target: &Target,
+        project: &Path,
         experiment_name: &str,
         run_name: &str,
         resume_from: Option<(&Path, u64)>,
     ) -> Option<MlflowRun> {
-        match Self::try_start(root, experiment_name, run_name, resume_from) {
-            Ok(run) => Some(run),
-            Err(e) => {
-                log::warn!("MLflow tracking is off for this run: {e}");
-                None
-            }
-        }
+        let policy = match target {
+            Target::Server(_) => RetryPolicy::from_env(),
+            Target::Files(_) => RetryPolicy::default(),
+        };
+        Self::start_with(
+            target,
+            policy,
+            project,
+            experiment_name,
+            run_name,
+            resume_from,
+        )
     }
 
-    fn try_start(
-        root: &Path,
+    /// [`MlflowRun::start`] with a server's retry policy instead of the one the environment
+    /// sets.
+    pub fn start_with(
+        target: &Target,
+        policy: RetryPolicy,
+        project: &Path,
         experiment_name: &str,
         run_name: &str,
         resume_from: Option<(&Path, u64)>,
-    ) -> Result<MlflowRun, String> {
-        let experiment = experiment(root, experiment_name)?;
-        if let Some((file, step)) = resume_from
-            && let Some(run) = Self::reopen(root, &experiment, file, step)?
-        {
-            return Ok(run);
-        }
-        let start = now_ms();
-        let id = format!(
-            "{:032x}",
-            u128::from_le_bytes(
-                Sha256::digest(format!(
-                    "{experiment}/{run_name}/{start}/{}",
-                    std::process::id()
-                ))[..16]
-                    .try_into()
-                    .expect("sixteen bytes")
-            )
-        );
-        let dir = root.join(&experiment).join(&id);
-        for sub in ["metrics", "params", "artifacts", "tags"] {
-            fs::create_dir_all(dir.join(sub)).map_err(io("create", &dir))?;
-        }
-        let user = std::env::var("USER").unwrap_or_else(|_| "nc7".into());
-        let meta: BTreeMap<&'static str, String> = [
-            ("artifact_uri", quoted(&file_uri(&dir.join("artifacts")))),
-            ("end_time", "null".into()),
-            ("entry_point_name", quoted("")),
-            ("experiment_id", quoted(&experiment)),
-            ("lifecycle_stage", "active".into()),
-            ("run_id", quoted(&id)),
-            ("run_name", quoted(run_name)),
-            ("run_uuid", quoted(&id)),
-            ("source_name", quoted("")),
-            ("source_type", "4".into()),
-            ("source_version", quoted("")),
-            ("start_time", start.to_string()),
-            ("status", "1".into()),
-            ("tags", "[]".into()),
-            ("user_id", quoted(&user)),
-            ("deleted_time", "null".into()),
-        ]
-        .into_iter()
-        .collect();
-        let run = MlflowRun {
-            dir,
+    ) -> Option<MlflowRun> {
+        let kept = resume_from
+            .and_then(|(file, step)| Kept::read(file).map(|k| (k, step)))
+            .filter(|(k, _)| k.is_at(target));
+        let resume = kept
+            .as_ref()
+            .map(|(k, step)| (k.run_id.as_str(), k.experiment_id.as_str(), *step));
+        let local =
+            |root: &Path, resume| match FileRun::start(root, experiment_name, run_name, resume) {
+                Ok(run) => Some(run),
+                Err(e) => {
+                    log::warn!("MLflow tracking is off for this run: {e}");
+                    None
+                }
+            };
+        let (target, backend) = match target {
+            Target::Files(root) => (target.clone(), Backend::Files(local(root, resume)?)),
+            Target::Server(url) => {
+                match ServerRun::start(url, policy, project, experiment_name, run_name, resume) {
+                    Ok(run) => (target.clone(), Backend::Server(run)),
+                    Err(e) => {
+                        let root = project.join("mlruns");
+                        log::warn!(
+                            "MLflow: the tracking server {url} cannot be used ({e}); this run is tracked in {} instead",
+                            root.display()
+                        );
+                        let run = local(&root, None)?;
+                        run.set_tag("nc7.unreachable_tracking_uri", url);
+                        (Target::Files(root), Backend::Files(run))
+                    }
+                }
+            }
+        };
+        let (id, experiment) = match &backend {
+            Backend::Files(r) => (r.id.clone(), r.experiment.clone()),
+            Backend::Server(r) => (r.id.clone(), r.experiment.clone()),
+        };
+        Some(MlflowRun {
             id,
             experiment,
-            meta: Mutex::new(meta),
-            broken: Mutex::new(false),
-            renamed: Mutex::new(BTreeMap::new()),
-        };
-        run.set_tag("mlflow.runName", run_name);
-        run.set_tag("mlflow.user", &user);
-        run.set_tag("mlflow.source.type", "LOCAL");
-        run.set_tag("mlflow.source.name", "nc7");
-        run.write_meta()?;
-        Ok(run)
+            target,
+            backend,
+        })
     }
 
-    /// The run named in `file` when it is in this store and experiment; its metric lines after
-    /// `step` are dropped.
-    fn reopen(
-        root: &Path,
-        experiment: &str,
-        file: &Path,
-        step: u64,
-    ) -> Result<Option<MlflowRun>, String> {
-        let Ok(text) = fs::read_to_string(file) else {
-            return Ok(None);
-        };
-        let saved: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let (Some(id), Some(exp)) = (saved["run_id"].as_str(), saved["experiment_id"].as_str())
-        else {
-            return Ok(None);
-        };
-        let dir = root.join(exp).join(id);
-        if exp != experiment || !dir.join("meta.yaml").is_file() {
-            return Ok(None);
-        }
-        let meta_text = fs::read_to_string(dir.join("meta.yaml")).map_err(io("read", &dir))?;
-        let meta = parse_meta(&meta_text);
-        trim_metrics(&dir.join("metrics"), step)?;
-        let run = MlflowRun {
-            id: id.to_owned(),
-            experiment: exp.to_owned(),
-            dir,
-            meta: Mutex::new(meta),
-            broken: Mutex::new(false),
-            renamed: Mutex::new(BTreeMap::new()),
-        };
-        {
-            let mut m = run.meta.lock().unwrap_or_else(|p| p.into_inner());
-            m.insert("status", "1".into());
-            m.insert("end_time", "null".into());
-        }
-        run.write_meta()?;
-        log::info!("MLflow: continuing run {id}");
-        Ok(Some(run))
-    }
-
-    /// Keeps this run's id in `file`, for `--continue`.
+    /// Keeps this run's id and where it is tracked in `file`, for `--continue`.
     pub fn remember(&self, file: &Path) {
-        let text = serde_json::json!({"experiment_id": self.experiment, "run_id": self.id});
-        if let Err(e) = write_atomic(file, &format!("{text}\n")) {
-            self.warn(&e);
-        }
-    }
-
-    fn write_meta(&self) -> Result<(), String> {
-        let meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
-        let pairs: Vec<(&str, String)> = meta.iter().map(|(k, v)| (*k, v.clone())).collect();
-        write_atomic(&self.dir.join("meta.yaml"), &yaml(&pairs))
-    }
-
-    fn warn(&self, e: &str) {
-        let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
-        if !*broken {
-            log::warn!("MLflow tracking stopped for this run: {e}");
-            *broken = true;
-        }
-    }
-
-    fn ok(&self) -> bool {
-        !*self.broken.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The file of `key` under `sub` (`metrics`, `params`, `tags`): a name MLflow takes, its
-    /// `/` making folders.
-    fn key_path(&self, sub: &str, key: &str) -> PathBuf {
-        let base = self.dir.join(sub);
-        let mut clean = sanitize(key);
-        // In the file store a name is a file and its `/` make folders, so `loss` and
-        // `loss/loss` cannot both be: the later one's last levels are joined with `.`, and a
-        // name that is already a folder gets a `_`.
-        if sub != "tags" {
-            let parts: Vec<&str> = clean.split('/').collect();
-            let blocked = (1..parts.len()).any(|n| base.join(parts[..n].join("/")).is_file());
-            if blocked {
-                clean = format!("{}/{}", parts[0], parts[1..].join("."));
-            }
-            while base.join(&clean).is_dir() {
-                clean.push('_');
-            }
-        }
-        if clean != key && sub != "tags" {
-            let mut renamed = self.renamed.lock().unwrap_or_else(|p| p.into_inner());
-            if renamed.insert(key.to_owned(), clean.clone()).is_none() {
-                let text = serde_json::to_string(&*renamed).expect("strings serialize");
-                drop(renamed);
-                self.set_tag("nc7.renamed_keys", &text);
-            }
-        }
-        let mut path = base;
-        for part in clean.split('/').filter(|p| !p.is_empty()) {
-            path.push(part);
-        }
-        path
-    }
-
-    fn write_value(&self, sub: &str, key: &str, value: &str) {
-        if !self.ok() {
-            return;
-        }
-        let path = self.key_path(sub, key);
-        let written = path
-            .parent()
-            .map_or(Ok(()), |p| fs::create_dir_all(p).map_err(io("create", p)))
-            .and_then(|()| write_atomic(&path, value));
-        if let Err(e) = written {
-            self.warn(&e);
+        let text = serde_json::json!({
+            "experiment_id": self.experiment,
+            "run_id": self.id,
+            "tracking_uri": self.target.uri(),
+        });
+        if let Err(e) = file::write_atomic(file, &format!("{text}\n")) {
+            log::warn!("MLflow: `--continue` will start a new run: {e}");
         }
     }
 
     /// Sets a tag.
     pub fn set_tag(&self, key: &str, value: &str) {
-        self.write_value("tags", key, &truncate(value, 8000));
+        match &self.backend {
+            Backend::Files(r) => r.set_tag(key, value),
+            Backend::Server(r) => r.set_tag(key, value),
+        }
     }
 
     /// Logs params; a param already logged keeps its value (params do not change in MLflow).
     pub fn log_params(&self, params: &BTreeMap<String, String>) {
-        for (key, value) in params {
-            let key = truncate(key, 250);
-            if self.key_path("params", &key).exists() {
-                continue;
-            }
-            self.write_value("params", &key, &truncate(value, 6000));
+        match &self.backend {
+            Backend::Files(r) => r.log_params(params),
+            Backend::Server(r) => r.log_params(params),
         }
     }
 
-    /// Logs metrics at `step`, one line each (`timestamp value step`).
+    /// Logs metrics at `step`.
     pub fn log_metrics<K: AsRef<str>>(
         &self,
         metrics: impl IntoIterator<Item = (K, f64)>,
         step: u64,
     ) {
-        if !self.ok() {
-            return;
-        }
-        let now = now_ms();
-        for (key, value) in metrics {
-            let path = self.key_path("metrics", key.as_ref());
-            let line = format!("{now} {} {step}\n", number(value));
-            let written = path
-                .parent()
-                .map_or(Ok(()), |p| fs::create_dir_all(p).map_err(io("create", p)))
-                .and_then(|()| {
-                    fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)
-                        .and_then(|mut f| f.write_all(line.as_bytes()))
-                        .map_err(io("append to", &path))
-                });
-            if let Err(e) = written {
-                self.warn(&e);
-                return;
-            }
+        let timestamp = now_ms();
+        let points: Vec<Metric> = metrics
+            .into_iter()
+            .map(|(key, value)| Metric {
+                key: key.as_ref().to_owned(),
+                value,
+                timestamp,
+                step,
+            })
+            .collect();
+        match &self.backend {
+            Backend::Files(r) => r.log_metrics(&points),
+            Backend::Server(r) => r.log_metrics(points),
         }
     }
 
-    /// Copies a file into the run's artifacts as `name`.
+    /// Stores a file in the run's artifacts as `name` (`/` makes folders).
     pub fn log_artifact(&self, file: &Path, name: &str) {
-        if !self.ok() {
-            return;
-        }
-        let target = self.dir.join("artifacts").join(name);
-        let copied = target
-            .parent()
-            .map_or(Ok(()), |p| fs::create_dir_all(p).map_err(io("create", p)))
-            .and_then(|()| {
-                fs::copy(file, &target)
-                    .map(|_| ())
-                    .map_err(io("copy", file))
-            });
-        if let Err(e) = copied {
-            self.warn(&e);
+        match fs::read(file) {
+            Ok(bytes) => match &self.backend {
+                Backend::Files(r) => r.log_artifact(&bytes, name),
+                Backend::Server(r) => r.log_artifact(bytes, name),
+            },
+            Err(e) => log::warn!("MLflow: the artifact {} is left out: {e}", file.display()),
         }
     }
 
-    /// Ends the run with `status`.
+    /// Ends the run with `status`. A server gets what it has not yet taken first, for as long
+    /// as `NC7_MLFLOW_FLUSH_TIMEOUT` (60 s by default); the rest goes to the project's
+    /// `mlruns/`.
     pub fn end(&self, status: RunStatus) {
-        {
-            let mut m = self.meta.lock().unwrap_or_else(|p| p.into_inner());
-            m.insert("status", status.code().to_string());
-            m.insert("end_time", now_ms().to_string());
+        match &self.backend {
+            Backend::Files(r) => r.end(status),
+            Backend::Server(r) => r.end(status),
         }
-        if let Err(e) = self.write_meta() {
-            self.warn(&e);
-        }
-    }
-}
-
-/// A metric value as Python's `float()` reads it.
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
-    } else {
-        format!("{v:?}")
     }
 }
 
@@ -516,35 +385,6 @@ fn truncate(s: &str, max: usize) -> String {
     } else {
         s.chars().take(max).collect()
     }
-}
-
-/// Drops the metric lines after `step` (and a torn last line) in every metric file below `dir`.
-fn trim_metrics(dir: &Path, step: u64) -> Result<(), String> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            trim_metrics(&path, step)?;
-            continue;
-        }
-        let text = fs::read_to_string(&path).map_err(io("read", &path))?;
-        let kept: String = text
-            .split_inclusive('\n')
-            .filter(|l| l.ends_with('\n'))
-            .filter(|l| {
-                l.split_whitespace()
-                    .nth(2)
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .is_some_and(|s| s <= step)
-            })
-            .collect();
-        if kept != text {
-            write_atomic(&path, &kept)?;
-        }
-    }
-    Ok(())
 }
 
 /// A resolved config as MLflow params: every leaf by its dotted path, top-level sections

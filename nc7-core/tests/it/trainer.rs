@@ -1338,6 +1338,159 @@ print(json.dumps({
 }))
 "#;
 
+const MLFLOW_SERVER_READ: &str = r#"
+import json, math, sys, warnings
+warnings.simplefilter("ignore")
+from mlflow.tracking import MlflowClient
+client = MlflowClient(sys.argv[1])
+experiment = client.get_experiment_by_name("served")
+trained = client.search_runs([experiment.experiment_id], filter_string="metrics.`eval/loss` < 1000")
+history = lambda run_id, key: [[m.step, None if math.isnan(m.value) else m.value]
+                               for m in client.get_metric_history(run_id, key)]
+run = lambda run_id: client.get_run(run_id)
+def artifacts(run_id, path=None):
+    found = []
+    for a in client.list_artifacts(run_id, path):
+        found += artifacts(run_id, a.path) if a.is_dir else [a.path]
+    return found
+print(json.dumps({
+    "trained": [{
+        "status": r.info.status,
+        "batch_size": r.data.params.get("trainer.batch_size"),
+        "seed": r.data.tags.get("nc7.seed"),
+        "train_steps": [p[0] for p in history(r.info.run_id, "train/loss")],
+        "eval_steps": [p[0] for p in history(r.info.run_id, "eval/loss")],
+        "artifacts": sorted(artifacts(r.info.run_id)),
+    } for r in trained],
+    "gone": {"status": run(sys.argv[2]).info.status, "x": history(sys.argv[2], "x")},
+    "back": {"status": run(sys.argv[3]).info.status, "x": history(sys.argv[3], "x"),
+             "params": run(sys.argv[3]).data.params},
+}))
+"#;
+
+#[test]
+fn a_tracking_server_gets_the_training_and_what_it_missed_while_down() {
+    use crate::support::mlflow_server::MlflowServer;
+    use nc7_core::tracking::mlflow::{MlflowRun, RetryPolicy, RunStatus, Target};
+    use std::time::Duration;
+    let store = tempfile::tempdir().unwrap();
+    let Some(mut server) = MlflowServer::start(store.path(), None) else {
+        return;
+    };
+    let url = server.url();
+    // A training tracked on the server, set in its config.
+    let dir = project(
+        &format!(
+            r#"{{"batch_size": 5, "num_epochs": 2, "summary_steps": 2, "random_seed": 3,
+                "exports_to_keep": 1, "tracking": {{"uri": "{url}", "experiment": "served"}}}}"#
+        ),
+        &[],
+    );
+    run(dir.path(), false, None).unwrap();
+    assert!(
+        !dir.path().join("mlruns").exists(),
+        "nothing tracked locally"
+    );
+    // Two runs while the server goes away: one ends while it is gone, the other goes on until
+    // it is back.
+    let policy = |flush: u64| RetryPolicy {
+        retries: 1,
+        backoff_factor: 0.05,
+        jitter: 0.0,
+        timeout: Duration::from_secs(10),
+        flush_timeout: Duration::from_secs(flush),
+    };
+    let target = Target::Server(url.clone());
+    let start = |name: &str, flush: u64| {
+        MlflowRun::start_with(&target, policy(flush), dir.path(), "served", name, None).unwrap()
+    };
+    let (gone, back) = (start("gone", 1), start("back", 120));
+    assert_eq!(gone.target, target, "both runs are on the server");
+    for step in 1..=2 {
+        gone.log_metrics([("x", step as f64)], step);
+        back.log_metrics([("x", if step == 2 { f64::NAN } else { 1.0 })], step);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    server.kill();
+    for step in 3..=4 {
+        gone.log_metrics([("x", step as f64)], step);
+        back.log_metrics([("x", step as f64)], step);
+    }
+    back.log_params(&[("lr".to_string(), "0.1".to_string())].into());
+    gone.end(RunStatus::Finished);
+    let server = MlflowServer::start(store.path(), Some(server.port)).unwrap();
+    back.log_metrics([("x", 5.0)], 5);
+    back.end(RunStatus::Finished);
+    let text = python::run_python(
+        "mlflow",
+        MLFLOW_SERVER_READ,
+        &[&server.url(), &gone.id, &back.id],
+    )
+    .unwrap();
+    let read: Value = serde_json::from_str(text.trim()).unwrap();
+    let trained = &read["trained"];
+    assert_eq!(trained.as_array().unwrap().len(), 1, "{read}");
+    assert_eq!(trained[0]["status"], "FINISHED");
+    assert_eq!(trained[0]["batch_size"], "5");
+    assert_eq!(trained[0]["seed"], "3");
+    assert_eq!(trained[0]["train_steps"], json!([2, 4, 6, 8]), "{read}");
+    assert_eq!(trained[0]["eval_steps"], json!([4, 8]));
+    let artifacts: Vec<&str> = trained[0]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for a in [
+        "config.json",
+        "eval_result.json",
+        "plots/loss.svg",
+        "plots/loss.png",
+    ] {
+        assert!(artifacts.contains(&a), "{a} in {artifacts:?}");
+    }
+    // The run that came back: every point, in order, with its NaN; its end and its param.
+    assert_eq!(
+        read["back"]["x"],
+        json!([[1, 1.0], [2, null], [3, 3.0], [4, 4.0], [5, 5.0]]),
+        "{read}"
+    );
+    assert_eq!(read["back"]["status"], "FINISHED");
+    assert_eq!(read["back"]["params"]["lr"], "0.1");
+    // The run that ended while the server was gone: the server has what it took before, the
+    // project's store the rest, and together they are every point once.
+    assert_eq!(
+        read["gone"]["status"], "RUNNING",
+        "its end never reached the server"
+    );
+    let mut steps: Vec<u64> = read["gone"]["x"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_u64().unwrap())
+        .collect();
+    let local = dir.path().join("mlruns");
+    let spilled = fs::read_dir(&local)
+        .unwrap()
+        .flatten()
+        .flat_map(|e| fs::read_dir(e.path()).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .find(|p| p.join("tags/nc7.remote_run_id").is_file())
+        .expect("a local run holds what the server did not take");
+    assert_eq!(
+        fs::read_to_string(spilled.join("tags/nc7.remote_run_id")).unwrap(),
+        gone.id
+    );
+    for line in fs::read_to_string(spilled.join("metrics/x"))
+        .unwrap()
+        .lines()
+    {
+        steps.push(line.split(' ').nth(2).unwrap().parse().unwrap());
+    }
+    steps.sort();
+    assert_eq!(steps, [1, 2, 3, 4]);
+}
+
 #[test]
 fn a_profiled_training_writes_a_chrome_trace() {
     let dir = project(

@@ -216,9 +216,10 @@ fn run_pipeline(
             seed: None,
         },
     );
-    let tracking = crate::tracking::mlflow::store_root(project).and_then(|root| {
+    let tracking = crate::tracking::mlflow::target(project, None).and_then(|target| {
         MlflowRun::start(
-            &root,
+            &target,
+            project,
             &crate::project::project_name(project),
             &format!("{}/{}", run_type.dir_name(), run.name),
             None,

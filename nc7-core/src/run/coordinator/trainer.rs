@@ -181,11 +181,17 @@ fn start_tracking(
     step: u64,
     run_name: &str,
 ) -> Option<Arc<MlflowRun>> {
-    let root = mlflow::store_root(plan.project())?;
+    let tracking = &plan.trainer.tracking;
+    let target = mlflow::target(plan.project(), tracking.uri.as_deref())?;
     let keep = dirs.root.join(mlflow::RUN_FILE);
+    let experiment = tracking
+        .experiment
+        .clone()
+        .unwrap_or_else(|| crate::project::project_name(plan.project()));
     let run = MlflowRun::start(
-        &root,
-        &crate::project::project_name(plan.project()),
+        &target,
+        plan.project(),
+        &experiment,
         run_name,
         resumed.then_some((keep.as_path(), step)),
     )?;

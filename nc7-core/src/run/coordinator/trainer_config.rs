@@ -91,12 +91,28 @@ pub struct TrainerConfig {
     /// summaries, checkpoints and evaluations; a time table at the end.
     #[serde(default)]
     pub profile: bool,
+    /// Where the run is tracked in MLflow.
+    #[serde(default)]
+    pub tracking: TrackingConfig,
     /// Stop when an evaluation value stops improving.
     #[serde(default)]
     pub early_stopping: Option<EarlyStopping>,
     /// Keep the checkpoint with the best evaluation value.
     #[serde(default)]
     pub keep_best: Option<KeepBest>,
+}
+
+/// `trainer_config.tracking`: where a training is tracked in MLflow.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingConfig {
+    /// A tracking URI: a path or `file:` URI (MLflow's file store) or an `http(s)://` tracking
+    /// server. When absent, `MLFLOW_TRACKING_URI`, else the project's `mlruns/`.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// The MLflow experiment; the project's name when absent.
+    #[serde(default)]
+    pub experiment: Option<String>,
 }
 
 inventory::submit! {
@@ -156,6 +172,19 @@ impl TrainerConfig {
         .map(str::to_owned)
         .collect();
         let mut problems = problems;
+        if let Some(uri) = &config.tracking.uri
+            && let Err(e) = crate::tracking::mlflow::parse_uri(uri)
+        {
+            problems.push(format!("trainer_config.tracking.uri: {e}"));
+        }
+        if config
+            .tracking
+            .experiment
+            .as_ref()
+            .is_some_and(|e| e.trim().is_empty())
+        {
+            problems.push("trainer_config.tracking.experiment must name an experiment".into());
+        }
         // The schedule is built here once, so that a parameter burn refuses is found by `check`.
         if let Err(e) = crate::optim::Schedule::new(&config.optimization_config) {
             problems.extend(e.problems);

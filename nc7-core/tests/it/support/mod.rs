@@ -20,6 +20,7 @@ macro_rules! simple_nucleotide {
     };
 }
 
+pub mod mlflow_server;
 pub mod python;
 
 /// burn's backends seed one process-wide generator, so trainings that run at the same time in
