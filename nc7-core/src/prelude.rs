@@ -10,7 +10,7 @@ pub use crate::nest::Nest;
 pub use crate::nucleotide::{
     Build, CallbackContext, CoordinatorCallback, DataFeeder, DataProcessor, DataReader, Dataset,
     KpiAccumulator, KpiPlugin, Mode, ModelLoss, ModelMetric, ModelPlugin, ModelPostProcessor,
-    ModelSummary, NoConfig,
+    ModelSummary, NoConfig, RunEnd, RunOutcome,
 };
 pub use nc7_macros::{Generated, Incoming, nucleotide};
 

@@ -28,12 +28,15 @@ pub struct Overrides {
 pub const ENV_PREFIX: &str = "NC7_";
 /// `NC7_…` variables that set nc7 itself, not the config (`NC7_LOG`: the log level,
 /// `NC7_MALLOC`: the allocator's tuning, `NC7_MLFLOW`: MLflow tracking on or off,
-/// `NC7_MLFLOW_FLUSH_TIMEOUT`: how long a run's end waits for a tracking server).
-pub const OWN_VARIABLES: [&str; 4] = [
+/// `NC7_MLFLOW_FLUSH_TIMEOUT`: how long a run's end waits for a tracking server,
+/// `NC7_SMTP_USER` and `NC7_SMTP_PASSWORD`: the `Notify` callback's login, never recorded).
+pub const OWN_VARIABLES: [&str; 6] = [
     "NC7_LOG",
     "NC7_MALLOC",
     "NC7_MLFLOW",
     "NC7_MLFLOW_FLUSH_TIMEOUT",
+    "NC7_SMTP_USER",
+    "NC7_SMTP_PASSWORD",
 ];
 
 impl Overrides {

@@ -175,6 +175,57 @@ pub struct RunInfo {
     pub hyperparameters: std::collections::BTreeMap<String, String>,
 }
 
+/// How a run ended, for [`CoordinatorCallback::on_run_end`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    /// Finished, stopped early, interrupted or failed.
+    pub status: RunEnd,
+    /// Why it stopped early, was interrupted, or failed (the error).
+    pub reason: Option<String>,
+    /// The last step (training) or iteration (inference) it reached.
+    pub step: u64,
+    /// The last evaluation's values (training) or the KPIs (inference), by name.
+    pub metrics: std::collections::BTreeMap<String, f64>,
+    /// How long it ran.
+    pub elapsed: std::time::Duration,
+}
+
+/// How a run ended.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEnd {
+    /// It ran to its end.
+    Finished,
+    /// It stopped early as configured (early stopping, a callback, `max_epochs`).
+    Stopped,
+    /// Ctrl-C (or a stop signal) interrupted it.
+    Interrupted,
+    /// It failed with an error.
+    Failed,
+}
+
+impl RunEnd {
+    /// The lower-case name (`finished`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RunEnd::Finished => "finished",
+            RunEnd::Stopped => "stopped",
+            RunEnd::Interrupted => "interrupted",
+            RunEnd::Failed => "failed",
+        }
+    }
+}
+
 /// How a callback asks the run it is in to stop: the trainer stops after the current step,
 /// writes a checkpoint and reports the reason.
 #[derive(Debug, Clone, Default)]
@@ -344,6 +395,16 @@ pub trait CoordinatorCallback<B: Backend>: Build<B> {
     ) -> Result<Option<Self::Output>, BoxError>;
     /// After the last iteration.
     fn end(&mut self, _ctx: &CallbackContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    /// When the run is over, however it ended (finished, stopped, interrupted, failed; after
+    /// `end` where `end` ran): the place to tell someone about it. An error here is a warning,
+    /// never the run's failure.
+    fn on_run_end(
+        &mut self,
+        _outcome: &RunOutcome,
+        _ctx: &CallbackContext,
+    ) -> Result<(), BoxError> {
         Ok(())
     }
 }

@@ -304,6 +304,12 @@ pub trait DynCallback<B: Backend>: Send {
     ) -> Result<Option<Nest<B>>, BoxError>;
     /// After the last iteration.
     fn end(&mut self, ctx: &CallbackContext) -> Result<(), BoxError>;
+    /// When the run is over, however it ended.
+    fn on_run_end(
+        &mut self,
+        outcome: &super::kinds::RunOutcome,
+        ctx: &CallbackContext,
+    ) -> Result<(), BoxError>;
 }
 
 /// A KPI accumulator, its type erased.
@@ -524,6 +530,13 @@ impl<B: Backend, N: k::CoordinatorCallback<B> + Send> DynCallback<B> for Callbac
     }
     fn end(&mut self, ctx: &CallbackContext) -> Result<(), BoxError> {
         self.inner.end(ctx)
+    }
+    fn on_run_end(
+        &mut self,
+        outcome: &super::kinds::RunOutcome,
+        ctx: &CallbackContext,
+    ) -> Result<(), BoxError> {
+        self.inner.on_run_end(outcome, ctx)
     }
 }
 

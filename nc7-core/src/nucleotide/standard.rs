@@ -11,8 +11,12 @@ use burn::tensor::{Int, Tensor};
 
 mod detection;
 mod kpi;
+#[cfg(feature = "notify")]
+pub mod notify;
 pub use detection::*;
 pub use kpi::*;
+#[cfg(feature = "notify")]
+pub use notify::Notify;
 
 use crate::nucleotide::{ModelLoss, ModelMetric, ModelPostProcessor, NoConfig};
 use crate::{BoxError, Build, Generated, Incoming, Mode, nucleotide};

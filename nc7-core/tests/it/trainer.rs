@@ -1491,6 +1491,113 @@ fn a_tracking_server_gets_the_training_and_what_it_missed_while_down() {
     assert_eq!(steps, [1, 2, 3, 4]);
 }
 
+#[cfg(feature = "notify")]
+#[test]
+fn the_notify_callback_mails_over_starttls_when_a_run_ends_or_fails() {
+    use crate::support::smtp_sink::SmtpSink;
+    use nc7_core::standard::notify::{NotifyConfig, send};
+    let files = tempfile::tempdir().unwrap();
+    let Some(sink) = SmtpSink::start(files.path(), false) else {
+        return;
+    };
+    let open_port = sink.port;
+    let notify = format!(
+        r#"{{"class_name": "Notify", "name": "notify", "smtp_host": "127.0.0.1",
+            "smtp_port": {}, "ca_file": "{}", "from": "nc7@example.com",
+            "to": ["me@example.com", "team@example.com"]}}"#,
+        sink.port,
+        sink.ca.display()
+    );
+    // A training that finishes, and one whose loss is not finite at its first step.
+    let extra = [("callbacks_train/notify.json", notify.as_str())];
+    let finished = project(r#"{"batch_size": 5, "num_epochs": 1}"#, &extra);
+    run(finished.path(), false, None).unwrap();
+    let poisoned = r#"{"train": {"class_name": "Points", "name": "train_points", "len": 20, "poison": true},
+                      "eval": {"class_name": "Points", "name": "eval_points", "len": 8}}"#;
+    let failing = project(
+        r#"{"batch_size": 5, "num_epochs": 1}"#,
+        &[extra[0], ("datasets.json", poisoned)],
+    );
+    run(failing.path(), false, None).unwrap_err();
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    assert_eq!(mails[0]["from"], "nc7@example.com");
+    assert_eq!(
+        mails[0]["to"],
+        json!(["me@example.com", "team@example.com"])
+    );
+    assert_eq!(mails[0]["tls"], true, "sent after STARTTLS");
+    let text = |i: usize| mails[i]["body"].as_str().unwrap().replace("\r\n", "\n");
+    let subject = |i: usize| mails[i]["subject"].as_str().unwrap().to_owned();
+    assert!(subject(0).ends_with(" finished"), "{}", subject(0));
+    assert!(text(0).contains("finished at step 4"), "{}", text(0));
+    assert!(text(0).contains("Last values:\n  loss = "), "{}", text(0));
+    assert!(text(0).contains("MLflow run: "), "{}", text(0));
+    assert!(subject(1).ends_with(" failed"), "{}", subject(1));
+    assert!(text(1).contains("not finite at step 1"), "{}", text(1));
+
+    // The login, over STARTTLS only: accepted, or refused with the server's answer.
+    let secure = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(secure.path(), true).unwrap();
+    let config: NotifyConfig = serde_json::from_value(json!({
+        "smtp_host": "127.0.0.1", "smtp_port": sink.port, "ca_file": sink.ca,
+        "from": "nc7@example.com", "to": ["me@example.com"],
+    }))
+    .unwrap();
+    let login = |password: &str| Some(("nc7".to_string(), password.to_string()));
+    send(&config, login("secret"), "subject", "body").unwrap();
+    let err = send(&config, login("wrong"), "subject", "body")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("refused") && err.contains("535"), "{err}");
+    let err = send(&config, None, "subject", "body")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("refused"), "{err}");
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0]["user"], "nc7");
+    // A server whose certificate no trusted authority signed: refused, nothing sent.
+    let mut untrusted = config.clone();
+    untrusted.ca_file = None;
+    let err = send(&untrusted, login("secret"), "s", "b")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("failed") || err.contains("certificate"),
+        "{err}"
+    );
+    assert_eq!(sink.mails().len(), 1);
+    // A mail that cannot be sent (nothing listens) is a warning: the training stands.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unsent = notify.replace(
+        &format!("\"smtp_port\": {open_port}"),
+        &format!("\"smtp_port\": {closed}"),
+    );
+    assert_ne!(unsent, notify);
+    let lonely = project(
+        r#"{"batch_size": 5, "num_epochs": 1}"#,
+        &[("callbacks_train/notify.json", unsent.as_str())],
+    );
+    run(lonely.path(), false, None).unwrap();
+    // A login in a config file is refused, saying where it belongs.
+    let in_file = project(
+        r#"{"batch_size": 5, "num_epochs": 1}"#,
+        &[(
+            "callbacks_train/notify.json",
+            r#"{"class_name": "Notify", "name": "notify", "smtp_host": "h", "from": "a@b.c",
+                "to": ["d@e.f"], "password": "hunter2"}"#,
+        )],
+    );
+    let err = run(in_file.path(), false, None).unwrap_err().to_string();
+    assert!(err.contains("NC7_SMTP_PASSWORD"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
 #[test]
 fn a_profiled_training_writes_a_chrome_trace() {
     let dir = project(
@@ -1518,6 +1625,13 @@ fn a_profiled_training_writes_a_chrome_trace() {
     assert_eq!(count("evaluation"), 1);
     assert_eq!(count("checkpoint"), 1);
     assert_eq!(count("loss"), 4, "a loss counter per step");
+    let rates: Vec<f64> = events
+        .iter()
+        .filter(|e| e["name"] == "samples/s")
+        .map(|e| e["args"]["samples/s"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates.len(), 4, "a throughput counter per step");
+    assert!(rates.iter().all(|r| r.is_finite() && *r > 0.0), "{rates:?}");
     // Every span is complete, on a named thread.
     let named: Vec<&Value> = events
         .iter()

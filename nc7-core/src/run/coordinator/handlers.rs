@@ -94,6 +94,16 @@ impl<B: Backend> Callbacks<B> {
         first.map_or(Ok(()), Err)
     }
 
+    /// Calls every callback's `on_run_end`, in name order; a failure is a warning, and the
+    /// others are still called.
+    pub fn run_end(&mut self, outcome: &crate::nucleotide::RunOutcome, ctx: &CallbackContext) {
+        for (name, c) in &mut self.callbacks {
+            if let Err(e) = c.on_run_end(outcome, ctx) {
+                log::warn!("callback `{name}` at the run's end: {e}");
+            }
+        }
+    }
+
     /// Runs every callback on one iteration's data and model outputs, in topological order.
     pub fn iteration(
         &mut self,

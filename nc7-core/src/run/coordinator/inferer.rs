@@ -18,7 +18,7 @@ use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::Value;
 
-use super::handlers::Callbacks;
+use super::handlers::{CallbackError, Callbacks};
 use crate::backend::OnDevice;
 use crate::config::RunType;
 use crate::data::{BatchError, Collator};
@@ -102,7 +102,7 @@ pub enum InferError {
     Weights(#[from] crate::model::WeightsError),
     /// A callback could not be built, or failed at its start or end.
     #[error(transparent)]
-    Callback(#[from] super::handlers::CallbackError),
+    Callback(#[from] CallbackError),
     /// A KPI nucleotide could not be built or its KPIs not written.
     #[error(transparent)]
     Kpi(#[from] KpiError),

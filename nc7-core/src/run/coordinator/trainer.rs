@@ -34,7 +34,9 @@ use crate::gene::Kind;
 use crate::handler::BoxError;
 use crate::kpi::{KpiEvaluator, KpiTargets};
 use crate::model::{Model, Part, TrainModel, from_safetensors, scalars_of, to_safetensors};
-use crate::nucleotide::{CallbackContext, IterationInfo, Mode, RunControl, SummaryWriter};
+use crate::nucleotide::{
+    CallbackContext, IterationInfo, Mode, RunControl, RunEnd, RunOutcome, SummaryWriter,
+};
 use crate::optim::Schedule;
 use crate::plan::{PlanError, TrainPlan};
 use crate::project::{ProjectError, ProjectMetadata, TrainingDirs, write_snapshot};
@@ -498,8 +500,32 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         Ok(trainer)
     }
 
-    /// Epochs until the configured number, an early stop, a callback's stop or Ctrl-C.
+    /// Epochs until the configured number, an early stop, a callback's stop or Ctrl-C; then,
+    /// however it ended, the callbacks' `on_run_end`.
     fn run(mut self) -> Result<TrainReport, TrainError> {
+        let started = Instant::now();
+        let result = self.epochs();
+        let (status, reason) = match (&result, &self.report.stopped) {
+            (Err(e), _) => (RunEnd::Failed, Some(e.to_string())),
+            (Ok(()), Some(r)) if r.starts_with("interrupted") => {
+                (RunEnd::Interrupted, Some(r.clone()))
+            }
+            (Ok(()), Some(r)) => (RunEnd::Stopped, Some(r.clone())),
+            (Ok(()), None) => (RunEnd::Finished, None),
+        };
+        let outcome = RunOutcome {
+            status,
+            reason,
+            step: self.state.global_step,
+            metrics: self.report.evaluations.last().cloned().unwrap_or_default(),
+            elapsed: started.elapsed(),
+        };
+        self.train.callbacks.run_end(&outcome, &self.train.ctx);
+        self.eval.callbacks.run_end(&outcome, &self.eval.ctx);
+        result.map(|()| self.report)
+    }
+
+    fn epochs(&mut self) -> Result<(), TrainError> {
         self.train.callbacks.begin(&self.train.ctx)?;
         self.eval.callbacks.begin(&self.eval.ctx)?;
         // A checkpoint at an epoch's end whose evaluation did not happen (the run stopped in
@@ -548,7 +574,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         self.eval.writer.flush()?;
         self.report.global_step = self.state.global_step;
         self.report.epochs = self.state.epoch;
-        Ok(self.report)
+        Ok(())
     }
 
     /// Why the run stops before the next epoch: `Some("")` when all epochs are done, a reason
@@ -639,6 +665,13 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             ..
         } = self;
         let profiler = profiler.as_deref();
+        // Samples per second, from one step's end to the next (reading included), for the
+        // profile's counter.
+        let sizes: Vec<usize> = match profiler {
+            Some(_) => batches.iter().map(Vec::len).collect(),
+            None => Vec::new(),
+        };
+        let mut throughput = (0, Instant::now());
         for_each_batch::<B::InnerBackend, TrainError>(
             train.data.as_ref(),
             batches,
@@ -664,6 +697,12 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                 )?;
                 if let Some(p) = profiler {
                     p.counter("loss", &[("loss", result.loss)]);
+                    let (k, since) = &mut throughput;
+                    let now = Instant::now();
+                    let seconds = now.duration_since(*since).as_secs_f64().max(1e-9);
+                    let rate = sizes.get(*k).map_or(0.0, |&n| n as f64 / seconds);
+                    p.counter("samples/s", &[("samples/s", rate)]);
+                    (*k, *since) = (*k + 1, now);
                 }
                 if !result.loss.is_finite() {
                     failure = Some(non_finite(&result.losses, result.loss, step, pos, dirs));

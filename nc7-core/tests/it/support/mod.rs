@@ -22,6 +22,8 @@ macro_rules! simple_nucleotide {
 
 pub mod mlflow_server;
 pub mod python;
+#[cfg(feature = "notify")]
+pub mod smtp_sink;
 
 /// burn's backends seed one process-wide generator, so trainings that run at the same time in
 /// one process draw from each other's stream: every test that trains or builds a model with

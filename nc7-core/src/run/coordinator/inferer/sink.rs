@@ -1,6 +1,7 @@
 //! The last stage of an inference, KPI evaluation or data extraction run.
 
 use super::*;
+use crate::nucleotide::{RunEnd, RunOutcome};
 
 /// The last stage of a pipeline: each predicted iteration through the KPIs and the callbacks,
 /// counted.
@@ -105,7 +106,7 @@ impl<B: Backend> Sink<B> {
 
     /// Ends the run after the reading and prediction stages ended: the callbacks' `end` (even
     /// after a failure, so that savers write what they hold), the KPIs and their summaries, and
-    /// the counts.
+    /// the counts; then, however it ended, the callbacks' `on_run_end`.
     pub(super) fn finish(
         mut self,
         stages: Stages,
@@ -114,14 +115,49 @@ impl<B: Backend> Sink<B> {
     ) -> Result<Counts, InferError> {
         self.progress.finish();
         let ended = self.callbacks.end(ctx);
-        let mut counts = self.counts;
+        let mut callbacks = self.callbacks;
+        let started = self.started;
+        let (kpi, counts) = (self.kpi, self.counts);
+        let iterations = counts.iterations;
+        let result = Self::sum_up(kpi, counts, started, stages, ended, ctx, writer);
+        let (status, reason) = match &result {
+            Err(e) => (RunEnd::Failed, Some(e.to_string())),
+            Ok(c) => match &c.stopped {
+                Some(r) if r.starts_with("interrupted") => (RunEnd::Interrupted, Some(r.clone())),
+                Some(r) => (RunEnd::Stopped, Some(r.clone())),
+                None => (RunEnd::Finished, None),
+            },
+        };
+        let outcome = RunOutcome {
+            status,
+            reason,
+            step: result.as_ref().map_or(iterations, |c| c.iterations),
+            metrics: result
+                .as_ref()
+                .map(|c| c.kpi.clone().into_iter().collect())
+                .unwrap_or_default(),
+            elapsed: started.elapsed(),
+        };
+        callbacks.run_end(&outcome, ctx);
+        result
+    }
+
+    fn sum_up(
+        kpi: Option<KpiEvaluator>,
+        mut counts: Counts,
+        started: Instant,
+        stages: Stages,
+        ended: Result<(), CallbackError>,
+        ctx: &CallbackContext,
+        writer: &EventWriter,
+    ) -> Result<Counts, InferError> {
         counts.skipped = stages.skipped;
         counts.stage_seconds[0] = stages.read_seconds;
         counts.stage_seconds[1] = stages.predict_seconds;
         counts.stopped = ctx.control.stop_requested();
         stages.result.map_err(InferError::Run)?;
         ended?;
-        if let Some(kpi) = self.kpi {
+        if let Some(kpi) = kpi {
             let values = kpi.finish()?;
             for (tag, image) in values.images() {
                 write_image(writer, &tag, image, counts.iterations).map_err(InferError::Run)?;
@@ -143,7 +179,7 @@ impl<B: Backend> Sink<B> {
             );
         }
         writer.flush().map_err(|e| InferError::Run(e.to_string()))?;
-        counts.seconds = self.started.elapsed().as_secs_f64();
+        counts.seconds = started.elapsed().as_secs_f64();
         if let Some(reason) = &counts.stopped {
             log::info!("stopped: {reason}");
         }
