@@ -233,4 +233,21 @@ mod tests {
         let events: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
         assert_eq!(events.len(), 3);
     }
+
+    #[test]
+    fn a_disk_that_fills_stops_the_trace_not_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Profiler::create(&dir.path().join("trace.json")).unwrap();
+        // From now on every write finds the disk full.
+        p.trace.lock().unwrap().out = Some(BufWriter::new(File::create("/dev/full").unwrap()));
+        for _ in 0..10_000 {
+            drop(p.span("step", "train"));
+        }
+        p.counter("loss", &[("loss", 0.5)]);
+        assert!(p.trace.lock().unwrap().out.is_none(), "the trace stopped");
+        // The time table still counts every span.
+        assert!(p.finish().contains("10000"));
+        // Full from the start: no profiler, which the trainer turns into a warning.
+        assert!(Profiler::create(Path::new("/dev/full")).is_err());
+    }
 }

@@ -491,6 +491,17 @@ fn bad_trainer_configs_and_devices_are_clear_errors() {
     );
     let err = run(dir.path(), false, None).unwrap_err().to_string();
     assert!(err.contains("adagrad"), "{err}");
+    // A tracking URI nc7 cannot track into: refused before training, saying what works.
+    let dir = project(
+        r#"{"batch_size": 4, "tracking": {"uri": "sqlite:///mlflow.db"}}"#,
+        &[],
+    );
+    let err = run(dir.path(), false, None).unwrap_err().to_string();
+    assert!(
+        err.contains("trainer_config.tracking.uri")
+            && err.contains("mlflow migrate-filestore --source mlruns --target sqlite:///mlflow.db"),
+        "{err}"
+    );
     // The project's device (project.toml) is the default of every run; an unknown key there
     // is an error too.
     let dir = project(r#"{"batch_size": 4}"#, &[]);
@@ -1649,6 +1660,20 @@ fn a_profiled_training_writes_a_chrome_trace() {
     );
     run(plain.path(), false, None).unwrap();
     assert!(!plain.path().join("training/profile").exists());
+    // A full disk: the continued run's trace cannot be written, and the training goes on.
+    let full = project(
+        r#"{"batch_size": 5, "num_epochs": 2, "exports_to_keep": 0}"#,
+        &[],
+    );
+    run(full.path(), false, Some(1)).unwrap();
+    let trace = full.path().join("training/profile/train-from-step-4.json");
+    fs::create_dir_all(trace.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink("/dev/full", &trace).unwrap();
+    let mut profiled = options(true, None);
+    profiled.profile = true;
+    let _one_at_a_time = serial();
+    let report = train(&plan(full.path()).unwrap(), &profiled).unwrap();
+    assert_eq!(report.global_step, 8);
 }
 
 #[test]
