@@ -180,11 +180,13 @@ pub fn main() -> ExitCode {
     init_logging();
     let tuning = crate::memory::tune_allocator();
     log::debug!("memory allocator: {tuning:?}");
+    // The handles, not their locks: a lock held for the whole command would block every log
+    // line of the command's other threads (a reading thread's warning hung the command).
     let code = run(
         std::env::args_os(),
         Overrides::default().with_process_env(),
-        &mut std::io::stdout().lock(),
-        &mut std::io::stderr().lock(),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
     );
     ExitCode::from(code)
 }

@@ -499,7 +499,8 @@ fn bad_trainer_configs_and_devices_are_clear_errors() {
     let err = run(dir.path(), false, None).unwrap_err().to_string();
     assert!(
         err.contains("trainer_config.tracking.uri")
-            && err.contains("mlflow migrate-filestore --source mlruns --target sqlite:///mlflow.db"),
+            && err
+                .contains("mlflow migrate-filestore --source mlruns --target sqlite:///mlflow.db"),
         "{err}"
     );
     // The project's device (project.toml) is the default of every run; an unknown key there

@@ -8,6 +8,7 @@ use shapes_classifier as _;
 use shapes_unet as _;
 
 mod classifier;
+mod process;
 mod unet;
 
 /// Runs one command line of an example's binary (`name`) and returns what it printed; a
