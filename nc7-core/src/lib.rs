@@ -16,7 +16,9 @@ pub mod tracking;
 pub use config::check;
 pub use graph::{diagnostic, dna, gene, glue, handler, keys, mapping, nest, suggest};
 pub use nucleotide::{common, layers, registry, runtime, standard};
-pub use run::{backend, cli, coordinator, export, kpi, memory, model, optim, plan, project};
+pub use run::{
+    backend, cli, coordinator, export, kpi, memory, model, optim, plan, project, signals,
+};
 pub use tracking::callbacks;
 
 #[doc(hidden)]

@@ -11,3 +11,4 @@ pub mod model;
 pub mod optim;
 pub mod plan;
 pub mod project;
+pub mod signals;

@@ -255,7 +255,10 @@ where
     if cli.quiet {
         log::set_max_level(log::LevelFilter::Warn);
     }
+    crate::signals::clear();
     match execute(cli.command, env, &command, cli.quiet, out, err) {
+        // A run a signal stopped ends with 128 + the signal (130, 143), not success.
+        Ok(0) => crate::signals::exit_code().unwrap_or(0),
         Ok(code) => code,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
@@ -444,12 +447,7 @@ fn execute(
             let device = device
                 .map(|d| d.parse::<crate::backend::DeviceChoice>())
                 .transpose()?;
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let flag = stop.clone();
-            // Only the first handler installed in a process wins; tests run several trainings.
-            let _ = ctrlc::set_handler(move || {
-                flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            });
+            let stop = crate::signals::catch();
             let o = overrides.over(&env);
             let plan = match TrainPlan::load(&overrides.project_dir, &o, device, registry) {
                 Ok(plan) => plan,

@@ -58,6 +58,17 @@ pub enum ProjectError {
         /// The folder.
         dir: PathBuf,
     },
+    /// Another command writes into the project now.
+    #[error(
+        "project `{}` is in use by {holder}; wait for it to end or stop it (two commands writing into one project overwrite each other's checkpoints, saved models and runs)",
+        project.display()
+    )]
+    InUse {
+        /// The project.
+        project: PathBuf,
+        /// Who holds it.
+        holder: String,
+    },
     /// A run name that is not a plain folder name.
     #[error("run name `{name}` is not a plain folder name; use letters, digits, `-`, `_` and `.`")]
     BadRunName {
@@ -65,6 +76,9 @@ pub enum ProjectError {
         name: String,
     },
 }
+
+mod lock;
+pub use lock::{LOCK_FILE, ProjectLock};
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ProjectError {
     let path = path.to_owned();

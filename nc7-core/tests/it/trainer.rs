@@ -478,6 +478,30 @@ fn a_non_finite_loss_stops_with_the_step_and_the_loss_key() {
 }
 
 #[test]
+fn one_command_at_a_time_writes_into_a_project() {
+    let dir = project(r#"{"batch_size": 5, "num_epochs": 1}"#, &[]);
+    run(dir.path(), false, None).unwrap();
+    // Another command holds the project: training, continuing and exporting are refused, and
+    // nothing in the project changes.
+    let held = nc7_core::project::ProjectLock::acquire(dir.path(), "infer").unwrap();
+    let before = newest_weights(dir.path());
+    for resume in [false, true] {
+        let err = run(dir.path(), resume, Some(1)).unwrap_err().to_string();
+        assert!(
+            err.contains("is in use by `infer` (pid ") && err.contains("wait for it to end"),
+            "{err}"
+        );
+    }
+    let err = export_checkpoint(&plan(dir.path()).unwrap(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is in use by `infer`"), "{err}");
+    assert_eq!(newest_weights(dir.path()), before);
+    drop(held);
+    export_checkpoint(&plan(dir.path()).unwrap(), None).unwrap();
+}
+
+#[test]
 fn bad_trainer_configs_and_devices_are_clear_errors() {
     let dir = project(r#"{"batch_size": 4, "num_epoch": 2}"#, &[]);
     let err = run(dir.path(), false, None).unwrap_err().to_string();

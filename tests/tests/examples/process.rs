@@ -74,3 +74,91 @@ fn warnings_of_worker_threads_never_block_a_command() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Waits until `check` holds, at most `limit`.
+fn wait_for(limit: Duration, what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_second_command_is_refused_and_signals_stop_a_training_with_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = project("shapes-classifier", dir.path());
+    let p = project.to_str().unwrap();
+    let long = ["train", p, "--set", "trainer.num_epochs=200"];
+    let first = spawn(&long);
+    let lock = project.join(nc7_core::project::LOCK_FILE);
+    wait_for(
+        Duration::from_secs(60),
+        "the training to hold the project",
+        || std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("\"train\"")),
+    );
+    // `train --continue` alongside it: refused, naming the holder.
+    let second = finish(
+        spawn(&["train", p, "--continue"]),
+        Duration::from_secs(60),
+        "train --continue",
+    );
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("is in use by `train` (pid {}", first.id())),
+        "{said}"
+    );
+    // SIGTERM: the step ends, a checkpoint is written, the run is "stopped", the exit code 143.
+    let checkpoints = project.join("checkpoints");
+    wait_for(Duration::from_secs(60), "a first checkpoint", || {
+        std::fs::read_dir(&checkpoints).is_ok_and(|mut d| d.next().is_some())
+    });
+    signal(&first, "TERM");
+    let out = finish(first, Duration::from_secs(60), "train after SIGTERM");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let step: u64 = text
+        .split("interrupted (SIGTERM) at step ")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no interrupted step in {text}"));
+    assert!(checkpoints.join(format!("ckpt-{step}")).is_dir(), "{text}");
+    let record = std::fs::read_to_string(project.join("nc7_project.json")).unwrap();
+    assert!(record.contains("\"status\": \"stopped\""), "{record}");
+    // Two SIGINTs: the second ends the process at once (130), and what is on disk still
+    // continues.
+    let again = spawn(&["train", p, "--continue"]);
+    wait_for(Duration::from_secs(60), "the continued training", || {
+        std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("\"train\""))
+    });
+    signal(&again, "INT");
+    signal(&again, "INT");
+    let out = finish(again, Duration::from_secs(60), "train after two SIGINTs");
+    assert_eq!(out.status.code(), Some(130));
+    let resumed = finish(
+        spawn(&["train", p, "--continue", "--set", "trainer.num_epochs=1"]),
+        Duration::from_secs(120),
+        "train --continue after the kill",
+    );
+    assert!(
+        resumed.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&resumed.stdout),
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+}

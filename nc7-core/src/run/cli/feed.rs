@@ -61,6 +61,7 @@ pub(super) fn run_feed(
         run_name: args.run_name,
         command: command_line.to_vec(),
         quiet,
+        stop: Some(crate::signals::catch()),
     };
     let project = &args.overrides.project_dir;
     let result = if run == RunType::Kpi {

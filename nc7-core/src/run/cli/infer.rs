@@ -91,6 +91,7 @@ pub(super) fn run_infer(
         run_name,
         command: command_line.to_vec(),
         quiet,
+        stop: Some(crate::signals::catch()),
     };
     match crate::coordinator::infer(&plan, &options) {
         Ok(r) => {

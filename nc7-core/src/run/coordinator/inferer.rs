@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
@@ -55,6 +56,9 @@ pub struct InferOptions {
     pub command: Vec<String>,
     /// No progress display (`--quiet`).
     pub quiet: bool,
+    /// Set, the run stops after its current iteration as if a callback asked it to (the
+    /// command line sets it on SIGINT and SIGTERM).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// What an inference, KPI evaluation or data extraction run did.
@@ -201,6 +205,7 @@ fn run_pipeline(
     device: crate::backend::DeviceChoice,
 ) -> Result<InferReport, InferError> {
     let project = check.project.as_path();
+    let _lock = crate::project::ProjectLock::acquire(project, run_type.short())?;
     let run = InferenceRun::create_for(project, run_type, options.run_name.as_deref())?;
     let snapshot_file = write_snapshot(&run.artifacts, run_type, snapshot)?;
     if let Err(e) = check.write_dna(&run.artifacts) {
@@ -239,6 +244,7 @@ fn run_pipeline(
             mlflow_run_id: tracking.as_ref().map(|t| t.id.clone()),
             hyperparameters: check.config.overridden(run_type),
         },
+        stop: options.stop.clone(),
         progress: (!options.quiet).then_some(match run_type {
             RunType::Kpi => "evaluated",
             RunType::Data => "extracted",
@@ -311,6 +317,8 @@ struct OnRun<'a, 'r> {
     progress: Option<&'static str>,
     /// Which run this is, for the callbacks.
     run_info: crate::nucleotide::RunInfo,
+    /// Asks the run to stop (a signal).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl OnDevice for OnRun<'_, '_> {
@@ -369,6 +377,7 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
         kpi: ref targets,
         progress,
         ref run_info,
+        ref stop,
     } = *on;
     let reader = Reader {
         name: feeder.name.clone(),
@@ -395,6 +404,7 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
         counts: Counts::default(),
         started: Instant::now(),
         progress: Progress::new(progress),
+        stop: stop.clone(),
     };
     let mut ctx = CallbackContext {
         mode: Mode::Infer,

@@ -102,6 +102,7 @@ pub struct TrainReport {
 
 /// Trains a planned project: `train <project_dir>`.
 pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, TrainError> {
+    let _lock = crate::project::ProjectLock::acquire(plan.project(), "train")?;
     let dirs = TrainingDirs::prepare(plan.project(), options.resume)?;
     let snapshot = write_snapshot(
         &dirs.artifacts,
@@ -561,7 +562,8 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             }
             if self.options.stop.load(Ordering::SeqCst) {
                 self.report.stopped = Some(format!(
-                    "interrupted at step {}; continue with `--continue`",
+                    "interrupted ({}) at step {}; continue with `--continue`",
+                    crate::signals::received().unwrap_or("asked to stop"),
                     self.state.global_step
                 ));
                 break;

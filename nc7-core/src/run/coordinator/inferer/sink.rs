@@ -11,6 +11,8 @@ pub(super) struct Sink<B: Backend> {
     pub(super) counts: Counts,
     pub(super) started: Instant,
     pub(super) progress: Progress,
+    /// Set by a signal: stop after this iteration.
+    pub(super) stop: Option<Arc<AtomicBool>>,
 }
 
 /// The progress of a run whose length is not known in advance: a counter on a terminal, a
@@ -101,6 +103,17 @@ impl<B: Backend> Sink<B> {
             .map_err(|e| e.to_string())?;
         counts.stage_seconds[2] += clock.elapsed().as_secs_f64();
         self.progress.add(p_samples, counts.samples);
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            ctx.control.request_stop(format!(
+                "interrupted ({}) after iteration {}",
+                crate::signals::received().unwrap_or("asked to stop"),
+                counts.iterations
+            ));
+        }
         Ok(ctx.control.stop_requested().is_none())
     }
 

@@ -9,6 +9,7 @@ pub fn export_checkpoint(
     plan: &TrainPlan,
     checkpoint: Option<&Path>,
 ) -> Result<PathBuf, TrainError> {
+    let _lock = crate::project::ProjectLock::acquire(plan.project(), "export")?;
     let dirs = plan.dirs();
     let cp = find_checkpoint(&dirs, checkpoint)?;
     plan.device.dispatch(Exporting {
