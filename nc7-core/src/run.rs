@@ -5,6 +5,7 @@ pub mod backend;
 pub mod cli;
 pub mod coordinator;
 pub mod export;
+pub mod integrity;
 pub mod kpi;
 pub mod memory;
 pub mod model;

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::config::MODEL_SECTIONS;
 use crate::data::{BatchOrder, DataPosition, collate};
+use crate::integrity;
 use crate::model::{Model, Part, to_safetensors};
 use crate::nest::Nest;
 use crate::nucleotide::Mode;
@@ -93,6 +94,17 @@ pub enum SavedModelError {
         /// Why.
         source: serde_json::Error,
     },
+    /// A file differs from what the saved model's manifest says.
+    #[error(
+        "saved model {} is corrupt: {problem}; export it again from a checkpoint (`export --checkpoint ckpt-N`)",
+        dir.display()
+    )]
+    Corrupt {
+        /// The saved model.
+        dir: PathBuf,
+        /// What differs.
+        problem: String,
+    },
     /// `signature.json` has no `inputs` list.
     #[error("{} has no `inputs` list", path.display())]
     NoInputs {
@@ -160,6 +172,16 @@ impl SavedModel {
         if let Some(result) = eval_result {
             write_json(&tmp.join(EVAL_RESULT), &json!(result))?;
         }
+        // Sealed: every file's size and sha256, verified whenever the model is opened.
+        let mut files = BTreeMap::new();
+        for entry in fs::read_dir(&tmp).map_err(io("read", &tmp))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let hashed = integrity::hash_file(&entry.path()).map_err(io("read", &entry.path()))?;
+            files.insert(name, hashed);
+        }
+        let manifest =
+            serde_json::to_vec_pretty(&json!({"files": files})).expect("manifests serialize");
+        integrity::seal(&tmp, &manifest).map_err(io("write the manifest of", &tmp))?;
         let target = saved_models.join(&name);
         if target.exists() {
             fs::remove_dir_all(&target).map_err(io("replace", &target))?;
@@ -174,8 +196,12 @@ impl SavedModel {
     }
 
     /// Reads the saved model in `dir`: its graph and signature (the weights are read when
-    /// the model is built).
+    /// the model is built), after checking every file against its sealed manifest.
     pub fn open(dir: &Path) -> Result<SavedModel, SavedModelError> {
+        verify(dir).map_err(|problem| SavedModelError::Corrupt {
+            dir: dir.to_owned(),
+            problem,
+        })?;
         let read = |name: &str| -> Result<Value, SavedModelError> {
             let path = dir.join(name);
             let bytes = fs::read(&path).map_err(|source| SavedModelError::Read {
@@ -199,6 +225,21 @@ impl SavedModel {
             inputs,
         })
     }
+}
+
+/// Checks a saved model's files against its sealed manifest.
+fn verify(dir: &Path) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        files: BTreeMap<String, integrity::FileEntry>,
+    }
+    let text = integrity::unseal(dir)?;
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| format!("its {} is invalid: {e}", integrity::MANIFEST))?;
+    if !manifest.files.contains_key(WEIGHTS) {
+        return Err(format!("its manifest does not list {WEIGHTS}"));
+    }
+    integrity::check_files(dir, &manifest.files)
 }
 
 /// Saved models in `saved_models`, oldest first, with their steps.

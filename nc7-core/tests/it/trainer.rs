@@ -787,6 +787,30 @@ fn load_config_starts_plugins_from_another_run_and_summaries_draw_images() {
         "the seed alone gives other weights"
     );
 
+    // A saved model whose weights changed after it was written: refused, not loaded.
+    let flipped = tempfile::tempdir().unwrap();
+    let copy = flipped.path().join("step-4");
+    fs::create_dir_all(&copy).unwrap();
+    for entry in fs::read_dir(saved.parent().unwrap()).unwrap().flatten() {
+        fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let mut bytes = fs::read(copy.join("model.safetensors")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(copy.join("model.safetensors"), bytes).unwrap();
+    let corrupt = serde_json::to_string(copy.to_str().unwrap()).unwrap();
+    let refused = project(
+        &target_trainer(&format!(
+            r#"{{"path": {corrupt}, "nucleotides": {{"line": "line"}}}}"#
+        )),
+        &[],
+    );
+    let err = run(refused.path(), false, None).unwrap_err().to_string();
+    assert!(
+        err.contains("is corrupt: `model.safetensors` has") && err.contains("export it again"),
+        "{err}"
+    );
+
     // Bad sources: each error names the entry and what there is.
     for (load, expected) in [
         (

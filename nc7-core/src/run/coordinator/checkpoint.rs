@@ -1,18 +1,19 @@
 //! Checkpoints that survive crashes: each is a folder `ckpt-<global step>` of files and a
-//! manifest with their sha256, written under a temporary name, fsynced and renamed; old ones
-//! are removed only after the new one is complete; loading verifies every file.
+//! sealed manifest (their sha256, and the run state a resume trusts; see [`integrity`]),
+//! written under a temporary name, fsynced and renamed; old ones are removed only after the
+//! new one is complete; loading verifies every byte.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
+use crate::integrity::{self, FileEntry};
 
 /// The manifest's file name inside a checkpoint folder.
-pub const MANIFEST: &str = "manifest.json";
+pub const MANIFEST: &str = integrity::MANIFEST;
 /// The model's weights inside a checkpoint folder (safetensors, `<plugin>.<parameter path>`).
 pub const WEIGHTS: &str = "model.safetensors";
 const PREFIX: &str = "ckpt-";
@@ -88,12 +89,6 @@ struct Manifest {
     state: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct FileEntry {
-    sha256: String,
-    bytes: u64,
-}
-
 /// A verified checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Checkpoint {
@@ -164,18 +159,12 @@ impl Checkpoints {
         fs::create_dir(&tmp).map_err(io("create", &tmp))?;
         let mut entries = BTreeMap::new();
         for (file, bytes) in files {
-            if !is_plain(file) || *file == MANIFEST {
+            if !integrity::is_plain(file) || *file == MANIFEST || *file == integrity::DIGEST {
                 let _ = fs::remove_dir_all(&tmp);
                 return Err(CheckpointError::BadName((*file).to_owned()));
             }
             write_synced(&tmp.join(file), bytes)?;
-            entries.insert(
-                (*file).to_owned(),
-                FileEntry {
-                    sha256: hex(&Sha256::digest(bytes)),
-                    bytes: bytes.len() as u64,
-                },
-            );
+            entries.insert((*file).to_owned(), FileEntry::of(bytes));
         }
         let manifest = Manifest {
             global_step,
@@ -185,7 +174,7 @@ impl Checkpoints {
             state: state.clone(),
         };
         let text = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
-        write_synced(&tmp.join(MANIFEST), &text)?;
+        integrity::seal(&tmp, &text).map_err(io("write the manifest of", &tmp))?;
         sync_dir(&tmp)?;
         let target = self.dir.join(&name);
         if target.exists() {
@@ -265,25 +254,10 @@ impl Checkpoints {
 }
 
 fn verify(dir: &Path) -> Result<Checkpoint, String> {
-    let text =
-        fs::read(dir.join(MANIFEST)).map_err(|e| format!("cannot read its {MANIFEST}: {e}"))?;
+    let text = integrity::unseal(dir)?;
     let manifest: Manifest =
         serde_json::from_slice(&text).map_err(|e| format!("its {MANIFEST} is invalid: {e}"))?;
-    for (name, entry) in &manifest.files {
-        if !is_plain(name) {
-            return Err(format!(
-                "its {MANIFEST} names `{name}`, which is not a plain file name"
-            ));
-        }
-        let (sha, bytes) =
-            hash_file(&dir.join(name)).map_err(|e| format!("cannot read `{name}`: {e}"))?;
-        if bytes != entry.bytes || sha != entry.sha256 {
-            return Err(format!(
-                "`{name}` has {bytes} bytes with sha256 {sha}, the manifest says {} bytes with sha256 {}",
-                entry.bytes, entry.sha256
-            ));
-        }
-    }
+    integrity::check_files(dir, &manifest.files)?;
     Ok(Checkpoint {
         dir: dir.to_owned(),
         global_step: manifest.global_step,
@@ -293,34 +267,8 @@ fn verify(dir: &Path) -> Result<Checkpoint, String> {
     })
 }
 
-fn is_plain(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
-}
-
-fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((hex(&hasher.finalize()), total))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let mut f = File::create(path).map_err(io("create", path))?;
-    f.write_all(bytes).map_err(io("write", path))?;
-    f.sync_all().map_err(io("sync", path))
+    integrity::write_synced(path, bytes).map_err(io("write", path))
 }
 
 /// Makes a folder's entries (new names, renames) durable; a no-op where folders cannot be
@@ -445,7 +393,19 @@ mod tests {
         assert!(
             err.to_string().contains("no earlier checkpoint verifies"),
             "{err}"
-        );
+        ); // The run state a resume trusts is sealed too: an edited step is refused.
+        let newest = tmp.path().join("checkpoints/ckpt-30");
+        fs::write(newest.join("model.bin"), b"new").unwrap();
+        ckpts.load(&newest).unwrap();
+        let manifest = fs::read_to_string(newest.join(MANIFEST)).unwrap();
+        assert!(manifest.contains("\"global_step\": 30"), "{manifest}");
+        fs::write(
+            newest.join(MANIFEST),
+            manifest.replace("\"global_step\": 30", "\"global_step\": 3"),
+        )
+        .unwrap();
+        let err = ckpts.load(&newest).unwrap_err().to_string();
+        assert!(err.contains("was changed after it was written"), "{err}");
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub enum LoadError {
     /// A checkpoint there does not verify.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A saved model does not verify.
+    #[error(transparent)]
+    SavedModel(#[from] crate::export::SavedModelError),
     /// An entry of `load_config` failed; `at` names it (`trainer_config.load_config[0]`).
     #[error("{at}{}: {source}", source.field())]
     Entry {
@@ -178,8 +181,11 @@ pub(crate) fn weights_file(project: &Path, path: &Path) -> Result<PathBuf, LoadE
     }
     let weights = p.join("model.safetensors");
     if weights.is_file() {
-        if p.join("manifest.json").is_file() {
-            // A checkpoint: verified before use.
+        // Saved models and checkpoints are verified before use.
+        if p.join(crate::export::GRAPH).is_file() {
+            return Ok(crate::export::SavedModel::open(&p)?.weights);
+        }
+        if p.join(crate::integrity::MANIFEST).is_file() {
             let cp = Checkpoints::new(p.parent().unwrap_or(&p), usize::MAX).load(&p)?;
             return Ok(cp.file("model.safetensors"));
         }
@@ -187,7 +193,7 @@ pub(crate) fn weights_file(project: &Path, path: &Path) -> Result<PathBuf, LoadE
     }
     let newest = |dir: &Path| -> Result<Option<PathBuf>, LoadError> {
         if let Some((_, saved)) = crate::export::list(dir).pop() {
-            return Ok(Some(saved.join("model.safetensors")));
+            return Ok(Some(crate::export::SavedModel::open(&saved)?.weights));
         }
         Ok(Checkpoints::new(dir, usize::MAX)
             .newest()?
@@ -368,9 +374,21 @@ mod tests {
         assert!(e.contains("holds no weights"), "{e}");
         let saved = root.join("saved_models");
         for step in [4, 12] {
+            // A saved model as `export` seals it.
             let d = saved.join(format!("step-{step}"));
             std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("model.safetensors"), b"x").unwrap();
+            let files = [
+                ("model.safetensors", &b"x"[..]),
+                ("graph.json", b"{}"),
+                ("signature.json", br#"{"inputs": []}"#),
+            ];
+            let mut entries = BTreeMap::new();
+            for (name, bytes) in files {
+                std::fs::write(d.join(name), bytes).unwrap();
+                entries.insert(name, crate::integrity::FileEntry::of(bytes));
+            }
+            let manifest = serde_json::to_vec(&serde_json::json!({"files": entries})).unwrap();
+            crate::integrity::seal(&d, &manifest).unwrap();
         }
         let newest = saved.join("step-12").join("model.safetensors");
         assert_eq!(weights_file(root, Path::new(".")).unwrap(), newest);
