@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileListConfig {
-    /// One glob per key, such as `{"image": "data/images/*.png"}`.
+    /// One glob per key, such as `{"image": "data/images/*.png"}`; relative to the project.
+    #[schemars(extend("x-nc7-path" = true))]
     pub file_names: BTreeMap<String, String>,
     /// Keys a sample may lack.
     #[serde(default)]

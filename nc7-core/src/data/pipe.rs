@@ -515,7 +515,8 @@ impl<B: Backend> DataReader<B> for NpyReader {
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CsvReaderConfig {
-    /// The CSV file, with a header row.
+    /// The CSV file, with a header row; relative to the project.
+    #[schemars(extend("x-nc7-path" = true))]
     pub file: String,
     /// The column holding each row's match name (the sample's `file_name`).
     #[serde(default = "file_name_column")]

@@ -23,7 +23,9 @@ use crate::{BoxError, Build, Generated, NoKeys, nucleotide};
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordsConfig {
-    /// A glob of shard files (`results/records/*.safetensors`).
+    /// A glob of shard files (`inference/last_run/results/records/*.safetensors`); relative
+    /// to the project.
+    #[schemars(extend("x-nc7-path" = true))]
     pub shards: String,
 }
 

@@ -55,8 +55,10 @@ pub struct NotifyConfig {
     /// `starttls` (the default), `implicit` or `none`.
     #[serde(default)]
     pub tls: SmtpTls,
-    /// A PEM file of certificate authorities trusted besides the usual ones (a company's own).
+    /// A PEM file of certificate authorities trusted besides the usual ones (a company's own);
+    /// relative to the project.
     #[serde(default)]
+    #[schemars(extend("x-nc7-path" = true))]
     pub ca_file: Option<PathBuf>,
     /// The sender.
     pub from: String,

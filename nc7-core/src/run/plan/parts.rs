@@ -18,6 +18,10 @@ impl<'c> Parts<'c> {
             match Part::from_entry(e) {
                 Ok(mut p) => {
                     with_project_dir(&mut p.config, &check.project);
+                    if let Some(r) = e.registration {
+                        let schema = (r.config_schema)();
+                        project_paths(&mut p.config, &schema, &schema, &check.project);
+                    }
                     entries.push((e, p))
                 }
                 Err(message) => diags.push(
@@ -109,6 +113,69 @@ impl<'c> Parts<'c> {
 /// The text a config string may hold for the project's directory, so that paths in configs can
 /// name files of the project wherever nc7 runs (`"${project}/inference/last_run/results"`).
 pub(super) const PROJECT_DIR: &str = "${project}";
+
+/// The mark of a config field whose strings are paths (a field's
+/// `#[schemars(extend("x-nc7-path" = true))]`): nc7 makes the relative ones relative to the
+/// project, so that a command means the same files from whatever folder it runs in.
+pub const PATH_MARK: &str = "x-nc7-path";
+
+/// Makes the relative paths in `config`'s marked fields ([`PATH_MARK`]) paths in `project`,
+/// following `schema` (whose `$defs` are in `root`).
+fn project_paths(config: &mut Value, schema: &Value, root: &Value, project: &Path) {
+    if schema.get(PATH_MARK) == Some(&Value::Bool(true)) {
+        in_project(config, project);
+        return;
+    }
+    if let Some(target) = schema.get("$ref").and_then(Value::as_str)
+        && let Some(name) = target.strip_prefix("#/$defs/")
+        && let Some(def) = root.get("$defs").and_then(|d| d.get(name))
+    {
+        project_paths(config, def, root, project);
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for sub in schema
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            project_paths(config, sub, root, project);
+        }
+    }
+    match config {
+        Value::Object(fields) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let rest = schema.get("additionalProperties").filter(|s| s.is_object());
+            for (k, v) in fields.iter_mut() {
+                match props.and_then(|p| p.get(k)).or(rest) {
+                    Some(s) => project_paths(v, s, root, project),
+                    None => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items").filter(|s| s.is_object()) {
+                items
+                    .iter_mut()
+                    .for_each(|v| project_paths(v, s, root, project));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every relative path in `value` (a string, or the strings of a list or map) joined to
+/// `project`.
+fn in_project(value: &mut Value, project: &Path) {
+    match value {
+        Value::String(s) if !s.is_empty() && !Path::new(s.as_str()).is_absolute() => {
+            *s = project.join(s.as_str()).display().to_string();
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| in_project(v, project)),
+        Value::Object(fields) => fields.values_mut().for_each(|v| in_project(v, project)),
+        _ => {}
+    }
+}
 
 /// Replaces [`PROJECT_DIR`] in every string of a nucleotide's config by `project`.
 fn with_project_dir(config: &mut Value, project: &Path) {
