@@ -59,7 +59,8 @@ enum Command {
     /// `<run dir>/artifacts/file_list_<nucleotide>.jsonl` (one JSON object per sample).
     FileList(ProjectArgs),
     /// Train a project: train epoch, checkpoint, eval epoch, export, for the configured epochs.
-    /// Ctrl-C stops at the end of the current step with a checkpoint.
+    /// Ctrl-C or SIGTERM stops at the end of the current step with a checkpoint (exit code
+    /// 130 or 143); a second one stops at once.
     Train {
         #[command(flatten)]
         overrides: OverrideArgs,
@@ -81,6 +82,10 @@ enum Command {
         /// number of training samples changed since the checkpoint.
         #[arg(long, requires = "resume")]
         accept_changed_order: bool,
+        /// With `--continue`: continue from this checkpoint instead of the newest (a name in
+        /// `checkpoints/`, `best`, or a path); newer ones move to `checkpoints/abandoned/`.
+        #[arg(long, requires = "resume")]
+        checkpoint: Option<PathBuf>,
     },
     /// Export the newest (or a chosen) checkpoint to `saved_models/step-<N>/`.
     Export {
@@ -443,6 +448,7 @@ fn execute(
             profile,
             run_name,
             accept_changed_order,
+            checkpoint,
         } => {
             let device = device
                 .map(|d| d.parse::<crate::backend::DeviceChoice>())
@@ -455,6 +461,7 @@ fn execute(
             };
             let options = crate::coordinator::TrainOptions {
                 resume,
+                checkpoint,
                 command: command_line.to_vec(),
                 stop,
                 max_epochs_this_run: None,

@@ -418,7 +418,34 @@ fn a_corrupt_checkpoint_is_refused_and_the_previous_offered() {
     fs::write(&newest, bytes).unwrap();
     let err = run(dir.path(), true, None).unwrap_err().to_string();
     assert!(err.contains("ckpt-8"), "{err}");
-    assert!(err.contains("ckpt-4"), "the previous one is offered: {err}");
+    assert!(
+        err.contains("continue from it with `train --continue --checkpoint ckpt-4`"),
+        "the previous one is offered, with the command that uses it: {err}"
+    );
+    let mut options = options(true, None);
+    let _one_at_a_time = serial();
+    // A folder that is no checkpoint is said to be one, not a corrupt one.
+    options.checkpoint = Some("/etc".into());
+    let err = train(&plan(dir.path()).unwrap(), &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`/etc` is not a checkpoint") && err.contains("ckpt-4, ckpt-8"),
+        "{err}"
+    );
+    // Continued from the one offered: the corrupt newer one moves aside, and the run ends
+    // where an uninterrupted one does, to the bit.
+    options.checkpoint = Some("ckpt-4".into());
+    let report = train(&plan(dir.path()).unwrap(), &options).unwrap();
+    assert_eq!(report.global_step, 8);
+    assert!(dir.path().join("checkpoints/abandoned/ckpt-8").is_dir());
+    let straight = project(
+        r#"{"batch_size": 5, "num_epochs": 2, "exports_to_keep": 0,
+            "optimization_config": {"optimizer": {"name": "sgd", "momentum": 0.9}, "learning_rate": 0.1}}"#,
+        &[],
+    );
+    train(&plan(straight.path()).unwrap(), &self::options(false, None)).unwrap();
+    assert_eq!(newest_weights(dir.path()), newest_weights(straight.path()));
 }
 
 #[test]

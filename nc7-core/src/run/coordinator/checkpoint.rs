@@ -38,7 +38,7 @@ pub enum CheckpointError {
     },
     /// A checkpoint does not match its manifest.
     #[error("checkpoint `{}` is corrupt: {problem}; {}", path.display(), match previous {
-        Some(p) => format!("the previous checkpoint `{}` verifies: resume from it with `--checkpoint {}`, or remove the corrupt one", p.display(), p.display()),
+        Some(p) => format!("the previous checkpoint `{}` verifies: continue from it with `train --continue --checkpoint {}` (or export it with `export --checkpoint {}`), or remove the corrupt one", p.display(), p.file_name().unwrap_or_default().to_string_lossy(), p.file_name().unwrap_or_default().to_string_lossy()),
         None => "no earlier checkpoint verifies; remove it to start over".to_owned(),
     })]
     Corrupt {
@@ -66,6 +66,16 @@ pub enum CheckpointError {
     /// A file name that would leave the checkpoint folder.
     #[error("checkpoint file name `{0}` is not a plain file name")]
     BadName(String),
+    /// `--checkpoint` names a folder that is no checkpoint.
+    #[error("`{}` is not a checkpoint (it has no {MANIFEST}); name a folder of `{}` ({}), `best`, or a checkpoint's path", path.display(), dir.display(), if have.is_empty() { "it has none".to_owned() } else { have.join(", ") })]
+    NotACheckpoint {
+        /// What was named.
+        path: PathBuf,
+        /// The run's checkpoints folder.
+        dir: PathBuf,
+        /// The checkpoints there.
+        have: Vec<String>,
+    },
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError {
@@ -309,6 +319,20 @@ pub fn find_checkpoint(
             } else {
                 dirs.checkpoints.join(dir)
             };
+            let named_one = dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(PREFIX));
+            if !dir.join(MANIFEST).exists() && !named_one {
+                return Err(CheckpointError::NotACheckpoint {
+                    path: dir,
+                    dir: dirs.checkpoints.clone(),
+                    have: checkpoints
+                        .list()
+                        .into_iter()
+                        .filter_map(|(_, p)| Some(p.file_name()?.to_string_lossy().into_owned()))
+                        .collect(),
+                });
+            }
             checkpoints.load(&dir)
         }
         None => checkpoints

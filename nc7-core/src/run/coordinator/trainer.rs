@@ -65,6 +65,10 @@ pub use export::export_checkpoint;
 pub struct TrainOptions {
     /// Continue from the newest checkpoint (`--continue`).
     pub resume: bool,
+    /// With `resume`: continue from this checkpoint instead of the newest (`--checkpoint`: a
+    /// name in `checkpoints/`, `best`, or a path). Newer checkpoints move to
+    /// `checkpoints/abandoned/`.
+    pub checkpoint: Option<PathBuf>,
     /// The command line, for the run record.
     pub command: Vec<String>,
     /// Set (by Ctrl-C) to stop at the end of the current step, with a checkpoint.

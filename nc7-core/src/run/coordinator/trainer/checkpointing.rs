@@ -6,8 +6,16 @@ use super::*;
 impl<B: AutodiffBackend> Trainer<'_, B> {
     /// Loads the newest checkpoint into the model and the run state; whether there was one.
     pub(super) fn resume(&mut self) -> Result<bool, TrainError> {
-        let Some(cp) = self.checkpoints.newest()? else {
-            return Ok(false);
+        let cp = match &self.options.checkpoint {
+            Some(chosen) => {
+                let cp = find_checkpoint(self.dirs, Some(chosen))?;
+                abandon_newer(self.dirs, cp.global_step)?;
+                cp
+            }
+            None => match self.checkpoints.newest()? {
+                Some(cp) => cp,
+                None => return Ok(false),
+            },
         };
         let weights = std::fs::read(cp.file(WEIGHTS))
             .map_err(failed(&format!("reading {}", cp.file(WEIGHTS).display())))?;
@@ -122,4 +130,40 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
         )?;
         Ok(())
     }
+}
+
+/// Moves the checkpoints newer than `step` to `checkpoints/abandoned/` (kept, never read
+/// again): a run continued from an earlier checkpoint replaces them.
+fn abandon_newer(dirs: &TrainingDirs, step: u64) -> Result<(), TrainError> {
+    let newer: Vec<(u64, PathBuf)> = Checkpoints::new(&dirs.checkpoints, usize::MAX)
+        .list()
+        .into_iter()
+        .filter(|(s, _)| *s > step)
+        .collect();
+    if newer.is_empty() {
+        return Ok(());
+    }
+    let aside = dirs.checkpoints.join("abandoned");
+    std::fs::create_dir_all(&aside).map_err(failed(&format!("creating {}", aside.display())))?;
+    for (_, dir) in &newer {
+        let to = aside.join(dir.file_name().unwrap_or_default());
+        if to.exists() {
+            std::fs::remove_dir_all(&to).map_err(failed(&format!("removing {}", to.display())))?;
+        }
+        std::fs::rename(dir, &to).map_err(failed(&format!("moving {}", dir.display())))?;
+    }
+    log::info!(
+        "continuing from step {step}: the newer checkpoints ({}) moved to {}",
+        newer
+            .iter()
+            .map(|(_, d)| d
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned())
+            .collect::<Vec<_>>()
+            .join(", "),
+        aside.display()
+    );
+    Ok(())
 }
