@@ -151,6 +151,18 @@ simple_nucleotide!(Mse, ModelLoss, Empty, Scored<B>, LossOut<B>, {
     }
 });
 
+// A loss that fails inside, as burn does on a label outside the classes.
+simple_nucleotide!(Brittle, ModelLoss, Empty, Scored<B>, LossOut<B>, {
+    fn loss(&self, _: Scored<B>, _: Mode) -> LossOut<B> {
+        let classes = [0.0f32; 3];
+        let label = std::hint::black_box(5);
+        panic!(
+            "index out of bounds: the len is {} but the index is {label}",
+            classes.len()
+        )
+    }
+});
+
 #[derive(Incoming)]
 pub struct Classes<B: Backend> {
     labels: Tensor<B, 1, burn::tensor::Int>,
@@ -526,6 +538,37 @@ fn one_command_at_a_time_writes_into_a_project() {
     assert_eq!(newest_weights(dir.path()), before);
     drop(held);
     export_checkpoint(&plan(dir.path()).unwrap(), None).unwrap();
+}
+
+#[test]
+fn a_panic_inside_a_step_fails_the_run_with_its_step() {
+    let dir = project(
+        r#"{"batch_size": 5, "num_epochs": 1}"#,
+        &[(
+            "losses/mse.json",
+            r#"{"class_name": "Brittle", "name": "mse", "inbound_nodes": ["dataset", "line"]}"#,
+        )],
+    );
+    let err = run(dir.path(), false, None).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "training failed at step 1: index out of bounds: the len is 3 but the index is 5"
+        ) && err.contains("the run is marked failed"),
+        "{err}"
+    );
+    let record = fs::read_to_string(dir.path().join("nc7_project.json")).unwrap();
+    assert!(record.contains("\"status\": \"failed\""), "{record}");
+    let meta = fs::read_dir(dir.path().join("mlruns"))
+        .unwrap()
+        .flatten()
+        .flat_map(|e| fs::read_dir(e.path()).into_iter().flatten().flatten())
+        .map(|e| e.path().join("meta.yaml"))
+        .find(|p| p.is_file() && fs::read_to_string(p).unwrap().contains("run_name"))
+        .unwrap();
+    assert!(
+        fs::read_to_string(meta).unwrap().contains("status: 4\n"),
+        "MLflow: FAILED"
+    );
 }
 
 #[test]

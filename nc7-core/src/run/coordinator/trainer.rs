@@ -336,6 +336,22 @@ struct Trainer<'a, B: AutodiffBackend> {
     profiler: Option<Arc<Profiler>>,
     /// The values plotted at every evaluation (`training/plots/`).
     plots: PlotValues,
+    /// The names of the samples of the step running, for the error of a panic.
+    batch_samples: Vec<String>,
+}
+
+/// The `file_name`s of a batch's samples, when it has them.
+fn sample_names<B: Backend>(batch: &crate::Nest<B>) -> Vec<String> {
+    match batch.get("file_name") {
+        Some(crate::Nest::List(items)) => items
+            .iter()
+            .filter_map(|i| match i {
+                crate::Nest::Str(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 impl<'a, B: AutodiffBackend> Trainer<'a, B> {
@@ -451,6 +467,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             mlflow: None,
             profiler: None,
             plots: PlotValues::default(),
+            batch_samples: Vec::new(),
         };
         let resumed = options.resume && trainer.resume()?;
         if !resumed && !config.load_config.is_empty() {
@@ -509,7 +526,16 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
     /// however it ended, the callbacks' `on_run_end`.
     fn run(mut self) -> Result<TrainReport, TrainError> {
         let started = Instant::now();
-        let result = self.epochs();
+        // A panic in what the run calls (a nucleotide, burn, a callback) fails the run like an
+        // error: named with its step and batch, the run marked failed, its end reported.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.epochs()))
+            .unwrap_or_else(|payload| {
+                Err(TrainError::Panicked {
+                    step: self.state.global_step + 1,
+                    message: error::panic_message(payload.as_ref()),
+                    samples: std::mem::take(&mut self.batch_samples),
+                })
+            });
         let (status, reason) = match (&result, &self.report.stopped) {
             (Err(e), _) => (RunEnd::Failed, Some(e.to_string())),
             (Ok(()), Some(r)) if r.starts_with("interrupted") => {
@@ -668,6 +694,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             mlflow,
             profiler,
             plots,
+            batch_samples,
             ..
         } = self;
         let profiler = profiler.as_deref();
@@ -693,6 +720,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                 B::seed(device, step_seed(config.random_seed, step));
                 let lr = schedule.next_lr();
                 let data = batch.clone();
+                *batch_samples = sample_names(&data);
                 let result = model.train_step(
                     nest_from_inner::<B>(batch),
                     lr,

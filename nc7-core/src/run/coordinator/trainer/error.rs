@@ -85,6 +85,28 @@ pub enum TrainError {
     /// A nucleotide, a callback or the data failed; the message names it.
     #[error(transparent)]
     Step(BoxError),
+    /// Code the run called panicked (a nucleotide, burn, a callback).
+    #[error(
+        "training failed at step {step}: {message}{}; the run is marked failed, and the last good checkpoint is kept",
+        if samples.is_empty() { String::new() } else { format!(" (the batch held {})", samples.join(", ")) }
+    )]
+    Panicked {
+        /// The step it was in (from 1).
+        step: u64,
+        /// The panic's message.
+        message: String,
+        /// The names (`file_name`) of the batch's samples, when the data gives them.
+        samples: Vec<String>,
+    },
+}
+
+/// The message of a caught panic.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 impl From<BoxError> for TrainError {
