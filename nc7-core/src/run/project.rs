@@ -243,13 +243,16 @@ fn count_files(dir: &Path) -> usize {
         .sum()
 }
 
-/// Whether a run folder has content: any file outside its `configs/`.
+/// Whether a run folder has content: any file outside its `configs/` but its `status.json`.
 fn has_content(dir: &Path) -> bool {
     let Ok(read) = fs::read_dir(dir) else {
         return false;
     };
-    read.filter_map(Result::ok)
-        .any(|e| e.file_name() != "configs" && (!e.path().is_dir() || count_files(&e.path()) > 0))
+    read.filter_map(Result::ok).any(|e| {
+        e.file_name() != "configs"
+            && e.file_name() != RUN_STATUS
+            && (!e.path().is_dir() || count_files(&e.path()) > 0)
+    })
 }
 
 /// One inference, KPI evaluation or data extraction run's folders.
@@ -268,7 +271,9 @@ pub struct InferenceRun {
 impl InferenceRun {
     /// The folder for a new inference run (spec §8): `run_name` when given (an error if its
     /// folder has content), else the newest `run-N` when it has no content yet, else
-    /// `run-(N+1)`. Creates `results/` and `artifacts/` and points `inference/last_run` at it.
+    /// `run-(N+1)`. Creates `results/` and `artifacts/` and marks the run `running` in its
+    /// `status.json`; [`InferenceRun::finish`] points `inference/last_run` at it when it ends
+    /// well.
     pub fn create(project: &Path, run_name: Option<&str>) -> Result<InferenceRun, ProjectError> {
         Self::create_for(project, RunType::Infer, run_name)
     }
@@ -332,10 +337,37 @@ impl InferenceRun {
         for d in [&run.results, &run.artifacts] {
             fs::create_dir_all(d).map_err(io("create", d))?;
         }
-        point_last_run(&root, &run.name)?;
+        run.write_status("running")?;
         Ok(run)
     }
+
+    /// Records how the run ended in its `status.json` (`finished`, `stopped`, `interrupted`,
+    /// `failed`) and, when it finished or a callback stopped it, points `last_run` at it: a
+    /// run killed, interrupted or failed never becomes the last run, and a killed one stays
+    /// `running` with the process that ran it.
+    pub fn finish(&self, status: &str) -> Result<(), ProjectError> {
+        self.write_status(status)?;
+        if matches!(status, "finished" | "stopped")
+            && let Some(root) = self.dir.parent()
+        {
+            point_last_run(root, &self.name)?;
+        }
+        Ok(())
+    }
+
+    fn write_status(&self, status: &str) -> Result<(), ProjectError> {
+        let path = self.dir.join(RUN_STATUS);
+        let text = serde_json::json!({
+            "status": status,
+            "pid": std::process::id(),
+            "at": rfc3339(SystemTime::now()),
+        });
+        replace_file(&path, format!("{text}\n").as_bytes()).map_err(io("write", &path))
+    }
 }
+
+/// The file in a run folder that says whether the run finished.
+pub const RUN_STATUS: &str = "status.json";
 
 /// Points `<root>/last_run` at `<root>/<name>`, replacing the old link in one rename.
 fn point_last_run(root: &Path, name: &str) -> Result<(), ProjectError> {

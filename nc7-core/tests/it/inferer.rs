@@ -701,6 +701,24 @@ fn bad_inputs_are_clear_errors_and_keep_what_was_written() {
     assert_eq!(skipped.skipped.len(), 1);
     assert!(skipped.skipped[0].contains("im03.png"));
     assert!(!log_lines(&skipped.run.dir).join(" ").contains("im03"));
+    // Runs that fail, or whose process is killed, never become the last run; their folders
+    // say how they ended.
+    let last = || fs::canonicalize(root.join("inference/last_run")).unwrap();
+    assert_eq!(last(), fs::canonicalize(&skipped.run.dir).unwrap());
+    let status = |dir: &std::path::Path| -> String {
+        let text = fs::read_to_string(dir.join("status.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(status(&skipped.run.dir), "finished");
+    err(InferRequest::default());
+    assert_eq!(last(), fs::canonicalize(&skipped.run.dir).unwrap());
+    let failed = nc7_core::project::InferenceRun::create(root, None).unwrap();
+    // (A process killed now leaves this folder as it is.)
+    assert_eq!(status(&failed.dir), "running");
+    assert_eq!(last(), fs::canonicalize(&skipped.run.dir).unwrap());
 
     // A callback that fails stops the run; what the savers hold is still written.
     write(
@@ -724,8 +742,18 @@ fn bad_inputs_are_clear_errors_and_keep_what_was_written() {
             e.contains("callback `log` failed: refused iteration 2"),
             "{e}"
         );
-        let last = fs::read_link(root.join("inference/last_run")).unwrap();
-        let results = root.join("inference").join(last).join("results");
+        // The failed run is the newest folder (`last_run` names finished runs only).
+        let newest = fs::read_dir(root.join("inference"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let n: u64 = e.file_name().to_str()?.strip_prefix("run-")?.parse().ok()?;
+                Some((n, e.path()))
+            })
+            .max()
+            .unwrap()
+            .1;
+        let results = newest.join("results");
         assert_eq!(log_lines(results.parent().unwrap()).len(), 1);
         // The records saver had iteration 1 at least (it does not depend on `log`) and wrote
         // its unfinished shard at the end.

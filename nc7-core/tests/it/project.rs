@@ -943,6 +943,9 @@ fn inference_run_folders() {
     let run1 = InferenceRun::create(p, None).unwrap();
     assert_eq!(run1.name, "run-1");
     assert!(run1.results.is_dir() && run1.artifacts.is_dir());
+    // `last_run` names a run once it has finished.
+    assert!(!p.join("inference/last_run").exists());
+    run1.finish("finished").unwrap();
     assert_eq!(
         fs::read_link(p.join("inference/last_run")).unwrap(),
         Path::new("run-1")
@@ -955,6 +958,13 @@ fn inference_run_folders() {
     fs::write(run1.results.join("a.png"), "x").unwrap();
     let run2 = InferenceRun::create(p, None).unwrap();
     assert_eq!(run2.name, "run-2");
+    run2.finish("failed").unwrap();
+    assert_eq!(
+        fs::read_link(p.join("inference/last_run")).unwrap(),
+        Path::new("run-1"),
+        "a failed run is not the last run"
+    );
+    run2.finish("finished").unwrap();
     assert_eq!(
         fs::read_link(p.join("inference/last_run")).unwrap(),
         Path::new("run-2")

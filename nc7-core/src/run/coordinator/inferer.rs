@@ -256,6 +256,19 @@ fn run_pipeline(
         Ok(_) => "finished",
         Err(_) => "failed",
     };
+    let ended = match &result {
+        Ok(r)
+            if r.stopped
+                .as_deref()
+                .is_some_and(|s| s.starts_with("interrupted")) =>
+        {
+            "interrupted"
+        }
+        _ => status,
+    };
+    if let Err(e) = run.finish(ended) {
+        log::warn!("{e}");
+    }
     let metrics = match &result {
         Ok(counts) => counts.kpi.clone(),
         Err(_) => BTreeMap::new(),
