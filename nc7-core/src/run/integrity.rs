@@ -102,6 +102,25 @@ pub fn is_plain(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
+/// Removes the folders that writes interrupted by a crash or `kill -9` left in `dir`
+/// (`.ckpt-8.tmp-<pid>`, `.ckpt-8.old-<pid>`, `.step-8.tmp-<pid>`): never read, they would stay
+/// forever. Only while the project's lock is held, so no write of another command is undone.
+pub fn remove_leftovers(dir: &Path) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let left = name.starts_with('.') && (name.contains(".tmp-") || name.contains(".old-"));
+        if left && entry.path().is_dir() {
+            match fs::remove_dir_all(entry.path()) {
+                Ok(()) => log::info!(
+                    "removed {}, left by an interrupted write",
+                    entry.path().display()
+                ),
+                Err(e) => log::warn!("cannot remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
+}
+
 /// Writes `bytes` to `path` and syncs it to disk.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = File::create(path)?;

@@ -451,6 +451,15 @@ fn a_corrupt_checkpoint_is_refused_and_the_previous_offered() {
     let report = train(&plan(dir.path()).unwrap(), &options).unwrap();
     assert_eq!(report.global_step, 8);
     assert!(dir.path().join("checkpoints/abandoned/ckpt-8").is_dir());
+    // What an interrupted write left is removed at the next start.
+    let left = dir.path().join("checkpoints/.ckpt-12.tmp-99999");
+    fs::create_dir_all(&left).unwrap();
+    fs::write(left.join("model.safetensors"), b"half").unwrap();
+    let left_model = dir.path().join("saved_models/.step-12.tmp-99999");
+    fs::create_dir_all(&left_model).unwrap();
+    options.checkpoint = None;
+    train(&plan(dir.path()).unwrap(), &options).unwrap();
+    assert!(!left.exists() && !left_model.exists());
     let straight = project(
         r#"{"batch_size": 5, "num_epochs": 2, "exports_to_keep": 0,
             "optimization_config": {"optimizer": {"name": "sgd", "momentum": 0.9}, "learning_rate": 0.1}}"#,

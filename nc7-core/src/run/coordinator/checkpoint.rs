@@ -249,15 +249,15 @@ impl Checkpoints {
             .find(|p| verify(p).is_ok())
     }
 
+    /// Keeps the newest `keep`, and the protected one when it is older: `keep` checkpoints,
+    /// or `keep + 1` while the best is not among the newest.
     fn prune(&self) -> Result<(), CheckpointError> {
-        let all: Vec<(u64, PathBuf)> = self
-            .list()
-            .into_iter()
-            .filter(|(step, _)| Some(*step) != self.protected)
-            .collect();
+        let all = self.list();
         let excess = all.len().saturating_sub(self.keep);
-        for (_, dir) in all.into_iter().take(excess) {
-            fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+        for (step, dir) in all.into_iter().take(excess) {
+            if Some(step) != self.protected {
+                fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+            }
         }
         Ok(())
     }
@@ -430,6 +430,25 @@ mod tests {
         .unwrap();
         let err = ckpts.load(&newest).unwrap_err().to_string();
         assert!(err.contains("was changed after it was written"), "{err}");
+    }
+
+    #[test]
+    fn the_newest_are_kept_and_the_best_beside_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut ckpts = Checkpoints::new(tmp.path(), 2);
+        let steps = |c: &Checkpoints| c.list().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+        for step in [1, 2, 3] {
+            ckpts.save(step, 0, &[("w", b"w")], &json!({})).unwrap();
+        }
+        assert_eq!(steps(&ckpts), [2, 3]);
+        // The best is the newest: two kept, not three.
+        ckpts.protect(Some(4));
+        ckpts.save(4, 0, &[("w", b"w")], &json!({})).unwrap();
+        assert_eq!(steps(&ckpts), [3, 4]);
+        // The best falls behind: kept beside the two newest.
+        ckpts.save(5, 0, &[("w", b"w")], &json!({})).unwrap();
+        ckpts.save(6, 0, &[("w", b"w")], &json!({})).unwrap();
+        assert_eq!(steps(&ckpts), [4, 5, 6]);
     }
 
     #[test]

@@ -440,6 +440,9 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             &dirs.callbacks_eval,
         )?;
         let train_len = train.data.len() as u64;
+        // What interrupted writes left (the project's lock says no other command writes now).
+        crate::integrity::remove_leftovers(&dirs.checkpoints);
+        crate::integrity::remove_leftovers(&dirs.saved_models);
         let mut trainer = Trainer {
             plan,
             options,
