@@ -575,12 +575,15 @@ impl<B: Backend> Build<B> for CsvReader {
             .iter()
             .map(str::to_owned)
             .collect();
+        // The error names a close column at most: the file may be anything, and its content
+        // is not echoed.
         let position = |name: &str| {
             headers.iter().position(|h| h == name).ok_or_else(|| {
                 format!(
-                    "{} has no column `{name}` (it has {})",
+                    "{} has no column `{name}` in its header row ({} columns){}",
                     c.file,
-                    crate::suggest::list(&headers)
+                    headers.len(),
+                    crate::suggest::hint(name, headers.iter().map(String::as_str))
                 )
             })
         };

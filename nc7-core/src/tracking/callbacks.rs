@@ -348,15 +348,47 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
-        append_row(&file, row(&[("loss", "0.5"), ("step", "10")])).unwrap();
+        let ours = |kv: &[(&str, &str)]| {
+            let mut r: BTreeMap<String, String> = row(kv);
+            r.insert("run".into(), "r".into());
+            r.insert("finished".into(), "t".into());
+            r
+        };
+        append_row(&file, ours(&[("loss", "0.5"), ("step", "10")])).unwrap();
         append_row(
             &file,
-            row(&[("accuracy", "0.9"), ("loss", "0.2"), ("step", "20")]),
+            ours(&[("accuracy", "0.9"), ("loss", "0.2"), ("step", "20")]),
         )
         .unwrap();
         assert_eq!(
             std::fs::read_to_string(&file).unwrap(),
-            "loss,step,accuracy\n0.5,10,\n0.2,20,0.9\n"
+            "finished,loss,run,step,accuracy\nt,0.5,r,10,\nt,0.2,r,20,0.9\n"
+        );
+        // A table nc7 did not write is left as it is; so is a link.
+        let foreign = dir.path().join("theirs.csv");
+        std::fs::write(&foreign, "name,secret\nalice,hunter2\n").unwrap();
+        let e = append_row(&foreign, ours(&[("step", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("was not written by nc7") && !e.contains("hunter2"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&foreign).unwrap(),
+            "name,secret\nalice,hunter2\n"
+        );
+        let link = dir.path().join("link.csv");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let e = append_row(&link, ours(&[("step", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is a link"), "{e}");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
         );
         assert_eq!(
             project_of(Path::new("/p/training/callbacks/eval")),

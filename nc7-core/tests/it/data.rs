@@ -429,7 +429,7 @@ fn data_pipes_read_process_and_filter_samples() {
         .unwrap()
         .to_string();
     assert!(
-        e.contains("has no column `wieght` (it has `file_name`, `weight`, `tag`, `count`)"),
+        e.contains("has no column `wieght` in its header row (4 columns); did you mean `weight`?"),
         "{e}"
     );
     std::fs::write(root.join("table.csv"), "file_name,weight\na,0.5\n").unwrap();

@@ -130,6 +130,14 @@ pub(crate) fn append_row(
 ) -> Result<(), crate::data::DataError> {
     let mut header: Vec<String> = Vec::new();
     let mut rows: Vec<BTreeMap<String, String>> = Vec::new();
+    // nc7 rewrites only a table it wrote: not a link, not another program's file.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(format!(
+            "{} is a link; nc7 writes its experiment table only into a file of its own (set `file` to another path, or remove the link)",
+            path.display()
+        )
+        .into());
+    }
     if path.exists() {
         let mut reader =
             csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -139,6 +147,16 @@ pub(crate) fn append_row(
             .iter()
             .map(str::to_owned)
             .collect();
+        let ours = ["run", "step", "finished"]
+            .iter()
+            .all(|c| header.iter().any(|h| h == c));
+        if !ours {
+            return Err(format!(
+                "{} was not written by nc7 (its header row lacks the `run`, `step` and `finished` columns), so it is left as it is; set `file` to another path",
+                path.display()
+            )
+            .into());
+        }
         for r in reader.records() {
             let r = r.map_err(|e| format!("{}: {e}", path.display()))?;
             rows.push(
