@@ -225,20 +225,32 @@ impl<O: SimpleOptimizer<B::InnerBackend>, B: AutodiffBackend> Stateful<O, B> {
         tensor
     }
 
+    /// The states as bytes, ordered by parameter id: identical runs write identical files (a
+    /// map would be written in its hash order, another one each run).
     fn save(&self) -> Result<Vec<u8>, RecorderError> {
+        let mut ordered: Vec<(String, AdaptorRecord<O, B>)> = self
+            .states
+            .iter()
+            .map(|(id, r)| (id.serialize(), r.clone()))
+            .collect();
+        ordered.sort_by(|a, b| a.0.cmp(&b.0));
         Recorder::<B>::record(
             &BinBytesRecorder::<FullPrecisionSettings>::default(),
-            self.states.clone(),
+            ordered,
             (),
         )
     }
 
     fn load(&mut self, bytes: Vec<u8>, device: &B::Device) -> Result<(), RecorderError> {
-        self.states = Recorder::<B>::load(
+        let ordered: Vec<(String, AdaptorRecord<O, B>)> = Recorder::<B>::load(
             &BinBytesRecorder::<FullPrecisionSettings>::default(),
             bytes,
             device,
         )?;
+        self.states = ordered
+            .into_iter()
+            .map(|(id, r)| (ParamId::deserialize(&id), r))
+            .collect();
         Ok(())
     }
 }

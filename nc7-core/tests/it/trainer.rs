@@ -331,6 +331,28 @@ fn trains_and_resumes_exactly() {
         "bitwise-identical weights"
     );
     assert_eq!(b.evaluations, one_go.evaluations[2..].to_vec());
+    // Every file of the newest checkpoint (weights, each optimizer's state, the manifest with
+    // the run state) and the evaluation history is the same, byte for byte: `cmp` can tell
+    // an identical run.
+    let ckpt = |p: &Path| p.join("checkpoints/ckpt-20");
+    let mut names: Vec<String> = fs::read_dir(ckpt(whole.path()))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.iter().any(|n| n.contains("optimizer")), "{names:?}");
+    for name in names
+        .iter()
+        .map(String::as_str)
+        .chain(["../../training/evaluations.json"])
+    {
+        assert_eq!(
+            fs::read(ckpt(split.path()).join(name)).unwrap(),
+            fs::read(ckpt(whole.path()).join(name)).unwrap(),
+            "{name} differs between the split and the whole run"
+        );
+    }
 
     // Checkpoints kept: the newest two; saved models: the newest two, complete.
     let cps: Vec<_> = fs::read_dir(whole.path().join("checkpoints"))
