@@ -136,6 +136,85 @@ pub enum DeviceError {
         /// The device.
         device: DeviceChoice,
     },
+    /// The NVIDIA driver cannot run the device.
+    #[error(
+        "device `{device}`: {problem}; install the NVIDIA driver, put the folder holding libcuda.so.1 on LD_LIBRARY_PATH, or run with `--device cpu`"
+    )]
+    NoDriver {
+        /// The device.
+        device: DeviceChoice,
+        /// What the probe found.
+        problem: String,
+    },
+}
+
+/// Whether the NVIDIA driver loads, starts and has GPU `index`: asked before anything is
+/// built on the device, so that a machine without the driver gets an answer instead of a
+/// panic inside the CUDA runtime.
+pub fn probe_cuda(index: usize) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::ffi::{CStr, CString};
+        // SAFETY: dlopen/dlsym/dlerror with NUL-terminated names; the two driver entry points
+        // are called with the C signatures the CUDA driver API documents
+        // (`CUresult cuInit(unsigned int)`, `CUresult cuDeviceGetCount(int*)`).
+        unsafe {
+            let mut handle = std::ptr::null_mut();
+            for name in ["libcuda.so.1", "libcuda.so"] {
+                let name = CString::new(name).expect("no NUL");
+                handle = libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+                if !handle.is_null() {
+                    break;
+                }
+            }
+            if handle.is_null() {
+                let why = libc::dlerror();
+                let why = if why.is_null() {
+                    "not found".to_owned()
+                } else {
+                    CStr::from_ptr(why).to_string_lossy().into_owned()
+                };
+                return Err(format!(
+                    "the NVIDIA driver's library libcuda.so.1 cannot be loaded ({why})"
+                ));
+            }
+            let symbol = |name: &str| {
+                let name = CString::new(name).expect("no NUL");
+                libc::dlsym(handle, name.as_ptr())
+            };
+            let (init, count) = (symbol("cuInit"), symbol("cuDeviceGetCount"));
+            if init.is_null() || count.is_null() {
+                return Err("libcuda.so.1 lacks cuInit or cuDeviceGetCount".into());
+            }
+            let init: extern "C" fn(u32) -> i32 = std::mem::transmute(init);
+            let count: extern "C" fn(*mut i32) -> i32 = std::mem::transmute(count);
+            let code = init(0);
+            if code != 0 {
+                return Err(format!(
+                    "the NVIDIA driver does not start (cuInit: error {code}; `nvidia-smi` shows whether this process sees a GPU)"
+                ));
+            }
+            let mut n = 0i32;
+            let code = count(&mut n);
+            if code != 0 {
+                return Err(format!(
+                    "the NVIDIA driver cannot count its GPUs (error {code})"
+                ));
+            }
+            if index >= n.max(0) as usize {
+                return Err(format!(
+                    "there is no GPU {index}: the driver sees {n} (cuda:0 to cuda:{})",
+                    (n - 1).max(0)
+                ));
+            }
+            Ok(())
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = index;
+        Ok(())
+    }
 }
 
 /// A device name that is not `cpu`, `cuda` or `cuda:N`.
@@ -164,7 +243,12 @@ impl DeviceChoice {
     pub fn available(self) -> Result<(), DeviceError> {
         match self {
             DeviceChoice::Cpu => Ok(()),
-            DeviceChoice::Cuda(_) if cfg!(feature = "cuda") => Ok(()),
+            DeviceChoice::Cuda(i) if cfg!(feature = "cuda") => {
+                probe_cuda(i).map_err(|problem| DeviceError::NoDriver {
+                    device: self,
+                    problem,
+                })
+            }
             DeviceChoice::Cuda(_) => Err(DeviceError::NotBuilt { device: self }),
         }
     }
@@ -272,6 +356,29 @@ mod tests {
     fn device_names() {
         assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
         assert_eq!("CUDA".parse(), Ok(DeviceChoice::Cuda(0)));
+        // Without the NVIDIA driver (CI, this machine) the probe says what is missing; a CUDA
+        // build refuses the device with it instead of panicking inside the runtime.
+        if !std::path::Path::new("/dev/nvidiactl").exists() {
+            assert!(
+                probe_cuda(0).is_err(),
+                "no GPU here, yet the probe found one"
+            );
+        }
+        if let Err(problem) = probe_cuda(0) {
+            assert!(
+                problem.contains("libcuda.so.1") || problem.contains("NVIDIA driver"),
+                "{problem}"
+            );
+            let err = DeviceError::NoDriver {
+                device: DeviceChoice::Cuda(0),
+                problem,
+            }
+            .to_string();
+            assert!(
+                err.contains("--device cpu") && err.contains("LD_LIBRARY_PATH"),
+                "{err}"
+            );
+        }
         assert_eq!("cuda:3".parse(), Ok(DeviceChoice::Cuda(3)));
         assert_eq!(DeviceChoice::Cuda(3).to_string(), "cuda:3");
         let err = "tpu".parse::<DeviceChoice>().unwrap_err();
