@@ -8,6 +8,9 @@
 //! - `template-smoke`: generates a project from `template/` for each starter task with the real
 //!   cargo-generate, outside this workspace, and checks, lints, tests, trains, exports and
 //!   infers with it; a deliberately broken copy must fail `check` with the expected errors.
+//! - `chaos [--runs N] [--seed S]`: trainings of the classifier example killed with SIGKILL at
+//!   seeded random moments and continued, compared byte for byte with an uninterrupted one;
+//!   prints `chaos: K of N identical` (30 runs by default).
 //! - `new <name> [--task classification|segmentation] [--device cpu|cuda]`: generates a project
 //!   next to this checkout, wired to it.
 
@@ -21,6 +24,9 @@ usage: cargo xtask <command>
 commands:
   ci            run exactly what CI runs (.ci/run)
   bench <name>  run a benchmark in release mode; names: dna, parity, inferer
+  chaos [--runs N] [--seed S]
+                kill trainings at random moments, continue them, compare with an
+                uninterrupted one (30 runs by default)
   template-smoke
                 generate, check, lint, test, train, export and infer a project per starter task
   new <name> [--task classification|segmentation] [--device cpu|cuda]
@@ -53,6 +59,7 @@ fn main() -> ExitCode {
         ["ci"] => run(Command::new("bash").arg(".ci/run"), "bash .ci/run"),
         ["bench", name] => bench(name),
         ["template-smoke"] => smoke::run_all(),
+        ["chaos", rest @ ..] => chaos(rest),
         ["new", name, rest @ ..] => smoke::new_project(name, rest),
         ["bench"] => {
             eprintln!("error: `bench` needs a benchmark name\n");
@@ -81,6 +88,22 @@ fn bench(name: &str) -> ExitCode {
     run(
         &mut cmd,
         &format!("cargo bench --package {package} --bench {name}"),
+    )
+}
+
+fn chaos(args: &[&str]) -> ExitCode {
+    let mut build = Command::new(cargo());
+    build.args(["build", "--quiet", "--package", "nc7-tests", "--bins"]);
+    let built = run(&mut build, "cargo build --package nc7-tests --bins");
+    if built != ExitCode::SUCCESS {
+        return built;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    run(
+        Command::new(target.join("debug/nc7-chaos")).args(args),
+        "nc7-chaos",
     )
 }
 

@@ -162,3 +162,14 @@ fn a_second_command_is_refused_and_signals_stop_a_training_with_a_checkpoint() {
         String::from_utf8_lossy(&resumed.stderr)
     );
 }
+
+#[test]
+fn trainings_killed_at_random_moments_continue_to_identical_files() {
+    // The short version of `cargo xtask chaos` (30 runs there).
+    let mut log = Vec::new();
+    let bin = Path::new(env!("CARGO_BIN_EXE_nc7-examples"));
+    let outcome = nc7_tests::chaos::run(bin, 3, 7, &mut log).unwrap();
+    let log = String::from_utf8(log).unwrap();
+    assert_eq!(outcome.identical, outcome.runs, "{log}");
+    assert!(log.contains("chaos: 3 of 3 identical"), "{log}");
+}
