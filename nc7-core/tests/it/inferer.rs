@@ -538,13 +538,11 @@ fn runs_a_saved_model_over_images_threaded_and_in_one_thread_alike() {
     let feeder = fs::read_to_string(&feeder_file).unwrap();
     fs::write(
         &feeder_file,
-        format!(
-            r#"{{"class_name": "DataPipeFeeder", "name": "images",
-                "file_list": {{"file_names": {{"image": "./data/images/*.png"}}}},
-                "readers": [{{"class_name": "ImageReader", "name": "read", "color": "grey",
-                              "inbound_nodes": ["file_list"],
-                              "incoming_keys_mapping": {{"file_list": {{"image": "path", "file_name": "_"}}}}}}]}}"#
-        ),
+        r#"{"class_name": "DataPipeFeeder", "name": "images",
+            "file_list": {"file_names": {"image": "./data/images/*.png"}},
+            "readers": [{"class_name": "ImageReader", "name": "read", "color": "grey",
+                          "inbound_nodes": ["file_list"],
+                          "incoming_keys_mapping": {"file_list": {"image": "path", "file_name": "_"}}}]}"#,
     )
     .unwrap();
     let piped = run(root, InferRequest::default()).unwrap();

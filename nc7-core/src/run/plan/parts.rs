@@ -147,9 +147,8 @@ fn project_paths(config: &mut Value, schema: &Value, root: &Value, project: &Pat
             let props = schema.get("properties").and_then(Value::as_object);
             let rest = schema.get("additionalProperties").filter(|s| s.is_object());
             for (k, v) in fields.iter_mut() {
-                match props.and_then(|p| p.get(k)).or(rest) {
-                    Some(s) => project_paths(v, s, root, project),
-                    None => {}
+                if let Some(s) = props.and_then(|p| p.get(k)).or(rest) {
+                    project_paths(v, s, root, project);
                 }
             }
         }
