@@ -10,7 +10,12 @@ fn trains_exports_and_classifies() {
     let project = dir.path().join("project");
     nc7_core::project::copy_configs(&example("shapes-classifier"), &project).unwrap();
     let p = project.to_str().unwrap();
-    nc7("shapes-classifier", &["check", p]);
+    // Its KPI accumulator's implicit `evaluate` key is no warning.
+    let checked = nc7("shapes-classifier", &["check", p]);
+    assert!(
+        checked.trim_end().ends_with("ok: no errors, 0 warnings"),
+        "{checked}"
+    );
     let text = nc7(
         "shapes-classifier",
         &["train", p, "--set", "trainer.num_epochs=1"],

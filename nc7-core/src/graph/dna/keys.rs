@@ -230,6 +230,14 @@ impl Builder {
         available: &[(usize, String, String)],
     ) {
         let spec = self.spec(index);
+        // Every KPI accumulator takes `evaluate` without declaring it; without it, it combines
+        // at the end of the data, which is what most want: nothing to warn about.
+        if optional
+            && key == crate::nucleotide::EVALUATE_KEY
+            && spec.kind == crate::gene::Kind::KpiAccumulator
+        {
+            return;
+        }
         let mut mapped: Vec<&str> = available.iter().map(|(_, _, m)| m.as_str()).collect();
         mapped.sort_unstable();
         mapped.dedup();
