@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -650,27 +650,7 @@ fn update_metadata<T>(
     change: impl FnOnce(&mut ProjectMetadata) -> T,
 ) -> Result<T, ProjectError> {
     let lock = project.join(format!(".{METADATA_FILE}.lock"));
-    let mut waited = Duration::ZERO;
-    loop {
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-        {
-            Ok(_) => break,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::AlreadyExists
-                    && waited < Duration::from_secs(10) =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-                waited += Duration::from_millis(20);
-            }
-            // A lock left by a killed process: take it over after waiting long enough.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => break,
-            Err(e) => return Err(io("lock", &lock)(e)),
-        }
-    }
-    let result = (|| {
+    with_lock_file(&lock, || {
         let mut meta = ProjectMetadata::read(project)?;
         let out = change(&mut meta);
         let path = project.join(METADATA_FILE);
@@ -678,9 +658,24 @@ fn update_metadata<T>(
         text.push('\n');
         replace_file(&path, text.as_bytes()).map_err(io("replace", &path))?;
         Ok(out)
-    })();
-    let _ = fs::remove_file(&lock);
-    result
+    })
+    .map_err(io("lock", &lock))?
+}
+
+/// Runs `f` holding the system's exclusive lock on the file `lock` (created when missing, and
+/// left in place: removing it would let a second process lock a new file while a first still
+/// holds the old one). The lock goes with its process however it ends, so a crash never
+/// leaves it held.
+pub(crate) fn with_lock_file<T>(lock: &Path, f: impl FnOnce() -> T) -> std::io::Result<T> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock)?;
+    file.lock()?;
+    let out = f();
+    drop(file);
+    Ok(out)
 }
 
 pub(crate) fn project_name(project: &Path) -> String {
@@ -792,6 +787,7 @@ fn locked_version(lock: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn dates() {

@@ -32,32 +32,13 @@ fn decimal_id(seed: &str) -> String {
 }
 
 /// The experiment named `name` in the store `root`, created when missing (with MLflow's
-/// `Default` experiment `0` in a fresh store); a lock file keeps two processes from creating it
+/// `Default` experiment `0` in a fresh store); a lock keeps two processes from creating it
 /// twice.
 fn experiment(root: &Path, name: &str) -> Result<String, String> {
     fs::create_dir_all(root.join(".trash")).map_err(io("create", root))?;
     let lock = root.join(".nc7-lock");
-    let mut waited = 0;
-    loop {
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-        {
-            Ok(_) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && waited < 100 => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                waited += 1;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = fs::remove_file(&lock); // A crashed process left it: take it over.
-            }
-            Err(e) => return Err(io("create", &lock)(e)),
-        }
-    }
-    let found = find_or_create_experiment(root, name);
-    let _ = fs::remove_file(&lock);
-    found
+    crate::project::with_lock_file(&lock, || find_or_create_experiment(root, name))
+        .map_err(io("lock", &lock))?
 }
 
 fn find_or_create_experiment(root: &Path, name: &str) -> Result<String, String> {
