@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// The settings every training of the suite runs with: small enough for many runs, with
 /// several checkpoints, exports and evaluations.
-const SETTINGS: [&str; 8] = [
+pub const SETTINGS: [&str; 8] = [
     "--set",
     "trainer.num_epochs=3",
     "--set",
@@ -145,7 +145,7 @@ fn train(bin: &Path, project: &Path, resume: bool) -> Result<(), String> {
 
 /// The files a run must end with, by path in the project: every checkpoint's files, the saved
 /// models' (but `model.info`, which holds the time it was written), the evaluation history.
-fn files(project: &Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
+pub fn files(project: &Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let mut out = BTreeMap::new();
     for sub in ["checkpoints", "saved_models"] {
         let root = project.join(sub);

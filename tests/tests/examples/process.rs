@@ -173,3 +173,49 @@ fn trainings_killed_at_random_moments_continue_to_identical_files() {
     assert_eq!(outcome.identical, outcome.runs, "{log}");
     assert!(log.contains("chaos: 3 of 3 identical"), "{log}");
 }
+
+#[test]
+fn a_full_disk_fails_a_training_clearly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_nc7-examples");
+    let train = |project: &Path, limit: Option<u32>, resume: bool| {
+        // A file size limit with SIGXFSZ ignored: a write past it fails with EFBIG, as on a
+        // full disk.
+        let limit = limit.map_or(String::new(), |kib| {
+            format!("ulimit -f {kib}; trap '' XFSZ; ")
+        });
+        let mut script = format!("{limit}exec \"$0\" train \"$@\"");
+        if resume {
+            script.push_str(" --continue");
+        }
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .arg(bin)
+            .arg(project)
+            .args(nc7_tests::chaos::SETTINGS)
+            .env("NC7_MLFLOW", "off")
+            .output()
+            .unwrap()
+    };
+    let reference = project("shapes-classifier", &dir.path().join("a"));
+    assert!(train(&reference, None, false).status.success());
+    let full = project("shapes-classifier", &dir.path().join("b"));
+    let out = train(&full, Some(4), false);
+    let said = String::from_utf8_lossy(&out.stderr);
+    // An error that says what could not be written and why; no panic, no crash.
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("File too large"), "{said}");
+    assert!(!said.contains("panicked"), "{said}");
+    // With room again, the run continues to the files of one that never ran out.
+    let again = train(&full, None, true);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        nc7_tests::chaos::files(&full).unwrap(),
+        nc7_tests::chaos::files(&reference).unwrap()
+    );
+}
