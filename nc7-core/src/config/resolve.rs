@@ -427,6 +427,33 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    proptest::proptest! {
+        // Fuzzing (the reliability issue): any `--set` text is applied or refused with a
+        // diagnostic that has a code, never a panic.
+        #[test]
+        fn any_set_value_is_applied_or_refused(
+            path in proptest::string::string_regex("[a-z_.0-9\\[\\]*:-]{0,24}").unwrap(),
+            value in proptest::string::string_regex("[ -~]{0,24}").unwrap(),
+            with_equals in proptest::bool::ANY,
+        ) {
+            let dir = std::env::temp_dir().join(format!("nc7-fuzz-set-{}", std::process::id()));
+            let configs = dir.join("training/configs");
+            std::fs::create_dir_all(&configs).unwrap();
+            std::fs::write(
+                configs.join("trainer.json"),
+                r#"{"batch_size": 4, "optimization_config": {"learning_rate": 0.1}}"#,
+            )
+            .unwrap();
+            let arg = if with_equals { format!("{path}={value}") } else { path.clone() };
+            let overrides = Overrides { set: vec![arg], ..Overrides::default() };
+            let mut diags = Diagnostics::default();
+            let _ = layer(&dir, RunType::Train, &overrides, crate::registry::Registry::global(), &mut diags);
+            for d in &diags.0 {
+                proptest::prop_assert!(d.code.0 > 0, "{d:?}");
+            }
+        }
+    }
+
     #[test]
     fn nc7s_own_variables_are_no_config_values() {
         let o = Overrides::default().with_env([

@@ -320,3 +320,37 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+/// Rule text as people mistype it: keys, `:` paths, `*` wildcards, `_` drops, brackets.
+fn arb_rule() -> impl Strategy<Value = String> {
+    proptest::string::string_regex("[a-z0-9_*:.\\[\\]{} -]{0,12}").unwrap()
+}
+
+proptest! {
+    // Fuzzing (the reliability issue): any mapping text gives rules or an error, never a
+    // panic, and routing with what compiles never panics either.
+    #[test]
+    fn any_mapping_text_compiles_or_is_refused(
+        rules in proptest::collection::vec((arb_rule(), arb_rule()), 0..6),
+        v in arb_nest(),
+    ) {
+        let mut mapping = serde_json::Map::new();
+        for (from, to) in &rules {
+            mapping.insert(from.clone(), Value::String(to.clone()));
+        }
+        let per_node = json!({"n0": Value::Object(mapping)});
+        if let Ok(m) = KeysMapping::from_json(&per_node) {
+            let _ = NodeRules::compile("n0", m.rules_for("n0"));
+            if let Ok(plan) = RoutePlan::compile(&["n0".to_owned()], &m, None) {
+                let input = nest(&v);
+                let _ = plan.route(&[Some(&input)]);
+            }
+        }
+    }
+
+    #[test]
+    fn any_json_as_a_mapping_is_taken_or_refused(v in arb_nest()) {
+        let _ = KeysMapping::from_json(&v);
+        let _ = KeysMapping::from_json(&json!({"n0": v}));
+    }
+}

@@ -218,6 +218,45 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[a-z_ ]{0,8}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            let keys = prop_oneof![
+                Just("batch_size".to_owned()),
+                Just("num_epochs".to_owned()),
+                Just("optimization_config".to_owned()),
+                Just("learning_rate".to_owned()),
+                Just("learning_rate_schedule".to_owned()),
+                Just("early_stopping".to_owned()),
+                Just("tracking".to_owned()),
+                Just("train".to_owned()),
+                "[a-z_]{1,6}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(keys, inner, 0..5)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        // Fuzzing (the reliability issue): any JSON as `trainer_config` is a config or an
+        // error, never a panic.
+        #[test]
+        fn any_json_is_a_trainer_config_or_an_error(v in arb_json()) {
+            let _ = TrainerConfig::from_value(&v);
+            let _ = TrainerConfig::from_value(&json!({"batch_size": 2, "optimization_config": v}));
+        }
+    }
+
     #[test]
     fn fields_lists_every_field() {
         let c = TrainerConfig::from_value(&json!({"batch_size": 4})).unwrap();

@@ -84,3 +84,40 @@ pub(crate) fn read_safetensors<B: Backend>(
         other => other,
     })
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use burn::backend::NdArray;
+    use proptest::prelude::*;
+
+    fn valid() -> Vec<u8> {
+        let d = Default::default();
+        let t = AnyTensor::<NdArray>::from_data(
+            burn::tensor::TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]),
+            &d,
+        );
+        to_safetensors(vec![("net.weight".to_owned(), t)], None).unwrap()
+    }
+
+    proptest! {
+        // Fuzzing (the reliability issue): a safetensors file with any bytes changed,
+        // truncated or replaced reads as tensors or an error, never a panic.
+        #[test]
+        fn damaged_safetensors_read_or_are_refused(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+            cut in any::<prop::sample::Index>(),
+            garbage in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut bytes = valid();
+            for (at, b) in &flips {
+                let i = at.index(bytes.len());
+                bytes[i] = *b;
+            }
+            let _ = from_safetensors::<NdArray>(&bytes, &Default::default());
+            let n = cut.index(bytes.len() + 1);
+            let _ = from_safetensors::<NdArray>(&bytes[..n], &Default::default());
+            let _ = from_safetensors::<NdArray>(&garbage, &Default::default());
+        }
+    }
+}
