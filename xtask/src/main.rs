@@ -11,6 +11,9 @@
 //! - `chaos [--runs N] [--seed S]`: trainings of the classifier example killed with SIGKILL at
 //!   seeded random moments and continued, compared byte for byte with an uninterrupted one;
 //!   prints `chaos: K of N identical` (30 runs by default).
+//! - `fuzz [--minutes N]`: runs nc7-core's fuzz properties (key-mapping text, mappings,
+//!   `--set` text, trainer configs, damaged safetensors) with fresh random inputs until N
+//!   minutes (10) are up; prints `fuzz: N cases, 0 panics`.
 //! - `new <name> [--task classification|segmentation] [--device cpu|cuda]`: generates a project
 //!   next to this checkout, wired to it.
 
@@ -27,6 +30,8 @@ commands:
   chaos [--runs N] [--seed S]
                 kill trainings at random moments, continue them, compare with an
                 uninterrupted one (30 runs by default)
+  fuzz [--minutes N]
+                run the fuzz properties with fresh inputs for N minutes (10)
   template-smoke
                 generate, check, lint, test, train, export and infer a project per starter task
   new <name> [--task classification|segmentation] [--device cpu|cuda]
@@ -60,6 +65,14 @@ fn main() -> ExitCode {
         ["bench", name] => bench(name),
         ["template-smoke"] => smoke::run_all(),
         ["chaos", rest @ ..] => chaos(rest),
+        ["fuzz"] => fuzz(10.0),
+        ["fuzz", "--minutes", m] => match m.parse::<f64>() {
+            Ok(m) if m > 0.0 => fuzz(m),
+            _ => {
+                eprintln!("error: `--minutes` takes a number of minutes, such as 10");
+                ExitCode::FAILURE
+            }
+        },
         ["new", name, rest @ ..] => smoke::new_project(name, rest),
         ["bench"] => {
             eprintln!("error: `bench` needs a benchmark name\n");
@@ -105,6 +118,41 @@ fn chaos(args: &[&str]) -> ExitCode {
         Command::new(target.join("debug/nc7-chaos")).args(args),
         "nc7-chaos",
     )
+}
+
+/// nc7-core's fuzz properties (their names start with `any_`, or live in a `fuzz` module).
+const FUZZ_PROPERTIES: [&str; 2] = ["::any_", "fuzz::"];
+/// How many properties those filters select, and the cases each gets per round.
+const FUZZ_COUNT: u64 = 5;
+const FUZZ_CASES: u64 = 20_000;
+
+fn fuzz(minutes: f64) -> ExitCode {
+    let started = std::time::Instant::now();
+    let mut rounds = 0u64;
+    while rounds == 0 || started.elapsed().as_secs_f64() < minutes * 60.0 {
+        let mut cmd = Command::new(cargo());
+        cmd.args(["test", "--quiet", "--package", "nc7-core", "--lib", "--"])
+            .args(FUZZ_PROPERTIES)
+            .env("PROPTEST_CASES", FUZZ_CASES.to_string());
+        if run(
+            &mut cmd,
+            "cargo test --package nc7-core --lib -- ::any_ fuzz::",
+        ) != ExitCode::SUCCESS
+        {
+            eprintln!(
+                "fuzz: a property failed after {} cases (proptest printed the smallest input)",
+                rounds * FUZZ_CASES * FUZZ_COUNT
+            );
+            return ExitCode::FAILURE;
+        }
+        rounds += 1;
+    }
+    println!(
+        "fuzz: {} cases, 0 panics ({rounds} rounds in {:.1} min)",
+        rounds * FUZZ_CASES * FUZZ_COUNT,
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    ExitCode::SUCCESS
 }
 
 fn list_benches() {
