@@ -801,9 +801,8 @@ impl Worker {
                             let parts: Vec<String> = name.split('/').map(encode).collect();
                             let path = format!("{base}/{}", parts.join("/"));
                             let kind = content_type(name);
-                            let bytes = bytes.clone();
                             self.client
-                                .call("PUT", &path, Body::Bytes(&bytes, kind), retries)
+                                .call("PUT", &path, Body::Bytes(bytes, kind), retries)
                         }
                         Err(why) => {
                             if !self.warned_artifacts {
