@@ -568,6 +568,8 @@ fn one_command_at_a_time_writes_into_a_project() {
     assert!(err.contains("is in use by `infer`"), "{err}");
     assert_eq!(newest_weights(dir.path()), before);
     drop(held);
+    // Exporting builds the model: its random initial weights draw from burn's generator.
+    let _one_at_a_time = serial();
     export_checkpoint(&plan(dir.path()).unwrap(), None).unwrap();
 }
 
