@@ -215,6 +215,26 @@ pub enum RunEnd {
 }
 
 impl RunEnd {
+    /// How a run ended that failed or not, with the reason it stopped early, if it did: a
+    /// signal's stop ([`crate::signals::stop_reason`]) is an interruption.
+    pub fn of(failed: bool, stopped: Option<&str>) -> RunEnd {
+        match (failed, stopped) {
+            (true, _) => RunEnd::Failed,
+            (false, Some(r)) if crate::signals::is_interruption(r) => RunEnd::Interrupted,
+            (false, Some(_)) => RunEnd::Stopped,
+            (false, None) => RunEnd::Finished,
+        }
+    }
+
+    /// The run record's word for it (`nc7_project.json`): an interrupted run is `stopped`.
+    pub fn record_status(self) -> &'static str {
+        match self {
+            RunEnd::Finished => "finished",
+            RunEnd::Stopped | RunEnd::Interrupted => "stopped",
+            RunEnd::Failed => "failed",
+        }
+    }
+
     /// The lower-case name (`finished`).
     pub fn name(self) -> &'static str {
         match self {

@@ -60,6 +60,20 @@ pub fn exit_code() -> Option<u8> {
     }
 }
 
+/// Why a run stopped on a signal, `at` saying where: `interrupted (SIGTERM) at step 12`;
+/// [`is_interruption`] knows such a reason again.
+pub fn stop_reason(at: &str) -> String {
+    format!(
+        "interrupted ({}) {at}",
+        received().unwrap_or("asked to stop")
+    )
+}
+
+/// Whether a run's stop reason is a signal's ([`stop_reason`]).
+pub fn is_interruption(reason: &str) -> bool {
+    reason.starts_with("interrupted (")
+}
+
 /// The signal's name, for messages.
 pub fn received() -> Option<&'static str> {
     match RECEIVED.load(Ordering::SeqCst) {

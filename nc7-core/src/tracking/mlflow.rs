@@ -60,6 +60,17 @@ impl RunStatus {
     }
 }
 
+impl From<crate::nucleotide::RunEnd> for RunStatus {
+    fn from(end: crate::nucleotide::RunEnd) -> RunStatus {
+        use crate::nucleotide::RunEnd;
+        match end {
+            RunEnd::Finished | RunEnd::Stopped => RunStatus::Finished,
+            RunEnd::Interrupted => RunStatus::Killed,
+            RunEnd::Failed => RunStatus::Failed,
+        }
+    }
+}
+
 /// Where runs are tracked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

@@ -36,7 +36,7 @@ use crate::plan::{
 };
 use crate::project::{InferenceRun, ProjectError, ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::runtime::{self, DynFeeder};
-use crate::tracking::mlflow::{MlflowRun, RunStatus};
+use crate::tracking::mlflow::MlflowRun;
 use crate::tracking::summaries::write_image;
 use crate::tracking::tensorboard::EventWriter;
 
@@ -251,29 +251,15 @@ fn run_pipeline(
             _ => "inferred",
         }),
     });
-    let status = match &result {
-        Ok(r) if r.stopped.is_some() => "stopped",
-        Ok(_) => "finished",
-        Err(_) => "failed",
-    };
-    let ended = match &result {
-        Ok(r)
-            if r.stopped
-                .as_deref()
-                .is_some_and(|s| s.starts_with("interrupted")) =>
-        {
-            "interrupted"
-        }
-        _ => status,
-    };
-    if let Err(e) = run.finish(ended) {
+    let end = run_end(&result);
+    if let Err(e) = run.finish(end.name()) {
         log::warn!("{e}");
     }
     let metrics = match &result {
         Ok(counts) => counts.kpi.clone(),
         Err(_) => BTreeMap::new(),
     };
-    let _ = ProjectMetadata::end_run(project, record, status, &metrics);
+    let _ = ProjectMetadata::end_run(project, record, end.record_status(), &metrics);
     if let Some(t) = &tracking {
         if let Ok(counts) = &result {
             let mut metrics: Vec<(&str, f64)> =
@@ -282,10 +268,7 @@ fn run_pipeline(
             metrics.push(("seconds", counts.seconds));
             t.log_metrics(metrics, counts.iterations);
         }
-        t.end(match &result {
-            Ok(_) => RunStatus::Finished,
-            Err(_) => RunStatus::Failed,
-        });
+        t.end(end.into());
     }
     let counts = result?;
     Ok(InferReport {
@@ -309,6 +292,14 @@ struct ModelRun<'a> {
     dir: &'a Path,
     /// The saved model's inputs, checked against the first batch.
     inputs: Option<&'a [Value]>,
+}
+
+/// How a run of the pipeline ended.
+fn run_end<E>(result: &Result<Counts, E>) -> crate::nucleotide::RunEnd {
+    crate::nucleotide::RunEnd::of(
+        result.is_err(),
+        result.as_ref().ok().and_then(|c| c.stopped.as_deref()),
+    )
 }
 
 /// The pipeline of a run: a data feeder, a model or none, KPIs and callbacks.

@@ -41,7 +41,7 @@ use crate::optim::Schedule;
 use crate::plan::{PlanError, TrainPlan};
 use crate::project::{ProjectError, ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::runtime::{self, DynDataset};
-use crate::tracking::mlflow::{self, MlflowRun, RunStatus};
+use crate::tracking::mlflow::{self, MlflowRun};
 use crate::tracking::plots::PlotValues;
 use crate::tracking::profile::Profiler;
 
@@ -136,11 +136,7 @@ pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, Tr
         options,
         dirs: &dirs,
     });
-    let status = match &result {
-        Ok(r) if r.stopped.is_some() => "stopped",
-        Ok(_) => "finished",
-        Err(_) => "failed",
-    };
+    let status = ended(&result).record_status();
     let metrics = match &result {
         Ok(r) => r.evaluations.last().cloned().unwrap_or_default(),
         Err(_) => BTreeMap::new(),
@@ -236,29 +232,30 @@ fn end_tracking(run: &MlflowRun, dirs: &TrainingDirs, result: &Result<TrainRepor
             run.log_artifact(last, "config.json");
         }
     }
-    let status = match result {
-        Ok(r) => {
-            if let Some(dir) = r.exports.last() {
-                run.log_artifact(
-                    &dir.join(crate::export::EVAL_RESULT),
-                    crate::export::EVAL_RESULT,
-                );
-            }
-            let plots = dirs.root.join("plots");
-            for entry in std::fs::read_dir(&plots).into_iter().flatten().flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".svg") || name.ends_with(".png") {
-                    run.log_artifact(&entry.path(), &format!("plots/{name}"));
-                }
-            }
-            match &r.stopped {
-                Some(reason) if reason.starts_with("interrupted") => RunStatus::Killed,
-                _ => RunStatus::Finished,
+    if let Ok(r) = result {
+        if let Some(dir) = r.exports.last() {
+            run.log_artifact(
+                &dir.join(crate::export::EVAL_RESULT),
+                crate::export::EVAL_RESULT,
+            );
+        }
+        let plots = dirs.root.join("plots");
+        for entry in std::fs::read_dir(&plots).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".svg") || name.ends_with(".png") {
+                run.log_artifact(&entry.path(), &format!("plots/{name}"));
             }
         }
-        Err(_) => RunStatus::Failed,
-    };
-    run.end(status);
+    }
+    run.end(ended(result).into());
+}
+
+/// How a training ended.
+fn ended(result: &Result<TrainReport, TrainError>) -> RunEnd {
+    RunEnd::of(
+        result.is_err(),
+        result.as_ref().ok().and_then(|r| r.stopped.as_deref()),
+    )
 }
 
 /// Where a run stands; what a checkpoint's state holds besides weights and optimizer state.
@@ -539,17 +536,12 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                     samples: std::mem::take(&mut self.batch_samples),
                 })
             });
-        let (status, reason) = match (&result, &self.report.stopped) {
-            (Err(e), _) => (RunEnd::Failed, Some(e.to_string())),
-            (Ok(()), Some(r)) if r.starts_with("interrupted") => {
-                (RunEnd::Interrupted, Some(r.clone()))
-            }
-            (Ok(()), Some(r)) => (RunEnd::Stopped, Some(r.clone())),
-            (Ok(()), None) => (RunEnd::Finished, None),
-        };
         let outcome = RunOutcome {
-            status,
-            reason,
+            status: RunEnd::of(result.is_err(), self.report.stopped.as_deref()),
+            reason: match &result {
+                Err(e) => Some(e.to_string()),
+                Ok(()) => self.report.stopped.clone(),
+            },
             step: self.state.global_step,
             metrics: self.report.evaluations.last().cloned().unwrap_or_default(),
             elapsed: started.elapsed(),
@@ -594,11 +586,10 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                 self.checkpoint()?;
             }
             if self.options.stop.load(Ordering::SeqCst) {
-                self.report.stopped = Some(format!(
-                    "interrupted ({}) at step {}; continue with `--continue`",
-                    crate::signals::received().unwrap_or("asked to stop"),
+                self.report.stopped = Some(crate::signals::stop_reason(&format!(
+                    "at step {}; continue with `--continue`",
                     self.state.global_step
-                ));
+                )));
                 break;
             }
             pending_eval = epoch_done;

@@ -1,7 +1,7 @@
 //! The last stage of an inference, KPI evaluation or data extraction run.
 
 use super::*;
-use crate::nucleotide::{RunEnd, RunOutcome};
+use crate::nucleotide::RunOutcome;
 
 /// The last stage of a pipeline: each predicted iteration through the KPIs and the callbacks,
 /// counted.
@@ -108,11 +108,11 @@ impl<B: Backend> Sink<B> {
             .as_ref()
             .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
         {
-            ctx.control.request_stop(format!(
-                "interrupted ({}) after iteration {}",
-                crate::signals::received().unwrap_or("asked to stop"),
-                counts.iterations
-            ));
+            ctx.control
+                .request_stop(crate::signals::stop_reason(&format!(
+                    "after iteration {}",
+                    counts.iterations
+                )));
         }
         Ok(ctx.control.stop_requested().is_none())
     }
@@ -133,17 +133,12 @@ impl<B: Backend> Sink<B> {
         let (kpi, counts) = (self.kpi, self.counts);
         let iterations = counts.iterations;
         let result = Self::sum_up(kpi, counts, started, stages, ended, ctx, writer);
-        let (status, reason) = match &result {
-            Err(e) => (RunEnd::Failed, Some(e.to_string())),
-            Ok(c) => match &c.stopped {
-                Some(r) if r.starts_with("interrupted") => (RunEnd::Interrupted, Some(r.clone())),
-                Some(r) => (RunEnd::Stopped, Some(r.clone())),
-                None => (RunEnd::Finished, None),
-            },
-        };
         let outcome = RunOutcome {
-            status,
-            reason,
+            status: run_end(&result),
+            reason: match &result {
+                Err(e) => Some(e.to_string()),
+                Ok(c) => c.stopped.clone(),
+            },
             step: result.as_ref().map_or(iterations, |c| c.iterations),
             metrics: result
                 .as_ref()
