@@ -17,7 +17,8 @@ pub use config::check;
 pub use graph::{diagnostic, dna, gene, glue, handler, keys, mapping, nest, suggest};
 pub use nucleotide::{common, layers, registry, runtime, standard};
 pub use run::{
-    backend, cli, coordinator, export, integrity, kpi, memory, model, optim, plan, project, signals,
+    backend, cli, coordinator, environment, export, failure, integrity, kpi, memory, model, optim,
+    plan, project, signals,
 };
 pub use tracking::callbacks;
 

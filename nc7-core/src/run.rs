@@ -4,7 +4,9 @@
 pub mod backend;
 pub mod cli;
 pub mod coordinator;
+pub mod environment;
 pub mod export;
+pub mod failure;
 pub mod integrity;
 pub mod kpi;
 pub mod memory;

@@ -168,8 +168,13 @@ fn complete_one(
         Ok(c) => c,
         Err(errors) => {
             for e in errors {
+                let code = if e.field == "incoming_keys_mapping" {
+                    Code::BAD_MAPPING
+                } else {
+                    Code::FIELD_TYPE
+                };
                 diags.push(field_error(
-                    Code::FIELD_TYPE,
+                    code,
                     &e.config,
                     &e.field,
                     format!(

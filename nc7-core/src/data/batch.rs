@@ -408,9 +408,12 @@ pub(crate) fn for_each_batch<B: Backend, E: From<BoxError>>(
         let _span = profiler.map(|p| p.span("read batch", "data"));
         let mut batch = Collator::new(indices.len(), device);
         for &i in indices {
-            let sample = dataset
-                .get(i)
-                .map_err(|e| -> BoxError { format!("sample {i}: {e}").into() })?;
+            let sample = dataset.get(i).map_err(|e| -> BoxError {
+                Box::new(crate::data::DataError::caused(
+                    format!("sample {i}: {e}"),
+                    e,
+                ))
+            })?;
             batch.push(sample)?;
         }
         Ok(batch.finish()?)

@@ -135,6 +135,20 @@ impl FileList {
             .keys()
             .filter(|n| required.iter().all(|k| by_key[k].contains_key(*n)))
             .collect();
+        // Files left without a partner: the data is likely incomplete, so it is said.
+        for key in &required {
+            let alone: Vec<&String> = by_key[key].keys().filter(|n| !names.contains(n)).collect();
+            if !alone.is_empty() {
+                let shown: Vec<&str> = alone.iter().take(3).map(|n| n.as_str()).collect();
+                log::warn!(
+                    "file list: {} `{key}` file{} without a file of every other required key left out ({}{})",
+                    alone.len(),
+                    if alone.len() == 1 { "" } else { "s" },
+                    shown.join(", "),
+                    if alone.len() > 3 { ", …" } else { "" }
+                );
+            }
+        }
         let samples: Vec<(String, FileSample)> = names
             .into_iter()
             .enumerate()

@@ -44,11 +44,10 @@ fn shard_files(c: &RecordsConfig) -> Result<Vec<PathBuf>, BoxError> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(format!(
-            "shards `{}` matches no file; a RecordsSaver writes `<name>-<index>.safetensors` into its folder",
+        return Err(Box::new(crate::data::DataError::from(format!(
+            "shards `{}` matches no file; a RecordsSaver writes `<name>-<index>.safetensors` into its folder (run `infer` first when they are an inference's records)",
             c.shards
-        )
-        .into());
+        ))));
     }
     Ok(files)
 }

@@ -20,6 +20,31 @@
 //! | `NC0016` | a `--set` or `NC7_…` override names no config value |
 //! | `NC0017` | an incoming key's tensor dtype or rank differs from what its inbound node generates |
 //! | `NC0018` | (warning) a mapping rule names a key its inbound node never generates |
+//!
+//! A command that stops on a problem it meets while running prints one `error[NC01xx]: …` line
+//! (the `failure` module maps each error to its code):
+//!
+//! | code | problem |
+//! | --- | --- |
+//! | `NC0101` | a file or folder cannot be read, written or created (the system's reason given) |
+//! | `NC0102` | `train` on a project that has a training (continue it, or start in another folder) |
+//! | `NC0103` | `train --continue` on a project with nothing to continue |
+//! | `NC0104` | a run name that is taken |
+//! | `NC0105` | the project is in use by another nc7 command |
+//! | `NC0106` | a run name that is no plain folder name |
+//! | `NC0107` | a checkpoint, saved model or weights file fails its integrity check or format |
+//! | `NC0108` | no checkpoint, saved model or weights where the command looks or was pointed |
+//! | `NC0109` | weights that do not fit the model (names, shapes, plugins) |
+//! | `NC0110` | a data file or sample cannot be read, or is not what the model takes |
+//! | `NC0111` | a dataset has no samples |
+//! | `NC0112` | the loss is not finite |
+//! | `NC0113` | `--continue` would walk the data in another order than the run it continues |
+//! | `NC0114` | code the run called panicked |
+//! | `NC0115` | the device cannot be used (unknown, not built in, no driver) |
+//! | `NC0116` | a nucleotide, callback or KPI failed while running |
+//! | `NC0117` | the command line is not one nc7 takes |
+//! | `NC0118` | an environment variable nc7 reads has a value it cannot use |
+//! | `NC0119` | a setting turned out wrong when it was used |
 
 use std::fmt;
 
@@ -64,6 +89,44 @@ impl Code {
     pub const KEY_KIND: Code = Code(17);
     /// Mapping rule for a key that is never generated.
     pub const MAPPING_UNUSED_KEY: Code = Code(18);
+    /// A file or folder cannot be read, written or created.
+    pub const IO: Code = Code(101);
+    /// `train` on a project that has a training.
+    pub const TRAINING_EXISTS: Code = Code(102);
+    /// `train --continue` with nothing to continue.
+    pub const NOTHING_TO_CONTINUE: Code = Code(103);
+    /// A run name that is taken.
+    pub const RUN_EXISTS: Code = Code(104);
+    /// The project is in use by another command.
+    pub const IN_USE: Code = Code(105);
+    /// A run name that is no plain folder name.
+    pub const BAD_RUN_NAME: Code = Code(106);
+    /// Weights, a checkpoint or a saved model fail their integrity check or format.
+    pub const CORRUPT: Code = Code(107);
+    /// No weights where the command looks or was pointed.
+    pub const NO_WEIGHTS: Code = Code(108);
+    /// Weights that do not fit the model.
+    pub const WEIGHTS_MISMATCH: Code = Code(109);
+    /// A data file or sample cannot be read or does not fit.
+    pub const DATA: Code = Code(110);
+    /// A dataset without samples.
+    pub const EMPTY_DATASET: Code = Code(111);
+    /// A loss that is not finite.
+    pub const NON_FINITE: Code = Code(112);
+    /// A changed data order on `--continue`.
+    pub const CHANGED_ORDER: Code = Code(113);
+    /// A panic in code the run called.
+    pub const PANICKED: Code = Code(114);
+    /// A device that cannot be used.
+    pub const DEVICE: Code = Code(115);
+    /// A nucleotide, callback or KPI failed while running.
+    pub const RUN_FAILED: Code = Code(116);
+    /// A command line nc7 does not take.
+    pub const USAGE: Code = Code(117);
+    /// An environment variable with a value nc7 cannot use.
+    pub const ENVIRONMENT: Code = Code(118);
+    /// A setting that turned out wrong when used.
+    pub const SETTING: Code = Code(119);
 }
 
 impl fmt::Display for Code {

@@ -114,8 +114,29 @@ impl<B: Backend> Build<B> for CrossEntropy {
     }
 }
 
+/// Raises a data error when a class index is outside `0..classes` (burn would index out of
+/// bounds); `what` names the key.
+pub(crate) fn check_classes<B: Backend, const D: usize>(
+    labels: &Tensor<B, D, Int>,
+    classes: usize,
+    what: &str,
+) {
+    use burn::tensor::ElementConversion as _;
+    let low: i64 = labels.clone().min().into_scalar().elem();
+    let high: i64 = labels.clone().max().into_scalar().elem();
+    if low < 0 || high >= classes as i64 {
+        let bad = if low < 0 { low } else { high };
+        crate::failure::raise(crate::data::DataError::from(format!(
+            "{what} {bad} is outside the model's {classes} classes (0 to {}); fix the data, or give the model {} classes",
+            classes - 1,
+            bad.max(0) + 1
+        )));
+    }
+}
+
 impl<B: Backend> ModelLoss<B> for CrossEntropy {
     fn loss(&self, input: ScoredImages<B>, _: Mode) -> Loss<B> {
+        check_classes(&input.label, input.logits.dims()[1], "label");
         let loss = CrossEntropyLossConfig::new()
             .init(&input.logits.device())
             .forward(input.logits, input.label.squeeze_dim(1));
@@ -140,6 +161,7 @@ impl<B: Backend> Build<B> for PixelCrossEntropy {
 
 impl<B: Backend> ModelLoss<B> for PixelCrossEntropy {
     fn loss(&self, input: ScoredPixels<B>, _: Mode) -> Loss<B> {
+        check_classes(&input.mask, input.logits.dims()[1], "mask class");
         let [n, h, w] = input.mask.dims();
         let loss = CrossEntropyLossConfig::new()
             .init(&input.logits.device())

@@ -182,7 +182,13 @@ enum FormatArg {
 /// Runs the command line of this process and exits with its code: 0 on success, 1 when the
 /// project has problems, 2 on a usage error.
 pub fn main() -> ExitCode {
+    // Before anything reads them: a value nc7 cannot use stops here, named.
+    if let Err(e) = crate::environment::check_process() {
+        eprintln!("error[{}]: {e}", e.code);
+        return ExitCode::from(1);
+    }
     init_logging();
+    crate::failure::install_panic_hook();
     let tuning = crate::memory::tune_allocator();
     log::debug!("memory allocator: {tuning:?}");
     // The handles, not their locks: a lock held for the whole command would block every log
@@ -248,7 +254,10 @@ where
         Ok(cli) => cli,
         Err(e) => {
             let to_out = !e.use_stderr();
-            let text = e.render().to_string();
+            let mut text = e.render().to_string();
+            if let Some(rest) = text.strip_prefix("error: ") {
+                text = format!("error[{}]: {rest}", crate::Code::USAGE);
+            }
             let _ = if to_out {
                 write!(out, "{text}")
             } else {
@@ -266,7 +275,7 @@ where
         Ok(0) => crate::signals::exit_code().unwrap_or(0),
         Ok(code) => code,
         Err(e) => {
-            let _ = writeln!(err, "error: {e}");
+            let _ = writeln!(err, "error[{}]: {e}", crate::failure::code_of(&*e));
             1
         }
     }
@@ -325,9 +334,10 @@ fn write_file_lists(
     Ok(code)
 }
 
-/// Prints a plan's error (every problem) and gives the exit code 1.
-fn refused(e: impl std::fmt::Display, err: &mut dyn Write) -> Result<u8, Failure> {
-    writeln!(err, "{e}")?;
+/// Prints the error that ended the command (a plan's: every problem, each with its code;
+/// another: `error[NCxxxx]: …`) and gives the exit code 1.
+fn refused(e: &dyn crate::failure::Coded, err: &mut dyn Write) -> Result<u8, Failure> {
+    crate::failure::report(e, err)?;
     Ok(1)
 }
 
@@ -396,7 +406,7 @@ fn execute(
                     writeln!(out, "{summary}")?;
                     Ok(0)
                 }
-                Err(e) => refused(e, err),
+                Err(e) => refused(&e, err),
             }
         }
         Command::Config {
@@ -422,7 +432,7 @@ fn execute(
             let check = load(&args);
             let parts = match crate::plan::data_parts(&check) {
                 Ok(parts) => parts,
-                Err(e) => return refused(e, err),
+                Err(e) => return refused(&e, err),
             };
             let dir = args.project_dir.join(args.run.dir_name()).join("artifacts");
             write_file_lists(&parts, &dir, out, err)
@@ -457,7 +467,7 @@ fn execute(
             let o = overrides.over(&env);
             let plan = match TrainPlan::load(&overrides.project_dir, &o, device, registry) {
                 Ok(plan) => plan,
-                Err(e) => return refused(e, err),
+                Err(e) => return refused(&e, err),
             };
             let options = crate::coordinator::TrainOptions {
                 resume,
@@ -503,10 +513,7 @@ fn execute(
                     )?;
                     Ok(0)
                 }
-                Err(e) => {
-                    writeln!(err, "{e}")?;
-                    Ok(1)
-                }
+                Err(e) => refused(&e, err),
             }
         }
         Command::Export {
@@ -516,17 +523,14 @@ fn execute(
             let o = overrides.over(&env);
             let plan = match TrainPlan::load(&overrides.project_dir, &o, None, registry) {
                 Ok(plan) => plan,
-                Err(e) => return refused(e, err),
+                Err(e) => return refused(&e, err),
             };
             match crate::coordinator::export_checkpoint(&plan, checkpoint.as_deref()) {
                 Ok(dir) => {
                     writeln!(out, "saved model: {}", dir.display())?;
                     Ok(0)
                 }
-                Err(e) => {
-                    writeln!(err, "{e}")?;
-                    Ok(1)
-                }
+                Err(e) => refused(&e, err),
             }
         }
         Command::Infer(args) => infer::run_infer(args, &env, command_line, quiet, out, err),
@@ -554,10 +558,7 @@ fn execute(
                     writeln!(out, "wrote {n} shapes to {}", dir.display())?;
                     Ok(0)
                 }
-                Err(e) => {
-                    writeln!(err, "{e}")?;
-                    Ok(1)
-                }
+                Err(e) => refused(&e, err),
             }
         }
         Command::List => {

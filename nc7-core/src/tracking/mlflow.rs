@@ -104,7 +104,9 @@ pub fn target(project: &Path, configured: Option<&str>) -> Option<Target> {
 
 /// [`target`] given the URI and the value of `NC7_MLFLOW`.
 fn target_of(project: &Path, uri: Option<&str>, switch: Option<&str>) -> Option<Target> {
-    if switch.is_some_and(|v| matches!(v.to_lowercase().as_str(), "off" | "false" | "0" | "no")) {
+    if switch.is_some_and(|v| {
+        crate::environment::TRACKING_OFF.contains(&v.trim().to_lowercase().as_str())
+    }) {
         return None;
     }
     let local = project.join("mlruns");

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use shapes_classifier as _;
 use shapes_unet as _;
 
+mod bad_inputs;
 mod classifier;
 mod process;
 mod unet;

@@ -67,12 +67,12 @@ pub(super) fn run_feed(
     let result = if run == RunType::Kpi {
         match KpiPlan::load(project, &request, registry) {
             Ok(plan) => crate::coordinator::evaluate_kpi(&plan, &options),
-            Err(e) => return refused(e, err),
+            Err(e) => return refused(&e, err),
         }
     } else {
         match ExtractPlan::load(project, &request, registry) {
             Ok(plan) => crate::coordinator::extract_data(&plan, &options),
-            Err(e) => return refused(e, err),
+            Err(e) => return refused(&e, err),
         }
     };
     match result {
@@ -85,10 +85,7 @@ pub(super) fn run_feed(
             report(&r, verb, "", out)?;
             Ok(0)
         }
-        Err(e) => {
-            writeln!(err, "{e}")?;
-            Ok(1)
-        }
+        Err(e) => refused(&e, err),
     }
 }
 

@@ -85,7 +85,7 @@ pub(super) fn run_infer(
     };
     let plan = match InferPlan::load(&overrides.project_dir, &request, registry) {
         Ok(plan) => plan,
-        Err(e) => return refused(e, err),
+        Err(e) => return refused(&e, err),
     };
     let options = crate::coordinator::InferOptions {
         run_name,
@@ -105,9 +105,6 @@ pub(super) fn run_infer(
             super::feed::report(&r, "inferred", &with, out)?;
             Ok(0)
         }
-        Err(e) => {
-            writeln!(err, "{e}")?;
-            Ok(1)
-        }
+        Err(e) => refused(&e, err),
     }
 }

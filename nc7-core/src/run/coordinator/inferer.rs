@@ -20,11 +20,13 @@ use burn::tensor::backend::AutodiffBackend;
 use serde_json::Value;
 
 use super::handlers::{CallbackError, Callbacks};
+use crate::Code;
 use crate::backend::OnDevice;
 use crate::config::RunType;
 use crate::data::{BatchError, Collator};
 use crate::data::{collate, concat};
 use crate::export::describe;
+use crate::failure::{Coded as _, Fault, code_or};
 use crate::kpi::{KpiError, KpiEvaluator, KpiEvaluatorPlan, KpiTargets};
 use crate::model::{Model, Part};
 use crate::nest::Nest;
@@ -112,7 +114,7 @@ pub enum InferError {
     Kpi(#[from] KpiError),
     /// The model, the data or a callback failed while running; the message names it.
     #[error("{0}")]
-    Run(String),
+    Run(Fault),
 }
 
 /// Runs an inference plan: `infer <project_dir>`.
@@ -386,7 +388,7 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
     let reader = Reader {
         name: feeder.name.clone(),
         feeder: runtime::feeder::<B>(feeder.registration, &feeder.name, &feeder.config, device)
-            .map_err(|e| InferError::Run(e.to_string()))?,
+            .map_err(|e| InferError::Run(Fault::new(e.code(), e.to_string())))?,
         batch_size: settings.batch_size,
         skip_bad_samples: settings.skip_bad_samples,
         device: device.clone(),
@@ -397,7 +399,7 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
     let predictor = Predictor::build(model, device)?;
     let writer: Arc<EventWriter> = Arc::new(
         EventWriter::create(&run.dir.join("summaries"))
-            .map_err(|e| InferError::Run(e.to_string()))?,
+            .map_err(|e| InferError::Run(Fault::new(Code::IO, e.to_string())))?,
     );
     let mut sink = Sink {
         kpi: match kpi {
@@ -436,12 +438,12 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
     sink.finish(stages, &ctx, &writer)
 }
 
-type CallBack<'c, B> = dyn FnMut(Predicted<B>, &mut CallbackContext) -> Result<bool, String> + 'c;
+type CallBack<'c, B> = dyn FnMut(Predicted<B>, &mut CallbackContext) -> Result<bool, Fault> + 'c;
 
 /// How the reading and prediction stages ended.
 struct Stages {
     /// The first error of any stage.
-    result: Result<(), String>,
+    result: Result<(), Fault>,
     /// Bad samples skipped.
     skipped: Vec<String>,
     read_seconds: f64,
@@ -455,7 +457,7 @@ fn one_thread<B: Backend>(
     ctx: &mut CallbackContext,
     call_back: &mut CallBack<'_, B>,
 ) -> Stages {
-    let mut go = || -> Result<(), String> {
+    let mut go = || -> Result<(), Fault> {
         while let Some(read) = reader.next()? {
             if !call_back(predictor.predict(read)?, ctx)? {
                 break;
@@ -528,12 +530,19 @@ fn threaded<B: Backend>(
             }
         }
         drop(out_rx);
-        let (predicted, predict_seconds) = predicting
-            .join()
-            .unwrap_or_else(|_| (Err("the prediction thread panicked".into()), 0.0));
-        let (read, skipped, read_seconds) = reading
-            .join()
-            .unwrap_or_else(|_| (Err("the reading thread panicked".into()), Vec::new(), 0.0));
+        let (predicted, predict_seconds) = predicting.join().unwrap_or_else(|_| {
+            (
+                Err(Fault::new(Code::PANICKED, "the prediction thread panicked")),
+                0.0,
+            )
+        });
+        let (read, skipped, read_seconds) = reading.join().unwrap_or_else(|_| {
+            (
+                Err(Fault::new(Code::PANICKED, "the reading thread panicked")),
+                Vec::new(),
+                0.0,
+            )
+        });
         Stages {
             // The first stage that failed; later stages only stopped because of it.
             result: read.and(predicted).and(result),

@@ -108,41 +108,68 @@ pub struct TrainReport {
 pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, TrainError> {
     let _lock = crate::project::ProjectLock::acquire(plan.project(), "train")?;
     let dirs = TrainingDirs::prepare(plan.project(), options.resume)?;
-    let snapshot = write_snapshot(
-        &dirs.artifacts,
-        RunType::Train,
-        &plan.check.config.tree.to_value(),
-    )?;
-    if let Err(e) = plan.check.write_dna(&dirs.artifacts) {
-        log::warn!("the DNA drawings could not be written: {e}");
+    // What refuses a run is found before the run writes anything into the project: the
+    // checkpoint it continues and its evaluation history here, the datasets while the trainer
+    // is built; the run's record, config snapshot and DNA drawings come after.
+    if options.resume {
+        check_continue(&dirs, options)?;
     }
-    let record = ProjectMetadata::start_run(
-        plan.project(),
-        RunType::Train,
-        &dirs.root,
-        options.command.clone(),
-    )?;
-    let _ = ProjectMetadata::set_facts(
-        plan.project(),
-        record,
-        &crate::project::RunFacts {
-            config_file: Some(&snapshot),
-            device: Some(plan.device.to_string()),
-            seed: Some(plan.trainer.random_seed),
-        },
-    );
+    let record = std::cell::Cell::new(None);
+    let begin = || -> Result<(), TrainError> {
+        let snapshot = write_snapshot(
+            &dirs.artifacts,
+            RunType::Train,
+            &plan.check.config.tree.to_value(),
+        )?;
+        if let Err(e) = plan.check.write_dna(&dirs.artifacts) {
+            log::warn!("the DNA drawings could not be written: {e}");
+        }
+        let id = ProjectMetadata::start_run(
+            plan.project(),
+            RunType::Train,
+            &dirs.root,
+            options.command.clone(),
+        )?;
+        record.set(Some(id));
+        let _ = ProjectMetadata::set_facts(
+            plan.project(),
+            id,
+            &crate::project::RunFacts {
+                config_file: Some(&snapshot),
+                device: Some(plan.device.to_string()),
+                seed: Some(plan.trainer.random_seed),
+            },
+        );
+        Ok(())
+    };
     let result = plan.device.dispatch(Training {
         plan,
         options,
         dirs: &dirs,
+        begin: &begin,
     });
-    let status = ended(&result).record_status();
-    let metrics = match &result {
-        Ok(r) => r.evaluations.last().cloned().unwrap_or_default(),
-        Err(_) => BTreeMap::new(),
-    };
-    let _ = ProjectMetadata::end_run(plan.project(), record, status, &metrics);
+    if let Some(id) = record.get() {
+        let status = ended(&result).record_status();
+        let metrics = match &result {
+            Ok(r) => r.evaluations.last().cloned().unwrap_or_default(),
+            Err(_) => BTreeMap::new(),
+        };
+        let _ = ProjectMetadata::end_run(plan.project(), id, status, &metrics);
+    }
     result
+}
+
+/// `--continue`'s checkpoint verifies, and the evaluation history up to it reads.
+fn check_continue(dirs: &TrainingDirs, options: &TrainOptions) -> Result<(), TrainError> {
+    let cp = match &options.checkpoint {
+        Some(chosen) => find_checkpoint(dirs, Some(chosen))?,
+        None => match Checkpoints::new(&dirs.checkpoints, usize::MAX).newest()? {
+            Some(cp) => cp,
+            None => return Ok(()),
+        },
+    };
+    History::open(&dirs.root, true, cp.global_step)?;
+    Ok(())
 }
 
 /// A training run, to be dispatched on the plan's device.
@@ -150,6 +177,8 @@ struct Training<'a> {
     plan: &'a TrainPlan,
     options: &'a TrainOptions,
     dirs: &'a TrainingDirs,
+    /// Records the run's start, once the trainer is built.
+    begin: &'a dyn Fn() -> Result<(), TrainError>,
 }
 
 impl OnDevice for Training<'_> {
@@ -161,6 +190,7 @@ impl OnDevice for Training<'_> {
         inner: &burn::tensor::Device<B::InnerBackend>,
     ) -> Self::Output {
         let trainer = Trainer::<B>::new(self.plan, self.options, self.dirs, device, inner)?;
+        (self.begin)()?;
         let mlflow = trainer.mlflow.clone();
         let profiler = trainer.profiler.clone();
         let result = trainer.run();
@@ -363,7 +393,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
     ) -> Result<Self, TrainError> {
         let config = &plan.trainer;
         B::seed(device, config.random_seed);
-        let model = TrainModel::build(
+        let mut model = TrainModel::build(
             plan.model.handler.clone(),
             plan.model.eval_handler.clone(),
             plan.model.parts.clone(),
@@ -372,15 +402,28 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             device,
         )
         .map_err(failed("building the model"))?;
+        // `load_config` starts a fresh run: its weights are read before anything is written,
+        // so a wrong path refuses the run (a continued run loads them only when it has no
+        // checkpoint, below).
+        let load = |model: &mut TrainModel<B>| -> Result<(), TrainError> {
+            for line in load_weights(model, plan.project(), &config.load_config, device)? {
+                log::info!("loaded {line}");
+            }
+            Ok(())
+        };
+        if !options.resume && !config.load_config.is_empty() {
+            load(&mut model)?;
+        }
         let control = RunControl::default();
-        let stage = |part: &Part,
-                     slot: &'static str,
+        // Both datasets before anything is written: an empty one refuses the run.
+        let train_data = dataset::<B::InnerBackend>(&plan.train_data, "train", inner)?;
+        let eval_data = dataset::<B::InnerBackend>(&plan.eval_data, "eval", inner)?;
+        let stage = |data: Box<dyn DynDataset<B::InnerBackend>>,
                      mode: Mode,
                      callbacks,
                      summaries: &Path,
                      log_dir: &Path|
          -> Result<Stage<B::InnerBackend>, TrainError> {
-            let data = dataset::<B::InnerBackend>(part, slot, inner)?;
             let (batch_size, iterations, shuffle) = match mode {
                 Mode::Train => (
                     config.batch_size.train(),
@@ -421,16 +464,14 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             })
         };
         let train = stage(
-            &plan.train_data,
-            "train",
+            train_data,
             Mode::Train,
             &plan.callbacks_train,
             &dirs.summaries_train,
             &dirs.callbacks_train,
         )?;
         let eval = stage(
-            &plan.eval_data,
-            "eval",
+            eval_data,
             Mode::Eval,
             &plan.callbacks_eval,
             &dirs.summaries_eval,
@@ -470,15 +511,8 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             batch_samples: Vec::new(),
         };
         let resumed = options.resume && trainer.resume()?;
-        if !resumed && !config.load_config.is_empty() {
-            for line in load_weights(
-                &mut trainer.model,
-                plan.project(),
-                &config.load_config,
-                device,
-            )? {
-                log::info!("loaded {line}");
-            }
+        if options.resume && !resumed && !config.load_config.is_empty() {
+            load(&mut trainer.model)?;
         }
         if resumed {
             trainer.history = History::open(&dirs.root, true, trainer.state.global_step)?;
@@ -528,14 +562,22 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         let started = Instant::now();
         // A panic in what the run calls (a nucleotide, burn, a callback) fails the run like an
         // error: named with its step and batch, the run marked failed, its end reported.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.epochs()))
-            .unwrap_or_else(|payload| {
-                Err(TrainError::Panicked {
-                    step: self.state.global_step + 1,
+        let result = crate::failure::catch(|| self.epochs()).unwrap_or_else(|payload| {
+            let step = self.state.global_step + 1;
+            let samples = std::mem::take(&mut self.batch_samples);
+            match payload.downcast::<crate::data::DataError>() {
+                // Raised by a loss or metric that found the data wrong.
+                Ok(e) => Err(TrainError::Data(crate::data::DataError::from(format!(
+                    "step {step}: {e}{}",
+                    error::batch_of(&samples)
+                )))),
+                Err(payload) => Err(TrainError::Panicked {
+                    step,
                     message: error::panic_message(payload.as_ref()),
-                    samples: std::mem::take(&mut self.batch_samples),
-                })
-            });
+                    samples,
+                }),
+            }
+        });
         let outcome = RunOutcome {
             status: RunEnd::of(result.is_err(), self.report.stopped.as_deref()),
             reason: match &result {

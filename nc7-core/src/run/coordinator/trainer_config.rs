@@ -145,6 +145,7 @@ impl TrainerConfig {
         let problems: Vec<String> = [
             (config.batch_size.train() == 0 || config.batch_size.eval() == 0)
                 .then_some("trainer_config.batch_size must be at least 1"),
+            (config.num_epochs == 0).then_some("trainer_config.num_epochs must be at least 1"),
             (config.summary_steps == 0).then_some("trainer_config.summary_steps must be at least 1"),
             (config.iterations_per_epoch.is_some() && config.samples_per_epoch.is_some())
                 .then_some("trainer_config gives both `iterations_per_epoch` and `samples_per_epoch`; keep one"),

@@ -159,7 +159,7 @@ pub(super) fn check_monitors(
         }
         diags.push(
             Diagnostic::error(
-                Code::UNKNOWN_FIELD,
+                Code::FIELD_TYPE,
                 "",
                 format!(
                     "trainer_config.{field}.monitor `{monitor}` is no evaluation value{}",

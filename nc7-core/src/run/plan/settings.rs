@@ -46,14 +46,42 @@ pub(super) fn settings<T>(
             // A missing section is reported as a missing config already.
             if !value.is_null() || key != "trainer_config" {
                 for m in &e.problems {
+                    // serde's word for a field the section does not declare.
+                    let code = if m.contains("unknown field `") {
+                        Code::UNKNOWN_FIELD
+                    } else {
+                        Code::FIELD_TYPE
+                    };
+                    // A value an override gave names the override, not the file.
+                    let message = match overridden_by(check, key, m) {
+                        Some(by) => format!("{m} (given by {by})"),
+                        None => m.clone(),
+                    };
                     diags.push(
-                        Diagnostic::error(Code::FIELD_TYPE, "", m.clone(), settings_help(key, m))
-                            .with_file(file),
+                        Diagnostic::error(code, "", message, settings_help(key, m)).with_file(file),
                     );
                 }
             }
             None
         }
+    }
+}
+
+/// The override (`--set …`, an `NC7_…` variable) that gave the value a settings problem
+/// `message` (`trainer_config.num_epochs: …`) is about, when one did.
+fn overridden_by(check: &ProjectCheck, key: &str, message: &str) -> Option<String> {
+    let path = message
+        .split(':')
+        .next()?
+        .strip_prefix(key)?
+        .strip_prefix('.')?;
+    let mut node = check.config.tree.get(key)?;
+    for part in path.split('.') {
+        node = node.get(part)?;
+    }
+    match check.config.sources.get(node.source) {
+        s @ (crate::config::Source::Env(_) | crate::config::Source::Set(_)) => Some(s.to_string()),
+        _ => None,
     }
 }
 
@@ -79,10 +107,10 @@ pub(super) fn resolve_device(
     section: &str,
     diags: &mut Diagnostics,
 ) -> Option<DeviceChoice> {
-    let mut refuse = |message: String, file: Option<&str>| {
+    let mut refuse = |code: Code, message: String, file: Option<&str>| {
         diags.push(
             Diagnostic::error(
-                Code::FIELD_TYPE,
+                code,
                 "",
                 message,
                 "choose a device this build has (`cpu`; `cuda` with the `cuda` feature)".into(),
@@ -93,7 +121,7 @@ pub(super) fn resolve_device(
     };
     let settings = match ProjectSettings::load(&check.project) {
         Ok(s) => s,
-        Err(e) => return refuse(e.to_string(), Some(SETTINGS_FILE)),
+        Err(e) => return refuse(Code::FIELD_TYPE, e.to_string(), Some(SETTINGS_FILE)),
     };
     let (named, field, file) = match (config, &settings.device) {
         (Some(d), _) => (d, format!("{section}.device"), section_file(check, section)),
@@ -106,6 +134,6 @@ pub(super) fn resolve_device(
     };
     match DeviceChoice::resolve(given, named, &field) {
         Ok(d) => Some(d),
-        Err(e) => refuse(e.to_string(), file),
+        Err(e) => refuse(Code::DEVICE, e.to_string(), file),
     }
 }

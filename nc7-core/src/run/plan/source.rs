@@ -11,17 +11,14 @@ pub(super) fn model_source(
     for_check: bool,
 ) -> Result<ModelSource, Box<Diagnostic>> {
     let dirs = TrainingDirs::of(project);
-    let fail = |message: String, help: &str| {
-        Box::new(Diagnostic::error(
-            Code::MISSING_CONFIG,
-            "",
-            message,
-            help.to_owned(),
-        ))
+    use crate::failure::Coded as _;
+    let fail = |code: Code, message: String, help: &str| {
+        Box::new(Diagnostic::error(code, "", message, help.to_owned()))
     };
     if let Some(checkpoint) = &request.checkpoint {
         let cp = find_checkpoint(&dirs, Some(checkpoint)).map_err(|e| {
             fail(
+                e.code(),
                 e.to_string(),
                 "name a checkpoint in `checkpoints/`, `best`, or a path",
             )
@@ -49,6 +46,7 @@ pub(super) fn model_source(
                     .filter_map(|(_, p)| Some(p.file_name()?.to_string_lossy().into_owned()))
                     .collect();
                 return Err(fail(
+                    Code::NO_WEIGHTS,
                     format!(
                         "saved model `{tag}`: {} holds no saved model ({} has {})",
                         dir.display(),
@@ -69,6 +67,7 @@ pub(super) fn model_source(
             None if for_check => return Ok(ModelSource::TrainingConfigs),
             None => {
                 return Err(fail(
+                    Code::NO_WEIGHTS,
                     format!("no saved model in {}", dirs.saved_models.display()),
                     &format!(
                         "train the project first, or export a checkpoint with `export {}`",
@@ -80,7 +79,7 @@ pub(super) fn model_source(
     };
     SavedModel::open(&dir)
         .map(ModelSource::Saved)
-        .map_err(|e| fail(e.to_string(), "export the model again"))
+        .map_err(|e| fail(e.code(), e.to_string(), "export the model again"))
 }
 
 /// Sets the shard of the data feeder's file list.

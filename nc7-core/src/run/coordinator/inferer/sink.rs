@@ -81,7 +81,7 @@ impl<B: Backend> Sink<B> {
         &mut self,
         p: Predicted<B>,
         ctx: &mut CallbackContext,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, Fault> {
         let counts = &mut self.counts;
         let p_samples = p.samples as u64;
         counts.iterations += 1;
@@ -96,11 +96,11 @@ impl<B: Backend> Sink<B> {
         let clock = Instant::now();
         if let Some(kpi) = &mut self.kpi {
             kpi.iteration(&p.data, &p.outputs, p.samples, p.is_last)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Fault::new(e.code(), e.to_string()))?;
         }
         self.callbacks
             .iteration(p.data, p.outputs, ctx)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Fault::new(e.code(), e.to_string()))?;
         counts.stage_seconds[2] += clock.elapsed().as_secs_f64();
         self.progress.add(p_samples, counts.samples);
         if self
@@ -168,7 +168,8 @@ impl<B: Backend> Sink<B> {
         if let Some(kpi) = kpi {
             let values = kpi.finish()?;
             for (tag, image) in values.images() {
-                write_image(writer, &tag, image, counts.iterations).map_err(InferError::Run)?;
+                write_image(writer, &tag, image, counts.iterations)
+                    .map_err(|e| InferError::Run(Fault::new(Code::IO, e)))?;
             }
             counts.kpi = values.scalars();
             for (tag, value) in &counts.kpi {
@@ -186,7 +187,9 @@ impl<B: Backend> Sink<B> {
                     .join(", ")
             );
         }
-        writer.flush().map_err(|e| InferError::Run(e.to_string()))?;
+        writer
+            .flush()
+            .map_err(|e| InferError::Run(Fault::new(Code::IO, e.to_string())))?;
         counts.seconds = started.elapsed().as_secs_f64();
         if let Some(reason) = &counts.stopped {
             log::info!("stopped: {reason}");

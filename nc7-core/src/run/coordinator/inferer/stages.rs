@@ -22,14 +22,14 @@ pub(super) struct Reader<B: Backend> {
     pub(super) skip_bad_samples: bool,
     pub(super) device: B::Device,
     pub(super) skipped: Vec<String>,
-    pub(super) ahead: Option<Result<Option<Read<B>>, String>>,
+    pub(super) ahead: Option<Result<Option<Read<B>>, Fault>>,
     /// Seconds spent reading.
     pub(super) busy: f64,
 }
 
 impl<B: Backend> Reader<B> {
     /// The next feed list (or sample), skipping bad ones when asked.
-    pub(super) fn feeds(&mut self) -> Result<Option<Vec<Nest<B>>>, String> {
+    pub(super) fn feeds(&mut self) -> Result<Option<Vec<Nest<B>>>, Fault> {
         let mut failures = 0;
         loop {
             match self.feeder.next_feeds() {
@@ -40,15 +40,21 @@ impl<B: Backend> Reader<B> {
                     self.skipped.push(e.to_string());
                 }
                 Err(e) if self.skip_bad_samples => {
-                    return Err(format!(
-                        "data feeder `{}` failed {MAX_FAILURES_IN_A_ROW} times in a row; the last: {e}",
-                        self.name
+                    return Err(Fault::new(
+                        code_or(&*e, Code::DATA),
+                        format!(
+                            "data feeder `{}` failed {MAX_FAILURES_IN_A_ROW} times in a row; the last: {e}",
+                            self.name
+                        ),
                     ));
                 }
                 Err(e) => {
-                    return Err(format!(
-                        "data feeder `{}`: {e} (--skip-bad-samples logs bad samples and goes on)",
-                        self.name
+                    return Err(Fault::new(
+                        code_or(&*e, Code::DATA),
+                        format!(
+                            "data feeder `{}`: {e} (--skip-bad-samples logs bad samples and goes on)",
+                            self.name
+                        ),
                     ));
                 }
             }
@@ -56,16 +62,21 @@ impl<B: Backend> Reader<B> {
     }
 
     /// One iteration's batches (not yet known to be the last); `None` at the end of the data.
-    pub(super) fn read_iteration(&mut self) -> Result<Option<Read<B>>, String> {
-        let batching = |e: BatchError| format!("batching the data feeder's samples: {e}");
+    pub(super) fn read_iteration(&mut self) -> Result<Option<Read<B>>, Fault> {
+        let batching = |e: BatchError| {
+            Fault::new(
+                Code::DATA,
+                format!("batching the data feeder's samples: {e}"),
+            )
+        };
         if self.feeder.feed_lists() {
             let Some(feeds) = self.feeds()? else {
                 return Ok(None);
             };
             if feeds.is_empty() {
-                return Err(format!(
-                    "data feeder `{}` gave an empty feed list",
-                    self.name
+                return Err(Fault::new(
+                    Code::DATA,
+                    format!("data feeder `{}` gave an empty feed list", self.name),
                 ));
             }
             let n = feeds.len();
@@ -97,14 +108,14 @@ impl<B: Backend> Reader<B> {
     }
 
     /// The next iteration. An error while reading ahead is given after the iteration before it.
-    pub(super) fn next(&mut self) -> Result<Option<Read<B>>, String> {
+    pub(super) fn next(&mut self) -> Result<Option<Read<B>>, Fault> {
         let started = Instant::now();
         let next = self.next_unclocked();
         self.busy += started.elapsed().as_secs_f64();
         next
     }
 
-    pub(super) fn next_unclocked(&mut self) -> Result<Option<Read<B>>, String> {
+    pub(super) fn next_unclocked(&mut self) -> Result<Option<Read<B>>, Fault> {
         let current = match self.ahead.take() {
             Some(read) => read?,
             None => self.read_iteration()?,
@@ -132,16 +143,17 @@ pub(super) struct Predictor<'a, B: Backend> {
 }
 
 impl<B: Backend> Predictor<'_, B> {
-    pub(super) fn predict(&mut self, read: Read<B>) -> Result<Predicted<B>, String> {
+    pub(super) fn predict(&mut self, read: Read<B>) -> Result<Predicted<B>, Fault> {
         let started = Instant::now();
         let predicted = self.predict_unclocked(read);
         self.busy += started.elapsed().as_secs_f64();
         predicted
     }
 
-    pub(super) fn predict_unclocked(&mut self, read: Read<B>) -> Result<Predicted<B>, String> {
+    pub(super) fn predict_unclocked(&mut self, read: Read<B>) -> Result<Predicted<B>, Fault> {
         if let (Some(inputs), Some(first)) = (self.inputs.take(), read.batches.first()) {
-            check_signature(inputs, first, self.model_dir)?;
+            check_signature(inputs, first, self.model_dir)
+                .map_err(|e| Fault::new(Code::DATA, e))?;
         }
         let mut data = Vec::with_capacity(read.batches.len());
         let mut outputs: BTreeMap<String, Vec<Option<Nest<B>>>> = BTreeMap::new();
@@ -152,7 +164,7 @@ impl<B: Backend> Predictor<'_, B> {
             };
             let out = model
                 .run(batch.clone(), Mode::Infer)
-                .map_err(|e| format!("the model: {e}"))?
+                .map_err(|e| Fault::new(code_or(&e, Code::RUN_FAILED), format!("the model: {e}")))?
                 .into_map();
             data.push(batch);
             for p in self.parts {
@@ -162,7 +174,12 @@ impl<B: Backend> Predictor<'_, B> {
             }
         }
         let joined = |batches: Vec<Nest<B>>, what: &str| {
-            concat(batches).map_err(|e| format!("joining the feed list's batches ({what}): {e}"))
+            concat(batches).map_err(|e| {
+                Fault::new(
+                    Code::DATA,
+                    format!("joining the feed list's batches ({what}): {e}"),
+                )
+            })
         };
         let data = joined(data, "data")?;
         let mut collapsed = BTreeMap::new();
@@ -198,12 +215,17 @@ impl<'a, B: Backend> Predictor<'a, B> {
                 busy: 0.0,
             });
         };
-        let mut built = Model::<B>::build(m.plan.handler.clone(), &m.plan.parts, device)
-            .map_err(|e| InferError::Run(e.to_string()))?;
+        let mut built =
+            Model::<B>::build(m.plan.handler.clone(), &m.plan.parts, device).map_err(|e| {
+                InferError::Run(Fault::new(code_or(&*e, Code::RUN_FAILED), e.to_string()))
+            })?;
         let mut tensors = crate::model::read_safetensors::<B>(m.weights, device)?;
-        built
-            .load_tensors(&mut tensors, &[])
-            .map_err(|e| InferError::Run(format!("weights {}: {e}", m.weights.display())))?;
+        built.load_tensors(&mut tensors, &[]).map_err(|e| {
+            InferError::Run(Fault::new(
+                code_or(&e, Code::WEIGHTS_MISMATCH),
+                format!("weights {}: {e}", m.weights.display()),
+            ))
+        })?;
         Ok(Predictor {
             model: Some(built),
             parts: &m.plan.parts,

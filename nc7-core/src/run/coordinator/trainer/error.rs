@@ -88,7 +88,7 @@ pub enum TrainError {
     /// Code the run called panicked (a nucleotide, burn, a callback).
     #[error(
         "training failed at step {step}: {message}{}; the run is marked failed, and the last good checkpoint is kept",
-        if samples.is_empty() { String::new() } else { format!(" (the batch held {})", samples.join(", ")) }
+        batch_of(samples)
     )]
     Panicked {
         /// The step it was in (from 1).
@@ -98,6 +98,15 @@ pub enum TrainError {
         /// The names (`file_name`) of the batch's samples, when the data gives them.
         samples: Vec<String>,
     },
+}
+
+/// ` (the batch held a, b)`, or nothing when the data names no samples.
+pub(crate) fn batch_of(samples: &[String]) -> String {
+    if samples.is_empty() {
+        String::new()
+    } else {
+        format!(" (the batch held {})", samples.join(", "))
+    }
 }
 
 /// The message of a caught panic.
