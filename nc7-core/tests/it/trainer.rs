@@ -817,7 +817,7 @@ fn early_stopping_keeping_the_best_and_stops_asked_by_callbacks() {
     );
     let err = run(unknown.path(), false, None).unwrap_err().to_string();
     assert!(
-        err.contains("error[NC0014]: trainer_config.keep_best.monitor `accuracy` is no evaluation value (training/configs/trainer.json)")
+        err.contains("error[NC0015]: trainer_config.keep_best.monitor `accuracy` is no evaluation value (training/configs/trainer.json)")
             && err.contains("help: evaluations give `loss`, `mse/loss`, `mae/mae`")
             && err.contains("trainer_config.early_stopping.monitor `mse/los` is no evaluation value; did you mean `mse/loss`?"),
         "{err}"
