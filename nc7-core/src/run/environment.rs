@@ -60,36 +60,34 @@ pub fn check(get: &dyn Fn(&str) -> Option<String>) -> Result<(), Fault> {
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
         "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
     ] {
-        if let Some(v) = get(name) {
-            if !v
+        if let Some(v) = get(name)
+            && !v
                 .trim()
                 .parse::<f64>()
                 .is_ok_and(|x| x.is_finite() && x >= 0.0)
-            {
-                return bad(name, &v, "nc7 takes a number of seconds, 0 or more");
-            }
+        {
+            return bad(name, &v, "nc7 takes a number of seconds, 0 or more");
         }
     }
-    if let Some(v) = get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") {
-        if v.trim().parse::<u32>().is_err() {
-            return bad(
-                "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
-                &v,
-                "nc7 takes a whole number, 0 or more",
-            );
-        }
+    if let Some(v) = get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        && v.trim().parse::<u32>().is_err()
+    {
+        return bad(
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+            &v,
+            "nc7 takes a whole number, 0 or more",
+        );
     }
     let tracking_off =
         get("NC7_MLFLOW").is_some_and(|v| TRACKING_OFF.contains(&v.trim().to_lowercase().as_str()));
-    if let (false, Some(uri)) = (tracking_off, get("MLFLOW_TRACKING_URI")) {
-        if !uri.trim().is_empty() {
-            if let Err(e) = crate::tracking::mlflow::parse_uri(&uri) {
-                return Err(Fault::new(
-                    Code::ENVIRONMENT,
-                    format!("environment variable MLFLOW_TRACKING_URI: {e}"),
-                ));
-            }
-        }
+    if let (false, Some(uri)) = (tracking_off, get("MLFLOW_TRACKING_URI"))
+        && !uri.trim().is_empty()
+        && let Err(e) = crate::tracking::mlflow::parse_uri(&uri)
+    {
+        return Err(Fault::new(
+            Code::ENVIRONMENT,
+            format!("environment variable MLFLOW_TRACKING_URI: {e}"),
+        ));
     }
     Ok(())
 }

@@ -323,7 +323,7 @@ pub fn find_checkpoint(
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with(PREFIX));
             // A `ckpt-N` folder without a manifest is one whose writing was cut short.
-            if !dir.join(MANIFEST).exists() && !(named_one && dir.is_dir()) {
+            if !(dir.join(MANIFEST).exists() || named_one && dir.is_dir()) {
                 return Err(CheckpointError::NotACheckpoint {
                     path: dir,
                     dir: dirs.checkpoints.clone(),
