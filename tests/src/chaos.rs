@@ -1,8 +1,9 @@
-//! Kill and resume: trainings of the classifier example killed with SIGKILL at seeded random
-//! moments (inside checkpoint writes, exports, evaluations and summaries as often as the
-//! moments fall there), each continued with `train --continue` until it ends, and compared
-//! byte for byte with one uninterrupted training: every checkpoint file, the saved model's
-//! weights, signature, graph and evaluation, and the evaluation history.
+//! Kill and resume: trainings of the classifier example stopped at seeded random moments
+//! (inside checkpoint writes, exports, evaluations and summaries as often as the moments fall
+//! there) by a seeded choice of SIGKILL, SIGTERM, SIGINT or two SIGINTs (the second ends the
+//! process at once), each continued with `train --continue` until it ends, and compared byte
+//! for byte with one uninterrupted training: every checkpoint file, the saved model's weights,
+//! signature, graph and evaluation, and the evaluation history.
 //!
 //! `cargo xtask chaos [--runs N] [--seed S]` runs it at length; the workspace's tests run a
 //! short version.
@@ -59,11 +60,17 @@ pub fn run(bin: &Path, runs: usize, seed: u64, log: &mut dyn Write) -> Result<Ou
         copy_configs(&example(), &dir)?;
         // A moment within the training's length (the start included).
         let at = Duration::from_secs_f64(whole.as_secs_f64() * next(&mut random));
+        let how = STOPS[(next(&mut random) * STOPS.len() as f64) as usize];
         let mut child = command(bin, &dir, false)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         std::thread::sleep(at);
-        let _ = child.kill(); // SIGKILL
+        for signal in how.signals() {
+            // SAFETY: `kill` sends a signal to the child, which has not been waited for, so its
+            // pid is still its own.
+            unsafe { libc::kill(child.id() as libc::pid_t, *signal) };
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let _ = child.wait();
         // As a user would: continue, or start over when the kill came before anything
         // was written.
@@ -83,13 +90,13 @@ pub fn run(bin: &Path, runs: usize, seed: u64, log: &mut dyn Write) -> Result<Ou
             identical += 1;
             writeln!(
                 log,
-                "chaos: run {i}: killed at {:.2} s: identical",
+                "chaos: run {i}: {how} at {:.2} s: identical",
                 at.as_secs_f64()
             )
         } else {
             writeln!(
                 log,
-                "chaos: run {i}: killed at {:.2} s: differs in {}",
+                "chaos: run {i}: {how} at {:.2} s: differs in {}",
                 at.as_secs_f64(),
                 differ
                     .iter()
@@ -104,6 +111,39 @@ pub fn run(bin: &Path, runs: usize, seed: u64, log: &mut dyn Write) -> Result<Ou
     let _ = std::fs::remove_dir_all(&tmp);
     writeln!(log, "chaos: {identical} of {runs} identical").map_err(|e| e.to_string())?;
     Ok(Outcome { runs, identical })
+}
+
+/// How a run is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Kill,
+    Term,
+    Int,
+    TwoInts,
+}
+
+const STOPS: [Stop; 4] = [Stop::Kill, Stop::Term, Stop::Int, Stop::TwoInts];
+
+impl Stop {
+    fn signals(self) -> &'static [libc::c_int] {
+        match self {
+            Stop::Kill => &[libc::SIGKILL],
+            Stop::Term => &[libc::SIGTERM],
+            Stop::Int => &[libc::SIGINT],
+            Stop::TwoInts => &[libc::SIGINT, libc::SIGINT],
+        }
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stop::Kill => "SIGKILL",
+            Stop::Term => "SIGTERM",
+            Stop::Int => "SIGINT",
+            Stop::TwoInts => "two SIGINTs",
+        })
+    }
 }
 
 /// xorshift: the next number in [0, 1).

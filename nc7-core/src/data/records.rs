@@ -34,8 +34,9 @@ impl RecordsWriter {
         dir: &Path,
         samples_per_file: usize,
     ) -> Result<RecordsWriter, crate::data::DataError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            crate::data::DataError::caused(format!("cannot create {}: {e}", dir.display()), e)
+        })?;
         Ok(RecordsWriter {
             dir: dir.to_owned(),
             samples_per_file: samples_per_file.max(1),
@@ -90,8 +91,9 @@ impl RecordsWriter {
                 .map(move |(key, data)| (format!("{i:06}/{key}"), data))
         });
         let bytes = crate::data::tensor_file::encode_safetensors(named, Some(metadata))?;
-        crate::project::replace_file(&path, &bytes)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        crate::project::replace_file(&path, &bytes).map_err(|e| {
+            crate::data::DataError::caused(format!("cannot write {}: {e}", path.display()), e)
+        })?;
         self.written.push(path);
         Ok(())
     }

@@ -263,8 +263,12 @@ impl<B: Backend> DataFeeder<B> for ShapesFeeder {
 pub fn write_shapes(dir: &Path, config: &ShapesConfig) -> Result<usize, crate::data::DataError> {
     check(config).map_err(|e| e.to_string())?;
     for sub in ["images", "masks", "labels"] {
-        std::fs::create_dir_all(dir.join(sub))
-            .map_err(|e| format!("cannot create {}: {e}", dir.join(sub).display()))?;
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
+            crate::data::DataError::caused(
+                format!("cannot create {}: {e}", dir.join(sub).display()),
+                e,
+            )
+        })?;
     }
     let s = config.size;
     for i in 0..config.samples {
@@ -285,8 +289,9 @@ pub fn write_shapes(dir: &Path, config: &ShapesConfig) -> Result<usize, crate::d
             "bbox": drawn.bbox,
         });
         let path = dir.join(format!("labels/{n}.json"));
-        std::fs::write(&path, label.to_string())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, label.to_string()).map_err(|e| {
+            crate::data::DataError::caused(format!("cannot write {}: {e}", path.display()), e)
+        })?;
     }
     Ok(config.samples)
 }

@@ -138,50 +138,58 @@ impl SavedModel {
             fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
         }
         fs::create_dir(&tmp).map_err(io("create", &tmp))?;
+        // A write that fails takes its half-written folder with it.
+        let written = (|| -> Result<(), ExportError> {
+            let mut metadata = std::collections::HashMap::new();
+            metadata.insert("global_step".to_owned(), global_step.to_string());
+            metadata.insert(
+                "nc7_version".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            );
+            let weights = to_safetensors(model.tensors(), Some(metadata))?;
+            fs::write(tmp.join(WEIGHTS), weights).map_err(io("write", &tmp.join(WEIGHTS)))?;
 
-        let mut metadata = std::collections::HashMap::new();
-        metadata.insert("global_step".to_owned(), global_step.to_string());
-        metadata.insert(
-            "nc7_version".to_owned(),
-            env!("CARGO_PKG_VERSION").to_owned(),
-        );
-        let weights = to_safetensors(model.tensors(), Some(metadata))?;
-        fs::write(tmp.join(WEIGHTS), weights).map_err(io("write", &tmp.join(WEIGHTS)))?;
-
-        let graph: serde_json::Map<String, Value> = MODEL_SECTIONS
-            .iter()
-            .filter_map(|s| config.get(s.key).map(|v| (s.key.to_owned(), v.clone())))
-            .collect();
-        write_json(&tmp.join(GRAPH), &Value::Object(graph))?;
-        write_json(
-            &tmp.join(SIGNATURE),
-            &signature(model, parts, data, batch_size).map_err(ExportError::Signature)?,
-        )?;
-        let (commit, dirty) = crate::project::git_state(project);
-        write_json(
-            &tmp.join(INFO),
-            &json!({
-                "global_step": global_step,
-                "epoch": epoch,
-                "nc7_version": env!("CARGO_PKG_VERSION"),
-                "git_commit": commit,
-                "git_dirty": dirty,
-                "created": crate::project::rfc3339(std::time::SystemTime::now()),
-            }),
-        )?;
-        if let Some(result) = eval_result {
-            write_json(&tmp.join(EVAL_RESULT), &json!(result))?;
+            let graph: serde_json::Map<String, Value> = MODEL_SECTIONS
+                .iter()
+                .filter_map(|s| config.get(s.key).map(|v| (s.key.to_owned(), v.clone())))
+                .collect();
+            write_json(&tmp.join(GRAPH), &Value::Object(graph))?;
+            write_json(
+                &tmp.join(SIGNATURE),
+                &signature(model, parts, data, batch_size).map_err(ExportError::Signature)?,
+            )?;
+            let (commit, dirty) = crate::project::git_state(project);
+            write_json(
+                &tmp.join(INFO),
+                &json!({
+                    "global_step": global_step,
+                    "epoch": epoch,
+                    "nc7_version": env!("CARGO_PKG_VERSION"),
+                    "git_commit": commit,
+                    "git_dirty": dirty,
+                    "created": crate::project::rfc3339(std::time::SystemTime::now()),
+                }),
+            )?;
+            if let Some(result) = eval_result {
+                write_json(&tmp.join(EVAL_RESULT), &json!(result))?;
+            }
+            // Sealed: every file's size and sha256, verified whenever the model is opened.
+            let mut files = BTreeMap::new();
+            for entry in fs::read_dir(&tmp).map_err(io("read", &tmp))?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let hashed =
+                    integrity::hash_file(&entry.path()).map_err(io("read", &entry.path()))?;
+                files.insert(name, hashed);
+            }
+            let manifest =
+                serde_json::to_vec_pretty(&json!({"files": files})).expect("manifests serialize");
+            integrity::seal(&tmp, &manifest).map_err(io("write the manifest of", &tmp))?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
         }
-        // Sealed: every file's size and sha256, verified whenever the model is opened.
-        let mut files = BTreeMap::new();
-        for entry in fs::read_dir(&tmp).map_err(io("read", &tmp))?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let hashed = integrity::hash_file(&entry.path()).map_err(io("read", &entry.path()))?;
-            files.insert(name, hashed);
-        }
-        let manifest =
-            serde_json::to_vec_pretty(&json!({"files": files})).expect("manifests serialize");
-        integrity::seal(&tmp, &manifest).map_err(io("write the manifest of", &tmp))?;
         let target = saved_models.join(&name);
         if target.exists() {
             fs::remove_dir_all(&target).map_err(io("replace", &target))?;

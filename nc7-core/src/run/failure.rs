@@ -283,7 +283,27 @@ impl Coded for crate::config::SettingsError {
 }
 
 impl Coded for crate::data::DataError {
+    /// A data problem, but one the storage causes (full, read-only, no permission) is the
+    /// storage's.
     fn code(&self) -> Code {
+        use std::io::ErrorKind as K;
+        let mut at = self.source();
+        while let Some(e) = at {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && matches!(
+                    io.kind(),
+                    K::StorageFull
+                        | K::QuotaExceeded
+                        | K::FileTooLarge
+                        | K::ReadOnlyFilesystem
+                        | K::PermissionDenied
+                        | K::WriteZero
+                )
+            {
+                return Code::IO;
+            }
+            at = e.source();
+        }
         Code::DATA
     }
 }

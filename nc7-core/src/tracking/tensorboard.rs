@@ -17,7 +17,7 @@ pub struct EventWriter {
     path: PathBuf,
     file: Mutex<BufWriter<File>>,
     /// The first error met while writing; later writes are skipped and it is reported once.
-    error: Mutex<Option<String>>,
+    error: Mutex<Option<(std::io::ErrorKind, String)>>,
 }
 
 impl EventWriter {
@@ -157,13 +157,20 @@ impl EventWriter {
     }
 
     /// Writes what is buffered to disk; the first write error met so far, if any.
-    pub fn flush(&self) -> Result<(), crate::data::DataError> {
+    pub fn flush(&self) -> std::io::Result<()> {
         if let Err(e) = self.lock_file().flush() {
-            self.remember(e.to_string());
+            self.remember(&e);
         }
-        match self.error.lock() {
-            Ok(e) => e.clone().map_or(Ok(()), |e| Err(e.into())),
-            Err(_) => Err("a writer thread panicked".into()),
+        let first = self.error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match first {
+            None => Ok(()),
+            Some((kind, message)) => Err(std::io::Error::new(
+                kind,
+                format!(
+                    "cannot write TensorBoard events to `{}`: {message}",
+                    self.path.display()
+                ),
+            )),
         }
     }
 
@@ -173,7 +180,7 @@ impl EventWriter {
         let mut event = event_header(step);
         field_bytes(&mut event, 5, &summary);
         if let Err(e) = self.write_record(&event) {
-            self.remember(e.to_string());
+            self.remember(&e);
         }
     }
 
@@ -191,14 +198,14 @@ impl EventWriter {
         self.file.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn remember(&self, message: String) {
+    fn remember(&self, error: &std::io::Error) {
         let mut e = self.error.lock().unwrap_or_else(|p| p.into_inner());
         if e.is_none() {
             log::error!(
-                "cannot write TensorBoard events to `{}`: {message}",
+                "cannot write TensorBoard events to `{}`: {error}",
                 self.path.display()
             );
-            *e = Some(message);
+            *e = Some((error.kind(), error.to_string()));
         }
     }
 }

@@ -219,3 +219,143 @@ fn a_full_disk_fails_a_training_clearly_and_loses_nothing() {
         nc7_tests::chaos::files(&reference).unwrap()
     );
 }
+
+/// The full-disk shim (`tests/faults/full_disk.c`), built with the system's C compiler.
+fn full_disk_shim(dir: &Path) -> std::path::PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("faults/full_disk.c");
+    let lib = dir.join("libfull_disk.so");
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+        .expect("a C compiler (`cc`) builds the full-disk shim");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lib
+}
+
+/// `nc7-examples` with `args`, where writes to files whose path holds `full` find no room
+/// after `room` bytes.
+fn with_full_disk(shim: &Path, full: Option<(&str, u64)>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nc7-examples"));
+    cmd.args(args)
+        .env("NC7_MLFLOW", "off")
+        .env("NC7_LOG", "warn");
+    if let Some((pattern, room)) = full {
+        cmd.env("LD_PRELOAD", shim)
+            .env("FAULT_FULL_DISK", pattern)
+            .env("FAULT_FULL_DISK_AFTER", room.to_string());
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_full_disk_at_each_kind_of_write_fails_clearly_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = full_disk_shim(dir.path());
+    let train = |p: &Path, full: Option<(&str, u64)>, resume: bool| {
+        let mut args = vec!["train", p.to_str().unwrap()];
+        args.extend(nc7_tests::chaos::SETTINGS);
+        if resume {
+            args.push("--continue");
+        }
+        with_full_disk(&shim, full, &args)
+    };
+    let reference = project("shapes-classifier", &dir.path().join("reference"));
+    assert!(train(&reference, None, false).status.success());
+    let expected = nc7_tests::chaos::files(&reference).unwrap();
+    // Each kind of file a training writes, full from its first byte or after some.
+    let kinds: [(&str, u64); 10] = [
+        ("nc7_project.json", 0),
+        ("training/artifacts/", 0),
+        ("training/summaries/", 0),
+        ("training/summaries/", 2_000),
+        ("checkpoints/", 0),
+        ("checkpoints/", 20_000),
+        ("evaluations.json", 0),
+        ("training/kpi/", 0),
+        ("saved_models/", 0),
+        ("experiments.csv", 0),
+    ];
+    for (i, (pattern, room)) in kinds.into_iter().enumerate() {
+        let p = project("shapes-classifier", &dir.path().join(format!("full-{i}")));
+        let out = train(&p, Some((pattern, room)), false);
+        let said = String::from_utf8_lossy(&out.stderr);
+        let what = format!("{pattern} full after {room} bytes");
+        assert_eq!(out.status.code(), Some(1), "{what}: {said}");
+        assert!(
+            said.contains("error[NC0101]")
+                && said.contains("No space left on device")
+                && said.contains(pattern.trim_end_matches('/')),
+            "{what}: {said}"
+        );
+        assert!(!said.contains("panicked"), "{what}: {said}");
+        // With room again, the run continues (or starts, when nothing was written) to the
+        // files of one that never ran out.
+        let mut again = train(&p, None, true);
+        if String::from_utf8_lossy(&again.stderr).contains("has no training run to continue") {
+            again = train(&p, None, false);
+        }
+        assert!(
+            again.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        assert!(
+            nc7_tests::chaos::files(&p).unwrap() == expected,
+            "{what}: the continued run's files differ"
+        );
+    }
+    // Plots are a view: a full disk there is a warning, and the run ends as it would.
+    let p = project("shapes-classifier", &dir.path().join("plots"));
+    let out = train(&p, Some(("training/plots/", 0)), false);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("the plots in") && said.contains("No space left"),
+        "{said}"
+    );
+    assert!(nc7_tests::chaos::files(&p).unwrap() == expected);
+
+    // Inference: a full results folder fails the run, which is marked, and `last_run` still
+    // names the last finished one.
+    let p = reference.to_str().unwrap();
+    assert!(with_full_disk(&shim, None, &["infer", p]).status.success());
+    let out = with_full_disk(&shim, Some(("inference/run-2/results", 0)), &["infer", p]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("error[NC0101]") && said.contains("inference/run-2/results"),
+        "{said}"
+    );
+    let status = std::fs::read_to_string(reference.join("inference/run-2/status.json")).unwrap();
+    assert!(status.contains("failed"), "{status}");
+    let last = std::fs::read_link(reference.join("inference/last_run")).unwrap();
+    assert!(last.ends_with("run-1"), "{}", last.display());
+    // A saved model that cannot be written: `export` fails, and the saved models stay.
+    let before = std::fs::read_dir(reference.join("saved_models"))
+        .unwrap()
+        .count();
+    let out = with_full_disk(
+        &shim,
+        Some(("saved_models/", 0)),
+        &["export", p, "--checkpoint", "ckpt-30"],
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("error[NC0101]") && said.contains("saved_models"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read_dir(reference.join("saved_models"))
+            .unwrap()
+            .count(),
+        before
+    );
+}

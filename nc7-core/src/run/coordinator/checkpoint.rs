@@ -97,6 +97,10 @@ struct Manifest {
     files: BTreeMap<String, FileEntry>,
     /// Everything else a resume needs that is not a file (RNG state, data order position, ...).
     state: Value,
+    /// Written because the run was interrupted between regular checkpoints: not counted in
+    /// `checkpoints_to_keep`, and removed by the next regular checkpoint.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    interim: bool,
 }
 
 /// A verified checkpoint.
@@ -160,6 +164,32 @@ impl Checkpoints {
         files: &[(&str, &[u8])],
         state: &Value,
     ) -> Result<Checkpoint, CheckpointError> {
+        let saved = self.write(global_step, epoch, files, state, false)?;
+        self.prune(global_step)?;
+        Ok(saved)
+    }
+
+    /// Writes the checkpoint of a run interrupted between regular checkpoints (a signal): it
+    /// removes none, counts for none of `keep`, and the next regular checkpoint removes it; so
+    /// an interrupted and continued run keeps the checkpoints an uninterrupted one keeps.
+    pub fn save_interim(
+        &self,
+        global_step: u64,
+        epoch: u64,
+        files: &[(&str, &[u8])],
+        state: &Value,
+    ) -> Result<Checkpoint, CheckpointError> {
+        self.write(global_step, epoch, files, state, true)
+    }
+
+    fn write(
+        &self,
+        global_step: u64,
+        epoch: u64,
+        files: &[(&str, &[u8])],
+        state: &Value,
+        interim: bool,
+    ) -> Result<Checkpoint, CheckpointError> {
         fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
         let name = Checkpoints::name_of(global_step);
         let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -167,25 +197,36 @@ impl Checkpoints {
             fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
         }
         fs::create_dir(&tmp).map_err(io("create", &tmp))?;
-        let mut entries = BTreeMap::new();
-        for (file, bytes) in files {
-            if !integrity::is_plain(file) || *file == MANIFEST || *file == integrity::DIGEST {
-                let _ = fs::remove_dir_all(&tmp);
-                return Err(CheckpointError::BadName((*file).to_owned()));
+        // A write that fails takes its half-written folder with it.
+        let written = (|| -> Result<Manifest, CheckpointError> {
+            let mut entries = BTreeMap::new();
+            for (file, bytes) in files {
+                if !integrity::is_plain(file) || *file == MANIFEST || *file == integrity::DIGEST {
+                    return Err(CheckpointError::BadName((*file).to_owned()));
+                }
+                write_synced(&tmp.join(file), bytes)?;
+                entries.insert((*file).to_owned(), FileEntry::of(bytes));
             }
-            write_synced(&tmp.join(file), bytes)?;
-            entries.insert((*file).to_owned(), FileEntry::of(bytes));
-        }
-        let manifest = Manifest {
-            global_step,
-            epoch,
-            nc7_version: env!("CARGO_PKG_VERSION").into(),
-            files: entries,
-            state: state.clone(),
+            let manifest = Manifest {
+                global_step,
+                epoch,
+                nc7_version: env!("CARGO_PKG_VERSION").into(),
+                files: entries,
+                state: state.clone(),
+                interim,
+            };
+            let text = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
+            integrity::seal(&tmp, &text).map_err(io("write the manifest of", &tmp))?;
+            sync_dir(&tmp)?;
+            Ok(manifest)
+        })();
+        let manifest = match written {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
         };
-        let text = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
-        integrity::seal(&tmp, &text).map_err(io("write the manifest of", &tmp))?;
-        sync_dir(&tmp)?;
         let target = self.dir.join(&name);
         if target.exists() {
             let old = self.dir.join(format!(".{name}.old-{}", std::process::id()));
@@ -196,7 +237,6 @@ impl Checkpoints {
             fs::rename(&tmp, &target).map_err(io("rename", &tmp))?;
         }
         sync_dir(&self.dir)?;
-        self.prune()?;
         Ok(Checkpoint {
             dir: target,
             global_step,
@@ -249,10 +289,18 @@ impl Checkpoints {
             .find(|p| verify(p).is_ok())
     }
 
-    /// Keeps the newest `keep`, and the protected one when it is older: `keep` checkpoints,
-    /// or `keep + 1` while the best is not among the newest.
-    fn prune(&self) -> Result<(), CheckpointError> {
-        let all = self.list();
+    /// After the regular checkpoint of `step`: removes the interim ones before it, then keeps
+    /// the newest `keep`, and the protected one when it is older: `keep` checkpoints, or
+    /// `keep + 1` while the best is not among the newest.
+    fn prune(&self, step: u64) -> Result<(), CheckpointError> {
+        let mut all = Vec::new();
+        for (s, dir) in self.list() {
+            if s < step && is_interim(&dir) {
+                fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+            } else {
+                all.push((s, dir));
+            }
+        }
         let excess = all.len().saturating_sub(self.keep);
         for (step, dir) in all.into_iter().take(excess) {
             if Some(step) != self.protected {
@@ -261,6 +309,14 @@ impl Checkpoints {
         }
         Ok(())
     }
+}
+
+/// Whether the checkpoint in `dir` is an interim one (by its manifest).
+fn is_interim(dir: &Path) -> bool {
+    fs::read(dir.join(MANIFEST))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Manifest>(&b).ok())
+        .is_some_and(|m| m.interim)
 }
 
 fn verify(dir: &Path) -> Result<Checkpoint, String> {
@@ -450,6 +506,28 @@ mod tests {
         ckpts.save(5, 0, &[("w", b"w")], &json!({})).unwrap();
         ckpts.save(6, 0, &[("w", b"w")], &json!({})).unwrap();
         assert_eq!(steps(&ckpts), [4, 5, 6]);
+    }
+
+    #[test]
+    fn an_interim_checkpoint_counts_for_none_and_goes_with_the_next_regular_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpts = Checkpoints::new(tmp.path(), 2);
+        let steps = |c: &Checkpoints| c.list().into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+        for step in [15, 30] {
+            ckpts.save(step, 0, &[("w", b"w")], &json!({})).unwrap();
+        }
+        // A signal at step 31: nothing removed, and the interim one is the newest to continue.
+        ckpts
+            .save_interim(31, 2, &[("w", b"w")], &json!({}))
+            .unwrap();
+        assert_eq!(steps(&ckpts), [15, 30, 31]);
+        assert_eq!(ckpts.newest().unwrap().unwrap().global_step, 31);
+        // The continued run's next regular checkpoint: what an uninterrupted run keeps.
+        ckpts.save(45, 3, &[("w", b"w")], &json!({})).unwrap();
+        assert_eq!(steps(&ckpts), [30, 45]);
+        // A regular checkpoint's manifest says nothing of it.
+        let manifest = fs::read_to_string(tmp.path().join("ckpt-45").join(MANIFEST)).unwrap();
+        assert!(!manifest.contains("interim"), "{manifest}");
     }
 
     #[test]

@@ -625,7 +625,9 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             {
                 let profiler = self.profiler.clone();
                 let _span = profiler.as_ref().map(|p| p.span("checkpoint", "train"));
-                self.checkpoint()?;
+                // A signal's stop between regular checkpoints (mid-epoch) writes an interim one.
+                let interrupted = self.options.stop.load(Ordering::SeqCst);
+                self.checkpoint(interrupted && !epoch_done)?;
             }
             if self.options.stop.load(Ordering::SeqCst) {
                 self.report.stopped = Some(crate::signals::stop_reason(&format!(
@@ -638,8 +640,14 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         }
         self.train.callbacks.end(&self.train.ctx)?;
         self.eval.callbacks.end(&self.eval.ctx)?;
-        self.train.writer.flush()?;
-        self.eval.writer.flush()?;
+        self.train
+            .writer
+            .flush()
+            .map_err(failed("ending the summaries"))?;
+        self.eval
+            .writer
+            .flush()
+            .map_err(failed("ending the summaries"))?;
         self.report.global_step = self.state.global_step;
         self.report.epochs = self.state.epoch;
         Ok(())

@@ -184,8 +184,9 @@ pub(crate) fn append_row(
     }
     let bytes = writer.into_inner().map_err(|e| e.to_string())?;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            crate::data::DataError::caused(format!("cannot create {}: {e}", parent.display()), e)
+        })?;
     }
     crate::project::replace_file(path, &bytes).map_err(|e| {
         crate::data::DataError::caused(format!("cannot write {}: {e}", path.display()), e)

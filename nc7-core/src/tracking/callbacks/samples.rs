@@ -54,8 +54,12 @@ impl<B: Backend> CoordinatorCallback<B> for SampleSaver {
                 },
             )?;
             if let Some(parent) = base.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    crate::data::DataError::caused(
+                        format!("cannot create {}: {e}", parent.display()),
+                        e,
+                    )
+                })?;
             }
             let with = |tail: &str| {
                 let mut p = base.clone().into_os_string();
@@ -74,8 +78,14 @@ impl<B: Backend> CoordinatorCallback<B> for SampleSaver {
                     json.insert(key, tensor_json(&data)?);
                 }
                 let path = with(".json");
-                std::fs::write(&path, serde_json::Value::Object(json).to_string())
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                std::fs::write(&path, serde_json::Value::Object(json).to_string()).map_err(
+                    |e| {
+                        crate::data::DataError::caused(
+                            format!("cannot write {}: {e}", path.display()),
+                            e,
+                        )
+                    },
+                )?;
             }
         }
         Ok(Some(NoKeys))

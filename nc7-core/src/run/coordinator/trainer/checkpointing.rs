@@ -109,8 +109,9 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
     }
 
     /// Writes the checkpoint of the current step: weights, each plugin's optimizer state and
-    /// the run state.
-    pub(super) fn checkpoint(&self) -> Result<(), TrainError> {
+    /// the run state. An `interim` one is that of a run a signal stops between regular
+    /// checkpoints (see [`Checkpoints::save_interim`]).
+    pub(super) fn checkpoint(&self, interim: bool) -> Result<(), TrainError> {
         let weights =
             to_safetensors(self.model.tensors(), None).map_err(failed("saving weights"))?;
         let optimizers = self
@@ -122,12 +123,18 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
         for (name, (_, bytes)) in names.iter().zip(&optimizers) {
             files.push((name, bytes));
         }
-        self.checkpoints.save(
-            self.state.global_step,
-            self.state.epoch,
-            &files,
-            &serde_json::to_value(self.state).expect("run states serialize"),
-        )?;
+        let state = serde_json::to_value(self.state).expect("run states serialize");
+        if interim {
+            self.checkpoints.save_interim(
+                self.state.global_step,
+                self.state.epoch,
+                &files,
+                &state,
+            )?;
+        } else {
+            self.checkpoints
+                .save(self.state.global_step, self.state.epoch, &files, &state)?;
+        }
         Ok(())
     }
 }
