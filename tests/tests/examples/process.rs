@@ -359,3 +359,124 @@ fn a_full_disk_at_each_kind_of_write_fails_clearly_and_loses_nothing() {
         before
     );
 }
+
+/// Runs `nc7-examples` as a user the file permissions apply to: this user, or `nobody` when
+/// the tests run as root (whom permissions do not stop).
+fn as_user(args: &[&str]) -> Output {
+    let bin = env!("CARGO_BIN_EXE_nc7-examples");
+    // SAFETY: `geteuid` only reads the process's effective user id.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.args(args)
+        .env("NC7_MLFLOW", "off")
+        .env("NC7_LOG", "warn")
+        .env("HOME", std::env::temp_dir());
+    cmd.output()
+        .expect("the command starts (as `nobody` through setpriv when root)")
+}
+
+/// Makes `path` and everything under it belong to the user [`as_user`] runs as.
+fn give(path: &Path) {
+    // SAFETY: as above.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).unwrap() {
+            give(&e.unwrap().path());
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn unwritable_folders_fail_clearly_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    set_mode(dir.path(), 0o755);
+    let settings = nc7_tests::chaos::SETTINGS;
+    let train = |p: &Path, resume: bool| {
+        let mut args = vec!["train", p.to_str().unwrap()];
+        args.extend(settings);
+        if resume {
+            args.push("--continue");
+        }
+        as_user(&args)
+    };
+    let reference = project("shapes-classifier", &dir.path().join("reference"));
+    give(&reference);
+    let out = train(&reference, false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = nc7_tests::chaos::files(&reference).unwrap();
+
+    // A project folder the user cannot write to: refused before anything, naming it.
+    let locked = project("shapes-classifier", &dir.path().join("locked"));
+    set_mode(&locked, 0o555);
+    let out = train(&locked, false);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("error[NC0101]") && said.contains("Permission denied"),
+        "{said}"
+    );
+    assert!(!locked.join("training/summaries").exists());
+    set_mode(&locked, 0o755);
+
+    // Folders a training writes into, made read-only before it starts: the training fails
+    // naming the folder; made writable again, it continues to the files of one that never
+    // failed.
+    for sub in ["checkpoints", "saved_models", "training/kpi", "logs"] {
+        let p = project("shapes-classifier", &dir.path().join(sub.replace('/', "-")));
+        std::fs::create_dir_all(p.join(sub)).unwrap();
+        give(&p);
+        set_mode(&p.join(sub), 0o555);
+        let out = train(&p, false);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{sub}: {said}");
+        assert!(
+            said.contains("error[NC0101]")
+                && said.contains("Permission denied")
+                && said.contains(sub),
+            "{sub}: {said}"
+        );
+        assert!(!said.contains("panicked"), "{sub}: {said}");
+        set_mode(&p.join(sub), 0o755);
+        let again = train(&p, true);
+        assert!(
+            again.status.success(),
+            "{sub}: {}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        assert!(
+            nc7_tests::chaos::files(&p).unwrap() == expected,
+            "{sub}: the continued run's files differ"
+        );
+    }
+
+    // Inference into a read-only `inference/`: refused, naming it; the trained project stays.
+    let p = reference.to_str().unwrap();
+    std::fs::create_dir_all(reference.join("inference")).unwrap();
+    set_mode(&reference.join("inference"), 0o555);
+    let out = as_user(&["infer", p]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("error[NC0101]") && said.contains("inference"),
+        "{said}"
+    );
+    assert!(nc7_tests::chaos::files(&reference).unwrap() == expected);
+}
