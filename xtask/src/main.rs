@@ -8,8 +8,9 @@
 //! - `template-smoke`: generates a project from `template/` for each starter task with the real
 //!   cargo-generate, outside this workspace, and checks, lints, tests, trains, exports and
 //!   infers with it; a deliberately broken copy must fail `check` with the expected errors.
-//! - `chaos [--runs N] [--seed S]`: trainings of the classifier example killed with SIGKILL at
-//!   seeded random moments and continued, compared byte for byte with an uninterrupted one;
+//! - `chaos [--runs N] [--seed S]`: trainings of the classifier example stopped with SIGKILL,
+//!   SIGTERM or SIGINT at seeded random moments and continued, compared byte for byte with an
+//!   uninterrupted one;
 //!   prints `chaos: K of N identical` (30 runs by default).
 //! - `fuzz [--minutes N]`: runs nc7-core's fuzz properties (key-mapping text, mappings,
 //!   `--set` text, trainer configs, damaged safetensors) with fresh random inputs until N
@@ -28,7 +29,8 @@ commands:
   ci            run exactly what CI runs (.ci/run)
   bench <name>  run a benchmark in release mode; names: dna, parity, inferer
   chaos [--runs N] [--seed S]
-                kill trainings at random moments, continue them, compare with an
+                stop trainings at random moments (SIGKILL, SIGTERM, SIGINT),
+                continue them, compare with an
                 uninterrupted one (30 runs by default)
   fuzz [--minutes N]
                 run the fuzz properties with fresh inputs for N minutes (10)

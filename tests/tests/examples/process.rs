@@ -360,15 +360,16 @@ fn a_full_disk_at_each_kind_of_write_fails_clearly_and_loses_nothing() {
     );
 }
 
-/// Runs `nc7-examples` as a user the file permissions apply to: this user, or `nobody` when
-/// the tests run as root (whom permissions do not stop).
-fn as_user(args: &[&str]) -> Output {
-    let bin = env!("CARGO_BIN_EXE_nc7-examples");
+/// Runs `bin` (a copy of `nc7-examples` that every user can run) as a user the file
+/// permissions apply to: this user, or `nobody` when the tests run as root (whom permissions do
+/// not stop).
+fn as_user(bin: &Path, args: &[&str]) -> Output {
     // SAFETY: `geteuid` only reads the process's effective user id.
     let root = unsafe { libc::geteuid() } == 0;
     let mut cmd = if root {
         let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin);
         c
     } else {
         Command::new(bin)
@@ -404,6 +405,12 @@ fn set_mode(path: &Path, mode: u32) {
 fn unwritable_folders_fail_clearly_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     set_mode(dir.path(), 0o755);
+    // The checkout may lie where `nobody` cannot reach: a copy of the binary beside the
+    // projects.
+    let bin = dir.path().join("nc7-examples");
+    std::fs::copy(env!("CARGO_BIN_EXE_nc7-examples"), &bin).unwrap();
+    set_mode(&bin, 0o755);
+    let bin = bin.as_path();
     let settings = nc7_tests::chaos::SETTINGS;
     let train = |p: &Path, resume: bool| {
         let mut args = vec!["train", p.to_str().unwrap()];
@@ -411,7 +418,7 @@ fn unwritable_folders_fail_clearly_and_lose_nothing() {
         if resume {
             args.push("--continue");
         }
-        as_user(&args)
+        as_user(bin, &args)
     };
     let reference = project("shapes-classifier", &dir.path().join("reference"));
     give(&reference);
@@ -471,7 +478,7 @@ fn unwritable_folders_fail_clearly_and_lose_nothing() {
     let p = reference.to_str().unwrap();
     std::fs::create_dir_all(reference.join("inference")).unwrap();
     set_mode(&reference.join("inference"), 0o555);
-    let out = as_user(&["infer", p]);
+    let out = as_user(bin, &["infer", p]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(
