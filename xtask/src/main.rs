@@ -27,7 +27,7 @@ usage: cargo xtask <command>
 
 commands:
   ci            run exactly what CI runs (.ci/run)
-  bench <name>  run a benchmark in release mode; names: dna, parity, inferer
+  bench <name>  run a benchmark in release mode; names: dna, parity, inferer, peer
   chaos [--runs N] [--seed S]
                 stop trainings at random moments (SIGKILL, SIGTERM, SIGINT),
                 continue them, compare with an
@@ -56,6 +56,11 @@ const BENCHES: &[(&str, &str, &str)] = &[
         "inferer",
         "nc7-core",
         "the Inferer's reading, network and saving threads vs one thread (PNG in, PNG out)",
+    ),
+    (
+        "peer",
+        "nc7-tests",
+        "nc7 vs a PyTorch loop and PyTorch Lightning on the shapes classifier (makes a PyTorch venv once)",
     ),
 ];
 
