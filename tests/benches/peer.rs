@@ -9,12 +9,12 @@
 //! side's figure is the median over rounds. The three must reach comparable accuracy.
 //!
 //! The PyTorch side runs in a virtual environment the bench makes once
-//! (`~/.cache/nc7-peer/venv`, or `NC7_PEER_VENV`): torch, lightning, pillow, numpy from the
+//! (`~/.cache/nc7-peer/venv`, or `PEER_VENV`): torch, lightning, pillow, numpy from the
 //! registry. Its default torch wheel is the CUDA build (about 5.5 GB installed; `import torch`
 //! alone holds 0.8 GB), so its peak memory is reported, not compared.
 //!
 //! Prints a table, then `peer ratio: <nc7 / lightning>` and `torch ratio: <nc7 / torch>`
-//! (below 1: nc7 is faster). `NC7_PEER_ROUNDS` (3) sets the rounds.
+//! (below 1: nc7 is faster). `PEER_ROUNDS` (3) sets the rounds.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,7 +23,7 @@ const EPOCHS: usize = 6;
 const THREADS: usize = 2;
 
 fn main() {
-    let rounds: usize = std::env::var("NC7_PEER_ROUNDS")
+    let rounds: usize = std::env::var("PEER_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
@@ -121,7 +121,7 @@ fn nc7_run(nc7: &Path, project: &Path) -> Run {
     let mut cmd = Command::new(nc7);
     cmd.arg("train")
         .arg(project)
-        .args(["--set", &format!("trainer.num_epochs={EPOCHS}"), "--quiet"])
+        .args(["--set", &format!("trainer.num_epochs={EPOCHS}")])
         .env("NC7_MLFLOW", "off")
         .env("NC7_LOG", "info");
     let (stdout, stderr, peak_rss) = measured(cmd);
@@ -206,7 +206,7 @@ fn measured(mut cmd: Command) -> (String, String, f64) {
 
 /// The virtual environment's python, made (once) when missing.
 fn venv() -> PathBuf {
-    let dir = std::env::var_os("NC7_PEER_VENV")
+    let dir = std::env::var_os("PEER_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))

@@ -844,7 +844,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             && state.global_step > state.epoch * iterations;
         let mean = epoch_losses.iter().sum::<f64>() / epoch_losses.len().max(1) as f64;
         log::info!(
-            "epoch {} of {}: {} steps, mean loss {mean:.6}, {:.1} s",
+            "epoch {} of {}: {} steps, mean loss {mean:.6}, {:.3} s",
             state.epoch + u64::from(epoch_done),
             config.num_epochs,
             epoch_losses.len(),
