@@ -175,6 +175,10 @@ fn python_run(python: &Path, script: &Path, mode: &str, data: &Path) -> Run {
 }
 
 /// Runs `cmd` to its end: its stdout, stderr and peak resident memory (bytes).
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by `wait4`, which also gives its peak memory"
+)]
 fn measured(mut cmd: Command) -> (String, String, f64) {
     let child = cmd
         .stdout(Stdio::piped())
