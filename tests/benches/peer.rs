@@ -47,12 +47,17 @@ fn main() {
         );
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer.py");
-    let sides = ["nc7", "torch", "lightning"];
+    // nc7 on its default device, and on Flex when built in (`--features flex`).
+    let mut sides = vec!["nc7", "torch", "lightning"];
+    if cfg!(feature = "flex") {
+        sides.insert(1, "nc7-flex");
+    }
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); sides.len()];
     for round in 0..rounds {
         for (i, side) in sides.iter().enumerate() {
             let run = match *side {
-                "nc7" => nc7_run(nc7, &tmp.join(format!("project-{round}"))),
+                "nc7" => nc7_run(nc7, "cpu", &tmp.join(format!("project-{round}"))),
+                "nc7-flex" => nc7_run(nc7, "flex", &tmp.join(format!("flex-{round}"))),
                 mode => python_run(&python, &script, mode, &tmp),
             };
             eprintln!(
@@ -91,8 +96,16 @@ fn main() {
         );
     }
     println!("(PyTorch's memory includes its CUDA build's libraries; {THREADS} threads each)");
-    println!("peer ratio: {:.3}", medians[0].0 / medians[2].0);
-    println!("torch ratio: {:.3}", medians[0].0 / medians[1].0);
+    let of = |side: &str| medians[sides.iter().position(|s| *s == side).unwrap()].0;
+    if cfg!(feature = "flex") {
+        println!(
+            "peer ratio on flex: {:.3}",
+            of("nc7-flex") / of("lightning")
+        );
+        println!("torch ratio on flex: {:.3}", of("nc7-flex") / of("torch"));
+    }
+    println!("peer ratio: {:.3}", of("nc7") / of("lightning"));
+    println!("torch ratio: {:.3}", of("nc7") / of("torch"));
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -114,14 +127,19 @@ fn per_epoch(seconds: &[f64]) -> f64 {
 }
 
 /// One training by nc7's command line on a fresh copy of the example's project.
-fn nc7_run(nc7: &Path, project: &Path) -> Run {
+fn nc7_run(nc7: &Path, device: &str, project: &Path) -> Run {
     let example =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/shapes-classifier/project");
     nc7_core::project::copy_configs(&example, project).unwrap();
     let mut cmd = Command::new(nc7);
     cmd.arg("train")
         .arg(project)
-        .args(["--set", &format!("trainer.num_epochs={EPOCHS}")])
+        .args([
+            "--set",
+            &format!("trainer.num_epochs={EPOCHS}"),
+            "--device",
+            device,
+        ])
         .env("NC7_MLFLOW", "off")
         .env("NC7_LOG", "info");
     let (stdout, stderr, peak_rss) = measured(cmd);

@@ -105,6 +105,10 @@ fn bench(name: &str) -> ExitCode {
     };
     let mut cmd = Command::new(cargo());
     cmd.args(["bench", "--quiet", "--package", package, "--bench", name]);
+    // The peer bench measures the Flex backend beside the default.
+    if name == "peer" {
+        cmd.args(["--features", "nc7-tests/flex"]);
+    }
     run(
         &mut cmd,
         &format!("cargo bench --package {package} --bench {name}"),

@@ -8,7 +8,9 @@
 //! with the kernel gives every output. Its backward pass is made of slices and matrix
 //! products too. On the CPU backend this trains several times faster than `burn::nn::conv::
 //! Conv2d`, whose backward pass there runs a direct transposed convolution; on CUDA both run
-//! as matrix products. Its parameters are named and shaped like burn's (`weight`
+//! as matrix products. On burn's Flex backend (`--device flex`), whose own convolution kernels
+//! are faster than the patches, it runs burn's convolution op with the same parameters. Its
+//! parameters are named and shaped like burn's (`weight`
 //! `[out, in, kh, kw]`, `bias` `[out]`) and start from the same initialisation, so weights
 //! move between the two, and between projects, unchanged.
 
@@ -148,6 +150,14 @@ impl<B: Backend> Conv2d<B> {
             "Conv2d's {kh}×{kw} kernel is larger than the padded input {hp}×{wp}"
         );
         let (ho, wo) = ((hp - kh) / sh + 1, (wp - kw) / sw + 1);
+        if crate::backend::own_convolution::<B>() {
+            return burn::tensor::module::conv2d(
+                x,
+                self.weight.val(),
+                self.bias.as_ref().map(Param::val),
+                burn::tensor::ops::ConvOptions::new(self.stride, self.padding, [1, 1], 1),
+            );
+        }
         let x = if ph > 0 || pw > 0 {
             x.pad((pw, pw, ph, ph), 0.0)
         } else {

@@ -14,6 +14,13 @@ use crate::nest::{AnyTensor, Nest};
 pub type Cpu = burn::backend::NdArray;
 /// Training on the CPU: the default backend with autodiff.
 pub type CpuTrain = burn::backend::Autodiff<Cpu>;
+/// burn's Flex CPU backend (cargo feature `flex`): gemm matrix multiplies, strided views,
+/// its own convolution and pooling kernels; `--device flex`.
+#[cfg(feature = "flex")]
+pub type Flex = burn::backend::Flex;
+/// Training on Flex.
+#[cfg(feature = "flex")]
+pub type FlexTrain = burn::backend::Autodiff<Flex>;
 /// burn's CUDA backend (cargo feature `cuda`); the driver is loaded at run time.
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
@@ -26,24 +33,22 @@ pub type CudaTrain = burn::backend::Autodiff<Cuda>;
 macro_rules! on_inner_backend {
     ($id:expr, $b:ident => $body:expr) => {{
         let id: ::std::any::TypeId = $id;
+        let mut out = None;
         if id == ::std::any::TypeId::of::<$crate::backend::Cpu>() {
             type $b = $crate::backend::Cpu;
-            Some($body)
-        } else {
-            #[cfg(feature = "cuda")]
-            {
-                if id == ::std::any::TypeId::of::<$crate::backend::Cuda>() {
-                    type $b = $crate::backend::Cuda;
-                    Some($body)
-                } else {
-                    None
-                }
-            }
-            #[cfg(not(feature = "cuda"))]
-            {
-                None
-            }
+            out = Some($body);
         }
+        #[cfg(feature = "flex")]
+        if out.is_none() && id == ::std::any::TypeId::of::<$crate::backend::Flex>() {
+            type $b = $crate::backend::Flex;
+            out = Some($body);
+        }
+        #[cfg(feature = "cuda")]
+        if out.is_none() && id == ::std::any::TypeId::of::<$crate::backend::Cuda>() {
+            type $b = $crate::backend::Cuda;
+            out = Some($body);
+        }
+        out
     }};
 }
 
@@ -51,24 +56,22 @@ macro_rules! on_inner_backend {
 macro_rules! on_train_backend {
     ($id:expr, $b:ident => $body:expr) => {{
         let id: ::std::any::TypeId = $id;
+        let mut out = None;
         if id == ::std::any::TypeId::of::<$crate::backend::CpuTrain>() {
             type $b = $crate::backend::CpuTrain;
-            Some($body)
-        } else {
-            #[cfg(feature = "cuda")]
-            {
-                if id == ::std::any::TypeId::of::<$crate::backend::CudaTrain>() {
-                    type $b = $crate::backend::CudaTrain;
-                    Some($body)
-                } else {
-                    None
-                }
-            }
-            #[cfg(not(feature = "cuda"))]
-            {
-                None
-            }
+            out = Some($body);
         }
+        #[cfg(feature = "flex")]
+        if out.is_none() && id == ::std::any::TypeId::of::<$crate::backend::FlexTrain>() {
+            type $b = $crate::backend::FlexTrain;
+            out = Some($body);
+        }
+        #[cfg(feature = "cuda")]
+        if out.is_none() && id == ::std::any::TypeId::of::<$crate::backend::CudaTrain>() {
+            type $b = $crate::backend::CudaTrain;
+            out = Some($body);
+        }
+        out
     }};
 }
 
@@ -81,6 +84,8 @@ pub enum DeviceChoice {
     /// The CPU (NdArray).
     #[default]
     Cpu,
+    /// The CPU through burn's Flex backend (cargo feature `flex`).
+    Flex,
     /// The CUDA GPU with this index.
     Cuda(usize),
 }
@@ -111,6 +116,7 @@ impl fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Flex => f.write_str("flex"),
             DeviceChoice::Cuda(0) => f.write_str("cuda"),
             DeviceChoice::Cuda(i) => write!(f, "cuda:{i}"),
         }
@@ -130,7 +136,10 @@ pub enum DeviceError {
     },
     /// The device's backend is not in this build.
     #[error(
-        "device `{device}` needs a build with CUDA: build with `--features cuda` (`cargo xtask train --device cuda` does)"
+        "device `{device}` needs a build with the `{}` feature: build with `--features {}`{}",
+        device.feature(),
+        device.feature(),
+        if matches!(device, DeviceChoice::Cuda(_)) { " (`cargo xtask train --device cuda` does)" } else { "" }
     )]
     NotBuilt {
         /// The device.
@@ -219,7 +228,7 @@ pub fn probe_cuda(index: usize) -> Result<(), String> {
 
 /// A device name that is not `cpu`, `cuda` or `cuda:N`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown device `{0}`; write `cpu`, `cuda` or `cuda:N` (N the GPU's index)")]
+#[error("unknown device `{0}`; write `cpu`, `flex`, `cuda` or `cuda:N` (N the GPU's index)")]
 pub struct BadDevice(pub String);
 
 impl FromStr for DeviceChoice {
@@ -228,6 +237,7 @@ impl FromStr for DeviceChoice {
         let t = s.trim().to_ascii_lowercase();
         match t.as_str() {
             "cpu" => Ok(DeviceChoice::Cpu),
+            "flex" => Ok(DeviceChoice::Flex),
             "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
             _ => t
                 .strip_prefix("cuda:")
@@ -239,10 +249,21 @@ impl FromStr for DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// Whether this build can run on the device (CUDA needs the `cuda` feature).
+    /// The cargo feature that builds the device's backend in (none for the CPU's).
+    pub fn feature(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "",
+            DeviceChoice::Flex => "flex",
+            DeviceChoice::Cuda(_) => "cuda",
+        }
+    }
+
+    /// Whether this build can run on the device (CUDA needs the `cuda` feature, Flex `flex`).
     pub fn available(self) -> Result<(), DeviceError> {
         match self {
             DeviceChoice::Cpu => Ok(()),
+            DeviceChoice::Flex if cfg!(feature = "flex") => Ok(()),
+            DeviceChoice::Flex => Err(DeviceError::NotBuilt { device: self }),
             DeviceChoice::Cuda(i) if cfg!(feature = "cuda") => {
                 probe_cuda(i).map_err(|problem| DeviceError::NoDriver {
                     device: self,
@@ -275,6 +296,10 @@ impl DeviceChoice {
     pub fn dispatch<W: OnDevice>(self, work: W) -> W::Output {
         match self {
             DeviceChoice::Cpu => work.run::<CpuTrain>(&Default::default(), &Default::default()),
+            #[cfg(feature = "flex")]
+            DeviceChoice::Flex => work.run::<FlexTrain>(&Default::default(), &Default::default()),
+            #[cfg(not(feature = "flex"))]
+            DeviceChoice::Flex => unreachable!("run plans refuse devices this build lacks"),
             #[cfg(feature = "cuda")]
             DeviceChoice::Cuda(i) => {
                 let d = burn::backend::cuda::CudaDevice::new(i);
@@ -291,7 +316,24 @@ impl DeviceChoice {
 /// not a transfer to or from a device.
 pub(crate) fn on_host<B: Backend>() -> bool {
     let id = std::any::TypeId::of::<B>();
+    #[cfg(feature = "flex")]
+    if id == std::any::TypeId::of::<Flex>() || id == std::any::TypeId::of::<FlexTrain>() {
+        return true;
+    }
     id == std::any::TypeId::of::<Cpu>() || id == std::any::TypeId::of::<CpuTrain>()
+}
+
+/// Whether `B`'s own convolution is faster than [`crate::layers::Conv2d`]'s patches: Flex's is
+/// (measured by `cargo xtask bench peer`); NdArray's is not, and CUDA's is unmeasured.
+pub(crate) fn own_convolution<B: Backend>() -> bool {
+    #[cfg(feature = "flex")]
+    {
+        let id = std::any::TypeId::of::<B>();
+        if id == std::any::TypeId::of::<Flex>() || id == std::any::TypeId::of::<FlexTrain>() {
+            return true;
+        }
+    }
+    false
 }
 
 /// Takes a tensor off the autodiff graph onto the inner backend; the data is not copied.
