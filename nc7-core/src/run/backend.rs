@@ -326,13 +326,12 @@ pub(crate) fn on_host<B: Backend>() -> bool {
 /// Whether `B`'s own convolution is faster than [`crate::layers::Conv2d`]'s patches: Flex's is
 /// (measured by `cargo xtask bench peer`); NdArray's is not, and CUDA's is unmeasured.
 pub(crate) fn own_convolution<B: Backend>() -> bool {
+    let id = std::any::TypeId::of::<B>();
     #[cfg(feature = "flex")]
-    {
-        let id = std::any::TypeId::of::<B>();
-        if id == std::any::TypeId::of::<Flex>() || id == std::any::TypeId::of::<FlexTrain>() {
-            return true;
-        }
+    if id == std::any::TypeId::of::<Flex>() || id == std::any::TypeId::of::<FlexTrain>() {
+        return true;
     }
+    let _ = id;
     false
 }
 
