@@ -423,7 +423,17 @@ mod tests {
         assert_eq!("cuda:3".parse(), Ok(DeviceChoice::Cuda(3)));
         assert_eq!(DeviceChoice::Cuda(3).to_string(), "cuda:3");
         let err = "tpu".parse::<DeviceChoice>().unwrap_err();
-        assert!(err.to_string().contains("`cpu`, `cuda` or `cuda:N`"));
+        assert!(
+            err.to_string()
+                .contains("`cpu`, `flex`, `cuda` or `cuda:N`")
+        );
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
+        assert_eq!("Flex".parse(), Ok(DeviceChoice::Flex));
+        assert_eq!(DeviceChoice::Flex.to_string(), "flex");
+        // Without the feature, `flex` is refused with the feature to build it with.
+        if !cfg!(feature = "flex") {
+            let err = DeviceChoice::Flex.available().unwrap_err().to_string();
+            assert!(err.contains("--features flex"), "{err}");
+        }
     }
 }

@@ -36,7 +36,10 @@ fn the_inferer_benchmark_project_infers_threaded_and_alone_alike() {
             ..InferRequest::default()
         };
         let plan = InferPlan::load(root, &request, Registry::global()).unwrap();
-        let report = infer(&plan, &InferOptions::default()).unwrap();
+        let report = {
+            let _serial = crate::support::serial();
+            infer(&plan, &InferOptions::default()).unwrap()
+        };
         assert_eq!(report.samples, 12);
         let mut files: Vec<_> = fs::read_dir(&report.run.results)
             .unwrap()

@@ -356,6 +356,8 @@ fn run_named(
         run_name: run_name.map(str::to_owned),
         ..InferOptions::default()
     };
+    // Building the model draws its first weights from burn's generator.
+    let _one_at_a_time = serial();
     infer(&plan, &options)
 }
 

@@ -432,7 +432,7 @@ fn trains_and_resumes_exactly() {
     }
 
     // `export` writes a saved model from a chosen checkpoint, without training.
-    let dir = export_checkpoint(&plan(whole.path()).unwrap(), Some(Path::new("ckpt-15"))).unwrap();
+    let dir = export_alone(&plan(whole.path()).unwrap(), Some(Path::new("ckpt-15"))).unwrap();
     assert!(dir.ends_with("step-15"));
     assert!(dir.join("model.safetensors").is_file());
 }
@@ -562,15 +562,14 @@ fn one_command_at_a_time_writes_into_a_project() {
             "{err}"
         );
     }
-    let err = export_checkpoint(&plan(dir.path()).unwrap(), None)
+    let err = export_alone(&plan(dir.path()).unwrap(), None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("is in use by `infer`"), "{err}");
     assert_eq!(newest_weights(dir.path()), before);
     drop(held);
     // Exporting builds the model: its random initial weights draw from burn's generator.
-    let _one_at_a_time = serial();
-    export_checkpoint(&plan(dir.path()).unwrap(), None).unwrap();
+    export_alone(&plan(dir.path()).unwrap(), None).unwrap();
 }
 
 #[test]
@@ -805,7 +804,7 @@ fn early_stopping_keeping_the_best_and_stops_asked_by_callbacks() {
     .unwrap();
     assert_eq!(named["checkpoint"], "ckpt-4");
     assert_eq!(named["monitor"], "loss");
-    let dir = export_checkpoint(&plan(best.path()).unwrap(), Some(Path::new("best"))).unwrap();
+    let dir = export_alone(&plan(best.path()).unwrap(), Some(Path::new("best"))).unwrap();
     assert!(dir.ends_with("step-4"), "{}", dir.display());
 
     // A monitor the evaluation does not have: refused before the first step, with what the
@@ -1920,4 +1919,14 @@ fn continuing_refuses_another_data_order_unless_told() {
     let _serial = serial();
     let r = train(&plan(dir.path()).unwrap(), &accept).unwrap();
     assert_eq!(r.epochs, 2);
+}
+
+/// `export_checkpoint` holding the training lock: building the model draws its first weights
+/// from burn's generator.
+fn export_alone(
+    plan: &TrainPlan,
+    checkpoint: Option<&Path>,
+) -> Result<std::path::PathBuf, TrainError> {
+    let _one_at_a_time = serial();
+    export_checkpoint(plan, checkpoint)
 }

@@ -220,6 +220,25 @@ fn a_full_disk_fails_a_training_clearly_and_loses_nothing() {
     );
 }
 
+/// Asserts that `again`, the run continued after a fault, succeeded and left in `p` the files of
+/// a run that met none (`expected`).
+fn ends_as(
+    expected: &std::collections::BTreeMap<String, Vec<u8>>,
+    p: &Path,
+    again: &Output,
+    what: &str,
+) {
+    assert!(
+        again.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(
+        nc7_tests::chaos::files(p).unwrap() == *expected,
+        "{what}: the continued run's files differ"
+    );
+}
+
 /// The full-disk shim (`tests/faults/full_disk.c`), built with the system's C compiler.
 fn full_disk_shim(dir: &Path) -> std::path::PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("faults/full_disk.c");
@@ -301,15 +320,7 @@ fn a_full_disk_at_each_kind_of_write_fails_clearly_and_loses_nothing() {
         if String::from_utf8_lossy(&again.stderr).contains("has no training run to continue") {
             again = train(&p, None, false);
         }
-        assert!(
-            again.status.success(),
-            "{what}: {}",
-            String::from_utf8_lossy(&again.stderr)
-        );
-        assert!(
-            nc7_tests::chaos::files(&p).unwrap() == expected,
-            "{what}: the continued run's files differ"
-        );
+        ends_as(&expected, &p, &again, &what);
     }
     // Plots are a view: a full disk there is a warning, and the run ends as it would.
     let p = project("shapes-classifier", &dir.path().join("plots"));
@@ -462,16 +473,7 @@ fn unwritable_folders_fail_clearly_and_lose_nothing() {
         );
         assert!(!said.contains("panicked"), "{sub}: {said}");
         set_mode(&p.join(sub), 0o755);
-        let again = train(&p, true);
-        assert!(
-            again.status.success(),
-            "{sub}: {}",
-            String::from_utf8_lossy(&again.stderr)
-        );
-        assert!(
-            nc7_tests::chaos::files(&p).unwrap() == expected,
-            "{sub}: the continued run's files differ"
-        );
+        ends_as(&expected, &p, &train(&p, true), sub);
     }
 
     // Inference into a read-only `inference/`: refused, naming it; the trained project stays.
