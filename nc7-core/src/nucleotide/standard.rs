@@ -122,9 +122,18 @@ pub(crate) fn check_classes<B: Backend, const D: usize>(
     what: &str,
 ) {
     use burn::tensor::ElementConversion as _;
-    let low: i64 = labels.clone().min().into_scalar().elem();
-    let high: i64 = labels.clone().max().into_scalar().elem();
-    if low < 0 || high >= classes as i64 {
+    // One value read back per step; the bounds only when one is crossed.
+    let outside: i64 = labels
+        .clone()
+        .lower_elem(0)
+        .bool_or(labels.clone().greater_equal_elem(classes as i64))
+        .any()
+        .int()
+        .into_scalar()
+        .elem();
+    if outside != 0 {
+        let low: i64 = labels.clone().min().into_scalar().elem();
+        let high: i64 = labels.clone().max().into_scalar().elem();
         let bad = if low < 0 { low } else { high };
         crate::failure::raise(crate::data::DataError::from(format!(
             "{what} {bad} is outside the model's {classes} classes (0 to {}); fix the data, or give the model {} classes",

@@ -45,12 +45,9 @@ impl Fault {
         }
     }
 
-    /// The same fault with `context` in front of its message.
-    pub fn context(self, context: impl std::fmt::Display) -> Fault {
-        Fault {
-            message: format!("{context}: {}", self.message),
-            ..self
-        }
+    /// The fault of an error that has a code: its code and its message.
+    pub fn of(e: &dyn Coded) -> Fault {
+        Fault::new(e.code(), e.to_string())
     }
 }
 
@@ -117,14 +114,12 @@ pub fn code_of(e: &(dyn Error + 'static)) -> Code {
 
 /// The code of `e`'s chain, or `default` when nothing in it has one.
 pub fn code_or(e: &(dyn Error + 'static), default: Code) -> Code {
-    let mut at = Some(e);
-    while let Some(e) = at {
-        if let Some(code) = known(e) {
-            return code;
-        }
-        at = e.source();
-    }
-    default
+    chain(e).find_map(known).unwrap_or(default)
+}
+
+/// `e` and its causes, outermost first.
+fn chain<'e>(e: &'e (dyn Error + 'static)) -> impl Iterator<Item = &'e (dyn Error + 'static)> {
+    std::iter::successors(Some(e), |&e| e.source())
 }
 
 /// The code of `e` when its type has one (only `e`, not its causes).
@@ -150,6 +145,7 @@ fn known(e: &(dyn Error + 'static)) -> Option<Code> {
         SavedModelError,
         LoadError,
         CallbackError,
+        crate::runtime::BuildError,
         crate::kpi::KpiError,
         crate::backend::DeviceError,
         crate::backend::BadDevice,
@@ -287,10 +283,9 @@ impl Coded for crate::data::DataError {
     /// storage's.
     fn code(&self) -> Code {
         use std::io::ErrorKind as K;
-        let mut at = self.source();
-        while let Some(e) = at {
-            if let Some(io) = e.downcast_ref::<std::io::Error>()
-                && matches!(
+        let storage = self.source().into_iter().flat_map(chain).any(|e| {
+            e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
                     io.kind(),
                     K::StorageFull
                         | K::QuotaExceeded
@@ -299,12 +294,9 @@ impl Coded for crate::data::DataError {
                         | K::PermissionDenied
                         | K::WriteZero
                 )
-            {
-                return Code::IO;
-            }
-            at = e.source();
-        }
-        Code::DATA
+            })
+        });
+        if storage { Code::IO } else { Code::DATA }
     }
 }
 

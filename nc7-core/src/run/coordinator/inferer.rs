@@ -26,7 +26,7 @@ use crate::config::RunType;
 use crate::data::{BatchError, Collator};
 use crate::data::{collate, concat};
 use crate::export::describe;
-use crate::failure::{Coded as _, Fault, code_or};
+use crate::failure::{Fault, code_of, code_or};
 use crate::kpi::{KpiError, KpiEvaluator, KpiEvaluatorPlan, KpiTargets};
 use crate::model::{Model, Part};
 use crate::nest::Nest;
@@ -388,7 +388,7 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
     let reader = Reader {
         name: feeder.name.clone(),
         feeder: runtime::feeder::<B>(feeder.registration, &feeder.name, &feeder.config, device)
-            .map_err(|e| InferError::Run(Fault::new(e.code(), e.to_string())))?,
+            .map_err(|e| InferError::Run(Fault::of(&e)))?,
         batch_size: settings.batch_size,
         skip_bad_samples: settings.skip_bad_samples,
         device: device.clone(),

@@ -111,9 +111,11 @@ pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, Tr
     // What refuses a run is found before the run writes anything into the project: the
     // checkpoint it continues and its evaluation history here, the datasets while the trainer
     // is built; the run's record, config snapshot and DNA drawings come after.
-    if options.resume {
-        check_continue(&dirs, options)?;
-    }
+    let continued = if options.resume {
+        check_continue(&dirs, options)?
+    } else {
+        None
+    };
     let record = std::cell::Cell::new(None);
     let begin = || -> Result<(), TrainError> {
         let snapshot = write_snapshot(
@@ -146,6 +148,7 @@ pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, Tr
         plan,
         options,
         dirs: &dirs,
+        continued,
         begin: &begin,
     });
     if let Some(id) = record.get() {
@@ -159,17 +162,30 @@ pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, Tr
     result
 }
 
-/// `--continue`'s checkpoint verifies, and the evaluation history up to it reads.
-fn check_continue(dirs: &TrainingDirs, options: &TrainOptions) -> Result<(), TrainError> {
-    let cp = match &options.checkpoint {
+/// What `--continue` continues: its checkpoint, verified, and the evaluation history up to it.
+struct Continued {
+    checkpoint: Checkpoint,
+    history: History,
+}
+
+/// `--continue`'s checkpoint (`--checkpoint`, else the newest) and history, read once, before
+/// anything is written; `None` when there is no checkpoint yet.
+fn check_continue(
+    dirs: &TrainingDirs,
+    options: &TrainOptions,
+) -> Result<Option<Continued>, TrainError> {
+    let checkpoint = match &options.checkpoint {
         Some(chosen) => find_checkpoint(dirs, Some(chosen))?,
         None => match Checkpoints::new(&dirs.checkpoints, usize::MAX).newest()? {
             Some(cp) => cp,
-            None => return Ok(()),
+            None => return Ok(None),
         },
     };
-    History::open(&dirs.root, true, cp.global_step)?;
-    Ok(())
+    let history = History::open(&dirs.root, true, checkpoint.global_step)?;
+    Ok(Some(Continued {
+        checkpoint,
+        history,
+    }))
 }
 
 /// A training run, to be dispatched on the plan's device.
@@ -177,6 +193,8 @@ struct Training<'a> {
     plan: &'a TrainPlan,
     options: &'a TrainOptions,
     dirs: &'a TrainingDirs,
+    /// What `--continue` continues.
+    continued: Option<Continued>,
     /// Records the run's start, once the trainer is built.
     begin: &'a dyn Fn() -> Result<(), TrainError>,
 }
@@ -189,7 +207,14 @@ impl OnDevice for Training<'_> {
         device: &B::Device,
         inner: &burn::tensor::Device<B::InnerBackend>,
     ) -> Self::Output {
-        let trainer = Trainer::<B>::new(self.plan, self.options, self.dirs, device, inner)?;
+        let trainer = Trainer::<B>::new(
+            self.plan,
+            self.options,
+            self.dirs,
+            self.continued,
+            device,
+            inner,
+        )?;
         (self.begin)()?;
         let mlflow = trainer.mlflow.clone();
         let profiler = trainer.profiler.clone();
@@ -388,6 +413,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         plan: &'a TrainPlan,
         options: &'a TrainOptions,
         dirs: &'a TrainingDirs,
+        continued: Option<Continued>,
         device: &B::Device,
         inner: &burn::tensor::Device<B::InnerBackend>,
     ) -> Result<Self, TrainError> {
@@ -402,17 +428,12 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             device,
         )
         .map_err(failed("building the model"))?;
-        // `load_config` starts a fresh run: its weights are read before anything is written,
-        // so a wrong path refuses the run (a continued run loads them only when it has no
-        // checkpoint, below).
-        let load = |model: &mut TrainModel<B>| -> Result<(), TrainError> {
-            for line in load_weights(model, plan.project(), &config.load_config, device)? {
+        // `load_config` starts a run that has no checkpoint to continue: its weights are read
+        // before anything is written, so a wrong path refuses the run.
+        if continued.is_none() && !config.load_config.is_empty() {
+            for line in load_weights(&mut model, plan.project(), &config.load_config, device)? {
                 log::info!("loaded {line}");
             }
-            Ok(())
-        };
-        if !options.resume && !config.load_config.is_empty() {
-            load(&mut model)?;
         }
         let control = RunControl::default();
         // Both datasets before anything is written: an empty one refuses the run.
@@ -510,12 +531,10 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             plots: PlotValues::default(),
             batch_samples: Vec::new(),
         };
-        let resumed = options.resume && trainer.resume()?;
-        if options.resume && !resumed && !config.load_config.is_empty() {
-            load(&mut trainer.model)?;
-        }
-        if resumed {
-            trainer.history = History::open(&dirs.root, true, trainer.state.global_step)?;
+        let resumed = continued.is_some();
+        if let Some(c) = continued {
+            trainer.resume(c.checkpoint)?;
+            trainer.history = c.history;
         }
         if let Some(keep) = &config.keep_best {
             let best = trainer.history.best(keep)?.map(|b| b.0);

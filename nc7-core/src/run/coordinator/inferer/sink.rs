@@ -96,11 +96,11 @@ impl<B: Backend> Sink<B> {
         let clock = Instant::now();
         if let Some(kpi) = &mut self.kpi {
             kpi.iteration(&p.data, &p.outputs, p.samples, p.is_last)
-                .map_err(|e| Fault::new(e.code(), e.to_string()))?;
+                .map_err(|e| Fault::of(&e))?;
         }
         self.callbacks
             .iteration(p.data, p.outputs, ctx)
-            .map_err(|e| Fault::new(e.code(), e.to_string()))?;
+            .map_err(|e| Fault::of(&e))?;
         counts.stage_seconds[2] += clock.elapsed().as_secs_f64();
         self.progress.add(p_samples, counts.samples);
         if self

@@ -164,7 +164,7 @@ impl<B: Backend> Predictor<'_, B> {
             };
             let out = model
                 .run(batch.clone(), Mode::Infer)
-                .map_err(|e| Fault::new(code_or(&e, Code::RUN_FAILED), format!("the model: {e}")))?
+                .map_err(|e| Fault::new(code_of(&e), format!("the model: {e}")))?
                 .into_map();
             data.push(batch);
             for p in self.parts {
@@ -215,10 +215,8 @@ impl<'a, B: Backend> Predictor<'a, B> {
                 busy: 0.0,
             });
         };
-        let mut built =
-            Model::<B>::build(m.plan.handler.clone(), &m.plan.parts, device).map_err(|e| {
-                InferError::Run(Fault::new(code_or(&*e, Code::RUN_FAILED), e.to_string()))
-            })?;
+        let mut built = Model::<B>::build(m.plan.handler.clone(), &m.plan.parts, device)
+            .map_err(|e| InferError::Run(Fault::new(code_of(&*e), e.to_string())))?;
         let mut tensors = crate::model::read_safetensors::<B>(m.weights, device)?;
         built.load_tensors(&mut tensors, &[]).map_err(|e| {
             InferError::Run(Fault::new(

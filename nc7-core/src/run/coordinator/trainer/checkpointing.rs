@@ -4,19 +4,12 @@
 use super::*;
 
 impl<B: AutodiffBackend> Trainer<'_, B> {
-    /// Loads the newest checkpoint into the model and the run state; whether there was one.
-    pub(super) fn resume(&mut self) -> Result<bool, TrainError> {
-        let cp = match &self.options.checkpoint {
-            Some(chosen) => {
-                let cp = find_checkpoint(self.dirs, Some(chosen))?;
-                abandon_newer(self.dirs, cp.global_step)?;
-                cp
-            }
-            None => match self.checkpoints.newest()? {
-                Some(cp) => cp,
-                None => return Ok(false),
-            },
-        };
+    /// Loads the checkpoint `cp` continues from (verified) into the model and the run state;
+    /// a chosen one (`--checkpoint`) moves the newer ones aside first.
+    pub(super) fn resume(&mut self, cp: Checkpoint) -> Result<(), TrainError> {
+        if self.options.checkpoint.is_some() {
+            abandon_newer(self.dirs, cp.global_step)?;
+        }
         let weights = std::fs::read(cp.file(WEIGHTS))
             .map_err(failed(&format!("reading {}", cp.file(WEIGHTS).display())))?;
         let mut tensors = from_safetensors::<B>(&weights, &self.device)
@@ -87,7 +80,7 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
             cp.dir.display(),
             self.state.global_step
         );
-        Ok(true)
+        Ok(())
     }
 
     /// Protects the best evaluation's checkpoint and names it in `checkpoints/best.json`.
