@@ -186,10 +186,7 @@ impl SavedModel {
             integrity::seal(&tmp, &manifest).map_err(io("write the manifest of", &tmp))?;
             Ok(())
         })();
-        if let Err(e) = written {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
+        integrity::or_remove(&tmp, written)?;
         let target = saved_models.join(&name);
         if target.exists() {
             fs::remove_dir_all(&target).map_err(io("replace", &target))?;

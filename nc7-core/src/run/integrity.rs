@@ -102,6 +102,15 @@ pub fn is_plain(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
+/// `written`, the result of filling the folder `tmp` before it is renamed into place; an error
+/// takes the half-written folder with it.
+pub(crate) fn or_remove<T, E>(tmp: &Path, written: Result<T, E>) -> Result<T, E> {
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(tmp);
+    }
+    written
+}
+
 /// Removes the folders that writes interrupted by a crash or `kill -9` left in `dir`
 /// (`.ckpt-8.tmp-<pid>`, `.ckpt-8.old-<pid>`, `.step-8.tmp-<pid>`): never read, they would stay
 /// forever. Only while the project's lock is held, so no write of another command is undone.

@@ -220,13 +220,7 @@ impl Checkpoints {
             sync_dir(&tmp)?;
             Ok(manifest)
         })();
-        let manifest = match written {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                return Err(e);
-            }
-        };
+        let manifest = integrity::or_remove(&tmp, written)?;
         let target = self.dir.join(&name);
         if target.exists() {
             let old = self.dir.join(format!(".{name}.old-{}", std::process::id()));
