@@ -2,10 +2,9 @@
 //! post-processor are nc7's standard `CrossEntropy`, `Accuracy` and `ArgMax`, and the data
 //! come from nc7's built-in `Shapes` data set.
 
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
-use nc7_core::layers::{Conv2d, Conv2dConfig};
+use nc7_core::layers::{Conv2d, Conv2dConfig, MaxPool2d};
 use nc7_core::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -60,7 +59,7 @@ impl<B: Backend> Build<B> for ShapesCnn<B> {
     fn build(c: &ShapesCnnConfig, device: &B::Device) -> Result<Self, BoxError> {
         Ok(ShapesCnn {
             convs: conv_layers(&c.filters, device),
-            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            pool: MaxPool2d::new([2, 2]),
             head: LinearConfig::new(c.filters[2], c.classes).init(device),
         })
     }

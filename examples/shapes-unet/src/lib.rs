@@ -4,9 +4,8 @@
 //! `MeanIou` and `PixelArgMax`; the data come from nc7's built-in `Shapes` data set (`mask`:
 //! 0 background, 1 + class).
 
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::tensor::activation::relu;
-use nc7_core::layers::{Conv2d, Conv2dConfig, upsample2};
+use nc7_core::layers::{Conv2d, Conv2dConfig, MaxPool2d, upsample2};
 use nc7_core::prelude::*;
 use serde::{Deserialize, Serialize};
 use shapes_classifier::{Images, conv_layers};
@@ -79,7 +78,7 @@ impl<B: Backend> Build<B> for ShapesEncoder<B> {
 }
 
 fn pool() -> MaxPool2d {
-    MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init()
+    MaxPool2d::new([2, 2])
 }
 
 impl<B: Backend> ModelPlugin<B> for ShapesEncoder<B> {

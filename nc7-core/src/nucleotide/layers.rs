@@ -20,6 +20,9 @@ use burn::nn::conv::Conv2dConfig as BurnConv2dConfig;
 use burn::prelude::Backend;
 use burn::tensor::{Slice, Tensor};
 
+#[cfg(feature = "flex")]
+mod kernels;
+
 /// How to build a [`Conv2d`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv2dConfig {
@@ -150,13 +153,15 @@ impl<B: Backend> Conv2d<B> {
             "Conv2d's {kh}×{kw} kernel is larger than the padded input {hp}×{wp}"
         );
         let (ho, wo) = ((hp - kh) / sh + 1, (wp - kw) / sw + 1);
-        if crate::backend::own_convolution::<B>() {
-            return burn::tensor::module::conv2d(
-                x,
-                self.weight.val(),
-                self.bias.as_ref().map(Param::val),
-                burn::tensor::ops::ConvOptions::new(self.stride, self.padding, [1, 1], 1),
-            );
+        #[cfg(feature = "flex")]
+        if let Some(y) = kernels::conv2d(
+            &x,
+            &self.weight.val(),
+            self.bias.as_ref().map(Param::val).as_ref(),
+            self.stride,
+            self.padding,
+        ) {
+            return y;
         }
         let x = if ph > 0 || pw > 0 {
             x.pad((pw, pw, ph, ph), 0.0)
@@ -199,6 +204,83 @@ impl<B: Backend> Conv2d<B> {
             None => y,
         };
         y.reshape([n, out, ho, wo])
+    }
+}
+
+/// 2-D max-pooling: each `kernel`-sized window's largest value, windows `stride` apart, the
+/// input padded by `padding` (which never wins). On Flex it runs nc7's own kernel (forward and
+/// backward), elsewhere burn's op; the two give the same values and gradients.
+#[derive(Module, Clone, Debug)]
+pub struct MaxPool2d {
+    /// Window height and width.
+    pub kernel: [usize; 2],
+    /// Step between windows.
+    pub stride: [usize; 2],
+    /// Added on each side, per dimension.
+    pub padding: [usize; 2],
+}
+
+impl MaxPool2d {
+    /// Windows of `kernel`, side by side (the stride is the kernel), no padding.
+    ///
+    /// # Panics
+    /// On a zero kernel size.
+    pub fn new(kernel: [usize; 2]) -> Self {
+        assert!(
+            kernel.iter().all(|&k| k > 0),
+            "MaxPool2d needs a kernel above zero; got {kernel:?}"
+        );
+        MaxPool2d {
+            kernel,
+            stride: kernel,
+            padding: [0, 0],
+        }
+    }
+
+    /// With this step between windows.
+    ///
+    /// # Panics
+    /// On a zero stride.
+    pub fn with_stride(mut self, stride: [usize; 2]) -> Self {
+        assert!(
+            stride.iter().all(|&s| s > 0),
+            "MaxPool2d needs a stride above zero; got {stride:?}"
+        );
+        self.stride = stride;
+        self
+    }
+
+    /// With this padding on each side; at most half the kernel.
+    ///
+    /// # Panics
+    /// When the padding is more than half the kernel (a window could hold padding alone).
+    pub fn with_padding(mut self, padding: [usize; 2]) -> Self {
+        assert!(
+            padding[0] <= self.kernel[0] / 2 && padding[1] <= self.kernel[1] / 2,
+            "MaxPool2d's padding is at most half its kernel {:?}; got {padding:?}",
+            self.kernel
+        );
+        self.padding = padding;
+        self
+    }
+
+    /// `[N, C, H, W]` → `[N, C, H', W']`, `H' = (H + 2·pad − kh) / stride + 1`.
+    ///
+    /// # Panics
+    /// When the padded input is smaller than the window.
+    pub fn forward<B: Backend>(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, _, h, w] = x.dims();
+        let [kh, kw] = self.kernel;
+        assert!(
+            h + 2 * self.padding[0] >= kh && w + 2 * self.padding[1] >= kw,
+            "MaxPool2d's {kh}×{kw} window is larger than the padded input {h}×{w} (padding {:?})",
+            self.padding
+        );
+        #[cfg(feature = "flex")]
+        if let Some(y) = kernels::max_pool2d(&x, self.kernel, self.stride, self.padding) {
+            return y;
+        }
+        burn::tensor::module::max_pool2d(x, self.kernel, self.stride, self.padding, [1, 1], false)
     }
 }
 

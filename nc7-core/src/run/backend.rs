@@ -323,18 +323,6 @@ pub(crate) fn on_host<B: Backend>() -> bool {
     id == std::any::TypeId::of::<Cpu>() || id == std::any::TypeId::of::<CpuTrain>()
 }
 
-/// Whether `B`'s own convolution is faster than [`crate::layers::Conv2d`]'s patches: Flex's is
-/// (measured by `cargo xtask bench peer`); NdArray's is not, and CUDA's is unmeasured.
-pub(crate) fn own_convolution<B: Backend>() -> bool {
-    let id = std::any::TypeId::of::<B>();
-    #[cfg(feature = "flex")]
-    if id == std::any::TypeId::of::<Flex>() || id == std::any::TypeId::of::<FlexTrain>() {
-        return true;
-    }
-    let _ = id;
-    false
-}
-
 /// Takes a tensor off the autodiff graph onto the inner backend; the data is not copied.
 pub(crate) fn tensor_to_inner<B: AutodiffBackend>(t: AnyTensor<B>) -> AnyTensor<B::InnerBackend> {
     match t {

@@ -1,7 +1,7 @@
 //! A small CNN: conv blocks with max-pooling, global average pooling and a linear head.
 
 use burn::module::Module;
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
@@ -9,7 +9,7 @@ use nc7_core::nucleotide::ModelPlugin;
 use nc7_core::{BoxError, Build, Generated, Incoming, Mode, nucleotide};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::ConvBlock;
+use crate::layers::{ConvBlock, MaxPool2d};
 
 /// Images in.
 #[derive(Incoming)]
@@ -74,7 +74,7 @@ impl<B: Backend> Build<B> for Classifier<B> {
             .collect();
         Ok(Classifier {
             blocks,
-            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            pool: MaxPool2d::new([2, 2]),
             head: LinearConfig::new(input, c.classes).init(device),
         })
     }

@@ -2,7 +2,7 @@
 //! connections and conv blocks, and a 1×1 convolution to class scores per pixel.
 
 use burn::module::Module;
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+
 use burn::prelude::Backend;
 use burn::tensor::Tensor;
 use nc7_core::nucleotide::ModelPlugin;
@@ -10,7 +10,7 @@ use nc7_core::{BoxError, Build, Generated, Mode, nucleotide};
 use serde::{Deserialize, Serialize};
 
 use super::classifier::Images;
-use nc7_core::layers::{Conv2d, Conv2dConfig};
+use nc7_core::layers::{Conv2d, Conv2dConfig, MaxPool2d};
 
 use crate::layers::{ConvBlock, upsample2};
 
@@ -73,7 +73,7 @@ impl<B: Backend> Build<B> for UNet<B> {
         }
         Ok(UNet {
             encoder,
-            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            pool: MaxPool2d::new([2, 2]),
             decoder,
             head: Conv2dConfig::new([c.filters[0], c.classes], [1, 1]).init(device),
         })

@@ -1,0 +1,830 @@
+//! nc7's own CPU kernels on burn's Flex backend: 2-D convolution and max-pooling, forward and
+//! backward, as autodiff operations.
+//!
+//! burn computes a convolution's weight gradient as a second convolution over transposed
+//! tensors (a kernel the size of the image) and its max-pooling through generic strided
+//! iteration; on a small model these dominate a training step. Here a convolution is one
+//! patch matrix (im2col, built once in the forward pass and kept for the backward) and three
+//! matrix products (`gemm`, threaded): forward `W · cols`, weight gradient `dY · colsᵀ`, input
+//! gradient `Wᵀ · dY` scattered back (col2im). Max-pooling keeps the index of each window's
+//! maximum. Work is split by rows and planes whose results do not depend on the number of
+//! threads, so a run is bitwise the same on any machine with the same kernels.
+//!
+//! Only `f32` is served; other element types fall back to burn's ops (the callers decide).
+//! The table tests hold every kernel to burn's own op: values and gradients.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::prelude::Backend;
+use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
+use burn_flex::{Flex, FlexTensor, Layout};
+use rayon::prelude::*;
+
+type FlexTrain = Autodiff<Flex>;
+
+/// The sizes of one convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Conv {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl Conv {
+    fn out(&self) -> [usize; 2] {
+        [
+            (self.h + 2 * self.padding[0] - self.kernel[0]) / self.stride[0] + 1,
+            (self.w + 2 * self.padding[1] - self.kernel[1]) / self.stride[1] + 1,
+        ]
+    }
+    /// Rows of the patch matrix: `c · kh · kw`.
+    fn k(&self) -> usize {
+        self.c * self.kernel[0] * self.kernel[1]
+    }
+    /// Outputs per plane.
+    fn p(&self) -> usize {
+        let [ho, wo] = self.out();
+        ho * wo
+    }
+    /// Columns of the patch matrix: every output position of every sample.
+    fn l(&self) -> usize {
+        self.n * self.p()
+    }
+}
+
+/// Below this many elements a kernel runs on the calling thread: waking the pool's threads
+/// costs more than the work.
+const PARALLEL_FROM: usize = 1 << 15;
+
+/// Calls `f(i, row)` for each `len`-element row of `data`: on the pool's threads in a few
+/// tasks when `data` is large, else here. Each row is written by one call, so the result does
+/// not depend on how rows are shared out.
+fn rows<T: Send>(data: &mut [T], len: usize, f: impl Fn(usize, &mut [T]) + Send + Sync) {
+    if data.len() < PARALLEL_FROM || len == 0 {
+        data.chunks_mut(len.max(1))
+            .enumerate()
+            .for_each(|(i, r)| f(i, r));
+    } else {
+        let per_task = (data.len() / len)
+            .div_ceil(4 * rayon::current_num_threads())
+            .max(1);
+        data.par_chunks_mut(len)
+            .with_min_len(per_task)
+            .enumerate()
+            .for_each(|(i, r)| f(i, r));
+    }
+}
+
+/// The output positions `0..len` along one axis whose input `o · stride + offset − pad` lies
+/// in `0..size`.
+fn valid(
+    len: usize,
+    size: usize,
+    stride: usize,
+    offset: usize,
+    pad: usize,
+) -> std::ops::Range<usize> {
+    // o · stride + offset ≥ pad  ⇔  o ≥ ceil((pad − offset) / stride)
+    let lo = pad.saturating_sub(offset).div_ceil(stride);
+    // o · stride + offset − pad < size  ⇔  o < (size + pad − offset) / stride, rounded up
+    let hi = (size + pad)
+        .saturating_sub(offset)
+        .div_ceil(stride)
+        .min(len);
+    lo.min(hi)..hi
+}
+
+/// The patch matrix `[c·kh·kw, n·ho·wo]` of `x` (`[n, c, h, w]`, contiguous).
+fn im2col(x: &[f32], g: &Conv) -> Vec<f32> {
+    let (l, p) = (g.l(), g.p());
+    let [ho, wo] = g.out();
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let [ph, pw] = g.padding;
+    let mut cols = vec![0f32; g.k() * l];
+    rows(&mut cols, l, |row, out| {
+        let (c, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
+        let ys = valid(ho, g.h, sh, i, ph);
+        let xs = valid(wo, g.w, sw, j, pw);
+        for n in 0..g.n {
+            let plane = &x[(n * g.c + c) * g.h * g.w..][..g.h * g.w];
+            let out = &mut out[n * p..][..p];
+            for oy in ys.clone() {
+                let src = &plane[(oy * sh + i - ph) * g.w..][..g.w];
+                let dst = &mut out[oy * wo..][..wo];
+                if sw == 1 {
+                    let x0 = xs.start + j - pw;
+                    dst[xs.clone()].copy_from_slice(&src[x0..x0 + xs.len()]);
+                } else {
+                    for ox in xs.clone() {
+                        dst[ox] = src[ox * sw + j - pw];
+                    }
+                }
+            }
+        }
+    });
+    cols
+}
+
+/// Adds the patch matrix's gradient `[c·kh·kw, n·ho·wo]` back onto the input's `[n, c, h, w]`.
+fn col2im(dcols: &[f32], g: &Conv) -> Vec<f32> {
+    let (l, p) = (g.l(), g.p());
+    let [ho, wo] = g.out();
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let [ph, pw] = g.padding;
+    let mut dx = vec![0f32; g.n * g.c * g.h * g.w];
+    rows(&mut dx, g.h * g.w, |plane, out| {
+        let (n, c) = (plane / g.c, plane % g.c);
+        for i in 0..kh {
+            let ys = valid(ho, g.h, sh, i, ph);
+            for j in 0..kw {
+                let xs = valid(wo, g.w, sw, j, pw);
+                let src = &dcols[((c * kh + i) * kw + j) * l + n * p..][..p];
+                for oy in ys.clone() {
+                    let dst = &mut out[(oy * sh + i - ph) * g.w..][..g.w];
+                    let src = &src[oy * wo..][..wo];
+                    for ox in xs.clone() {
+                        dst[ox * sw + j - pw] += src[ox];
+                    }
+                }
+            }
+        }
+    });
+    dx
+}
+
+/// A matrix in a slice: its rows and columns and their strides.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major matrix.
+    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Mat {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+    /// The transpose, without copying.
+    fn t(self) -> Self {
+        Mat {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+}
+
+/// `a · b` as a row-major `Vec`.
+fn matmul(a: Mat<'_>, b: Mat<'_>) -> Vec<f32> {
+    assert_eq!(a.cols, b.rows, "matmul: inner sizes differ");
+    for m in [a, b] {
+        let last = (m.rows.max(1) - 1) * m.row_stride + (m.cols.max(1) - 1) * m.col_stride;
+        assert!(
+            m.rows == 0 || m.cols == 0 || last < m.data.len(),
+            "matmul: out of bounds"
+        );
+    }
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0f32; m * n];
+    }
+    let mut dst = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: every element the product reads lies in `a.data` or `b.data` (checked above:
+    // the largest offset is inside each). Without `read_dst` it writes each of the `m × n`
+    // elements at row stride `n` once, into `dst`'s capacity, which holds exactly that many
+    // and overlaps neither input; only then is the length set.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+        dst.set_len(m * n);
+    }
+    dst
+}
+
+/// The convolution's output `[n, o, ho, wo]` and the patch matrix.
+fn conv_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv) -> (Vec<f32>, Vec<f32>) {
+    let cols = im2col(x, g);
+    let (k, l, p) = (g.k(), g.l(), g.p());
+    // [o, n·p]
+    let prod = matmul(Mat::new(weight, g.o, k), Mat::new(&cols, k, l));
+    let mut y = vec![0f32; g.n * g.o * p];
+    rows(&mut y, p, |plane, out| {
+        let (n, o) = (plane / g.o, plane % g.o);
+        let src = &prod[o * l + n * p..][..p];
+        let b = bias.map_or(0.0, |b| b[o]);
+        for (d, s) in out.iter_mut().zip(src) {
+            *d = s + b;
+        }
+    });
+    (y, cols)
+}
+
+/// The gradients of a convolution's input, weight and bias from its output's `dy`.
+fn conv_backward(
+    dy: &[f32],
+    cols: &[f32],
+    weight: &[f32],
+    g: &Conv,
+    want: [bool; 3],
+) -> [Option<Vec<f32>>; 3] {
+    let (k, l, p) = (g.k(), g.l(), g.p());
+    // dY as [o, n·p], the patch matrix's column order.
+    let mut dy2 = vec![0f32; g.o * l];
+    rows(&mut dy2, l, |o, row| {
+        for n in 0..g.n {
+            row[n * p..][..p].copy_from_slice(&dy[(n * g.o + o) * p..][..p]);
+        }
+    });
+    let dy2m = Mat::new(&dy2, g.o, l);
+    let dx = want[0].then(|| col2im(&matmul(Mat::new(weight, g.o, k).t(), dy2m), g));
+    let dw = want[1].then(|| matmul(dy2m, Mat::new(cols, k, l).t()));
+    let db = want[2].then(|| dy2.chunks(l).map(|row| row.iter().sum()).collect());
+    [dx, dw, db]
+}
+
+/// The sizes of one max-pooling (no dilation, floor rounding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pool {
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+impl Pool {
+    fn out(&self) -> [usize; 2] {
+        [
+            (self.h + 2 * self.padding[0] - self.kernel[0]) / self.stride[0] + 1,
+            (self.w + 2 * self.padding[1] - self.kernel[1]) / self.stride[1] + 1,
+        ]
+    }
+}
+
+/// Each window's maximum and its index in the plane (the first, on ties; a NaN wins).
+fn pool_forward(x: &[f32], g: &Pool) -> (Vec<f32>, Vec<u32>) {
+    let [ho, wo] = g.out();
+    let (hw, p) = (g.h * g.w, ho * wo);
+    // Value and index side by side, one pass; split afterwards.
+    let mut both = vec![(0f32, 0u32); g.planes * p];
+    rows(&mut both, p, |plane, out| {
+        let x = &x[plane * hw..][..hw];
+        if g.kernel == [2, 2] && g.stride == [2, 2] && g.padding == [0, 0] {
+            // The common case, without ranges: four candidates per window.
+            for oy in 0..ho {
+                let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
+                for (ox, out) in out[oy * wo..][..wo].iter_mut().enumerate() {
+                    let c = 2 * ox;
+                    let mut best = (x[r0 + c], r0 + c);
+                    for i in [r0 + c + 1, r1 + c, r1 + c + 1] {
+                        if x[i] > best.0 || x[i].is_nan() && !best.0.is_nan() {
+                            best = (x[i], i);
+                        }
+                    }
+                    *out = (best.0, best.1 as u32);
+                }
+            }
+            return;
+        }
+        for oy in 0..ho {
+            let y0 = (oy * g.stride[0]) as isize - g.padding[0] as isize;
+            let ys = y0.max(0) as usize..((y0 + g.kernel[0] as isize) as usize).min(g.h);
+            for ox in 0..wo {
+                let x0 = (ox * g.stride[1]) as isize - g.padding[1] as isize;
+                let xs = x0.max(0) as usize..((x0 + g.kernel[1] as isize) as usize).min(g.w);
+                let mut best = (f32::NEG_INFINITY, ys.start * g.w + xs.start);
+                for yy in ys.clone() {
+                    for xx in xs.clone() {
+                        let v = x[yy * g.w + xx];
+                        if v > best.0 || v.is_nan() && !best.0.is_nan() {
+                            best = (v, yy * g.w + xx);
+                        }
+                    }
+                }
+                out[oy * wo + ox] = (x[best.1], best.1 as u32);
+            }
+        }
+    });
+    both.into_iter().unzip()
+}
+
+/// The input's gradient: each output's gradient added at its maximum.
+fn pool_backward(dy: &[f32], at: &[u32], g: &Pool) -> Vec<f32> {
+    let [ho, wo] = g.out();
+    let (hw, p) = (g.h * g.w, ho * wo);
+    let mut dx = vec![0f32; g.planes * hw];
+    rows(&mut dx, hw, |plane, dx| {
+        for (d, a) in dy[plane * p..][..p].iter().zip(&at[plane * p..][..p]) {
+            dx[*a as usize] += d;
+        }
+    });
+    dx
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensors in and out.
+
+/// `t` laid out in order (the same tensor when it is already), when it holds `f32`.
+fn f32s(t: &FlexTensor) -> Option<FlexTensor> {
+    let t = t.to_contiguous();
+    t.as_slice::<f32>()?;
+    Some(t)
+}
+
+/// The values of a tensor [`f32s`] made.
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice().expect("laid out by f32s")
+}
+
+fn flex(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::new(
+        burn::tensor::Bytes::from_elems(data),
+        Layout::contiguous(shape.into()),
+        DType::F32,
+    )
+}
+
+/// `t` as a tensor of `To`, when `From` is `To`.
+fn cast<From: 'static, To: 'static>(t: From) -> Option<To> {
+    (Box::new(t) as Box<dyn Any>)
+        .downcast::<To>()
+        .ok()
+        .map(|b| *b)
+}
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let s = t.layout().shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Convolution.
+
+#[derive(Debug)]
+struct ConvBackward;
+
+#[derive(Debug, Clone)]
+struct ConvState {
+    cols: Arc<Vec<f32>>,
+    weight: FlexTensor,
+    geometry: Conv,
+}
+
+impl<const N: usize> Backward<Flex, N> for ConvBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<ConvState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let dy = f32s(&grad).expect("the gradient of an f32 convolution is f32");
+        let s = ops.state;
+        let g = s.geometry;
+        let want = [0, 1, 2].map(|i| ops.parents.get(i).is_some_and(Option::is_some));
+        let [dx, dw, db] = conv_backward(slice(&dy), &s.cols, slice(&s.weight), &g, want);
+        let shapes = [
+            vec![g.n, g.c, g.h, g.w],
+            vec![g.o, g.c, g.kernel[0], g.kernel[1]],
+            vec![g.o],
+        ];
+        for ((parent, grad), shape) in ops.parents.iter().zip([dx, dw, db]).zip(shapes) {
+            if let (Some(node), Some(grad)) = (parent, grad) {
+                grads.register::<Flex>(node.id, flex(grad, shape));
+            }
+        }
+    }
+}
+
+/// The sizes of a convolution of `x` by `weight`; `None` for anything but `f32`.
+fn conv_geometry(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Option<Conv> {
+    if x.dtype() != DType::F32 || weight.dtype() != DType::F32 {
+        return None;
+    }
+    let [n, c, h, w] = dims4(x);
+    let [o, wc, kh, kw] = dims4(weight);
+    assert_eq!(
+        c, wc,
+        "convolution: the input has {c} channels, the kernel takes {wc}"
+    );
+    assert!(
+        h + 2 * padding[0] >= kh && w + 2 * padding[1] >= kw,
+        "convolution: a {kh}×{kw} kernel does not fit a {h}×{w} input padded by {padding:?}"
+    );
+    Some(Conv {
+        n,
+        c,
+        h,
+        w,
+        o,
+        kernel: [kh, kw],
+        stride,
+        padding,
+    })
+}
+
+/// A convolution on Flex, with or without autodiff: `None` when `B` is neither or the tensors
+/// are not `f32` (the caller then uses burn's op).
+pub(crate) fn conv2d<B: Backend>(
+    x: &Tensor<B, 4>,
+    weight: &Tensor<B, 4>,
+    bias: Option<&Tensor<B, 1>>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Option<Tensor<B, 4>> {
+    if let Some(x) = cast::<Tensor<B, 4>, Tensor<FlexTrain, 4>>(x.clone()) {
+        let weight: Tensor<FlexTrain, 4> = cast(weight.clone())?;
+        let bias: Option<Tensor<FlexTrain, 1>> = bias.map(|b| cast(b.clone())).unwrap_or(None);
+        return cast(conv2d_train(x, weight, bias, stride, padding)?);
+    }
+    let x: Tensor<Flex, 4> = cast(x.clone())?;
+    let weight: Tensor<Flex, 4> = cast(weight.clone())?;
+    let bias: Option<Tensor<Flex, 1>> = bias.map(|b| cast(b.clone())).unwrap_or(None);
+    let (x, weight) = (
+        x.into_primitive().tensor(),
+        weight.into_primitive().tensor(),
+    );
+    let g = conv_geometry(&x, &weight, stride, padding)?;
+    let bias = match bias {
+        Some(b) => Some(f32s(&b.into_primitive().tensor())?),
+        None => None,
+    };
+    let (x, weight) = (f32s(&x)?, f32s(&weight)?);
+    let (y, _) = conv_forward(slice(&x), slice(&weight), bias.as_ref().map(slice), &g);
+    let [ho, wo] = g.out();
+    cast(Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(
+        flex(y, [g.n, g.o, ho, wo]),
+    )))
+}
+
+fn conv2d_train(
+    x: Tensor<FlexTrain, 4>,
+    weight: Tensor<FlexTrain, 4>,
+    bias: Option<Tensor<FlexTrain, 1>>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Option<Tensor<FlexTrain, 4>> {
+    let x = x.into_primitive().tensor();
+    let weight = weight.into_primitive().tensor();
+    let bias = bias.map(|b| b.into_primitive().tensor());
+    let g = conv_geometry(&x.primitive, &weight.primitive, stride, padding)?;
+    let b = match &bias {
+        Some(b) => Some(f32s(&b.primitive)?),
+        None => None,
+    };
+    let w = f32s(&weight.primitive)?;
+    let (y, cols) = conv_forward(
+        slice(&f32s(&x.primitive)?),
+        slice(&w),
+        b.as_ref().map(slice),
+        &g,
+    );
+    let [ho, wo] = g.out();
+    let y = flex(y, [g.n, g.o, ho, wo]);
+    let state = ConvState {
+        cols: Arc::new(cols),
+        weight: w,
+        geometry: g,
+    };
+    let out = match bias {
+        Some(b) => match ConvBackward
+            .prepare::<NoCheckpointing>([x.node, weight.node, b.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        },
+        None => match ConvBackward
+            .prepare::<NoCheckpointing>([x.node, weight.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        },
+    };
+    Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Max-pooling.
+
+#[derive(Debug)]
+struct PoolBackward;
+
+#[derive(Debug, Clone)]
+struct PoolState {
+    at: Arc<Vec<u32>>,
+    geometry: Pool,
+    shape: [usize; 4],
+}
+
+impl Backward<Flex, 1> for PoolBackward {
+    type State = PoolState;
+
+    fn backward(self, ops: Ops<PoolState, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        if let [Some(node)] = ops.parents {
+            let dy = f32s(&grad).expect("the gradient of an f32 pooling is f32");
+            let dx = pool_backward(slice(&dy), &ops.state.at, &ops.state.geometry);
+            grads.register::<Flex>(node.id, flex(dx, ops.state.shape));
+        }
+    }
+}
+
+/// A max-pooling on Flex, with or without autodiff: `None` when `B` is neither or `x` is not
+/// `f32` (the caller then uses burn's op).
+pub(crate) fn max_pool2d<B: Backend>(
+    x: &Tensor<B, 4>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Option<Tensor<B, 4>> {
+    let geometry = |t: &FlexTensor| {
+        let [n, c, h, w] = dims4(t);
+        (t.dtype() == DType::F32).then_some(Pool {
+            planes: n * c,
+            h,
+            w,
+            kernel,
+            stride,
+            padding,
+        })
+    };
+    if let Some(x) = cast::<Tensor<B, 4>, Tensor<FlexTrain, 4>>(x.clone()) {
+        let x = x.into_primitive().tensor();
+        let g = geometry(&x.primitive)?;
+        let shape = dims4(&x.primitive);
+        let (y, at) = pool_forward(slice(&f32s(&x.primitive)?), &g);
+        let [ho, wo] = g.out();
+        let y = flex(y, [shape[0], shape[1], ho, wo]);
+        let out = match PoolBackward
+            .prepare::<NoCheckpointing>([x.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                PoolState {
+                    at: Arc::new(at),
+                    geometry: g,
+                    shape,
+                },
+                y,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        return cast(Tensor::<FlexTrain, 4>::from_primitive(
+            TensorPrimitive::Float(out),
+        ));
+    }
+    let x: Tensor<Flex, 4> = cast(x.clone())?;
+    let x = x.into_primitive().tensor();
+    let g = geometry(&x)?;
+    let [n, c, _, _] = dims4(&x);
+    let (y, _) = pool_forward(slice(&f32s(&x)?), &g);
+    let [ho, wo] = g.out();
+    cast(Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(
+        flex(y, [n, c, ho, wo]),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::module;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{Distribution, TensorData, Tolerance};
+
+    type T<const D: usize> = Tensor<FlexTrain, D>;
+    /// Input `[n, c, h, w]`, output channels, kernel, stride, padding, bias.
+    type ConvCase = ([usize; 4], usize, [usize; 2], [usize; 2], [usize; 2], bool);
+    /// Input `[n, c, h, w]`, kernel, stride, padding.
+    type PoolCase = ([usize; 4], [usize; 2], [usize; 2], [usize; 2]);
+
+    /// Asserts nc7's and burn's results agree; a failure names the case (printed first).
+    fn close(ours: TensorData, burns: TensorData, case: &str) {
+        eprintln!("comparing {case}");
+        ours.assert_approx_eq::<f32>(&burns, Tolerance::absolute(1e-4).set_relative(1e-4));
+    }
+
+    /// Every convolution shape of the table: values and the three gradients, against burn's op.
+    #[test]
+    fn convolution_matches_burns_op_in_values_and_gradients() {
+        let d = Default::default();
+        let table: &[ConvCase] = &[
+            ([2, 3, 8, 8], 4, [3, 3], [1, 1], [1, 1], true),
+            ([1, 1, 5, 7], 2, [3, 3], [1, 1], [0, 0], true),
+            ([3, 2, 9, 6], 3, [2, 3], [2, 1], [1, 0], false),
+            ([2, 4, 7, 7], 5, [1, 1], [1, 1], [0, 0], true),
+            ([2, 3, 10, 11], 2, [3, 3], [2, 2], [1, 1], true),
+            ([1, 2, 6, 6], 3, [5, 5], [1, 1], [2, 2], true),
+            ([2, 2, 4, 4], 1, [3, 3], [3, 3], [2, 2], false),
+        ];
+        for &(shape, o, kernel, stride, padding, with_bias) in table {
+            let case =
+                format!("{shape:?} o {o} kernel {kernel:?} stride {stride:?} padding {padding:?}");
+            let x = T::<4>::random(shape, Distribution::Normal(0.0, 1.0), &d).require_grad();
+            let w = T::<4>::random(
+                [o, shape[1], kernel[0], kernel[1]],
+                Distribution::Normal(0.0, 1.0),
+                &d,
+            )
+            .require_grad();
+            let b = with_bias
+                .then(|| T::<1>::random([o], Distribution::Normal(0.0, 1.0), &d).require_grad());
+            let ours = conv2d(&x, &w, b.as_ref(), stride, padding).expect("Flex serves f32");
+            let burns = module::conv2d(
+                x.clone(),
+                w.clone(),
+                b.clone(),
+                ConvOptions::new(stride, padding, [1, 1], 1),
+            );
+            close(ours.to_data(), burns.to_data(), &case);
+            // A weighted sum, so that every output's gradient differs.
+            let weights = T::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &d);
+            let g_ours = (ours * weights.clone()).sum().backward();
+            let g_burn = (burns * weights).sum().backward();
+            close(
+                x.grad(&g_ours).unwrap().to_data(),
+                x.grad(&g_burn).unwrap().to_data(),
+                &case,
+            );
+            close(
+                w.grad(&g_ours).unwrap().to_data(),
+                w.grad(&g_burn).unwrap().to_data(),
+                &case,
+            );
+            if let Some(b) = &b {
+                close(
+                    b.grad(&g_ours).unwrap().to_data(),
+                    b.grad(&g_burn).unwrap().to_data(),
+                    &case,
+                );
+            }
+            // Without autodiff too.
+            let inner = conv2d(
+                &x.clone().inner(),
+                &w.clone().inner(),
+                b.clone().map(|b| b.inner()).as_ref(),
+                stride,
+                padding,
+            )
+            .unwrap();
+            close(
+                inner.to_data(),
+                module::conv2d(
+                    x.inner(),
+                    w.inner(),
+                    b.map(|b| b.inner()),
+                    ConvOptions::new(stride, padding, [1, 1], 1),
+                )
+                .to_data(),
+                &case,
+            );
+        }
+    }
+
+    #[test]
+    fn max_pooling_matches_burns_op_in_values_and_gradients() {
+        let d = Default::default();
+        let table: &[PoolCase] = &[
+            ([2, 3, 8, 8], [2, 2], [2, 2], [0, 0]),
+            ([1, 2, 7, 9], [2, 2], [2, 2], [0, 0]),
+            ([2, 2, 9, 9], [3, 3], [2, 2], [1, 1]),
+            ([1, 3, 6, 5], [3, 2], [1, 1], [1, 0]),
+            ([2, 1, 5, 5], [1, 1], [2, 2], [0, 0]),
+        ];
+        for &(shape, kernel, stride, padding) in table {
+            let case = format!("{shape:?} kernel {kernel:?} stride {stride:?} padding {padding:?}");
+            let x = T::<4>::random(shape, Distribution::Normal(0.0, 1.0), &d).require_grad();
+            let ours = max_pool2d(&x, kernel, stride, padding).expect("Flex serves f32");
+            let burns = module::max_pool2d(x.clone(), kernel, stride, padding, [1, 1], false);
+            close(ours.to_data(), burns.to_data(), &case);
+            let weights = T::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &d);
+            let g_ours = (ours * weights.clone()).sum().backward();
+            let g_burn = (burns * weights).sum().backward();
+            close(
+                x.grad(&g_ours).unwrap().to_data(),
+                x.grad(&g_burn).unwrap().to_data(),
+                &case,
+            );
+            let inner = max_pool2d(&x.clone().inner(), kernel, stride, padding).unwrap();
+            close(
+                inner.to_data(),
+                module::max_pool2d(x.inner(), kernel, stride, padding, [1, 1], false).to_data(),
+                &case,
+            );
+        }
+    }
+
+    /// The same numbers on one thread and on four: work is split where it does not change a
+    /// sum's order.
+    #[test]
+    fn results_do_not_depend_on_the_number_of_threads() {
+        let g = Conv {
+            n: 4,
+            c: 8,
+            h: 12,
+            w: 12,
+            o: 16,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+        };
+        let mut seed = 7u32;
+        let mut random = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let x = random(g.n * g.c * g.h * g.w);
+        let w = random(g.o * g.k());
+        let b = random(g.o);
+        let dy = random(g.n * g.o * g.p());
+        let run = || {
+            let (y, cols) = conv_forward(&x, &w, Some(&b), &g);
+            let grads = conv_backward(&dy, &cols, &w, &g, [true; 3]);
+            let pool = Pool {
+                planes: g.n * g.o,
+                h: g.h,
+                w: g.w,
+                kernel: [2, 2],
+                stride: [2, 2],
+                padding: [0, 0],
+            };
+            let (py, at) = pool_forward(&y, &pool);
+            let pdx = pool_backward(&py, &at, &pool);
+            (y, grads, py, pdx)
+        };
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(run)
+        };
+        let one = on(1);
+        assert_eq!(one, on(4));
+        assert_eq!(one, on(2));
+    }
+
+    #[test]
+    fn valid_ranges_keep_the_input_inside() {
+        // 5 outputs, input 5, stride 1, kernel offset 0, padding 1: output 0 reads input −1.
+        assert_eq!(valid(5, 5, 1, 0, 1), 1..5);
+        assert_eq!(valid(5, 5, 1, 2, 1), 0..4);
+        assert_eq!(valid(3, 6, 2, 0, 1), 1..3);
+        // A kernel offset past every input row.
+        assert_eq!(valid(2, 1, 1, 3, 0), 0..0);
+    }
+}
