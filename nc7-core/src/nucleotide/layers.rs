@@ -3,16 +3,19 @@
 //! [`upsample2`] doubles the height and width by repeating each pixel, with a backward pass of
 //! sums (burn's nearest interpolation has no fast CPU gradient).
 //!
-//! [`Conv2d`] is a 2-D convolution computed as patches times a matrix (im2col): the input is
-//! padded, the `kh × kw` shifted views are stacked along the channels and one matrix product
-//! with the kernel gives every output. Its backward pass is made of slices and matrix
-//! products too. On the CPU backend this trains several times faster than `burn::nn::conv::
-//! Conv2d`, whose backward pass there runs a direct transposed convolution; on CUDA both run
-//! as matrix products. On burn's Flex backend (`--device flex`), whose own convolution kernels
-//! are faster than the patches, it runs burn's convolution op with the same parameters. Its
-//! parameters are named and shaped like burn's (`weight`
-//! `[out, in, kh, kw]`, `bias` `[out]`) and start from the same initialisation, so weights
-//! move between the two, and between projects, unchanged.
+//! [`Conv2d`] is a 2-D convolution and [`MaxPool2d`] a max-pooling. On burn's Flex CPU
+//! backend (cargo feature `flex`, `--device flex`) both run nc7's own kernels, forward and
+//! backward (`layers/kernels.rs`): the convolution as one patch matrix and three matrix
+//! products, the pooling keeping each window's index. burn's ops there compute the
+//! convolution's weight gradient as a second convolution with an image-sized kernel, and pool
+//! through generic strided iteration; the shapes classifier trains about twice as fast with
+//! nc7's. On the default CPU backend (NdArray) and on CUDA, [`Conv2d`] is patches times a
+//! matrix (im2col) made of tensor ops: the input is padded, the `kh × kw` shifted views are
+//! stacked along the channels and one matrix product with the kernel gives every output (on
+//! NdArray several times faster than `burn::nn::conv::Conv2d`, whose backward pass runs a
+//! direct transposed convolution), and [`MaxPool2d`] is burn's op. [`Conv2d`]'s parameters are
+//! named and shaped like burn's (`weight` `[out, in, kh, kw]`, `bias` `[out]`) and start from
+//! the same initialisation, so weights move between the two, and between projects, unchanged.
 
 use burn::module::{Module, Param};
 use burn::nn::PaddingConfig2d;
