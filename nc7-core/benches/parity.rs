@@ -2,7 +2,7 @@
 //!
 //! Model: Lightning Fabric's parity ConvNet (conv 3→6 5×5, max-pool 2, conv 6→16 5×5, max-pool
 //! 2, fc 400→120→84→10), SGD at a constant learning rate, random CIFAR-shaped data (3×32×32,
-//! 10 classes), batch 32, 200 steps, NdArray, the same seed. Both sides batch the same
+//! 10 classes), batch 32, 200 steps, the CPU backend (Flex), the same seed. Both sides batch the same
 //! in-memory samples the same way (one tensor per sample, stacked), read the loss back every
 //! step and start from the same weights; the loss sequences must be identical.
 //!
@@ -123,7 +123,7 @@ fn main() {
     }
     // `cargo bench` passes `--bench`; nothing else is read.
     println!(
-        "parity: ConvNet, SGD lr {LR}, batch {BATCH}, {STEPS} steps, {SAMPLES} CIFAR-shaped samples, NdArray, seed {SEED}"
+        "parity: ConvNet, SGD lr {LR}, batch {BATCH}, {STEPS} steps, {SAMPLES} CIFAR-shaped samples, the CPU backend (Flex), seed {SEED}"
     );
     let (rss_nc7, file_nc7, heap_nc7) = child_peak("nc7");
     let (rss_raw, file_raw, heap_raw) = child_peak("raw");

@@ -21,4 +21,4 @@ pub use crate::registry::{Registration, check_config, config_schema};
 pub use crate::runtime::{family, rt};
 
 /// The backend registration instantiates generic nucleotides on: the embedded default.
-pub type DefaultBackend = burn::backend::NdArray;
+pub type DefaultBackend = crate::backend::Cpu;

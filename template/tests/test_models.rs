@@ -14,7 +14,7 @@ use nc7_core::{Build, Mode};
 use project::losses::{CrossEntropy, PixelCrossEntropy, ScoredImages, ScoredPixels};
 use project::models::{Classifier, ClassifierConfig, UNet, UNetConfig};
 
-type Train = burn::backend::Autodiff<burn::backend::NdArray>;
+type Train = nc7_core::backend::CpuTrain;
 
 const SIZE: usize = 16;
 const BATCH: usize = 6;

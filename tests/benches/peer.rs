@@ -47,17 +47,17 @@ fn main() {
         );
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer.py");
-    // nc7 on its default device, and on Flex when built in (`--features flex`).
+    // nc7 on its default device, and on NdArray when built in (`--features ndarray`).
     let mut sides = vec!["nc7", "torch", "lightning"];
-    if cfg!(feature = "flex") {
-        sides.insert(1, "nc7-flex");
+    if cfg!(feature = "ndarray") {
+        sides.insert(1, "nc7-ndarray");
     }
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); sides.len()];
     for round in 0..rounds {
         for (i, side) in sides.iter().enumerate() {
             let run = match *side {
                 "nc7" => nc7_run(nc7, "cpu", &tmp.join(format!("project-{round}"))),
-                "nc7-flex" => nc7_run(nc7, "flex", &tmp.join(format!("flex-{round}"))),
+                "nc7-ndarray" => nc7_run(nc7, "ndarray", &tmp.join(format!("ndarray-{round}"))),
                 mode => python_run(&python, &script, mode, &tmp),
             };
             eprintln!(
@@ -97,12 +97,11 @@ fn main() {
     }
     println!("(PyTorch's memory includes its CUDA build's libraries; {THREADS} threads each)");
     let of = |side: &str| medians[sides.iter().position(|s| *s == side).unwrap()].0;
-    if cfg!(feature = "flex") {
+    if cfg!(feature = "ndarray") {
         println!(
-            "peer ratio on flex: {:.3}",
-            of("nc7-flex") / of("lightning")
+            "peer ratio on ndarray: {:.3}",
+            of("nc7-ndarray") / of("lightning")
         );
-        println!("torch ratio on flex: {:.3}", of("nc7-flex") / of("torch"));
     }
     println!("peer ratio: {:.3}", of("nc7") / of("lightning"));
     println!("torch ratio: {:.3}", of("nc7") / of("torch"));

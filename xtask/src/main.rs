@@ -105,9 +105,9 @@ fn bench(name: &str) -> ExitCode {
     };
     let mut cmd = Command::new(cargo());
     cmd.args(["bench", "--quiet", "--package", package, "--bench", name]);
-    // The peer bench measures the Flex backend beside the default.
+    // The peer bench measures the NdArray backend beside the default.
     if name == "peer" {
-        cmd.args(["--features", "nc7-tests/flex"]);
+        cmd.args(["--features", "nc7-tests/ndarray"]);
     }
     run(
         &mut cmd,

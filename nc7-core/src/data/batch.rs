@@ -462,10 +462,9 @@ pub(crate) fn for_each_batch<B: Backend, E: From<BoxError>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
     use burn::tensor::{Int, Tensor};
 
-    type B = NdArray;
+    type B = crate::backend::Cpu;
 
     fn sample(x: Vec<f32>, label: i64, name: &str) -> Nest<B> {
         let d = Default::default();

@@ -3,14 +3,13 @@
 //! [`upsample2`] doubles the height and width by repeating each pixel, with a backward pass of
 //! sums (burn's nearest interpolation has no fast CPU gradient).
 //!
-//! [`Conv2d`] is a 2-D convolution and [`MaxPool2d`] a max-pooling. On burn's Flex CPU
-//! backend (cargo feature `flex`, `--device flex`) both run nc7's own kernels, forward and
-//! backward (`layers/kernels.rs`): the convolution as one patch matrix and three matrix
-//! products, the pooling keeping each window's index. burn's ops there compute the
-//! convolution's weight gradient as a second convolution with an image-sized kernel, and pool
-//! through generic strided iteration; the shapes classifier trains about twice as fast with
-//! nc7's. On the default CPU backend (NdArray) and on CUDA, [`Conv2d`] is patches times a
-//! matrix (im2col) made of tensor ops: the input is padded, the `kh × kw` shifted views are
+//! [`Conv2d`] is a 2-D convolution and [`MaxPool2d`] a max-pooling. On the CPU backend (burn's
+//! Flex) both run nc7's own kernels, forward and backward (`layers/kernels.rs`): the
+//! convolution as one patch matrix and three matrix products, the pooling keeping each
+//! window's index. burn's ops there compute the convolution's weight gradient as a second
+//! convolution with an image-sized kernel, and pool through generic strided iteration; the
+//! shapes classifier trains about twice as fast with nc7's. On NdArray (`--device ndarray`) and
+//! on CUDA, [`Conv2d`] is patches times a matrix (im2col) made of tensor ops: the input is padded, the `kh × kw` shifted views are
 //! stacked along the channels and one matrix product with the kernel gives every output (on
 //! NdArray several times faster than `burn::nn::conv::Conv2d`, whose backward pass runs a
 //! direct transposed convolution), and [`MaxPool2d`] is burn's op. [`Conv2d`]'s parameters are
@@ -23,7 +22,6 @@ use burn::nn::conv::Conv2dConfig as BurnConv2dConfig;
 use burn::prelude::Backend;
 use burn::tensor::{Slice, Tensor};
 
-#[cfg(feature = "flex")]
 mod kernels;
 
 /// How to build a [`Conv2d`].
@@ -156,7 +154,6 @@ impl<B: Backend> Conv2d<B> {
             "Conv2d's {kh}×{kw} kernel is larger than the padded input {hp}×{wp}"
         );
         let (ho, wo) = ((hp - kh) / sh + 1, (wp - kw) / sw + 1);
-        #[cfg(feature = "flex")]
         if let Some(y) = kernels::conv2d(
             &x,
             &self.weight.val(),
@@ -279,7 +276,6 @@ impl MaxPool2d {
             "MaxPool2d's {kh}×{kw} window is larger than the padded input {h}×{w} (padding {:?})",
             self.padding
         );
-        #[cfg(feature = "flex")]
         if let Some(y) = kernels::max_pool2d(&x, self.kernel, self.stride, self.padding) {
             return y;
         }

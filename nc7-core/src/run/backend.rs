@@ -10,17 +10,18 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::nest::{AnyTensor, Nest};
 
-/// The embedded default backend: burn's NdArray, pure Rust, on the CPU.
-pub type Cpu = burn::backend::NdArray;
+/// The embedded default backend: burn's Flex, pure Rust, on the CPU (gemm matrix products,
+/// strided views, threads and SIMD), with nc7's own convolution and max-pooling kernels.
+pub type Cpu = burn::backend::Flex;
 /// Training on the CPU: the default backend with autodiff.
 pub type CpuTrain = burn::backend::Autodiff<Cpu>;
-/// burn's Flex CPU backend (cargo feature `flex`): gemm matrix multiplies, strided views,
-/// its own convolution and pooling kernels; `--device flex`.
-#[cfg(feature = "flex")]
-pub type Flex = burn::backend::Flex;
-/// Training on Flex.
-#[cfg(feature = "flex")]
-pub type FlexTrain = burn::backend::Autodiff<Flex>;
+/// burn's NdArray CPU backend (cargo feature `ndarray`), `--device ndarray`: the default
+/// before Flex, slower on every model measured.
+#[cfg(feature = "ndarray")]
+pub type NdArray = burn::backend::NdArray;
+/// Training on NdArray.
+#[cfg(feature = "ndarray")]
+pub type NdArrayTrain = burn::backend::Autodiff<NdArray>;
 /// burn's CUDA backend (cargo feature `cuda`); the driver is loaded at run time.
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda;
@@ -38,9 +39,9 @@ macro_rules! on_inner_backend {
             type $b = $crate::backend::Cpu;
             out = Some($body);
         }
-        #[cfg(feature = "flex")]
-        if out.is_none() && id == ::std::any::TypeId::of::<$crate::backend::Flex>() {
-            type $b = $crate::backend::Flex;
+        #[cfg(feature = "ndarray")]
+        if out.is_none() && id == ::std::any::TypeId::of::<$crate::backend::NdArray>() {
+            type $b = $crate::backend::NdArray;
             out = Some($body);
         }
         #[cfg(feature = "cuda")]
@@ -61,9 +62,9 @@ macro_rules! on_train_backend {
             type $b = $crate::backend::CpuTrain;
             out = Some($body);
         }
-        #[cfg(feature = "flex")]
-        if out.is_none() && id == ::std::any::TypeId::of::<$crate::backend::FlexTrain>() {
-            type $b = $crate::backend::FlexTrain;
+        #[cfg(feature = "ndarray")]
+        if out.is_none() && id == ::std::any::TypeId::of::<$crate::backend::NdArrayTrain>() {
+            type $b = $crate::backend::NdArrayTrain;
             out = Some($body);
         }
         #[cfg(feature = "cuda")]
@@ -78,14 +79,14 @@ macro_rules! on_train_backend {
 pub(crate) use {on_inner_backend, on_train_backend};
 
 /// Where a run computes, as `--device` and the trainer config's `device` write it: `cpu`,
-/// `cuda` or `cuda:N`.
+/// `ndarray`, `cuda` or `cuda:N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
-    /// The CPU (NdArray).
+    /// The CPU (Flex).
     #[default]
     Cpu,
-    /// The CPU through burn's Flex backend (cargo feature `flex`).
-    Flex,
+    /// The CPU through burn's NdArray backend (cargo feature `ndarray`).
+    NdArray,
     /// The CUDA GPU with this index.
     Cuda(usize),
 }
@@ -116,7 +117,7 @@ impl fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DeviceChoice::Cpu => f.write_str("cpu"),
-            DeviceChoice::Flex => f.write_str("flex"),
+            DeviceChoice::NdArray => f.write_str("ndarray"),
             DeviceChoice::Cuda(0) => f.write_str("cuda"),
             DeviceChoice::Cuda(i) => write!(f, "cuda:{i}"),
         }
@@ -228,7 +229,7 @@ pub fn probe_cuda(index: usize) -> Result<(), String> {
 
 /// A device name that is not `cpu`, `cuda` or `cuda:N`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown device `{0}`; write `cpu`, `flex`, `cuda` or `cuda:N` (N the GPU's index)")]
+#[error("unknown device `{0}`; write `cpu`, `ndarray`, `cuda` or `cuda:N` (N the GPU's index)")]
 pub struct BadDevice(pub String);
 
 impl FromStr for DeviceChoice {
@@ -237,7 +238,7 @@ impl FromStr for DeviceChoice {
         let t = s.trim().to_ascii_lowercase();
         match t.as_str() {
             "cpu" => Ok(DeviceChoice::Cpu),
-            "flex" => Ok(DeviceChoice::Flex),
+            "ndarray" => Ok(DeviceChoice::NdArray),
             "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
             _ => t
                 .strip_prefix("cuda:")
@@ -253,17 +254,18 @@ impl DeviceChoice {
     pub fn feature(self) -> &'static str {
         match self {
             DeviceChoice::Cpu => "",
-            DeviceChoice::Flex => "flex",
+            DeviceChoice::NdArray => "ndarray",
             DeviceChoice::Cuda(_) => "cuda",
         }
     }
 
-    /// Whether this build can run on the device (CUDA needs the `cuda` feature, Flex `flex`).
+    /// Whether this build can run on the device (CUDA needs the `cuda` feature, NdArray
+    /// `ndarray`).
     pub fn available(self) -> Result<(), DeviceError> {
         match self {
             DeviceChoice::Cpu => Ok(()),
-            DeviceChoice::Flex if cfg!(feature = "flex") => Ok(()),
-            DeviceChoice::Flex => Err(DeviceError::NotBuilt { device: self }),
+            DeviceChoice::NdArray if cfg!(feature = "ndarray") => Ok(()),
+            DeviceChoice::NdArray => Err(DeviceError::NotBuilt { device: self }),
             DeviceChoice::Cuda(i) if cfg!(feature = "cuda") => {
                 probe_cuda(i).map_err(|problem| DeviceError::NoDriver {
                     device: self,
@@ -296,10 +298,12 @@ impl DeviceChoice {
     pub fn dispatch<W: OnDevice>(self, work: W) -> W::Output {
         match self {
             DeviceChoice::Cpu => work.run::<CpuTrain>(&Default::default(), &Default::default()),
-            #[cfg(feature = "flex")]
-            DeviceChoice::Flex => work.run::<FlexTrain>(&Default::default(), &Default::default()),
-            #[cfg(not(feature = "flex"))]
-            DeviceChoice::Flex => unreachable!("run plans refuse devices this build lacks"),
+            #[cfg(feature = "ndarray")]
+            DeviceChoice::NdArray => {
+                work.run::<NdArrayTrain>(&Default::default(), &Default::default())
+            }
+            #[cfg(not(feature = "ndarray"))]
+            DeviceChoice::NdArray => unreachable!("run plans refuse devices this build lacks"),
             #[cfg(feature = "cuda")]
             DeviceChoice::Cuda(i) => {
                 let d = burn::backend::cuda::CudaDevice::new(i);
@@ -316,8 +320,8 @@ impl DeviceChoice {
 /// not a transfer to or from a device.
 pub(crate) fn on_host<B: Backend>() -> bool {
     let id = std::any::TypeId::of::<B>();
-    #[cfg(feature = "flex")]
-    if id == std::any::TypeId::of::<Flex>() || id == std::any::TypeId::of::<FlexTrain>() {
+    #[cfg(feature = "ndarray")]
+    if id == std::any::TypeId::of::<NdArray>() || id == std::any::TypeId::of::<NdArrayTrain>() {
         return true;
     }
     id == std::any::TypeId::of::<Cpu>() || id == std::any::TypeId::of::<CpuTrain>()
@@ -413,15 +417,15 @@ mod tests {
         let err = "tpu".parse::<DeviceChoice>().unwrap_err();
         assert!(
             err.to_string()
-                .contains("`cpu`, `flex`, `cuda` or `cuda:N`")
+                .contains("`cpu`, `ndarray`, `cuda` or `cuda:N`")
         );
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
-        assert_eq!("Flex".parse(), Ok(DeviceChoice::Flex));
-        assert_eq!(DeviceChoice::Flex.to_string(), "flex");
-        // Without the feature, `flex` is refused with the feature to build it with.
-        if !cfg!(feature = "flex") {
-            let err = DeviceChoice::Flex.available().unwrap_err().to_string();
-            assert!(err.contains("--features flex"), "{err}");
+        assert_eq!("NdArray".parse(), Ok(DeviceChoice::NdArray));
+        assert_eq!(DeviceChoice::NdArray.to_string(), "ndarray");
+        // Without the feature, `ndarray` is refused with the feature to build it with.
+        if !cfg!(feature = "ndarray") {
+            let err = DeviceChoice::NdArray.available().unwrap_err().to_string();
+            assert!(err.contains("--features ndarray"), "{err}");
         }
     }
 }

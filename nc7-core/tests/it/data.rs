@@ -126,7 +126,13 @@ fn image_files_datasets_and_feeders_read_images_masks_and_labels() {
         panic!("label: {sample:?}")
     };
     assert_eq!(
-        label.clone().into_data().unwrap().to_vec::<i64>().unwrap(),
+        label
+            .clone()
+            .into_data()
+            .unwrap()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap(),
         [2]
     );
     assert!(matches!(flat["file_name"], Nest::Str(s) if s == "c"));
@@ -371,7 +377,13 @@ fn data_pipes_read_process_and_filter_samples() {
         panic!("{c:?}")
     };
     assert_eq!(
-        label.clone().into_data().unwrap().to_vec::<i64>().unwrap(),
+        label
+            .clone()
+            .into_data()
+            .unwrap()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap(),
         [2]
     );
     // The CSV row of `c`: a float, a string and an integer column.
@@ -387,7 +399,13 @@ fn data_pipes_read_process_and_filter_samples() {
         panic!("{c:?}")
     };
     assert_eq!(
-        count.clone().into_data().unwrap().to_vec::<i64>().unwrap(),
+        count
+            .clone()
+            .into_data()
+            .unwrap()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap(),
         [3]
     );
 

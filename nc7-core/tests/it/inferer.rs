@@ -159,7 +159,7 @@ impl<B: Backend> CoordinatorCallback<B> for Log {
                 .request_stop(format!("enough after iteration {i}"));
         }
         assert_eq!(ctx.mode, Mode::Infer);
-        let classes: Vec<i64> = input.class.into_data().to_vec().unwrap();
+        let classes: Vec<i64> = input.class.into_data().convert::<i64>().to_vec().unwrap();
         let mut f = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -671,7 +671,7 @@ fn bad_inputs_are_clear_errors_and_keep_what_was_written() {
         e.contains("key `image`: the model was exported with `image` float F32 [_, 1, 6, 6], the data feeder gives `image` float F32 [_, 3, 6, 6]"),
         "{e}"
     );
-    assert!(e.contains("the saved model's inputs: `file_name` string, `image` float F32 [_, 1, 6, 6], `label` int I64 [_, 1]"), "{e}");
+    assert!(e.contains("the saved model's inputs: `file_name` string, `image` float F32 [_, 1, 6, 6], `label` int I32 [_, 1]"), "{e}");
     write(root, &[("inference/configs/datafeeder.json", &feeder)]);
 
     // An empty file list names its glob.

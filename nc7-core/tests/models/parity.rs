@@ -33,7 +33,7 @@ pub const SAMPLES: usize = STEPS * BATCH;
 pub const LR: f64 = 0.01;
 pub const PIXELS: usize = 3 * 32 * 32;
 
-pub type Train = burn::backend::Autodiff<burn::backend::NdArray>;
+pub type Train = nc7_core::backend::CpuTrain;
 
 /// The data set, made once per process from the seed: pixels and labels.
 pub fn data() -> &'static (Vec<f32>, Vec<i64>) {

@@ -580,6 +580,12 @@ mod tests {
             input("label", "int", "I64", json!([null, 1])),
         ];
         check_signature(&fits, &batch, dir).unwrap();
+        // Integers of another width fit: a model exported on another backend.
+        let other_width = [
+            fits[0].clone(),
+            input("label", "int", "I32", json!([null, 1])),
+        ];
+        check_signature(&other_width, &batch, dir).unwrap();
         // Keys the model does not know are fine; its extra keys (labels) too.
         check_signature(&fits[..1], &batch, dir).unwrap();
         let cases = [

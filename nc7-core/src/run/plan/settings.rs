@@ -113,7 +113,7 @@ pub(super) fn resolve_device(
                 code,
                 "",
                 message,
-                "choose a device this build has (`cpu`; `flex` with the `flex` feature; `cuda` with the `cuda` feature)".into(),
+                "choose a device this build has (`cpu`; `ndarray` with the `ndarray` feature; `cuda` with the `cuda` feature)".into(),
             )
             .with_file(file),
         );

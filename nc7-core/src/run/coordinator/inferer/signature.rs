@@ -3,7 +3,9 @@
 use super::*;
 
 /// Compares the first batch with the saved model's inputs: every key both have must agree in
-/// kind, dtype and the sizes the model was exported with; and they must share a key.
+/// kind, dtype and the sizes the model was exported with; and they must share a key. Integers
+/// of any width fit: each backend holds them in its own (Flex `I32`, NdArray `I64`), so a
+/// model exported on one runs on the other.
 pub(super) fn check_signature<B: Backend>(
     inputs: &[Value],
     batch: &Nest<B>,
@@ -48,7 +50,8 @@ pub(super) fn check_signature<B: Backend>(
             }
             (a, b) => a.is_none() && b.is_none(),
         };
-        same("kind") && same("dtype") && shapes
+        let int = saved.get("kind").and_then(Value::as_str) == Some("int");
+        same("kind") && (same("dtype") || int) && shapes
     };
     let mut problems = Vec::new();
     let mut shared = 0;
