@@ -305,6 +305,13 @@ impl Pool {
     }
 }
 
+/// Whether `v` replaces `best` as a window's maximum: larger, or the window's first NaN.
+/// Without short-circuits, so that the choice compiles to a select rather than a branch.
+#[inline(always)]
+fn wins(v: f32, best: f32) -> bool {
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
 /// Each window's maximum and its index in the plane (the first, on ties; a NaN wins).
 fn pool_forward(x: &[f32], g: &Pool) -> (Vec<f32>, Vec<u32>) {
     let [ho, wo] = g.out();
@@ -314,16 +321,20 @@ fn pool_forward(x: &[f32], g: &Pool) -> (Vec<f32>, Vec<u32>) {
     rows(&mut both, p, |plane, out| {
         let x = &x[plane * hw..][..hw];
         if g.kernel == [2, 2] && g.stride == [2, 2] && g.padding == [0, 0] {
-            // The common case, without ranges: four candidates per window.
-            for oy in 0..ho {
+            // The common case, without ranges or branches: four candidates per window.
+            for (oy, out) in out.chunks_exact_mut(wo).enumerate() {
                 let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
-                for (ox, out) in out[oy * wo..][..wo].iter_mut().enumerate() {
-                    let c = 2 * ox;
-                    let mut best = (x[r0 + c], r0 + c);
-                    for i in [r0 + c + 1, r1 + c, r1 + c + 1] {
-                        if x[i] > best.0 || x[i].is_nan() && !best.0.is_nan() {
-                            best = (x[i], i);
-                        }
+                let pairs = x[r0..r0 + g.w]
+                    .chunks_exact(2)
+                    .zip(x[r1..r1 + g.w].chunks_exact(2));
+                for ((out, (top, bottom)), c) in out.iter_mut().zip(pairs).zip((0..).step_by(2)) {
+                    let mut best = (top[0], r0 + c);
+                    for (v, i) in [
+                        (top[1], r0 + c + 1),
+                        (bottom[0], r1 + c),
+                        (bottom[1], r1 + c + 1),
+                    ] {
+                        best = if wins(v, best.0) { (v, i) } else { best };
                     }
                     *out = (best.0, best.1 as u32);
                 }
@@ -340,7 +351,7 @@ fn pool_forward(x: &[f32], g: &Pool) -> (Vec<f32>, Vec<u32>) {
                 for yy in ys.clone() {
                     for xx in xs.clone() {
                         let v = x[yy * g.w + xx];
-                        if v > best.0 || v.is_nan() && !best.0.is_nan() {
+                        if wins(v, best.0) {
                             best = (v, yy * g.w + xx);
                         }
                     }
@@ -816,6 +827,24 @@ mod tests {
         let one = on(1);
         assert_eq!(one, on(4));
         assert_eq!(one, on(2));
+    }
+
+    #[test]
+    fn a_window_holding_a_nan_pools_to_it() {
+        let nan = f32::NAN;
+        for (kernel, stride) in [([2, 2], [2, 2]), ([2, 2], [1, 1])] {
+            let g = Pool {
+                planes: 1,
+                h: 2,
+                w: 2,
+                kernel,
+                stride,
+                padding: [0, 0],
+            };
+            let (y, at) = pool_forward(&[1.0, nan, 3.0, nan], &g);
+            assert!(y[0].is_nan() && at == [1], "{kernel:?} {stride:?}: {y:?} at {at:?}");
+            assert_eq!(pool_backward(&[5.0], &at, &g), [0.0, 5.0, 0.0, 0.0]);
+        }
     }
 
     #[test]
