@@ -842,7 +842,10 @@ mod tests {
                 padding: [0, 0],
             };
             let (y, at) = pool_forward(&[1.0, nan, 3.0, nan], &g);
-            assert!(y[0].is_nan() && at == [1], "{kernel:?} {stride:?}: {y:?} at {at:?}");
+            assert!(
+                y[0].is_nan() && at == [1],
+                "{kernel:?} {stride:?}: {y:?} at {at:?}"
+            );
             assert_eq!(pool_backward(&[5.0], &at, &g), [0.0, 5.0, 0.0, 0.0]);
         }
     }
