@@ -435,6 +435,23 @@ fn trains_and_resumes_exactly() {
     let dir = export_alone(&plan(whole.path()).unwrap(), Some(Path::new("ckpt-15"))).unwrap();
     assert!(dir.ends_with("step-15"));
     assert!(dir.join("model.safetensors").is_file());
+
+    // A stop while the last saved model was written leaves its evaluation recorded and no
+    // saved model of its step: `--continue` writes it, the same, and trains nothing more.
+    let newest = whole.path().join("saved_models/step-20");
+    let files = ["model.safetensors", "eval_result.json", "signature.json"];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| fs::read(newest.join(f)).unwrap())
+        .collect();
+    fs::remove_dir_all(&newest).unwrap();
+    let again = run(whole.path(), true, None).unwrap();
+    assert_eq!((again.global_step, again.losses.len()), (20, 0));
+    let after: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| fs::read(newest.join(f)).unwrap())
+        .collect();
+    assert!(before == after, "the saved model written again differs");
 }
 
 #[test]

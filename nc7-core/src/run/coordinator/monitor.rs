@@ -142,7 +142,15 @@ impl History {
 
     /// Whether the evaluation of `step` is recorded.
     pub fn has(&self, step: u64) -> bool {
-        self.evaluations.iter().any(|e| e.step == step)
+        self.at(step).is_some()
+    }
+
+    /// The recorded evaluation of `step`.
+    pub fn at(&self, step: u64) -> Option<&BTreeMap<String, f64>> {
+        self.evaluations
+            .iter()
+            .find(|e| e.step == step)
+            .map(|e| &e.values)
     }
 
     /// Records an evaluation and writes the file (a temporary file renamed over it).

@@ -621,6 +621,21 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             && self.state.global_step > 0
             && self.state.global_step.is_multiple_of(self.train.iterations)
             && !self.history.has(self.state.global_step);
+        // An evaluation recorded whose saved model was not written (the run stopped while
+        // exporting it) is exported now, from the same weights: when no saved model is of
+        // this step or a later one.
+        if self.options.resume && self.plan.trainer.exports_to_keep > 0 {
+            let step = self.state.global_step;
+            let newest = crate::export::list(&self.dirs.saved_models)
+                .last()
+                .map(|e| e.0);
+            if let Some(values) = self.history.at(step).cloned()
+                && newest.is_none_or(|n| n < step)
+            {
+                let dir = self.export(&values)?;
+                self.report.exports.push(dir);
+            }
+        }
         let mut epochs_this_run = 0;
         loop {
             if pending_eval {
