@@ -22,6 +22,7 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::prelude::Backend;
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, Tensor, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor, Layout};
 use rayon::prelude::*;
@@ -41,12 +42,23 @@ pub(crate) struct Conv {
     pub padding: [usize; 2],
 }
 
+/// The output height and width of a window sliding over `[h, w]` (floor rounding).
+fn out_size(
+    h: usize,
+    w: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> [usize; 2] {
+    [
+        (h + 2 * padding[0] - kernel[0]) / stride[0] + 1,
+        (w + 2 * padding[1] - kernel[1]) / stride[1] + 1,
+    ]
+}
+
 impl Conv {
     fn out(&self) -> [usize; 2] {
-        [
-            (self.h + 2 * self.padding[0] - self.kernel[0]) / self.stride[0] + 1,
-            (self.w + 2 * self.padding[1] - self.kernel[1]) / self.stride[1] + 1,
-        ]
+        out_size(self.h, self.w, self.kernel, self.stride, self.padding)
     }
     /// Rows of the patch matrix: `c · kh · kw`.
     fn k(&self) -> usize {
@@ -298,10 +310,7 @@ pub(crate) struct Pool {
 
 impl Pool {
     fn out(&self) -> [usize; 2] {
-        [
-            (self.h + 2 * self.padding[0] - self.kernel[0]) / self.stride[0] + 1,
-            (self.w + 2 * self.padding[1] - self.kernel[1]) / self.stride[1] + 1,
-        ]
+        out_size(self.h, self.w, self.kernel, self.stride, self.padding)
     }
 }
 
@@ -480,6 +489,53 @@ fn conv_geometry(
     })
 }
 
+/// Records `y` as `op`'s output on the autodiff graph, with `state` for its backward pass when
+/// a parent is tracked.
+fn record<O: Backward<Flex, N>, const N: usize>(
+    op: O,
+    parents: [&FloatTensor<FlexTrain>; N],
+    state: O::State,
+    y: FlexTensor,
+) -> FloatTensor<FlexTrain> {
+    match op
+        .prepare::<NoCheckpointing>(parents.map(|p| p.node.clone()))
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}
+
+/// A convolution's output and what its backward pass needs; `None` when a tensor is not `f32`.
+fn conv_run(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: Option<&FlexTensor>,
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Option<(FlexTensor, ConvState)> {
+    let g = conv_geometry(x, weight, stride, padding)?;
+    let bias = match bias {
+        Some(b) => Some(f32s(b)?),
+        None => None,
+    };
+    let weight = f32s(weight)?;
+    let (y, cols) = conv_forward(
+        slice(&f32s(x)?),
+        slice(&weight),
+        bias.as_ref().map(slice),
+        &g,
+    );
+    let [ho, wo] = g.out();
+    let state = ConvState {
+        cols: Arc::new(cols),
+        weight,
+        geometry: g,
+    };
+    Some((flex(y, [g.n, g.o, ho, wo]), state))
+}
+
 /// A convolution on Flex, with or without autodiff: `None` when `B` is neither or the tensors
 /// are not `f32` (the caller then uses burn's op).
 pub(crate) fn conv2d<B: Backend>(
@@ -490,78 +546,49 @@ pub(crate) fn conv2d<B: Backend>(
     padding: [usize; 2],
 ) -> Option<Tensor<B, 4>> {
     if let Some(x) = cast::<Tensor<B, 4>, Tensor<FlexTrain, 4>>(x.clone()) {
-        let weight: Tensor<FlexTrain, 4> = cast(weight.clone())?;
-        let bias: Option<Tensor<FlexTrain, 1>> = bias.map(|b| cast(b.clone())).unwrap_or(None);
-        return cast(conv2d_train(x, weight, bias, stride, padding)?);
+        let x = x.into_primitive().tensor();
+        let weight = cast::<_, Tensor<FlexTrain, 4>>(weight.clone())?
+            .into_primitive()
+            .tensor();
+        let bias = match bias {
+            Some(b) => Some(
+                cast::<_, Tensor<FlexTrain, 1>>(b.clone())?
+                    .into_primitive()
+                    .tensor(),
+            ),
+            None => None,
+        };
+        let (y, state) = conv_run(
+            &x.primitive,
+            &weight.primitive,
+            bias.as_ref().map(|b| &b.primitive),
+            stride,
+            padding,
+        )?;
+        let out = match &bias {
+            Some(b) => record(ConvBackward, [&x, &weight, b], state, y),
+            None => record(ConvBackward, [&x, &weight], state, y),
+        };
+        return cast(Tensor::<FlexTrain, 4>::from_primitive(
+            TensorPrimitive::Float(out),
+        ));
     }
-    let x: Tensor<Flex, 4> = cast(x.clone())?;
-    let weight: Tensor<Flex, 4> = cast(weight.clone())?;
-    let bias: Option<Tensor<Flex, 1>> = bias.map(|b| cast(b.clone())).unwrap_or(None);
-    let (x, weight) = (
-        x.into_primitive().tensor(),
-        weight.into_primitive().tensor(),
-    );
-    let g = conv_geometry(&x, &weight, stride, padding)?;
+    let x = cast::<_, Tensor<Flex, 4>>(x.clone())?
+        .into_primitive()
+        .tensor();
+    let weight = cast::<_, Tensor<Flex, 4>>(weight.clone())?
+        .into_primitive()
+        .tensor();
     let bias = match bias {
-        Some(b) => Some(f32s(&b.into_primitive().tensor())?),
+        Some(b) => Some(
+            cast::<_, Tensor<Flex, 1>>(b.clone())?
+                .into_primitive()
+                .tensor(),
+        ),
         None => None,
     };
-    let (x, weight) = (f32s(&x)?, f32s(&weight)?);
-    let (y, _) = conv_forward(slice(&x), slice(&weight), bias.as_ref().map(slice), &g);
-    let [ho, wo] = g.out();
-    cast(Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(
-        flex(y, [g.n, g.o, ho, wo]),
-    )))
-}
-
-fn conv2d_train(
-    x: Tensor<FlexTrain, 4>,
-    weight: Tensor<FlexTrain, 4>,
-    bias: Option<Tensor<FlexTrain, 1>>,
-    stride: [usize; 2],
-    padding: [usize; 2],
-) -> Option<Tensor<FlexTrain, 4>> {
-    let x = x.into_primitive().tensor();
-    let weight = weight.into_primitive().tensor();
-    let bias = bias.map(|b| b.into_primitive().tensor());
-    let g = conv_geometry(&x.primitive, &weight.primitive, stride, padding)?;
-    let b = match &bias {
-        Some(b) => Some(f32s(&b.primitive)?),
-        None => None,
-    };
-    let w = f32s(&weight.primitive)?;
-    let (y, cols) = conv_forward(
-        slice(&f32s(&x.primitive)?),
-        slice(&w),
-        b.as_ref().map(slice),
-        &g,
-    );
-    let [ho, wo] = g.out();
-    let y = flex(y, [g.n, g.o, ho, wo]);
-    let state = ConvState {
-        cols: Arc::new(cols),
-        weight: w,
-        geometry: g,
-    };
-    let out = match bias {
-        Some(b) => match ConvBackward
-            .prepare::<NoCheckpointing>([x.node, weight.node, b.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(state, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        },
-        None => match ConvBackward
-            .prepare::<NoCheckpointing>([x.node, weight.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(state, y),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        },
-    };
-    Some(Tensor::from_primitive(TensorPrimitive::Float(out)))
+    let (y, _) = conv_run(&x, &weight, bias.as_ref(), stride, padding)?;
+    cast(Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(y)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -590,6 +617,33 @@ impl Backward<Flex, 1> for PoolBackward {
     }
 }
 
+/// A max-pooling's output and what its backward pass needs; `None` when `x` is not `f32`.
+fn pool_run(
+    x: &FlexTensor,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+) -> Option<(FlexTensor, PoolState)> {
+    let shape = dims4(x);
+    let [n, c, h, w] = shape;
+    let g = Pool {
+        planes: n * c,
+        h,
+        w,
+        kernel,
+        stride,
+        padding,
+    };
+    let (y, at) = pool_forward(slice(&f32s(x)?), &g);
+    let [ho, wo] = g.out();
+    let state = PoolState {
+        at: Arc::new(at),
+        geometry: g,
+        shape,
+    };
+    Some((flex(y, [n, c, ho, wo]), state))
+}
+
 /// A max-pooling on Flex, with or without autodiff: `None` when `B` is neither or `x` is not
 /// `f32` (the caller then uses burn's op).
 pub(crate) fn max_pool2d<B: Backend>(
@@ -598,52 +652,19 @@ pub(crate) fn max_pool2d<B: Backend>(
     stride: [usize; 2],
     padding: [usize; 2],
 ) -> Option<Tensor<B, 4>> {
-    let geometry = |t: &FlexTensor| {
-        let [n, c, h, w] = dims4(t);
-        (t.dtype() == DType::F32).then_some(Pool {
-            planes: n * c,
-            h,
-            w,
-            kernel,
-            stride,
-            padding,
-        })
-    };
     if let Some(x) = cast::<Tensor<B, 4>, Tensor<FlexTrain, 4>>(x.clone()) {
         let x = x.into_primitive().tensor();
-        let g = geometry(&x.primitive)?;
-        let shape = dims4(&x.primitive);
-        let (y, at) = pool_forward(slice(&f32s(&x.primitive)?), &g);
-        let [ho, wo] = g.out();
-        let y = flex(y, [shape[0], shape[1], ho, wo]);
-        let out = match PoolBackward
-            .prepare::<NoCheckpointing>([x.node])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish(
-                PoolState {
-                    at: Arc::new(at),
-                    geometry: g,
-                    shape,
-                },
-                y,
-            ),
-            OpsKind::UnTracked(prep) => prep.finish(y),
-        };
+        let (y, state) = pool_run(&x.primitive, kernel, stride, padding)?;
+        let out = record(PoolBackward, [&x], state, y);
         return cast(Tensor::<FlexTrain, 4>::from_primitive(
             TensorPrimitive::Float(out),
         ));
     }
-    let x: Tensor<Flex, 4> = cast(x.clone())?;
-    let x = x.into_primitive().tensor();
-    let g = geometry(&x)?;
-    let [n, c, _, _] = dims4(&x);
-    let (y, _) = pool_forward(slice(&f32s(&x)?), &g);
-    let [ho, wo] = g.out();
-    cast(Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(
-        flex(y, [n, c, ho, wo]),
-    )))
+    let x = cast::<_, Tensor<Flex, 4>>(x.clone())?
+        .into_primitive()
+        .tensor();
+    let (y, _) = pool_run(&x, kernel, stride, padding)?;
+    cast(Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(y)))
 }
 
 #[cfg(test)]
