@@ -9,10 +9,11 @@
 //! window's index. burn's ops there compute the convolution's weight gradient as a second
 //! convolution with an image-sized kernel, and pool through generic strided iteration; the
 //! shapes classifier trains about twice as fast with nc7's. On NdArray (`--device ndarray`) and
-//! on CUDA, [`Conv2d`] is patches times a matrix (im2col) made of tensor ops: the input is padded, the `kh × kw` shifted views are
-//! stacked along the channels and one matrix product with the kernel gives every output (on
-//! NdArray several times faster than `burn::nn::conv::Conv2d`, whose backward pass runs a
-//! direct transposed convolution), and [`MaxPool2d`] is burn's op. [`Conv2d`]'s parameters are
+//! on CUDA, [`Conv2d`] is patches times a matrix (im2col) made of tensor ops: the input is
+//! padded, the `kh × kw` shifted views are stacked along the channels and one matrix product
+//! with the kernel gives every output (on NdArray several times faster than
+//! `burn::nn::conv::Conv2d`, whose backward pass runs a direct transposed convolution), and
+//! [`MaxPool2d`] is burn's op. [`Conv2d`]'s parameters are
 //! named and shaped like burn's (`weight` `[out, in, kh, kw]`, `bias` `[out]`) and start from
 //! the same initialisation, so weights move between the two, and between projects, unchanged.
 

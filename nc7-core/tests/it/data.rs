@@ -7,6 +7,11 @@ use burn::tensor::{DType, TensorData};
 use nc7_core::data::RecordsWriter;
 use nc7_core::data::files::read_npy;
 
+/// Integers read at the backend's width (Flex holds I32), as i64.
+fn ints(data: TensorData) -> Vec<i64> {
+    data.convert::<i64>().to_vec().unwrap()
+}
+
 #[test]
 fn records_shards_are_read_by_python_safetensors() {
     let dir = tempfile::tempdir().unwrap();
@@ -125,16 +130,7 @@ fn image_files_datasets_and_feeders_read_images_masks_and_labels() {
     let Nest::Tensor(label) = flat["label"] else {
         panic!("label: {sample:?}")
     };
-    assert_eq!(
-        label
-            .clone()
-            .into_data()
-            .unwrap()
-            .convert::<i64>()
-            .to_vec::<i64>()
-            .unwrap(),
-        [2]
-    );
+    assert_eq!(ints(label.clone().into_data().unwrap()), [2]);
     assert!(matches!(flat["file_name"], Nest::Str(s) if s == "c"));
 
     // A feeder with optional masks: only `b` has one.
@@ -376,16 +372,7 @@ fn data_pipes_read_process_and_filter_samples() {
     let Some(Nest::Tensor(label)) = c.get("label") else {
         panic!("{c:?}")
     };
-    assert_eq!(
-        label
-            .clone()
-            .into_data()
-            .unwrap()
-            .convert::<i64>()
-            .to_vec::<i64>()
-            .unwrap(),
-        [2]
-    );
+    assert_eq!(ints(label.clone().into_data().unwrap()), [2]);
     // The CSV row of `c`: a float, a string and an integer column.
     let Some(Nest::Tensor(weight)) = c.get("weight") else {
         panic!("{c:?}")
@@ -398,16 +385,7 @@ fn data_pipes_read_process_and_filter_samples() {
     let Some(Nest::Tensor(count)) = c.get("count") else {
         panic!("{c:?}")
     };
-    assert_eq!(
-        count
-            .clone()
-            .into_data()
-            .unwrap()
-            .convert::<i64>()
-            .to_vec::<i64>()
-            .unwrap(),
-        [3]
-    );
+    assert_eq!(ints(count.clone().into_data().unwrap()), [3]);
 
     let reg = registry
         .resolve("DataPipeFeeder", Some(Kind::DataFeeder))
