@@ -1,12 +1,13 @@
 //! The inferer's threads: reading (PNG decoding), the network and the callbacks (PNG writing)
-//! on three threads joined by bounded channels, against the same run in one thread.
+//! on three threads joined by bounded channels, the network on the default compute threads
+//! (every core), against the same run in one thread (`--single-thread --threads 1`).
 //!
 //! The pipeline: `ImageFilesFeeder` over 256 RGB PNG files of 256×256 in batches of 8, a
-//! plugin `Mix` (the image's top-left `side`×`side` square, a 3×3 convolution applied
-//! `1 + repeats` times) and `SampleSaver` writing each result as a PNG. Before measuring,
-//! single-thread runs time each stage: `side` is set so that writing takes as long as
-//! reading, then `repeats` so that prediction takes as long as the mean of the two. Each
-//! stage is then about a third of the single-thread time.
+//! plugin `Mix` (the image's top-left `side`×`side` square, with a 3×3 convolution applied
+//! `repeats` times over its top-left `tile`×`tile` square) and `SampleSaver` writing each
+//! result as a PNG. Before measuring, single-thread runs time each stage: `side` is set so
+//! that writing takes as long as reading, then `repeats` and `tile` so that prediction takes
+//! as long as the mean of the two. Each stage is then about a third of the single-thread time.
 //!
 //! Each round runs, in one of the six orders: the single-thread run, the threaded run, and
 //! two single-thread runs at once on two copies of the project. The last shows what two
@@ -26,7 +27,7 @@
 #[path = "../tests/models/inferer.rs"]
 mod inferer;
 
-use inferer::{BATCH, SIDE, trained_project};
+use inferer::{BATCH, SIDE, set_cost, trained_project};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -39,15 +40,6 @@ use nc7_core::plan::{InferPlan, InferRequest};
 const IMAGES: usize = 256;
 /// Measured rounds: six, one per order of the three runs.
 const ROUNDS: usize = 6;
-
-fn saved_model(root: &Path) -> std::path::PathBuf {
-    fs::read_dir(root.join("saved_models"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .next()
-        .expect("a saved model")
-}
 
 /// CPU seconds this process has used, all threads.
 fn cpu_seconds() -> f64 {
@@ -113,23 +105,20 @@ impl Bench {
         }
     }
 
-    /// Sets the plugin's `side` and `repeats` in both saved models' graphs (the weights do not
-    /// depend on them).
-    fn set(&self, side: usize, repeats: usize) {
+    /// Sets the plugin's cost in both saved models.
+    fn set(&self, c: Cost) {
         for root in &self.roots {
-            let graph = saved_model(root).join("graph.json");
-            let text = fs::read_to_string(&graph).unwrap();
-            let mut g: serde_json::Value = serde_json::from_str(&text).unwrap();
-            g["plugins_config"][0]["side"] = side.into();
-            g["plugins_config"][0]["repeats"] = repeats.into();
-            fs::write(&graph, g.to_string()).unwrap();
+            set_cost(root, c.side, c.tile, c.repeats);
         }
     }
 
     /// One inference of project `k`; its results are deleted.
     fn run(&self, k: usize, single_thread: bool) -> InferReport {
+        // The single-thread run computes on one thread too; the threaded run on the default,
+        // every core.
         let request = InferRequest {
             single_thread,
+            threads: single_thread.then_some(1),
             ..InferRequest::default()
         };
         let plan = InferPlan::load(&self.roots[k], &request, Registry::global())
@@ -172,44 +161,93 @@ impl Bench {
         seconds
     }
 
-    /// The stages' single-thread seconds at `side` and `repeats`: medians of three runs.
-    fn measure(&self, side: usize, repeats: usize) -> [f64; 3] {
-        self.set(side, repeats);
+    /// The stages' single-thread seconds at this cost: medians of three runs.
+    fn measure(&self, cost: Cost) -> [f64; 3] {
+        self.set(cost);
         let runs: Vec<[f64; 3]> = (0..3).map(|_| self.run(0, true).stage_seconds).collect();
         std::array::from_fn(|k| median(runs.iter().map(|r| r[k]).collect()))
     }
 
-    /// Sets `side` and `repeats` so that each stage takes about a third of the single-thread
-    /// time. Writing costs about in proportion to the picture's area, so `side` is set in two
-    /// steps from the ratio of reading to writing.
-    fn calibrate(&self) -> (usize, usize, f64, [f64; 3]) {
+    /// Sets the cost so that each stage takes about a third of the single-thread time.
+    /// Writing costs about in proportion to the picture's area, so `side` is set in two steps
+    /// from the ratio of reading to writing; then one convolution over the whole picture is
+    /// timed, and the convolutions' count and tile chosen so that prediction takes the mean of
+    /// reading and writing (a convolution costs about in proportion to its tile's area),
+    /// corrected twice from the time measured.
+    fn calibrate(&self) -> (Cost, f64, [f64; 3]) {
         let balance = |side: usize, stages: [f64; 3]| {
             ((side as f64) * (stages[0] / stages[2]).sqrt())
                 .round()
                 .clamp(16.0, SIDE as f64) as usize
         };
         self.run(0, true);
+        let none = |side| Cost {
+            side,
+            tile: 4,
+            repeats: 0,
+        };
         let mut side = SIDE / 2;
         for _ in 0..2 {
-            side = balance(side, self.measure(side, 0));
+            side = balance(side, self.measure(none(side)));
         }
-        let base = self.measure(side, 0);
-        let more = self.measure(side, 8);
-        let per_repeat = ((more[1] - base[1]) / 8.0).max(1e-6);
-        let target = (base[0] + base[2]) / 2.0;
-        let repeats = ((target - base[1]) / per_repeat).round().max(0.0) as usize;
-        (side, repeats, per_repeat, self.measure(side, repeats))
+        let base = self.measure(none(side));
+        let one = self.measure(Cost {
+            side,
+            tile: side,
+            repeats: 1,
+        });
+        let per_conv = (one[1] - base[1]).max(1e-6);
+        let need = (base[0] + base[2]) / 2.0 - base[1];
+        if need <= 0.0 {
+            return (none(side), per_conv, base);
+        }
+        // Convolution work in pixels (`repeats` × `tile`²), set from the time measured at
+        // the last guess, twice.
+        let with_work = |work: f64| {
+            let repeats = (work / (side * side) as f64).ceil().max(1.0);
+            Cost {
+                side,
+                tile: ((work / repeats).sqrt().round() as usize).clamp(4, side),
+                repeats: repeats as usize,
+            }
+        };
+        let mut work = (side * side) as f64 * need / per_conv;
+        let mut cost = with_work(work);
+        for _ in 0..2 {
+            let extra = self.measure(cost)[1] - base[1];
+            if extra <= 0.0 {
+                break;
+            }
+            work = (cost.repeats * cost.tile * cost.tile) as f64 * need / extra;
+            cost = with_work(work);
+        }
+        (cost, per_conv, self.measure(cost))
     }
 }
 
-/// With `BENCH_CHILD=side,repeats`: a few rounds at the given calibration, then the medians.
+/// What the plugin `Mix` does: the picture's side, and how often a convolution runs over a
+/// tile of it.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    side: usize,
+    tile: usize,
+    repeats: usize,
+}
+
+/// With `BENCH_CHILD=side,tile,repeats`: a few rounds at the given cost, then the medians.
 fn child(calibration: &str) {
-    let (side, repeats) = calibration
-        .split_once(',')
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-        .expect("BENCH_CHILD is side,repeats");
+    // The parent asks for glibc's defaults with `NC7_MALLOC=system`.
+    nc7_core::memory::tune_allocator();
+    let n: Vec<usize> = calibration
+        .split(',')
+        .map(|n| n.parse().expect("BENCH_CHILD is side,tile,repeats"))
+        .collect();
     let bench = Bench::new();
-    bench.set(side, repeats);
+    bench.set(Cost {
+        side: n[0],
+        tile: n[1],
+        repeats: n[2],
+    });
     bench.run(0, true);
     bench.run(0, false);
     let (mut singles, mut threads) = (Vec::new(), Vec::new());
@@ -229,11 +267,15 @@ fn main() {
     }
     let tuning = nc7_core::memory::tune_allocator();
     let bench = Bench::new();
-    let (side, repeats, per_repeat, stages) = bench.calibrate();
+    let (cost, per_conv, stages) = bench.calibrate();
     let total: f64 = stages.iter().sum();
+    let Cost {
+        side,
+        tile,
+        repeats,
+    } = cost;
     println!(
-        "{IMAGES} images of 3×{SIDE}×{SIDE} in batches of {BATCH}; pictures of {side}×{side}, the 3×3 convolution applied {} times ({per_repeat:.4} s each); allocator {tuning:?}",
-        1 + repeats
+        "{IMAGES} images of 3×{SIDE}×{SIDE} in batches of {BATCH}; pictures of {side}×{side}, the 3×3 convolution applied {repeats} times over {tile}×{tile} ({per_conv:.4} s over the whole picture); allocator {tuning:?}",
     );
     println!(
         "one thread: reading {:.3} s ({:.0}%), prediction {:.3} s ({:.0}%), callbacks (PNG writing) {:.3} s ({:.0}%)",
@@ -296,7 +338,7 @@ fn main() {
     );
     if tuning == nc7_core::memory::Tuning::Tuned {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .env("BENCH_CHILD", format!("{side},{repeats}"))
+            .env("BENCH_CHILD", format!("{side},{tile},{repeats}"))
             .env("NC7_MALLOC", "system")
             .output()
             .expect("the bench runs again");

@@ -15,3 +15,4 @@ pub mod optim;
 pub mod plan;
 pub mod project;
 pub mod signals;
+pub mod threads;

@@ -394,7 +394,8 @@ fn pad_stack<B: Backend>(
 
 /// Reads the batches `batches` (sample indices each) from `dataset` and gives them to `consume`
 /// in order. With `prefetch > 0` a background thread reads up to `prefetch` batches ahead
-/// while `consume` runs; `consume` returning `false` stops early. The first error, of
+/// while `consume` runs (its parallel work on that one thread); `consume` returning `false`
+/// stops early. The first error, of
 /// reading or of `consume`, is returned.
 pub(crate) fn for_each_batch<B: Backend, E: From<BoxError>>(
     dataset: &dyn DynDataset<B>,
@@ -430,15 +431,18 @@ pub(crate) fn for_each_batch<B: Backend, E: From<BoxError>>(
         // The reader holds one finished batch while it waits to hand it over, so a channel of
         // `prefetch - 1` keeps at most `prefetch` batches ahead of the consumer.
         let (tx, rx) = mpsc::sync_channel::<Result<Nest<B>, BoxError>>(prefetch - 1);
+        // The read-ahead computes on its own one thread, beside the run's compute threads.
         let reader = scope.spawn(move || {
-            for indices in &batches {
-                let batch = read(indices);
-                let failed = batch.is_err();
-                // A closed channel means the consumer stopped early.
-                if tx.send(batch).is_err() || failed {
-                    break;
+            crate::threads::serial(move || {
+                for indices in &batches {
+                    let batch = read(indices);
+                    let failed = batch.is_err();
+                    // A closed channel means the consumer stopped early.
+                    if tx.send(batch).is_err() || failed {
+                        break;
+                    }
                 }
-            }
+            })
         });
         let mut result = Ok(());
         for batch in rx.iter() {

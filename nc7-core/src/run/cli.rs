@@ -14,7 +14,7 @@ mod runs;
 
 use crate::check::ProjectCheck;
 use crate::config::{Overrides, RunType};
-use crate::plan::{InferPlan, InferRequest, ModelSource, TrainPlan};
+use crate::plan::{InferPlan, InferRequest, ModelSource, TrainPlan, TrainRequest};
 use crate::registry::{Format, Registry};
 
 /// nc7: deep-learning projects as nucleotides wired by configs.
@@ -70,6 +70,10 @@ enum Command {
         /// `cpu`, `cuda` or `cuda:N`; overrides the trainer config's `device`.
         #[arg(long)]
         device: Option<String>,
+        /// Compute threads (over the trainer config's `threads`; every core available by
+        /// default); results do not depend on it.
+        #[arg(long)]
+        threads: Option<usize>,
         /// Write a Chrome trace of the run to `training/profile/` (Perfetto, chrome://tracing)
         /// and print the time each part took.
         #[arg(long)]
@@ -370,8 +374,14 @@ fn execute(
             // The same plans `train` and `infer` make, so `check` finds what they would refuse.
             let overrides = overrides_of(&args);
             let summary = match args.run {
-                RunType::Train => TrainPlan::load(&args.project_dir, &overrides, None, registry)
-                    .map(|plan| plan.check.summary()),
+                RunType::Train => {
+                    let request = TrainRequest {
+                        overrides,
+                        ..TrainRequest::default()
+                    };
+                    TrainPlan::load(&args.project_dir, &request, registry)
+                        .map(|plan| plan.check.summary())
+                }
                 RunType::Infer => {
                     let request = InferRequest {
                         overrides,
@@ -455,6 +465,7 @@ fn execute(
             overrides,
             resume,
             device,
+            threads,
             profile,
             run_name,
             accept_changed_order,
@@ -464,8 +475,12 @@ fn execute(
                 .map(|d| d.parse::<crate::backend::DeviceChoice>())
                 .transpose()?;
             let stop = crate::signals::catch();
-            let o = overrides.over(&env);
-            let plan = match TrainPlan::load(&overrides.project_dir, &o, device, registry) {
+            let request = TrainRequest {
+                device,
+                threads,
+                overrides: overrides.over(&env),
+            };
+            let plan = match TrainPlan::load(&overrides.project_dir, &request, registry) {
                 Ok(plan) => plan,
                 Err(e) => return refused(&e, err),
             };
@@ -520,8 +535,11 @@ fn execute(
             overrides,
             checkpoint,
         } => {
-            let o = overrides.over(&env);
-            let plan = match TrainPlan::load(&overrides.project_dir, &o, None, registry) {
+            let request = TrainRequest {
+                overrides: overrides.over(&env),
+                ..TrainRequest::default()
+            };
+            let plan = match TrainPlan::load(&overrides.project_dir, &request, registry) {
                 Ok(plan) => plan,
                 Err(e) => return refused(&e, err),
             };

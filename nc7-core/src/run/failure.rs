@@ -187,6 +187,7 @@ impl Coded for TrainError {
             TrainError::Export(e) => e.code(),
             TrainError::Load(e) => e.code(),
             TrainError::Callback(e) => e.code(),
+            TrainError::Threads(_) => Code::SETTING,
             TrainError::EmptyDataset { .. } => Code::EMPTY_DATASET,
             TrainError::NonFinite { .. } => Code::NON_FINITE,
             TrainError::ChangedOrder { .. } => Code::CHANGED_ORDER,
@@ -212,6 +213,7 @@ impl Coded for InferError {
             InferError::Weights(e) => e.code(),
             InferError::Callback(e) => e.code(),
             InferError::Kpi(e) => e.code(),
+            InferError::Threads(_) => Code::SETTING,
             InferError::Run(f) => f.code,
         }
     }

@@ -76,6 +76,8 @@ pub struct TrainPlan {
     pub trainer: TrainerConfig,
     /// Where the run computes (`--device` over `trainer_config.device`).
     pub device: DeviceChoice,
+    /// Its compute threads (`--threads` over `trainer_config.threads`).
+    pub threads: usize,
     /// The model.
     pub model: ModelPlan,
     /// The training dataset.
@@ -88,6 +90,18 @@ pub struct TrainPlan {
     pub callbacks_eval: CallbacksPlan,
     /// The KPIs of every evaluation (`training/configs/kpi/`), if any.
     pub kpi: Option<KpiEvaluatorPlan>,
+}
+
+/// What a training run asks for besides the project's configs; each field is over the
+/// `trainer_config` field of the same name.
+#[derive(Debug, Clone, Default)]
+pub struct TrainRequest {
+    /// `--device`.
+    pub device: Option<DeviceChoice>,
+    /// `--threads`.
+    pub threads: Option<usize>,
+    /// Config overrides of the training configs.
+    pub overrides: Overrides,
 }
 
 /// What an inference run asks for besides the project's configs; each field is over the
@@ -111,6 +125,8 @@ pub struct InferRequest {
     pub skip_bad_samples: bool,
     /// `--device`.
     pub device: Option<DeviceChoice>,
+    /// `--threads`.
+    pub threads: Option<usize>,
     /// Config overrides of the inference configs.
     pub overrides: Overrides,
 }
@@ -167,6 +183,8 @@ pub struct InferPlan {
     pub settings: InferSettings,
     /// Where the run computes.
     pub device: DeviceChoice,
+    /// Its compute threads.
+    pub threads: usize,
     /// The weights.
     pub source: ModelSource,
     /// The model (plugins and post-processors).
@@ -183,23 +201,22 @@ pub struct InferPlan {
 }
 
 impl TrainPlan {
-    /// Resolves and checks `project`'s training configs; `device` is `--device`.
+    /// Resolves and checks `project`'s training configs.
     pub fn load(
         project: &Path,
-        overrides: &Overrides,
-        device: Option<DeviceChoice>,
+        request: &TrainRequest,
         registry: &Registry,
     ) -> Result<TrainPlan, PlanError> {
-        let check = ProjectCheck::load(project, RunType::Train, overrides, registry);
+        let check = ProjectCheck::load(project, RunType::Train, &request.overrides, registry);
         let mut diags = check.diagnostics.clone();
         let mut trainer = settings(&check, "trainer_config", &mut diags, |v| {
             TrainerConfig::from_value(v)
         });
-        let device = trainer.as_ref().and_then(|t| {
-            resolve_device(
+        let compute = trainer.as_ref().and_then(|t| {
+            resolve_compute(
                 &check,
-                device,
-                t.device.as_deref(),
+                (request.device, request.threads),
+                (t.device.as_deref(), t.threads),
                 "trainer_config",
                 &mut diags,
             )
@@ -229,7 +246,7 @@ impl TrainPlan {
         diags.sort();
         match (
             trainer,
-            device,
+            compute,
             model,
             train_data,
             eval_data,
@@ -237,7 +254,7 @@ impl TrainPlan {
         ) {
             (
                 Some(trainer),
-                Some(device),
+                Some((device, threads)),
                 Some(model),
                 Some(train_data),
                 Some(eval_data),
@@ -249,6 +266,7 @@ impl TrainPlan {
                 },
                 trainer,
                 device,
+                threads,
                 model,
                 train_data,
                 eval_data,
@@ -332,10 +350,10 @@ impl InferPlan {
             }
         };
         diags.0.extend(check.diagnostics.0.iter().cloned());
-        let device = resolve_device(
+        let compute = resolve_compute(
             &check,
-            request.device,
-            config.device.as_deref(),
+            (request.device, request.threads),
+            (config.device.as_deref(), config.threads),
             "inferer_config",
             &mut diags,
         );
@@ -379,8 +397,8 @@ impl InferPlan {
             ));
         }
         diags.sort();
-        let (Some(device), Some(batch_size), Some(model), Some(feeder), false) =
-            (device, batch_size, model, feeder, diags.has_errors())
+        let (Some((device, threads)), Some(batch_size), Some(model), Some(feeder), false) =
+            (compute, batch_size, model, feeder, diags.has_errors())
         else {
             return Err(PlanError(errors_or_missing(diags)));
         };
@@ -411,6 +429,7 @@ impl InferPlan {
                 ..check
             },
             device,
+            threads,
             source,
             model,
             feeder,

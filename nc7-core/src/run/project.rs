@@ -101,6 +101,10 @@ pub struct ProjectSettings {
     /// one; the CPU when absent.
     #[serde(default)]
     pub device: Option<String>,
+    /// The compute threads of runs whose config or command line names none; every core
+    /// available when absent.
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 impl ProjectSettings {
@@ -508,6 +512,9 @@ pub struct RunRecord {
     /// Where the run computed (`cpu`, `cuda:0`).
     #[serde(default)]
     pub device: Option<String>,
+    /// The compute threads it ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
     /// The random seed (training).
     #[serde(default)]
     pub seed: Option<u64>,
@@ -524,6 +531,8 @@ pub struct RunFacts<'a> {
     pub config_file: Option<&'a Path>,
     /// Where it computes.
     pub device: Option<String>,
+    /// Its compute threads.
+    pub threads: Option<usize>,
     /// Its seed.
     pub seed: Option<u64>,
 }
@@ -562,6 +571,7 @@ impl ProjectMetadata {
             config_file: None,
             config_hash: None,
             device: None,
+            threads: None,
             seed: None,
             metrics: BTreeMap::new(),
         };
@@ -598,6 +608,7 @@ impl ProjectMetadata {
                     .map(|f| f.strip_prefix(project).unwrap_or(f).display().to_string());
                 r.config_hash = hash;
                 r.device = facts.device.clone();
+                r.threads = facts.threads;
                 r.seed = facts.seed;
             }
         })

@@ -29,6 +29,8 @@ fn the_inferer_benchmark_project_infers_threaded_and_alone_alike() {
         let _serial = crate::support::serial();
         inferer_models::trained_project(root, 12);
     }
+    // The benchmark sets the plugin's cost in the saved model before it measures.
+    inferer_models::set_cost(root, 24, 12, 2);
     let mut pictures = Vec::new();
     for single_thread in [false, true] {
         let request = InferRequest {

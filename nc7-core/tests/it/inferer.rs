@@ -74,8 +74,23 @@ impl<B: Backend> Build<B> for Brightness<B> {
     }
 }
 
+/// Where the model predicted and the callbacks ran: the kind of thread (`nc7-compute`,
+/// `nc7-stage`) and the number of threads its parallel work would use.
+static PREDICTED_ON: ThreadsSeen = ThreadsSeen::new(std::collections::BTreeSet::new());
+static CALLED_BACK_ON: ThreadsSeen = ThreadsSeen::new(std::collections::BTreeSet::new());
+type ThreadsSeen = std::sync::Mutex<std::collections::BTreeSet<(String, usize)>>;
+
+fn seen_on(seen: &ThreadsSeen) {
+    let name = std::thread::current().name().unwrap_or("").to_owned();
+    let kind = name.split('-').take(2).collect::<Vec<_>>().join("-");
+    seen.lock()
+        .unwrap()
+        .insert((kind, rayon::current_num_threads()));
+}
+
 impl<B: Backend> ModelPlugin<B> for Brightness<B> {
     fn forward(&self, input: Pictures<B>, _: Mode) -> Judged<B> {
+        seen_on(&PREDICTED_ON);
         let [n, ..] = input.image.dims();
         let mean = input.image.clone().reshape([n as i32, -1]).mean_dim(1);
         Judged {
@@ -159,6 +174,7 @@ impl<B: Backend> CoordinatorCallback<B> for Log {
                 .request_stop(format!("enough after iteration {i}"));
         }
         assert_eq!(ctx.mode, Mode::Infer);
+        seen_on(&CALLED_BACK_ON);
         let classes: Vec<i64> = input.class.into_data().convert::<i64>().to_vec().unwrap();
         let mut f = fs::OpenOptions::new()
             .create(true)
@@ -326,7 +342,7 @@ fn trained_project() -> tempfile::TempDir {
         ],
     );
     let _one_at_a_time = serial();
-    let plan = TrainPlan::load(root, &Default::default(), None, Registry::global()).unwrap();
+    let plan = TrainPlan::load(root, &Default::default(), Registry::global()).unwrap();
     let report = train(
         &plan,
         &TrainOptions {
@@ -591,6 +607,39 @@ fn runs_a_saved_model_over_images_threaded_and_in_one_thread_alike() {
     );
     assert!(text.contains("inference/cli/results"), "{text}");
     assert_eq!(log_lines(&root.join("inference/cli")).len(), 2);
+}
+
+#[test]
+fn prediction_runs_on_the_compute_threads_and_each_other_stage_on_one() {
+    let dir = trained_project();
+    let root = dir.path();
+    let mut results = Vec::new();
+    for (threads, single_thread) in [(3, false), (1, false), (3, true)] {
+        let request = InferRequest {
+            threads: Some(threads),
+            single_thread,
+            ..InferRequest::default()
+        };
+        let plan = InferPlan::load(root, &request, Registry::global()).unwrap();
+        assert_eq!(plan.threads, threads);
+        let _one_at_a_time = serial();
+        PREDICTED_ON.lock().unwrap().clear();
+        CALLED_BACK_ON.lock().unwrap().clear();
+        let report = infer(&plan, &InferOptions::default()).unwrap();
+        let on = |seen: &ThreadsSeen| std::mem::take(&mut *seen.lock().unwrap());
+        let compute = [("nc7-compute".to_owned(), threads)].into();
+        assert_eq!(on(&PREDICTED_ON), compute);
+        let callbacks = if single_thread {
+            compute
+        } else {
+            [("nc7-stage".to_owned(), 1)].into()
+        };
+        assert_eq!(on(&CALLED_BACK_ON), callbacks);
+        results.push(files_under(&report.run.results));
+    }
+    assert!(!results[0].is_empty());
+    assert_eq!(results[0], results[1], "one compute thread or three");
+    assert_eq!(results[0], results[2], "threaded or in one thread");
 }
 
 #[test]

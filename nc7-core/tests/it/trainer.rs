@@ -14,7 +14,8 @@ use burn::prelude::Backend;
 use burn::tensor::{ElementConversion as _, Tensor, TensorData};
 use nc7_core::coordinator::{TrainError, TrainOptions, TrainReport, export_checkpoint, train};
 use nc7_core::nucleotide::{CallbackContext, Dataset, ModelPlugin};
-use nc7_core::plan::TrainPlan;
+use nc7_core::plan::{TrainPlan, TrainRequest};
+use nc7_core::project::ProjectMetadata;
 use nc7_core::{BoxError, Build, Generated, Incoming, Mode, NoKeys, Registry, cli, nucleotide};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -93,6 +94,12 @@ impl<B: Backend> Dataset<B> for Points {
         self.len
     }
     fn get(&self, i: usize) -> Result<PointSample<B>, BoxError> {
+        let thread = std::thread::current().name().unwrap_or("").to_owned();
+        let seen = (
+            thread.split('-').take(2).collect::<Vec<_>>().join("-"),
+            rayon::current_num_threads(),
+        );
+        READ_THREADS.lock().unwrap().insert(seen);
         let d = Default::default();
         let a = ((i * 7919) % 97) as f32 / 48.5 - 1.0;
         let b = ((i * 104_729) % 89) as f32 / 44.5 - 1.0;
@@ -107,6 +114,11 @@ impl<B: Backend> Dataset<B> for Points {
         })
     }
 }
+
+/// Where the dataset read: the kind of thread (`nc7-stage`, `nc7-compute`) and the number of
+/// compute threads its parallel work would use.
+static READ_THREADS: std::sync::Mutex<std::collections::BTreeSet<(String, usize)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 /// A linear layer.
 #[nucleotide(kind = ModelPlugin)]
@@ -180,6 +192,21 @@ simple_nucleotide!(Mae, ModelMetric, Empty, Scored<B>, MetricOut<B>, {
     fn metric(&self, input: Scored<B>, _: Mode) -> MetricOut<B> {
         MetricOut {
             mae: (input.prediction - input.y).abs().mean(),
+        }
+    }
+});
+
+#[derive(Generated)]
+pub struct ThreadsOut<B: Backend> {
+    threads: Tensor<B, 1>,
+}
+
+// The compute threads the model runs on, as an evaluation value.
+simple_nucleotide!(ThreadsSeen, ModelMetric, Empty, Scored<B>, ThreadsOut<B>, {
+    fn metric(&self, input: Scored<B>, _: Mode) -> ThreadsOut<B> {
+        let n = rayon::current_num_threads() as f32;
+        ThreadsOut {
+            threads: Tensor::from_data(TensorData::new(vec![n], [1]), &input.y.device()),
         }
     }
 });
@@ -281,7 +308,6 @@ fn plan(dir: &Path) -> Result<TrainPlan, TrainError> {
     Ok(TrainPlan::load(
         dir,
         &Default::default(),
-        None,
         Registry::global(),
     )?)
 }
@@ -661,6 +687,102 @@ fn bad_trainer_configs_and_devices_are_clear_errors() {
     assert!(err.contains("unknown field `devise`"), "{err}");
     fs::write(dir.path().join("project.toml"), "device = \"cpu\"\n").unwrap();
     run(dir.path(), false, None).unwrap();
+}
+
+#[test]
+fn threads_come_from_the_command_line_the_config_or_the_project_and_change_no_result() {
+    let seen = |dir: &Path, threads: Option<usize>| {
+        let _one_at_a_time = serial();
+        READ_THREADS.lock().unwrap().clear();
+        let request = TrainRequest {
+            threads,
+            ..TrainRequest::default()
+        };
+        let plan = TrainPlan::load(dir, &request, Registry::global()).unwrap();
+        let report = train(&plan, &options(false, None)).unwrap();
+        let read = std::mem::take(&mut *READ_THREADS.lock().unwrap());
+        let recorded = ProjectMetadata::read(dir).unwrap().runs[0].threads;
+        (
+            report.evaluations.last().unwrap()["threads/threads"] as usize,
+            read,
+            recorded,
+            newest_weights(dir),
+        )
+    };
+    let metric = (
+        "metrics/threads.json",
+        r#"{"class_name": "ThreadsSeen", "name": "threads", "inbound_nodes": ["dataset", "line"]}"#,
+    );
+    let trainer = |threads: &str| TRAINER.replacen('{', &format!("{{{threads}"), 1);
+    // The trainer config's; the read-ahead computes on its own one thread (the saved model's
+    // input signature is read on the trainer's).
+    let dir = project(&trainer(r#""threads": 3,"#), &[metric]);
+    let (model, read, recorded, three) = seen(dir.path(), None);
+    assert_eq!((model, recorded), (3, Some(3)));
+    let read: Vec<_> = read.into_iter().collect();
+    assert_eq!(
+        read,
+        [("nc7-compute".to_owned(), 3), ("nc7-stage".to_owned(), 1)]
+    );
+    // The command line's over it.
+    let dir = project(&trainer(r#""threads": 3,"#), &[metric]);
+    let (model, _, recorded, one) = seen(dir.path(), Some(1));
+    assert_eq!((model, recorded), (1, Some(1)));
+    assert_eq!(one, three, "the weights do not depend on the threads");
+    // The project's when the config names none; every core when nothing does.
+    let dir = project(&trainer(""), &[metric]);
+    fs::write(dir.path().join("project.toml"), "threads = 2\n").unwrap();
+    assert_eq!(seen(dir.path(), None).0, 2);
+    let dir = project(&trainer(""), &[metric]);
+    assert_eq!(seen(dir.path(), None).0, nc7_core::threads::available());
+
+    // Zero, from wherever it comes, is refused with its field and file before anything runs.
+    let refused = |dir: &Path, threads: Option<usize>| {
+        let request = TrainRequest {
+            threads,
+            ..TrainRequest::default()
+        };
+        TrainPlan::load(dir, &request, Registry::global())
+            .unwrap_err()
+            .to_string()
+    };
+    let dir = project(&trainer(r#""threads": 0,"#), &[]);
+    let err = refused(dir.path(), None);
+    assert!(
+        err.contains("trainer_config.threads is 0: a run needs at least one compute thread")
+            && err.contains("trainer.json"),
+        "{err}"
+    );
+    assert!(refused(dir.path(), Some(0)).contains("--threads is 0"));
+    let dir = project(&trainer(""), &[]);
+    fs::write(dir.path().join("project.toml"), "threads = 0\n").unwrap();
+    let err = refused(dir.path(), None);
+    assert!(err.contains("project.toml: threads is 0"), "{err}");
+    fs::write(dir.path().join("project.toml"), "threads = \"two\"\n").unwrap();
+    let err = refused(dir.path(), None);
+    assert!(
+        err.contains("project.toml") && err.contains("invalid type"),
+        "{err}"
+    );
+    let dir = project(&trainer(r#""threads": -1,"#), &[]);
+    let err = refused(dir.path(), None);
+    assert!(
+        err.contains("threads") && err.contains("invalid value"),
+        "{err}"
+    );
+    // More threads than cores is allowed, with a warning.
+    let many = nc7_core::threads::available() + 1;
+    let dir = project(&trainer(&format!(r#""threads": {many},"#)), &[]);
+    let plan = TrainPlan::load(dir.path(), &TrainRequest::default(), Registry::global()).unwrap();
+    assert_eq!(plan.threads, many);
+    let warning = plan
+        .check
+        .diagnostics
+        .warnings()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(warning.contains("more than the"), "{warning}");
 }
 
 #[test]

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::prelude::Backend;
-use burn::tensor::{Tensor, TensorData, s};
+use burn::tensor::{Tensor, TensorData};
 use nc7_core::coordinator::{TrainOptions, train};
 use nc7_core::data::files::write_png;
+use nc7_core::layers::{Conv2d, Conv2dConfig};
 use nc7_core::nucleotide::{ModelLoss, ModelPlugin};
 use nc7_core::plan::TrainPlan;
 use nc7_core::{BoxError, Build, Generated, Incoming, Mode, Registry, nucleotide};
@@ -50,18 +50,20 @@ pub struct Loss<B: Backend> {
 pub struct MixConfig {
     /// The side of the top-left square kept: sets the cost of writing the picture.
     side: usize,
-    /// How often the 3×3 convolution is applied after the first time: sets the cost of
-    /// prediction.
+    /// The side of the square, inside that one, that the convolution runs over, and how often
+    /// it is applied: they set the cost of prediction.
+    tile: usize,
     repeats: usize,
 }
 
-/// The image's top-left `side`×`side` square, a 3×3 convolution applied `1 + repeats` times,
-/// values clamped to [0, 1].
+/// The image's top-left `side`×`side` square, its top-left `tile`×`tile` square replaced by a
+/// 3×3 convolution of it applied `repeats` times, values clamped to [0, 1].
 #[nucleotide(kind = ModelPlugin)]
 #[derive(Module, Debug)]
 pub struct Mix<B: Backend> {
     conv: Conv2d<B>,
     side: usize,
+    tile: usize,
     repeats: usize,
 }
 
@@ -72,9 +74,10 @@ impl<B: Backend> Build<B> for Mix<B> {
     fn build(c: &MixConfig, device: &B::Device) -> Result<Self, BoxError> {
         Ok(Mix {
             conv: Conv2dConfig::new([3, 3], [3, 3])
-                .with_padding(burn::nn::PaddingConfig2d::Same)
+                .with_padding([1, 1])
                 .init(device),
             side: c.side,
+            tile: c.tile.min(c.side),
             repeats: c.repeats,
         })
     }
@@ -82,15 +85,46 @@ impl<B: Backend> Build<B> for Mix<B> {
 
 impl<B: Backend> ModelPlugin<B> for Mix<B> {
     fn forward(&self, input: Image<B>, _: Mode) -> Mixed<B> {
-        let side = self.side;
-        let mut x = input.image.slice(s![.., .., 0..side, 0..side]);
-        for _ in 0..=self.repeats {
-            x = self.conv.forward(x);
+        let device = input.image.device();
+        let [n, c, h, w] = input.image.dims();
+        let image = input.image.into_data().to_vec::<f32>().unwrap();
+        let (side, tile) = (self.side, self.tile);
+        let picture = corner(&image, [n, c, h, w], side);
+        let mut t = Tensor::<B, 4>::from_data(
+            TensorData::new(
+                corner(&picture, [n, c, side, side], tile),
+                [n, c, tile, tile],
+            ),
+            &device,
+        );
+        for _ in 0..self.repeats {
+            t = self.conv.forward(t);
+        }
+        let t = t.clamp(0.0, 1.0).into_data().to_vec::<f32>().unwrap();
+        let mut picture = picture;
+        for (plane, rows) in picture.chunks_mut(side * side).zip(t.chunks(tile * tile)) {
+            for (row, from) in plane.chunks_mut(side).zip(rows.chunks(tile)) {
+                row[..tile].copy_from_slice(from);
+            }
         }
         Mixed {
-            picture: x.clamp(0.0, 1.0),
+            picture: Tensor::from_data(TensorData::new(picture, [n, c, side, side]), &device)
+                .clamp(0.0, 1.0),
         }
     }
+}
+
+/// The top-left `side`×`side` square of each plane of `x` (`dims`), copied row by row: a
+/// strided slice of a tensor is copied element by element on the CPU backend, which would
+/// make the copy, not the convolutions, the cost of prediction.
+fn corner(x: &[f32], [n, c, h, w]: [usize; 4], side: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n * c * side * side);
+    for plane in x.chunks(h * w).take(n * c) {
+        for row in plane.chunks(w).take(side) {
+            out.extend_from_slice(&row[..side]);
+        }
+    }
+    out
 }
 
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Default)]
@@ -170,7 +204,7 @@ pub fn project(root: &Path) {
             (
                 "training/configs/plugins/mix.json",
                 format!(
-                    r#"{{"class_name": "Mix", "name": "mix", "inbound_nodes": ["dataset"], "side": {SIDE}, "repeats": 0}}"#
+                    r#"{{"class_name": "Mix", "name": "mix", "inbound_nodes": ["dataset"], "side": {SIDE}, "tile": 16, "repeats": 1}}"#
                 ),
             ),
             (
@@ -203,8 +237,8 @@ pub fn trained_project(root: &Path, images: usize) {
         write_png(&root.join(format!("data/im{i:03}.png")), &noise(i)).unwrap();
     }
     project(root);
-    let plan = TrainPlan::load(root, &Default::default(), None, Registry::global())
-        .expect("the project plans");
+    let plan =
+        TrainPlan::load(root, &Default::default(), Registry::global()).expect("the project plans");
     train(
         &plan,
         &TrainOptions {
@@ -213,4 +247,28 @@ pub fn trained_project(root: &Path, images: usize) {
         },
     )
     .expect("one training step to export a saved model");
+}
+
+/// Sets `Mix`'s `side`, `tile` and `repeats` in the saved model of the project in `root` (the
+/// weights do not depend on them), and seals its manifest again, as an export would have.
+pub fn set_cost(root: &Path, side: usize, tile: usize, repeats: usize) {
+    use nc7_core::integrity;
+    let dir = fs::read_dir(root.join("saved_models"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .next()
+        .expect("a saved model");
+    let graph = dir.join("graph.json");
+    let mut g: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&graph).unwrap()).unwrap();
+    g["plugins_config"][0]["side"] = side.into();
+    g["plugins_config"][0]["tile"] = tile.into();
+    g["plugins_config"][0]["repeats"] = repeats.into();
+    fs::write(&graph, g.to_string()).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&integrity::unseal(&dir).unwrap()).unwrap();
+    manifest["files"]["graph.json"] =
+        serde_json::to_value(integrity::hash_file(&graph).unwrap()).unwrap();
+    integrity::seal(&dir, &serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
 }

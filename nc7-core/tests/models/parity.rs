@@ -256,8 +256,15 @@ pub fn nc7(steps: usize, batch: usize) -> (Vec<f64>, f64) {
     };
     let started = Instant::now();
     // The plan is timed with the run: resolving and checking the project is part of a run.
-    let plan = TrainPlan::load(dir.path(), &overrides, None, Registry::global())
-        .expect("the nc7 side plans");
+    let plan = TrainPlan::load(
+        dir.path(),
+        &nc7_core::plan::TrainRequest {
+            overrides,
+            ..Default::default()
+        },
+        Registry::global(),
+    )
+    .expect("the nc7 side plans");
     let report = train(&plan, &options).expect("the nc7 side trains");
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(report.global_step as usize, steps);

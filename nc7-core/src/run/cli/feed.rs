@@ -33,6 +33,9 @@ pub(super) struct FeedArgs {
     /// `cpu`, `cuda` or `cuda:N`: where the data feeder's tensors are made.
     #[arg(long)]
     device: Option<String>,
+    /// Compute threads (over the run config's `threads`; every core available by default).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 /// Plans and runs `evaluate-kpi` (`run` is `Kpi`) or `extract-data` (`Data`).
@@ -55,6 +58,7 @@ pub(super) fn run_feed(
             .device
             .map(|d| d.parse::<crate::backend::DeviceChoice>())
             .transpose()?,
+        threads: args.threads,
         overrides: args.overrides.over(env),
     };
     let options = InferOptions {

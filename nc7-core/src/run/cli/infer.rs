@@ -45,6 +45,9 @@ pub(super) struct InferArgs {
     /// `cpu`, `cuda` or `cuda:N`; over `inferer.json`'s `device`.
     #[arg(long)]
     device: Option<String>,
+    /// Compute threads (over `inferer.json`'s `threads`; every core available by default).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 /// Plans and runs `infer`.
@@ -69,6 +72,7 @@ pub(super) fn run_infer(
         shard_index,
         skip_bad_samples,
         device,
+        threads,
     } = args;
     let request = InferRequest {
         saved_model,
@@ -81,6 +85,7 @@ pub(super) fn run_infer(
         device: device
             .map(|d| d.parse::<crate::backend::DeviceChoice>())
             .transpose()?,
+        threads,
         overrides: overrides.over(env),
     };
     let plan = match InferPlan::load(&overrides.project_dir, &request, registry) {

@@ -159,6 +159,7 @@ fn diff(project: &Path, (a, ra): (usize, &RunRecord), (b, rb): (usize, &RunRecor
         put("git commit", r.git_commit.clone());
         put("git dirty", r.git_dirty.map(|d| d.to_string()));
         put("device", r.device.clone());
+        put("threads", r.threads.map(|n| n.to_string()));
         put("seed", r.seed.map(|s| s.to_string()));
         put("host", Some(r.host.clone()));
         m

@@ -38,6 +38,7 @@ use crate::plan::{
 };
 use crate::project::{InferenceRun, ProjectError, ProjectMetadata, TrainingDirs, write_snapshot};
 use crate::runtime::{self, DynFeeder};
+use crate::threads::Threads;
 use crate::tracking::mlflow::MlflowRun;
 use crate::tracking::summaries::write_image;
 use crate::tracking::tensorboard::EventWriter;
@@ -112,6 +113,9 @@ pub enum InferError {
     /// A KPI nucleotide could not be built or its KPIs not written.
     #[error(transparent)]
     Kpi(#[from] KpiError),
+    /// The run's compute threads cannot be started.
+    #[error(transparent)]
+    Threads(#[from] crate::threads::ThreadsError),
     /// The model, the data or a callback failed while running; the message names it.
     #[error("{0}")]
     Run(Fault),
@@ -146,7 +150,7 @@ pub fn infer(plan: &InferPlan, options: &InferOptions) -> Result<InferReport, In
             callbacks: &plan.callbacks,
             kpi: plan.kpi.as_ref(),
         },
-        plan.device,
+        (plan.device, plan.threads),
     )?;
     report.model = Some(model_dir.clone());
     Ok(report)
@@ -181,7 +185,7 @@ fn run_feed(
             callbacks: &plan.callbacks,
             kpi,
         },
-        plan.device,
+        (plan.device, plan.threads),
     )
 }
 
@@ -197,16 +201,18 @@ fn kpi_targets(project: &Path, run_type: RunType, run: &InferenceRun) -> KpiTarg
     }
 }
 
-/// Makes the run's folder, records the run and its config, and runs the pipeline on `device`.
+/// Makes the run's folder, records the run and its config, and runs the pipeline on `device`
+/// with `threads` compute threads.
 fn run_pipeline(
     check: &crate::check::ProjectCheck,
     run_type: RunType,
     snapshot: &Value,
     options: &InferOptions,
     pipeline: Pipeline<'_>,
-    device: crate::backend::DeviceChoice,
+    (device, threads): (crate::backend::DeviceChoice, usize),
 ) -> Result<InferReport, InferError> {
     let project = check.project.as_path();
+    let compute = Threads::new(threads, "compute")?;
     let _lock = crate::project::ProjectLock::acquire(project, run_type.short())?;
     let run = InferenceRun::create_for(project, run_type, options.run_name.as_deref())?;
     let snapshot_file = write_snapshot(&run.artifacts, run_type, snapshot)?;
@@ -220,6 +226,7 @@ fn run_pipeline(
         &crate::project::RunFacts {
             config_file: Some(&snapshot_file),
             device: Some(device.to_string()),
+            threads: Some(threads),
             seed: None,
         },
     );
@@ -238,6 +245,7 @@ fn run_pipeline(
         t.set_tag("nc7.run_dir", &run.dir.display().to_string());
     }
     let result = device.dispatch(OnRun {
+        compute,
         kpi: kpi_targets(project, run_type, &run),
         pipeline,
         run: &run,
@@ -317,6 +325,8 @@ struct Pipeline<'a> {
 /// without autodiff).
 struct OnRun<'a, 'r> {
     pipeline: Pipeline<'a>,
+    /// The compute threads.
+    compute: Threads,
     run: &'r InferenceRun,
     kpi: KpiTargets,
     /// What the progress display calls the run (`inferred`); `None` shows none.
@@ -379,6 +389,7 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
                 callbacks,
                 kpi,
             },
+        ref compute,
         run,
         kpi: ref targets,
         progress,
@@ -425,12 +436,13 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
     sink.callbacks.begin(&ctx)?;
     let mut call_back = |p: Predicted<B>, ctx: &mut CallbackContext| sink.iteration(p, ctx);
     let stages = if settings.single_thread {
-        one_thread(reader, predictor, &mut ctx, &mut call_back)
+        compute.run(|| one_thread(reader, predictor, &mut ctx, &mut call_back))
     } else {
         threaded(
             reader,
             predictor,
             settings.prefetch,
+            compute,
             &mut ctx,
             &mut call_back,
         )
@@ -438,7 +450,8 @@ fn run_on<B: Backend>(on: &OnRun<'_, '_>, device: &B::Device) -> Result<Counts, 
     sink.finish(stages, &ctx, &writer)
 }
 
-type CallBack<'c, B> = dyn FnMut(Predicted<B>, &mut CallbackContext) -> Result<bool, Fault> + 'c;
+type CallBack<'c, B> =
+    dyn FnMut(Predicted<B>, &mut CallbackContext) -> Result<bool, Fault> + Send + 'c;
 
 /// How the reading and prediction stages ended.
 struct Stages {
@@ -474,11 +487,13 @@ fn one_thread<B: Backend>(
     }
 }
 
-/// Reads and predicts on threads of their own, calling back on this one.
+/// Reads and predicts on threads of their own, calling back on this one: the prediction on
+/// the compute threads, the reading and the callbacks each on one thread of their own.
 fn threaded<B: Backend>(
     mut reader: Reader<B>,
     mut predictor: Predictor<'_, B>,
     prefetch: usize,
+    compute: &Threads,
     ctx: &mut CallbackContext,
     call_back: &mut CallBack<'_, B>,
 ) -> Stages {
@@ -488,48 +503,50 @@ fn threaded<B: Backend>(
         // A stage whose receiver is gone stops quietly: the stage after it failed or stopped,
         // and reports that itself.
         let reading = scope.spawn(move || {
-            let result = loop {
-                match reader.next() {
-                    Ok(Some(read)) => {
-                        if read_tx.send(read).is_err() {
-                            break Ok(());
+            crate::threads::serial(move || {
+                let result = loop {
+                    match reader.next() {
+                        Ok(Some(read)) => {
+                            if read_tx.send(read).is_err() {
+                                break Ok(());
+                            }
                         }
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
                     }
-                    Ok(None) => break Ok(()),
-                    Err(e) => break Err(e),
-                }
-            };
-            (result, reader.skipped, reader.busy)
+                };
+                (result, reader.skipped, reader.busy)
+            })
         });
         let predicting = scope.spawn(move || {
-            let mut result = Ok(());
-            for read in read_rx {
-                match predictor.predict(read) {
-                    Ok(p) => {
-                        if out_tx.send(p).is_err() {
+            compute.run(move || {
+                let mut result = Ok(());
+                for read in read_rx {
+                    match predictor.predict(read) {
+                        Ok(p) => {
+                            if out_tx.send(p).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            result = Err(e);
                             break;
                         }
                     }
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
                 }
-            }
-            (result, predictor.busy)
+                (result, predictor.busy)
+            })
         });
-        let mut result = Ok(());
-        for predicted in out_rx.iter() {
-            match call_back(predicted, ctx) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) => {
-                    result = Err(e);
-                    break;
+        let result = crate::threads::serial(move || {
+            for predicted in out_rx.iter() {
+                match call_back(predicted, ctx) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => return Err(e),
                 }
             }
-        }
-        drop(out_rx);
+            Ok(())
+        });
         let (predicted, predict_seconds) = predicting.join().unwrap_or_else(|_| {
             (
                 Err(Fault::new(Code::PANICKED, "the prediction thread panicked")),

@@ -22,6 +22,10 @@ pub struct InfererConfig {
     /// (`project.toml`), else the CPU.
     #[serde(default)]
     pub device: Option<String>,
+    /// Compute threads (`--threads`); when absent, the project's (`project.toml`), else
+    /// every core available.
+    #[serde(default)]
+    pub threads: Option<usize>,
     /// The saved model (a name in `saved_models/`, or a path); the newest when absent
     /// (`--saved-model`).
     #[serde(default)]
@@ -47,6 +51,7 @@ impl Default for InfererConfig {
             single_thread: false,
             skip_bad_samples: false,
             device: None,
+            threads: None,
             saved_model: None,
         }
     }
@@ -92,6 +97,10 @@ pub struct FeedConfig {
     /// `cpu`, `cuda` or `cuda:N`: where the data feeder's tensors are made (`--device`).
     #[serde(default)]
     pub device: Option<String>,
+    /// Compute threads (`--threads`); when absent, the project's (`project.toml`), else
+    /// every core available.
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 fn one() -> usize {
@@ -106,6 +115,7 @@ impl Default for FeedConfig {
             single_thread: false,
             skip_bad_samples: false,
             device: None,
+            threads: None,
         }
     }
 }

@@ -116,7 +116,7 @@ pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, Tr
     } else {
         None
     };
-    let record = std::cell::Cell::new(None);
+    let record = std::sync::OnceLock::new();
     let begin = || -> Result<(), TrainError> {
         let snapshot = write_snapshot(
             &dirs.artifacts,
@@ -132,26 +132,32 @@ pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, Tr
             &dirs.root,
             options.command.clone(),
         )?;
-        record.set(Some(id));
+        let _ = record.set(id);
         let _ = ProjectMetadata::set_facts(
             plan.project(),
             id,
             &crate::project::RunFacts {
                 config_file: Some(&snapshot),
                 device: Some(plan.device.to_string()),
+                threads: Some(plan.threads),
                 seed: Some(plan.trainer.random_seed),
             },
         );
         Ok(())
     };
-    let result = plan.device.dispatch(Training {
-        plan,
-        options,
-        dirs: &dirs,
-        continued,
-        begin: &begin,
+    // The loop computes on the run's threads and waits only for the read-ahead, which
+    // computes on its own.
+    let threads = crate::threads::Threads::new(plan.threads, "compute")?;
+    let result = threads.run(|| {
+        plan.device.dispatch(Training {
+            plan,
+            options,
+            dirs: &dirs,
+            continued,
+            begin: &begin,
+        })
     });
-    if let Some(id) = record.get() {
+    if let Some(&id) = record.get() {
         let status = ended(&result).record_status();
         let metrics = match &result {
             Ok(r) => r.evaluations.last().cloned().unwrap_or_default(),
@@ -196,7 +202,7 @@ struct Training<'a> {
     /// What `--continue` continues.
     continued: Option<Continued>,
     /// Records the run's start, once the trainer is built.
-    begin: &'a dyn Fn() -> Result<(), TrainError>,
+    begin: &'a (dyn Fn() -> Result<(), TrainError> + Sync),
 }
 
 impl OnDevice for Training<'_> {

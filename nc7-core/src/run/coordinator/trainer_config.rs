@@ -60,6 +60,10 @@ pub struct TrainerConfig {
     /// (`project.toml`), else the CPU.
     #[serde(default)]
     pub device: Option<String>,
+    /// Compute threads (`--threads` overrides it); when absent, the project's
+    /// (`project.toml`), else every core available. Results do not depend on it.
+    #[serde(default)]
+    pub threads: Option<usize>,
     /// Training summaries every this many steps (and at each epoch's last step).
     #[serde(default = "ten")]
     pub summary_steps: u64,

@@ -18,6 +18,8 @@ pub struct FeedRequest {
     pub skip_bad_samples: bool,
     /// `--device`.
     pub device: Option<DeviceChoice>,
+    /// `--threads`.
+    pub threads: Option<usize>,
     /// Config overrides.
     pub overrides: Overrides,
 }
@@ -33,6 +35,8 @@ pub struct FeedPlan {
     pub settings: InferSettings,
     /// Where the data feeder's tensors are made.
     pub device: DeviceChoice,
+    /// The run's compute threads.
+    pub threads: usize,
     /// The data feeder.
     pub feeder: Part,
     /// The callbacks (inputs: the data).
@@ -104,9 +108,15 @@ fn load_feed(
     let check = ProjectCheck::load(project, run, &request.overrides, registry);
     let mut diags = check.diagnostics.clone();
     let config = settings(&check, key, &mut diags, |v| FeedConfig::from_value(key, v));
-    let device = config
-        .as_ref()
-        .and_then(|c| resolve_device(&check, request.device, c.device.as_deref(), key, &mut diags));
+    let compute = config.as_ref().and_then(|c| {
+        resolve_compute(
+            &check,
+            (request.device, request.threads),
+            (c.device.as_deref(), c.threads),
+            key,
+            &mut diags,
+        )
+    });
     if request.batch_size == Some(0) {
         diags.push(Diagnostic::error(
             Code::FIELD_TYPE,
@@ -120,8 +130,8 @@ fn load_feed(
     let callbacks = parts.callbacks(&check, "callbacks");
     let kpi = parts.kpi(&check, "kpi");
     diags.sort();
-    let (Some(config), Some(device), Some(feeder), false) =
-        (config, device, feeder, diags.has_errors())
+    let (Some(config), Some((device, threads)), Some(feeder), false) =
+        (config, compute, feeder, diags.has_errors())
     else {
         return Err(PlanError(errors_or_missing(diags)));
     };
@@ -141,6 +151,7 @@ fn load_feed(
                 ..check
             },
             device,
+            threads,
             feeder,
             callbacks,
             snapshot,

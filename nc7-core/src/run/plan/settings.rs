@@ -98,42 +98,114 @@ pub(super) fn settings_help(key: &str, message: &str) -> String {
     format!("`{key}` has the fields {}", suggest::list(fields))
 }
 
-/// The device of a run: `--device`, else the run's config (`<section>.device`), else the
-/// project's (`project.toml`), else the CPU; it must be one this build has.
-pub(super) fn resolve_device(
+/// Where and on how many threads a run computes: each of the device and `threads` from the
+/// command line, else the run's config (`<section>.device`, `<section>.threads`), else the
+/// project's (`project.toml`), else the CPU and every core available. The device must be one
+/// this build has; `threads` at least 1 (more than the cores available is a warning).
+pub(super) fn resolve_compute(
     check: &ProjectCheck,
-    given: Option<DeviceChoice>,
-    config: Option<&str>,
+    given: (Option<DeviceChoice>, Option<usize>),
+    config: (Option<&str>, Option<usize>),
     section: &str,
     diags: &mut Diagnostics,
-) -> Option<DeviceChoice> {
-    let mut refuse = |code: Code, message: String, file: Option<&str>| {
-        diags.push(
-            Diagnostic::error(
-                code,
-                "",
-                message,
-                "choose a device this build has (`cpu`; `ndarray` with the `ndarray` feature; `cuda` with the `cuda` feature)".into(),
-            )
-            .with_file(file),
-        );
-        None
-    };
+) -> Option<(DeviceChoice, usize)> {
     let settings = match ProjectSettings::load(&check.project) {
         Ok(s) => s,
-        Err(e) => return refuse(Code::FIELD_TYPE, e.to_string(), Some(SETTINGS_FILE)),
+        Err(e) => {
+            diags.push(
+                Diagnostic::error(
+                    Code::FIELD_TYPE,
+                    "",
+                    e.to_string(),
+                    format!("`{SETTINGS_FILE}` has the fields `device` and `threads`"),
+                )
+                .with_file(Some(SETTINGS_FILE)),
+            );
+            return None;
+        }
     };
-    let (named, field, file) = match (config, &settings.device) {
-        (Some(d), _) => (d, format!("{section}.device"), section_file(check, section)),
-        (None, Some(d)) => (
-            d.as_str(),
-            "project.toml: device".to_owned(),
-            Some(SETTINGS_FILE),
-        ),
-        (None, None) => ("cpu", String::new(), None),
+    let file = section_file(check, section);
+    let device = match from(
+        (given.0.map(|d| d.to_string()), config.0.map(str::to_owned)),
+        settings.device.clone(),
+        section,
+        "device",
+        file,
+    ) {
+        None => Some(DeviceChoice::Cpu),
+        Some((named, field, file)) => match DeviceChoice::resolve(given.0, &named, &field) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error(
+                        Code::DEVICE,
+                        "",
+                        e.to_string(),
+                        "choose a device this build has (`cpu`; `ndarray` with the `ndarray` feature; `cuda` with the `cuda` feature)".into(),
+                    )
+                    .with_file(file),
+                );
+                None
+            }
+        },
     };
-    match DeviceChoice::resolve(given, named, &field) {
-        Ok(d) => Some(d),
-        Err(e) => refuse(Code::DEVICE, e.to_string(), file),
+    let cores = crate::threads::available();
+    let threads = match from(
+        (given.1, config.1),
+        settings.threads,
+        section,
+        "threads",
+        file,
+    ) {
+        None => Some(cores),
+        Some((0, field, file)) => {
+            diags.push(
+                Diagnostic::error(
+                    Code::FIELD_TYPE,
+                    "",
+                    format!("{field} is 0: a run needs at least one compute thread"),
+                    format!(
+                        "give 1 or more, or leave `threads` out to use every core ({cores} here)"
+                    ),
+                )
+                .with_file(file),
+            );
+            None
+        }
+        Some((n, field, file)) => {
+            if n > cores {
+                diags.push(
+                    Diagnostic::warning(
+                        Code::SETTING,
+                        "",
+                        format!("{field} is {n}, more than the {cores} cores available: the compute threads take turns on them, which is slower than {cores}"),
+                        format!("leave `threads` out to use every core, or give {cores} or fewer"),
+                    )
+                    .with_file(file),
+                );
+            }
+            Some(n)
+        }
+    };
+    Some((device?, threads?))
+}
+
+/// A run setting `key` from the command line or the run's config (`given`, in that order),
+/// else the project's: the value, the field it came from and that field's file; `None` when
+/// none gives it.
+fn from<'a, T>(
+    given: (Option<T>, Option<T>),
+    project: Option<T>,
+    section: &str,
+    key: &str,
+    file: Option<&'a str>,
+) -> Option<(T, String, Option<&'a str>)> {
+    match (given, project) {
+        ((Some(v), _), _) => Some((v, format!("--{key}"), None)),
+        ((None, Some(v)), _) => Some((v, format!("{section}.{key}"), file)),
+        ((None, None), Some(v)) => {
+            Some((v, format!("{SETTINGS_FILE}: {key}"), Some(SETTINGS_FILE)))
+        }
+        ((None, None), None) => None,
     }
 }

@@ -35,6 +35,9 @@ pub enum TrainError {
     /// A callback failed.
     #[error(transparent)]
     Callback(#[from] super::super::handlers::CallbackError),
+    /// The run's compute threads cannot be started.
+    #[error(transparent)]
+    Threads(#[from] crate::threads::ThreadsError),
     /// A dataset has no samples.
     #[error("the {slot} dataset `{name}` has no samples; give it data, or check its file list")]
     EmptyDataset {

@@ -12,10 +12,12 @@ pub fn export_checkpoint(
     let _lock = crate::project::ProjectLock::acquire(plan.project(), "export")?;
     let dirs = plan.dirs();
     let cp = find_checkpoint(&dirs, checkpoint)?;
-    plan.device.dispatch(Exporting {
-        plan,
-        checkpoint: &cp,
-        dirs: &dirs,
+    crate::threads::Threads::new(plan.threads, "compute")?.run(|| {
+        plan.device.dispatch(Exporting {
+            plan,
+            checkpoint: &cp,
+            dirs: &dirs,
+        })
     })
 }
 
