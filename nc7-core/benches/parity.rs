@@ -8,7 +8,8 @@
 //!
 //! The nc7 side is a whole `train` call on a project folder: configs loaded and checked,
 //! the graph built, 200 steps with the summaries, checkpoint, evaluation (one batch) and the
-//! defaults that ship on (progress bar, prefetching). The raw side is model init and the loop.
+//! defaults that ship on (progress bar, prefetching). The raw side is model init and the loop,
+//! on a thread pool of one thread per core, as the trainer computes on its own.
 //! They run alternately (each first in half the rounds) in one process; the ratio is the
 //! geometric mean of the rounds' ratios, printed with the medians. Peak memory:
 //! each side runs once in its own child process and reports its high-water RSS and its peak
