@@ -76,26 +76,62 @@ impl Conv {
 }
 
 /// Below this many elements a kernel runs on the calling thread: waking the pool's threads
-/// costs more than the work.
-const PARALLEL_FROM: usize = 1 << 15;
+/// costs more than the work. Measured on 2 cores (`nc7-core/README.md#threads`): at 2¹⁵ the
+/// shapes classifier trained 14 % slower on two threads than at 2¹⁸ (and than on one).
+const PARALLEL_FROM: usize = 1 << 18;
+
+/// Below this many multiply-adds a matrix product runs on the calling thread, for the same
+/// reason.
+const GEMM_PARALLEL_FROM: usize = 1 << 23;
 
 /// Calls `f(i, row)` for each `len`-element row of `data`: on the pool's threads in a few
 /// tasks when `data` is large, else here. Each row is written by one call, so the result does
 /// not depend on how rows are shared out.
 fn rows<T: Send>(data: &mut [T], len: usize, f: impl Fn(usize, &mut [T]) + Send + Sync) {
-    if data.len() < PARALLEL_FROM || len == 0 {
-        data.chunks_mut(len.max(1))
+    match per_task(data.len(), len) {
+        None => data
+            .chunks_mut(len.max(1))
             .enumerate()
-            .for_each(|(i, r)| f(i, r));
-    } else {
-        let per_task = (data.len() / len)
-            .div_ceil(4 * rayon::current_num_threads())
-            .max(1);
-        data.par_chunks_mut(len)
+            .for_each(|(i, r)| f(i, r)),
+        Some(per_task) => data
+            .par_chunks_mut(len)
             .with_min_len(per_task)
             .enumerate()
-            .for_each(|(i, r)| f(i, r));
+            .for_each(|(i, r)| f(i, r)),
     }
+}
+
+/// Like [`rows`], over two outputs with as many rows each: `f(i, a_row, b_row)`.
+fn rows2<T: Send, U: Send>(
+    a: &mut [T],
+    a_len: usize,
+    b: &mut [U],
+    b_len: usize,
+    f: impl Fn(usize, &mut [T], &mut [U]) + Send + Sync,
+) {
+    match per_task(a.len(), a_len) {
+        None => a
+            .chunks_mut(a_len.max(1))
+            .zip(b.chunks_mut(b_len.max(1)))
+            .enumerate()
+            .for_each(|(i, (ra, rb))| f(i, ra, rb)),
+        Some(per_task) => a
+            .par_chunks_mut(a_len)
+            .zip(b.par_chunks_mut(b_len))
+            .with_min_len(per_task)
+            .enumerate()
+            .for_each(|(i, (ra, rb))| f(i, ra, rb)),
+    }
+}
+
+/// Rows per task when `total` elements in rows of `len` are worth sharing among the pool's
+/// threads (a few tasks per thread); `None` when they are not.
+fn per_task(total: usize, len: usize) -> Option<usize> {
+    (total >= PARALLEL_FROM && len > 0).then(|| {
+        (total / len)
+            .div_ceil(4 * rayon::current_num_threads())
+            .max(1)
+    })
 }
 
 /// The output positions `0..len` along one axis whose input `o · stride + offset − pad` lies
@@ -167,8 +203,16 @@ fn col2im(dcols: &[f32], g: &Conv) -> Vec<f32> {
                 for oy in ys.clone() {
                     let dst = &mut out[(oy * sh + i - ph) * g.w..][..g.w];
                     let src = &src[oy * wo..][..wo];
-                    for ox in xs.clone() {
-                        dst[ox * sw + j - pw] += src[ox];
+                    if sw == 1 {
+                        // Contiguous on both sides: one vectorised add.
+                        let x0 = xs.start + j - pw;
+                        for (d, s) in dst[x0..x0 + xs.len()].iter_mut().zip(&src[xs.clone()]) {
+                            *d += s;
+                        }
+                    } else {
+                        for ox in xs.clone() {
+                            dst[ox * sw + j - pw] += src[ox];
+                        }
                     }
                 }
             }
@@ -249,7 +293,11 @@ fn matmul(a: Mat<'_>, b: Mat<'_>) -> Vec<f32> {
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            if m * n * k < GEMM_PARALLEL_FROM {
+                gemm::Parallelism::None
+            } else {
+                gemm::Parallelism::Rayon(0)
+            },
         );
         dst.set_len(m * n);
     }
@@ -325,18 +373,22 @@ fn wins(v: f32, best: f32) -> bool {
 fn pool_forward(x: &[f32], g: &Pool) -> (Vec<f32>, Vec<u32>) {
     let [ho, wo] = g.out();
     let (hw, p) = (g.h * g.w, ho * wo);
-    // Value and index side by side, one pass; split afterwards.
-    let mut both = vec![(0f32, 0u32); g.planes * p];
-    rows(&mut both, p, |plane, out| {
+    let mut values = vec![0f32; g.planes * p];
+    let mut indices = vec![0u32; g.planes * p];
+    rows2(&mut values, p, &mut indices, p, |plane, values, indices| {
         let x = &x[plane * hw..][..hw];
         if g.kernel == [2, 2] && g.stride == [2, 2] && g.padding == [0, 0] {
             // The common case, without ranges or branches: four candidates per window.
-            for (oy, out) in out.chunks_exact_mut(wo).enumerate() {
+            let out = values
+                .chunks_exact_mut(wo)
+                .zip(indices.chunks_exact_mut(wo));
+            for (oy, (values, indices)) in out.enumerate() {
                 let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
                 let pairs = x[r0..r0 + g.w]
                     .chunks_exact(2)
                     .zip(x[r1..r1 + g.w].chunks_exact(2));
-                for ((out, (top, bottom)), c) in out.iter_mut().zip(pairs).zip((0..).step_by(2)) {
+                let out = values.iter_mut().zip(indices.iter_mut());
+                for (((value, index), (top, bottom)), c) in out.zip(pairs).zip((0..).step_by(2)) {
                     let mut best = (top[0], r0 + c);
                     for (v, i) in [
                         (top[1], r0 + c + 1),
@@ -345,7 +397,7 @@ fn pool_forward(x: &[f32], g: &Pool) -> (Vec<f32>, Vec<u32>) {
                     ] {
                         best = if wins(v, best.0) { (v, i) } else { best };
                     }
-                    *out = (best.0, best.1 as u32);
+                    (*value, *index) = (best.0, best.1 as u32);
                 }
             }
             return;
@@ -365,11 +417,12 @@ fn pool_forward(x: &[f32], g: &Pool) -> (Vec<f32>, Vec<u32>) {
                         }
                     }
                 }
-                out[oy * wo + ox] = (x[best.1], best.1 as u32);
+                values[oy * wo + ox] = x[best.1];
+                indices[oy * wo + ox] = best.1 as u32;
             }
         }
     });
-    both.into_iter().unzip()
+    (values, indices)
 }
 
 /// The input's gradient: each output's gradient added at its maximum.
@@ -801,15 +854,19 @@ mod tests {
     #[test]
     fn results_do_not_depend_on_the_number_of_threads() {
         let g = Conv {
-            n: 4,
-            c: 8,
-            h: 12,
-            w: 12,
-            o: 16,
+            n: 16,
+            c: 16,
+            h: 32,
+            w: 32,
+            o: 32,
             kernel: [3, 3],
             stride: [1, 1],
             padding: [1, 1],
         };
+        // Large enough for every step to be split among threads.
+        let smallest = [g.k() * g.l(), g.n * g.o * g.p(), g.n * g.c * g.h * g.w];
+        assert!(smallest.iter().all(|&n| n >= PARALLEL_FROM));
+        assert!(g.o * g.k() * g.l() >= GEMM_PARALLEL_FROM);
         let mut seed = 7u32;
         let mut random = |len: usize| -> Vec<f32> {
             (0..len)
