@@ -15,7 +15,7 @@ pub mod tensor_file;
 
 pub(crate) use batch::for_each_batch;
 pub use batch::{BatchError, Collator, collate, concat, stack};
-pub use file_list::{FileList, FileListConfig};
+pub use file_list::{FileList, FileListConfig, FileListConfigs};
 pub use image_files::{ImageFiles, ImageFilesFeeder};
 pub use order::{BatchOrder, DataPosition};
 pub use pipe::{CsvReader, DataPipe, DataPipeFeeder, ImageReader, LabelReader, NpyReader};

@@ -6,6 +6,10 @@
 //! required key (keys in `optional_keys` may be missing). Samples are sorted by match name,
 //! then sharded (`number_of_shards`, `shard_index`: every n-th sample from the index) and
 //! downsampled (`downsample_factor`: every n-th of what is left).
+//!
+//! A `file_list` may also be a list of such configs, as in nucleus7: each is matched, sharded
+//! and downsampled on its own, and their samples are joined in order. A key that some of them
+//! lack is optional in the joined list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -43,6 +47,65 @@ fn one() -> usize {
     1
 }
 
+/// A `file_list` field: one file list, or several joined in order (`[{…}, {…}]`).
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum FileListConfigs {
+    /// One file list.
+    One(FileListConfig),
+    /// Several, their samples joined in this order.
+    Joined(Vec<FileListConfig>),
+}
+
+impl<'de> Deserialize<'de> for FileListConfigs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        // Read as JSON first, so that an error names the list it is in, not "no variant".
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Array(items) => {
+                if items.is_empty() {
+                    return Err(D::Error::custom(
+                        "an empty list of file lists; give one file list config or several",
+                    ));
+                }
+                let configs = items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        serde_json::from_value(v)
+                            .map_err(|e| D::Error::custom(format!("file list {}: {e}", i + 1)))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(FileListConfigs::Joined(configs))
+            }
+            v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+                .map(FileListConfigs::One)
+                .map_err(D::Error::custom),
+            other => Err(D::Error::custom(format!(
+                "expected a file list config (`{{\"file_names\": …}}`) or a list of them, found {other}"
+            ))),
+        }
+    }
+}
+
+impl FileListConfigs {
+    /// The file lists, in order.
+    pub fn lists(&self) -> &[FileListConfig] {
+        match self {
+            FileListConfigs::One(c) => std::slice::from_ref(c),
+            FileListConfigs::Joined(cs) => cs,
+        }
+    }
+
+    /// Every key of any of the lists.
+    pub fn keys(&self) -> BTreeSet<&str> {
+        self.lists()
+            .iter()
+            .flat_map(|c| c.file_names.keys().map(String::as_str))
+            .collect()
+    }
+}
+
 /// One sample's files, by key (optional keys may be absent).
 pub type FileSample = BTreeMap<String, PathBuf>;
 
@@ -54,6 +117,44 @@ pub struct FileList {
 }
 
 impl FileList {
+    /// Matches the files of each list of `configs` and joins their samples in order, globs
+    /// relative to `base`. An error names the list (from 1) when there are several.
+    pub fn build_all(
+        configs: &FileListConfigs,
+        base: &Path,
+    ) -> Result<FileList, crate::data::DataError> {
+        let lists = configs.lists();
+        if lists.len() == 1 {
+            return FileList::build(&lists[0], base);
+        }
+        let mut samples = Vec::new();
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut repeated = BTreeSet::new();
+        for (i, config) in lists.iter().enumerate() {
+            let list = FileList::build(config, base)
+                .map_err(|e| format!("file list {} of {}: {e}", i + 1, lists.len()))?;
+            for (name, _) in &list.samples {
+                if let Some(first) = seen.insert(name.clone(), i + 1)
+                    && first != i + 1
+                {
+                    repeated.insert(name.clone());
+                }
+            }
+            samples.extend(list.samples);
+        }
+        if !repeated.is_empty() {
+            let shown: Vec<&str> = repeated.iter().take(3).map(String::as_str).collect();
+            log::warn!(
+                "joined file lists: {} match name{} in more than one list ({}{}); callbacks that name results by file name write them over one another",
+                repeated.len(),
+                if repeated.len() == 1 { "" } else { "s" },
+                shown.join(", "),
+                if repeated.len() > 3 { ", …" } else { "" }
+            );
+        }
+        Ok(FileList { samples })
+    }
+
     /// Matches the files of `config`, globs relative to `base`.
     pub fn build(config: &FileListConfig, base: &Path) -> Result<FileList, crate::data::DataError> {
         if config.file_names.is_empty() {
@@ -252,6 +353,61 @@ mod tests {
             shard_index: 0,
             downsample_factor: 1,
         }
+    }
+
+    #[test]
+    fn joined_lists_keep_each_lists_order_shards_and_keys() {
+        let dir = tree(&[
+            "a/img/2.png",
+            "a/img/1.png",
+            "a/lbl/1.json",
+            "a/lbl/2.json",
+            "b/img/0.png",
+            "b/img/5.png",
+            "b/img/7.png",
+        ]);
+        let json = serde_json::json!([
+            {"file_names": {"image": "a/img/*.png", "label": "a/lbl/*.json"}},
+            {"file_names": {"image": "b/img/*.png"}, "number_of_shards": 2, "shard_index": 0}
+        ]);
+        let configs: FileListConfigs = serde_json::from_value(json).unwrap();
+        assert_eq!(configs.lists().len(), 2);
+        assert_eq!(configs.keys(), ["image", "label"].into());
+        let list = FileList::build_all(&configs, dir.path()).unwrap();
+        // Each list sorted and sharded on its own, then joined in order.
+        assert_eq!(names(&list), ["1", "2", "0", "7"]);
+        assert!(list.samples[0].1.contains_key("label"));
+        assert!(!list.samples[2].1.contains_key("label"));
+        // One config reads as before.
+        let one: FileListConfigs =
+            serde_json::from_value(serde_json::json!({"file_names": {"image": "b/img/*.png"}}))
+                .unwrap();
+        assert_eq!(
+            names(&FileList::build_all(&one, dir.path()).unwrap()),
+            ["0", "5", "7"]
+        );
+        // Errors name the list.
+        let bad = |json: serde_json::Value| {
+            serde_json::from_value::<FileListConfigs>(json)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad(serde_json::json!([])).contains("an empty list of file lists"));
+        let e = bad(serde_json::json!([{"file_names": {"x": "a/*"}}, {"file_name": {}}]));
+        assert!(e.contains("file list 2: unknown field `file_name`"), "{e}");
+        assert!(bad(serde_json::json!("a/*.png")).contains("or a list of them"));
+        let empty: FileListConfigs = serde_json::from_value(serde_json::json!([
+            {"file_names": {"image": "a/img/*.png"}},
+            {"file_names": {"image": "c/*.png"}}
+        ]))
+        .unwrap();
+        let e = FileList::build_all(&empty, dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("file list 2 of 2: the file list is empty"),
+            "{e}"
+        );
     }
 
     fn names(list: &FileList) -> Vec<&str> {

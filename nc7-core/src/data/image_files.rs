@@ -21,7 +21,7 @@ use burn::prelude::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::file_list::{FileList, FileListConfig};
+use super::file_list::{FileList, FileListConfigs};
 use super::files::{Color, read_image};
 use crate::nucleotide::{DataFeeder, Dataset};
 use crate::{BoxError, Build, Generated, NoKeys, nucleotide};
@@ -30,8 +30,9 @@ use crate::{BoxError, Build, Generated, NoKeys, nucleotide};
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageFilesConfig {
-    /// Which files: keys `image`, and optionally `mask` and `label`.
-    pub file_list: FileListConfig,
+    /// Which files: keys `image`, and optionally `mask` and `label`; one file list, or
+    /// several joined in order.
+    pub file_list: FileListConfigs,
     /// `rgb` (default) or `grey`.
     #[serde(default)]
     pub color: Color,
@@ -58,18 +59,24 @@ pub struct ImageFiles {
 }
 
 fn build_list(c: &ImageFilesConfig) -> Result<FileList, BoxError> {
-    let keys: Vec<&String> = c.file_list.file_names.keys().collect();
-    if !c.file_list.file_names.contains_key("image")
-        || keys
-            .iter()
-            .any(|k| !["image", "mask", "label"].contains(&k.as_str()))
-    {
-        return Err(format!(
-            "file_list.file_names has keys {keys:?}; `image` is required, `mask` and `label` are optional, nothing else is read"
-        )
-        .into());
+    for (i, list) in c.file_list.lists().iter().enumerate() {
+        let keys: Vec<&String> = list.file_names.keys().collect();
+        if !list.file_names.contains_key("image")
+            || keys
+                .iter()
+                .any(|k| !["image", "mask", "label"].contains(&k.as_str()))
+        {
+            let which = match &c.file_list {
+                FileListConfigs::One(_) => String::new(),
+                FileListConfigs::Joined(_) => format!(" (file list {})", i + 1),
+            };
+            return Err(format!(
+                "file_list.file_names has keys {keys:?}{which}; `image` is required, `mask` and `label` are optional, nothing else is read"
+            )
+            .into());
+        }
     }
-    Ok(FileList::build(&c.file_list, Path::new("."))?)
+    Ok(FileList::build_all(&c.file_list, Path::new("."))?)
 }
 
 fn read_sample<B: Backend>(

@@ -31,7 +31,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::file_list::{FileList, FileListConfig};
+use super::file_list::{FileList, FileListConfigs};
 use super::files::{Color, read_image, read_npy};
 use super::image_files::read_label;
 use crate::config::{Layered, NucleotideSection, RunType, SectionShape, Source, Sources, Tagged};
@@ -58,8 +58,8 @@ pub const KEEP_KEY: &str = "keep";
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataPipeConfig {
-    /// Where samples start.
-    pub file_list: FileListConfig,
+    /// Where samples start: one file list, or several joined in order.
+    pub file_list: FileListConfigs,
     /// DataReader configs (`class_name`, `name`, `inbound_nodes`, mapping, own fields).
     #[serde(default)]
     pub readers: Vec<Value>,
@@ -112,7 +112,7 @@ struct Pipe<B: Backend> {
 }
 
 fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe<B>, BoxError> {
-    let list = FileList::build(&c.file_list, std::path::Path::new("."))?;
+    let list = FileList::build_all(&c.file_list, std::path::Path::new("."))?;
     let mut sources = Sources::default();
     let source = sources.add(Source::Builtin);
     let mut layered = Layered {

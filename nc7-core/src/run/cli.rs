@@ -294,7 +294,7 @@ fn write_file_lists(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, Failure> {
-    use crate::data::{FileList, FileListConfig};
+    use crate::data::{FileList, FileListConfigs};
     let mut code = 0;
     let mut found = false;
     for p in parts {
@@ -302,10 +302,10 @@ fn write_file_lists(
             continue;
         };
         found = true;
-        let listed = serde_json::from_value::<FileListConfig>(value.clone())
+        let listed = serde_json::from_value::<FileListConfigs>(value.clone())
             .map_err(|e| e.to_string())
             .and_then(|c| {
-                FileList::build(&c, std::path::Path::new(".")).map_err(|e| e.to_string())
+                FileList::build_all(&c, std::path::Path::new(".")).map_err(|e| e.to_string())
             });
         match listed {
             Ok(list) => {

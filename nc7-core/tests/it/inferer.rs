@@ -643,6 +643,50 @@ fn prediction_runs_on_the_compute_threads_and_each_other_stage_on_one() {
 }
 
 #[test]
+fn joined_file_lists_are_read_in_order_each_sharded_with_relative_globs() {
+    let dir = trained_project();
+    let root = dir.path();
+    // Two lists, globs relative to the project (the tests run elsewhere); the command line's
+    // shard splits each.
+    write(
+        root,
+        &[(
+            "inference/configs/datafeeder.json",
+            r#"{"class_name": "ImageFilesFeeder", "name": "images", "color": "grey",
+                "file_list": [{"file_names": {"image": "data/images/im0*.png"}},
+                              {"file_names": {"image": "data/images/im1*.png"}}]}"#,
+        )],
+    );
+    let request = InferRequest {
+        shard: Some((2, 1)),
+        ..InferRequest::default()
+    };
+    let report = run(root, request).unwrap();
+    assert_eq!(
+        log_lines(&report.run.dir),
+        [
+            "1 false im01,im03,im05,im07,im09 [1, 1, 1, 1, 1]",
+            "2 true im11 [1]",
+        ]
+    );
+    // A bad list is named.
+    write(
+        root,
+        &[(
+            "inference/configs/datafeeder.json",
+            r#"{"class_name": "ImageFilesFeeder", "name": "images", "color": "grey",
+                "file_list": [{"file_names": {"image": "data/images/*.png"}},
+                              {"file_names": {"image": "data/none/*.png"}}]}"#,
+        )],
+    );
+    let err = run(root, InferRequest::default()).unwrap_err().to_string();
+    assert!(
+        err.contains("file list 2 of 2: the file list is empty"),
+        "{err}"
+    );
+}
+
+#[test]
 fn feed_lists_run_in_batches_and_are_put_back_together() {
     let dir = trained_project();
     let root = dir.path();

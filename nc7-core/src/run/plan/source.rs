@@ -82,7 +82,7 @@ pub(super) fn model_source(
         .map_err(|e| fail(e.code(), e.to_string(), "export the model again"))
 }
 
-/// Sets the shard of the data feeder's file list.
+/// Sets the shard of the data feeder's file list (of each, when several are joined).
 pub(super) fn shard_file_list(
     feeder: &mut Part,
     (number, index): (usize, usize),
@@ -103,7 +103,13 @@ pub(super) fn shard_file_list(
     }
     let class = feeder.registration.class_name;
     let name = feeder.name.clone();
-    let Some(Value::Object(list)) = feeder.config.get_mut("file_list") else {
+    // Joined file lists are each split the same way.
+    let lists: Vec<&mut serde_json::Map<String, Value>> = match feeder.config.get_mut("file_list") {
+        Some(Value::Object(list)) => vec![list],
+        Some(Value::Array(lists)) => lists.iter_mut().filter_map(Value::as_object_mut).collect(),
+        _ => Vec::new(),
+    };
+    if lists.is_empty() {
         return Err(Box::new(Diagnostic::error(
             Code::FIELD_TYPE,
             &name,
@@ -112,8 +118,10 @@ pub(super) fn shard_file_list(
             ),
             "use a data feeder with a `file_list`, or leave out the shard options".into(),
         )));
-    };
-    list.insert("number_of_shards".into(), number.into());
-    list.insert("shard_index".into(), index.into());
+    }
+    for list in lists {
+        list.insert("number_of_shards".into(), number.into());
+        list.insert("shard_index".into(), index.into());
+    }
     Ok(())
 }
