@@ -109,6 +109,8 @@ struct Pipe<B: Backend> {
     /// The filters and every nucleotide they read, directly or not: all that runs to decide
     /// whether a sample is kept.
     filter_inputs: std::collections::BTreeSet<String>,
+    /// Samples each filter dropped (a sample counts for the first filter that drops it).
+    dropped: Vec<usize>,
 }
 
 fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe<B>, BoxError> {
@@ -202,12 +204,33 @@ fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe
         handler,
         steps,
         makers,
+        dropped: vec![0; filters.len()],
         filters,
         filter_inputs,
     })
 }
 
 impl<B: Backend> Pipe<B> {
+    /// What each filter dropped, for a message: `` `a` dropped 3, `b` dropped 1 ``.
+    fn dropped_by(&self) -> String {
+        self.filters
+            .iter()
+            .zip(&self.dropped)
+            .map(|(f, n)| format!("`{f}` dropped {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The error of filters that keep none of the file list's samples.
+    fn none_kept(&self) -> BoxError {
+        format!(
+            "the filters keep none of the {} samples of the file list: {} (a sample counts for the first filter that drops it); loosen or remove the filters that dropped them, or check the file list",
+            self.list.len(),
+            self.dropped_by()
+        )
+        .into()
+    }
+
     /// Sample `index` through the pipe; `None` when a filter drops it. With `only_filters`,
     /// only what the filters need runs (the sample's keys are then incomplete).
     fn sample(
@@ -244,7 +267,7 @@ impl<B: Backend> Pipe<B> {
                 }
             })
             .map_err(|e| format!("sample `{name}`: {e}"))?;
-        for f in &self.filters {
+        for (i, f) in self.filters.iter().enumerate() {
             let keep = match outputs.get(f).and_then(|o| o.get(KEEP_KEY)) {
                 Some(flag) => flag
                     .truth_values()
@@ -259,6 +282,7 @@ impl<B: Backend> Pipe<B> {
                 }
             };
             if !keep {
+                self.dropped[i] += 1;
                 return Ok(None);
             }
         }
@@ -302,11 +326,15 @@ impl<B: Backend> Build<B> for DataPipe {
                 }
             }
             if kept.is_empty() {
-                return Err(format!(
-                    "the filters keep none of the {} samples of the file list",
-                    pipe.list.len()
-                )
-                .into());
+                return Err(pipe.none_kept());
+            }
+            if kept.len() < pipe.list.len() {
+                log::info!(
+                    "data pipe: the filters keep {} of {} samples ({})",
+                    kept.len(),
+                    pipe.list.len(),
+                    pipe.dropped_by()
+                );
             }
             kept
         };
@@ -372,6 +400,8 @@ fn move_nest<B: Backend>(nest: Nest<crate::backend::Cpu>) -> Result<Nest<B>, Box
 pub struct DataPipeFeeder {
     pipe: Pipe<crate::backend::Cpu>,
     next: usize,
+    /// Samples given.
+    given: usize,
 }
 
 impl<B: Backend> Build<B> for DataPipeFeeder {
@@ -382,6 +412,7 @@ impl<B: Backend> Build<B> for DataPipeFeeder {
         Ok(DataPipeFeeder {
             pipe: build_pipe(c, &Default::default())?,
             next: 0,
+            given: 0,
         })
     }
 }
@@ -391,11 +422,15 @@ impl<B: Backend> DataFeeder<B> for DataPipeFeeder {
         while self.next < self.pipe.list.len() {
             self.next += 1;
             if let Some(s) = self.pipe.sample(self.next - 1, false)? {
+                self.given += 1;
                 return Ok(Some(PipeSample {
                     file_name: s.file_name,
                     keys: move_nest::<B>(s.keys)?,
                 }));
             }
+        }
+        if self.given == 0 && !self.pipe.filters.is_empty() {
+            return Err(self.pipe.none_kept());
         }
         Ok(None)
     }

@@ -400,6 +400,27 @@ fn data_pipes_read_process_and_filter_samples() {
     }
     assert_eq!(names, ["a", "c"]);
 
+    // Filters that keep nothing: the dataset at build, the feeder at its end, naming what each
+    // filter dropped.
+    let mut only_b = config.clone();
+    only_b["file_list"]["file_names"]["image"] =
+        root.join("img/b.png").display().to_string().into();
+    let reg = registry.resolve("DataPipe", Some(Kind::Dataset)).unwrap();
+    let e = nc7_core::runtime::dataset::<B>(reg, "pipe", &only_b, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("the filters keep none of the 1 samples of the file list: `not_one` dropped 1"),
+        "{e}"
+    );
+    let reg = registry
+        .resolve("DataPipeFeeder", Some(Kind::DataFeeder))
+        .unwrap();
+    let mut feeder = nc7_core::runtime::feeder::<B>(reg, "feed", &only_b, &device).unwrap();
+    let e = feeder.next_sample().err().unwrap().to_string();
+    assert!(e.contains("`not_one` dropped 1"), "{e}");
+
     // Problems of the pipe's own nucleotides are build errors naming them.
     let mut bad = config.clone();
     bad["readers"][0]["class_name"] = "ImageReeder".into();
