@@ -96,14 +96,6 @@ impl FileListConfigs {
             FileListConfigs::Joined(cs) => cs,
         }
     }
-
-    /// Every key of any of the lists.
-    pub fn keys(&self) -> BTreeSet<&str> {
-        self.lists()
-            .iter()
-            .flat_map(|c| c.file_names.keys().map(String::as_str))
-            .collect()
-    }
 }
 
 /// One sample's files, by key (optional keys may be absent).
@@ -372,7 +364,6 @@ mod tests {
         ]);
         let configs: FileListConfigs = serde_json::from_value(json).unwrap();
         assert_eq!(configs.lists().len(), 2);
-        assert_eq!(configs.keys(), ["image", "label"].into());
         let list = FileList::build_all(&configs, dir.path()).unwrap();
         // Each list sorted and sharded on its own, then joined in order.
         assert_eq!(names(&list), ["1", "2", "0", "7"]);
