@@ -3,6 +3,7 @@
 //! sample files (images, `.npy`) and records (saved samples as safetensors shards).
 
 pub mod batch;
+mod cache;
 pub mod file_list;
 pub mod files;
 pub mod image_files;

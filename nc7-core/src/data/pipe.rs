@@ -69,6 +69,12 @@ pub struct DataPipeConfig {
     /// DataProcessor configs that each generate a boolean `keep`.
     #[serde(default)]
     pub filters: Vec<Value>,
+    /// A folder (relative to the project) where `DataPipe` keeps each sample it made, keyed by
+    /// its files' content and the readers' and processors' configs, and reads it from there
+    /// the next time (this epoch's, or another run's); none by default.
+    #[serde(default)]
+    #[schemars(extend("x-nc7-path" = true))]
+    pub cache: Option<String>,
 }
 
 /// A sample out of a pipe: `file_name` and what the readers and processors generated.
@@ -308,6 +314,8 @@ pub struct DataPipe {
     pipe: Mutex<Pipe<crate::backend::Cpu>>,
     /// The file-list samples the filters keep.
     kept: Vec<usize>,
+    /// Where made samples are kept, when asked.
+    cache: Option<super::cache::SampleCache>,
 }
 
 impl<B: Backend> Build<B> for DataPipe {
@@ -338,9 +346,17 @@ impl<B: Backend> Build<B> for DataPipe {
             }
             kept
         };
+        let cache = match &c.cache {
+            Some(dir) => Some(super::cache::SampleCache::new(
+                dir.into(),
+                &serde_json::json!({"readers": c.readers, "processors": c.processors}),
+            )?),
+            None => None,
+        };
         Ok(DataPipe {
             pipe: Mutex::new(pipe),
             kept,
+            cache,
         })
     }
 }
@@ -354,10 +370,30 @@ impl<B: Backend> Dataset<B> for DataPipe {
             .kept
             .get(index)
             .ok_or_else(|| format!("sample {index} of {}", self.kept.len()))?;
-        let mut pipe = self.pipe.lock().unwrap_or_else(|p| p.into_inner());
-        let s = pipe.sample(i, false)?.ok_or_else(|| {
+        let lock = || self.pipe.lock().unwrap_or_else(|p| p.into_inner());
+        // The filters kept the sample when the pipe was built: a cached one is used as it is.
+        let cached = match &self.cache {
+            Some(cache) => {
+                let (name, files) = lock().list.samples[i].clone();
+                let entry = cache.entry(&files)?;
+                if let Some(keys) = cache.get::<B>(&entry, &Default::default()) {
+                    return Ok(PipeSample {
+                        file_name: name,
+                        keys,
+                    });
+                }
+                Some((cache, entry))
+            }
+            None => None,
+        };
+        let s = lock().sample(i, false)?.ok_or_else(|| {
             format!("sample {index} was kept by the filters at build but not now")
         })?;
+        if let Some((cache, entry)) = cached
+            && let Err(e) = cache.put(&entry, &s.keys)
+        {
+            log::warn!("{e}; the sample is read from its files the next time too");
+        }
         Ok(PipeSample {
             file_name: s.file_name,
             keys: move_nest::<B>(s.keys)?,
@@ -409,6 +445,9 @@ impl<B: Backend> Build<B> for DataPipeFeeder {
     type Input = NoKeys;
     type Output = PipeSample<B>;
     fn build(c: &DataPipeConfig, _: &B::Device) -> Result<Self, BoxError> {
+        if c.cache.is_some() {
+            return Err("`cache` is for DataPipe, which reads samples again every epoch; a data feeder reads each sample once: remove `cache`".into());
+        }
         Ok(DataPipeFeeder {
             pipe: build_pipe(c, &Default::default())?,
             next: 0,

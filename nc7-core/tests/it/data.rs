@@ -297,8 +297,12 @@ pub struct Keep {
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
+/// How many pictures `Invert` made: a cached sample is not made again.
+static INVERTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 simple_nucleotide!(Invert, DataProcessor, Empty, Picture<B>, Picture<B>, {
     fn process(&mut self, input: Picture<B>) -> Result<Picture<B>, nc7_core::BoxError> {
+        INVERTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Picture {
             image: input.image.neg().add_scalar(1.0),
         })
@@ -399,6 +403,69 @@ fn data_pipes_read_process_and_filter_samples() {
         names.push(n.clone());
     }
     assert_eq!(names, ["a", "c"]);
+
+    // A cache: the samples made are kept by content, read back bitwise instead of made again,
+    // made again when a file changes or an entry is damaged.
+    let cache_dir = root.join("cache");
+    let mut cached = config.clone();
+    cached["cache"] = cache_dir.display().to_string().into();
+    let reg = registry.resolve("DataPipe", Some(Kind::Dataset)).unwrap();
+    let made = || INVERTED.load(std::sync::atomic::Ordering::SeqCst);
+    let values = |s: &Nest<B>| -> Vec<Vec<u8>> {
+        ["image", "label", "weight", "count"]
+            .iter()
+            .map(|k| match s.get(k) {
+                Some(Nest::Tensor(t)) => t.clone().into_data().unwrap().bytes.to_vec(),
+                other => panic!("{k}: {other:?}"),
+            })
+            .collect()
+    };
+    let first = nc7_core::runtime::dataset::<B>(reg, "pipe", &cached, &device).unwrap();
+    let before = made();
+    let fresh: Vec<_> = (0..2).map(|i| values(&first.get(i).unwrap())).collect();
+    assert_eq!(made() - before, 2);
+    assert_eq!(std::fs::read_dir(&cache_dir).unwrap().count(), 2);
+    let again = nc7_core::runtime::dataset::<B>(reg, "pipe", &cached, &device).unwrap();
+    let before = made();
+    let read: Vec<_> = (0..2).map(|i| values(&again.get(i).unwrap())).collect();
+    assert_eq!(made(), before, "both read from the cache");
+    assert_eq!(read, fresh);
+    let c = again.get(1).unwrap();
+    assert!(matches!(c.get("file_name"), Some(Nest::Str(s)) if s == "c"));
+    assert!(matches!(c.get("tag"), Some(Nest::Str(t)) if t == "z"));
+    // A changed file is a new entry; a damaged entry is made again and rewritten.
+    write_png(
+        &root.join("img/c.png"),
+        &TensorData::new(vec![0.25f32; 6], [2, 3]),
+    )
+    .unwrap();
+    let before = made();
+    let changed = values(&again.get(1).unwrap());
+    assert_eq!(made() - before, 1);
+    assert_ne!(changed, fresh[1]);
+    assert_eq!(std::fs::read_dir(&cache_dir).unwrap().count(), 3);
+    for e in std::fs::read_dir(&cache_dir).unwrap().flatten() {
+        std::fs::write(e.path(), b"damaged").unwrap();
+    }
+    let before = made();
+    assert_eq!(values(&again.get(0).unwrap()), fresh[0]);
+    assert_eq!(made() - before, 1);
+    assert_eq!(values(&again.get(0).unwrap()), fresh[0]);
+    assert_eq!(made() - before, 1, "rewritten, then read");
+    // A data feeder reads each sample once: `cache` is refused, not ignored.
+    let reg = registry
+        .resolve("DataPipeFeeder", Some(Kind::DataFeeder))
+        .unwrap();
+    let e = nc7_core::runtime::feeder::<B>(reg, "feed", &cached, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("`cache` is for DataPipe"), "{e}");
+    write_png(
+        &root.join("img/c.png"),
+        &TensorData::new(vec![1.0f32; 6], [2, 3]),
+    )
+    .unwrap();
 
     // Filters that keep nothing: the dataset at build, the feeder at its end, naming what each
     // filter dropped.
