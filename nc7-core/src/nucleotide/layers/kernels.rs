@@ -469,6 +469,20 @@ fn cast<From: 'static, To: 'static>(t: From) -> Option<To> {
         .map(|b| *b)
 }
 
+/// `t`'s float primitive on `To`, when `B` is `To`.
+fn float_of<To: Backend, B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FloatTensor<To>> {
+    Some(
+        cast::<_, Tensor<To, D>>(t.clone())?
+            .into_primitive()
+            .tensor(),
+    )
+}
+
+/// A kernel's output on `On` as a tensor of `B`, when `B` is `On`.
+fn tensor_of<On: Backend, B: Backend>(y: FloatTensor<On>) -> Option<Tensor<B, 4>> {
+    cast(Tensor::<On, 4>::from_primitive(TensorPrimitive::Float(y)))
+}
+
 fn dims4(t: &FlexTensor) -> [usize; 4] {
     let s = t.layout().shape();
     [s[0], s[1], s[2], s[3]]
@@ -598,17 +612,10 @@ pub(crate) fn conv2d<B: Backend>(
     stride: [usize; 2],
     padding: [usize; 2],
 ) -> Option<Tensor<B, 4>> {
-    if let Some(x) = cast::<Tensor<B, 4>, Tensor<FlexTrain, 4>>(x.clone()) {
-        let x = x.into_primitive().tensor();
-        let weight = cast::<_, Tensor<FlexTrain, 4>>(weight.clone())?
-            .into_primitive()
-            .tensor();
+    if let Some(x) = float_of::<FlexTrain, _, 4>(x) {
+        let weight = float_of::<FlexTrain, _, 4>(weight)?;
         let bias = match bias {
-            Some(b) => Some(
-                cast::<_, Tensor<FlexTrain, 1>>(b.clone())?
-                    .into_primitive()
-                    .tensor(),
-            ),
+            Some(b) => Some(float_of::<FlexTrain, _, 1>(b)?),
             None => None,
         };
         let (y, state) = conv_run(
@@ -622,26 +629,16 @@ pub(crate) fn conv2d<B: Backend>(
             Some(b) => record(ConvBackward, [&x, &weight, b], state, y),
             None => record(ConvBackward, [&x, &weight], state, y),
         };
-        return cast(Tensor::<FlexTrain, 4>::from_primitive(
-            TensorPrimitive::Float(out),
-        ));
+        return tensor_of::<FlexTrain, B>(out);
     }
-    let x = cast::<_, Tensor<Flex, 4>>(x.clone())?
-        .into_primitive()
-        .tensor();
-    let weight = cast::<_, Tensor<Flex, 4>>(weight.clone())?
-        .into_primitive()
-        .tensor();
+    let x = float_of::<Flex, _, 4>(x)?;
+    let weight = float_of::<Flex, _, 4>(weight)?;
     let bias = match bias {
-        Some(b) => Some(
-            cast::<_, Tensor<Flex, 1>>(b.clone())?
-                .into_primitive()
-                .tensor(),
-        ),
+        Some(b) => Some(float_of::<Flex, _, 1>(b)?),
         None => None,
     };
     let (y, _) = conv_run(&x, &weight, bias.as_ref(), stride, padding)?;
-    cast(Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(y)))
+    tensor_of::<Flex, B>(y)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -705,19 +702,12 @@ pub(crate) fn max_pool2d<B: Backend>(
     stride: [usize; 2],
     padding: [usize; 2],
 ) -> Option<Tensor<B, 4>> {
-    if let Some(x) = cast::<Tensor<B, 4>, Tensor<FlexTrain, 4>>(x.clone()) {
-        let x = x.into_primitive().tensor();
+    if let Some(x) = float_of::<FlexTrain, _, 4>(x) {
         let (y, state) = pool_run(&x.primitive, kernel, stride, padding)?;
-        let out = record(PoolBackward, [&x], state, y);
-        return cast(Tensor::<FlexTrain, 4>::from_primitive(
-            TensorPrimitive::Float(out),
-        ));
+        return tensor_of::<FlexTrain, B>(record(PoolBackward, [&x], state, y));
     }
-    let x = cast::<_, Tensor<Flex, 4>>(x.clone())?
-        .into_primitive()
-        .tensor();
-    let (y, _) = pool_run(&x, kernel, stride, padding)?;
-    cast(Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(y)))
+    let (y, _) = pool_run(&float_of::<Flex, _, 4>(x)?, kernel, stride, padding)?;
+    tensor_of::<Flex, B>(y)
 }
 
 #[cfg(test)]
