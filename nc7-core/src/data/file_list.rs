@@ -135,13 +135,11 @@ impl FileList {
             samples.extend(list.samples);
         }
         if !repeated.is_empty() {
-            let shown: Vec<&str> = repeated.iter().take(3).map(String::as_str).collect();
             log::warn!(
-                "joined file lists: {} match name{} in more than one list ({}{}); callbacks that name results by file name write them over one another",
+                "joined file lists: {} match name{} in more than one list ({}); callbacks that name results by file name write them over one another",
                 repeated.len(),
                 if repeated.len() == 1 { "" } else { "s" },
-                shown.join(", "),
-                if repeated.len() > 3 { ", …" } else { "" }
+                first_few(repeated.iter().map(String::as_str))
             );
         }
         Ok(FileList { samples })
@@ -232,13 +230,11 @@ impl FileList {
         for key in &required {
             let alone: Vec<&String> = by_key[key].keys().filter(|n| !names.contains(n)).collect();
             if !alone.is_empty() {
-                let shown: Vec<&str> = alone.iter().take(3).map(|n| n.as_str()).collect();
                 log::warn!(
-                    "file list: {} `{key}` file{} without a file of every other required key left out ({}{})",
+                    "file list: {} `{key}` file{} without a file of every other required key left out ({})",
                     alone.len(),
                     if alone.len() == 1 { "" } else { "s" },
-                    shown.join(", "),
-                    if alone.len() > 3 { ", …" } else { "" }
+                    first_few(alone.iter().map(|n| n.as_str()))
                 );
             }
         }
@@ -297,6 +293,12 @@ impl FileList {
         }
         out
     }
+}
+
+/// The first three of `names`, `, …` after them when there are more: for a warning.
+fn first_few<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let more = if names.len() > 3 { ", …" } else { "" };
+    format!("{}{more}", names.take(3).collect::<Vec<_>>().join(", "))
 }
 
 /// A file's base name without its extension, `prefix` and `suffix` stripped when present.
