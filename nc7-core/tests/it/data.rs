@@ -360,6 +360,22 @@ fn data_pipes_read_process_and_filter_samples() {
     let registry = Registry::global();
     let device = Default::default();
     let reg = registry.resolve("DataPipe", Some(Kind::Dataset)).unwrap();
+    let feeder_reg = registry
+        .resolve("DataPipeFeeder", Some(Kind::DataFeeder))
+        .unwrap();
+    // The error of building a pipe, or a feeder, from `config`.
+    let build_error = |config: &serde_json::Value| {
+        nc7_core::runtime::dataset::<B>(reg, "pipe", config, &device)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    let feeder_error = |config: &serde_json::Value| {
+        nc7_core::runtime::feeder::<B>(feeder_reg, "feed", config, &device)
+            .err()
+            .unwrap()
+            .to_string()
+    };
     let data = nc7_core::runtime::dataset::<B>(reg, "pipe", &config, &device).unwrap();
     assert_eq!(data.len(), 2, "the filter drops `b` (label 1)");
     let c = data.get(1).unwrap();
@@ -391,10 +407,7 @@ fn data_pipes_read_process_and_filter_samples() {
     };
     assert_eq!(ints(count.clone().into_data().unwrap()), [3]);
 
-    let reg = registry
-        .resolve("DataPipeFeeder", Some(Kind::DataFeeder))
-        .unwrap();
-    let mut feeder = nc7_core::runtime::feeder::<B>(reg, "feed", &config, &device).unwrap();
+    let mut feeder = nc7_core::runtime::feeder::<B>(feeder_reg, "feed", &config, &device).unwrap();
     let mut names = Vec::new();
     while let Some(s) = feeder.next_sample().unwrap() {
         let Some(Nest::Str(n)) = s.get("file_name") else {
@@ -409,7 +422,6 @@ fn data_pipes_read_process_and_filter_samples() {
     let cache_dir = root.join("cache");
     let mut cached = config.clone();
     cached["cache"] = cache_dir.display().to_string().into();
-    let reg = registry.resolve("DataPipe", Some(Kind::Dataset)).unwrap();
     let made = || INVERTED.load(std::sync::atomic::Ordering::SeqCst);
     let values = |s: &Nest<B>| -> Vec<Vec<u8>> {
         ["image", "label", "weight", "count"]
@@ -453,13 +465,7 @@ fn data_pipes_read_process_and_filter_samples() {
     assert_eq!(values(&again.get(0).unwrap()), fresh[0]);
     assert_eq!(made() - before, 1, "rewritten, then read");
     // A data feeder reads each sample once: `cache` is refused, not ignored.
-    let reg = registry
-        .resolve("DataPipeFeeder", Some(Kind::DataFeeder))
-        .unwrap();
-    let e = nc7_core::runtime::feeder::<B>(reg, "feed", &cached, &device)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = feeder_error(&cached);
     assert!(e.contains("`cache` is for DataPipe"), "{e}");
     write_png(
         &root.join("img/c.png"),
@@ -472,19 +478,12 @@ fn data_pipes_read_process_and_filter_samples() {
     let mut only_b = config.clone();
     only_b["file_list"]["file_names"]["image"] =
         root.join("img/b.png").display().to_string().into();
-    let reg = registry.resolve("DataPipe", Some(Kind::Dataset)).unwrap();
-    let e = nc7_core::runtime::dataset::<B>(reg, "pipe", &only_b, &device)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = build_error(&only_b);
     assert!(
         e.contains("the filters keep none of the 1 samples of the file list: `not_one` dropped 1"),
         "{e}"
     );
-    let reg = registry
-        .resolve("DataPipeFeeder", Some(Kind::DataFeeder))
-        .unwrap();
-    let mut feeder = nc7_core::runtime::feeder::<B>(reg, "feed", &only_b, &device).unwrap();
+    let mut feeder = nc7_core::runtime::feeder::<B>(feeder_reg, "feed", &only_b, &device).unwrap();
     let e = feeder.next_sample().err().unwrap().to_string();
     assert!(e.contains("`not_one` dropped 1"), "{e}");
 
@@ -492,11 +491,7 @@ fn data_pipes_read_process_and_filter_samples() {
     let mut bad = config.clone();
     bad["readers"][0]["class_name"] = "ImageReeder".into();
     bad["filters"][0]["inbound_nodes"] = serde_json::json!(["invert"]);
-    let reg = registry.resolve("DataPipe", Some(Kind::Dataset)).unwrap();
-    let e = nc7_core::runtime::dataset::<B>(reg, "pipe", &bad, &device)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = build_error(&bad);
     assert!(
         e.contains("the data pipe's nucleotides have problems"),
         "{e}"
@@ -508,10 +503,7 @@ fn data_pipes_read_process_and_filter_samples() {
     // A CSV column that is not there; a sample without a row.
     let mut no_column = config.clone();
     no_column["readers"][2]["columns"] = serde_json::json!(["wieght"]);
-    let e = nc7_core::runtime::dataset::<B>(reg, "pipe", &no_column, &device)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = build_error(&no_column);
     assert!(
         e.contains("has no column `wieght` in its header row (4 columns); did you mean `weight`?"),
         "{e}"
@@ -524,9 +516,6 @@ fn data_pipes_read_process_and_filter_samples() {
     let mut no_keep = config.clone();
     no_keep["filters"][0] =
         serde_json::json!({"class_name": "Invert", "name": "f", "inbound_nodes": ["read_image"]});
-    let e = nc7_core::runtime::dataset::<B>(reg, "pipe", &no_keep, &device)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = build_error(&no_keep);
     assert!(e.contains("filter `f` gave nothing for `keep`"), "{e}");
 }
