@@ -243,6 +243,17 @@ pub trait TrainPlugin<B: AutodiffBackend>: DynPlugin<B> {
     /// The sum of its gradients' squares (on the device, not read back); `None` when it has
     /// no gradients.
     fn square_grad_sum(&self, grads: &B::Gradients) -> Option<Tensor<B::InnerBackend, 1>>;
+    /// Its trainable parameters' gradients, each flattened, in a fixed order (zeros for one
+    /// without a gradient): what data-parallel replicas exchange.
+    fn flat_grads(&self, grads: &B::Gradients) -> Vec<Tensor<B::InnerBackend, 1>>;
+    /// Replaces its trainable parameters' gradients by consecutive pieces of `flat` from
+    /// `offset`, in [`TrainPlugin::flat_grads`]'s order; the offset after them.
+    fn set_grads(
+        &self,
+        grads: &mut B::Gradients,
+        flat: &Tensor<B::InnerBackend, 1>,
+        offset: usize,
+    ) -> usize;
     /// Takes its gradients out of `grads`, scales them by `scale` (global-norm clipping) and
     /// steps its parameters with `optimizer` at learning rate `lr`.
     fn step(
@@ -645,6 +656,30 @@ impl<B: AutodiffBackend, F: family::ModelPlugin> TrainPlugin<B> for PluginNode<B
         let mut sum = SquareSum::<B> { grads, sum: None };
         self.module().visit(&mut sum);
         sum.sum
+    }
+
+    fn flat_grads(&self, grads: &B::Gradients) -> Vec<Tensor<B::InnerBackend, 1>> {
+        let mut flat = FlatGrads::<B> {
+            grads,
+            out: Vec::new(),
+        };
+        self.module().visit(&mut flat);
+        flat.out
+    }
+
+    fn set_grads(
+        &self,
+        grads: &mut B::Gradients,
+        flat: &Tensor<B::InnerBackend, 1>,
+        offset: usize,
+    ) -> usize {
+        let mut set = SetGrads::<B> {
+            grads,
+            flat,
+            offset,
+        };
+        self.module().visit(&mut set);
+        set.offset
     }
 
     fn step(

@@ -237,7 +237,15 @@ impl FromStr for DeviceChoice {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim().to_ascii_lowercase();
         match t.as_str() {
+            // `cpu:N` names one of several CPU replicas (`--devices cpu:0,cpu:1`); they share
+            // the one CPU device.
             "cpu" => Ok(DeviceChoice::Cpu),
+            _ if t
+                .strip_prefix("cpu:")
+                .is_some_and(|i| i.parse::<usize>().is_ok()) =>
+            {
+                Ok(DeviceChoice::Cpu)
+            }
             "ndarray" => Ok(DeviceChoice::NdArray),
             "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
             _ => t
@@ -249,7 +257,109 @@ impl FromStr for DeviceChoice {
     }
 }
 
+/// The devices of a data-parallel run (`--devices`, `trainer_config.devices`), each entry
+/// `cpu:N`, `cuda:N`, `ndarray:N` or `cuda:all` (every GPU the driver sees): one kind, no
+/// device twice, at least one.
+pub fn parse_devices(list: &[String]) -> Result<Vec<DeviceChoice>, BadDevices> {
+    let mut names: Vec<String> = Vec::new();
+    let mut devices = Vec::new();
+    for entry in list {
+        let t = entry.trim().to_ascii_lowercase();
+        if t == "cuda:all" {
+            let n = cuda_count().map_err(BadDevices::All)?;
+            for i in 0..n {
+                names.push(format!("cuda:{i}"));
+                devices.push(DeviceChoice::Cuda(i));
+            }
+            continue;
+        }
+        let device: DeviceChoice = t.parse()?;
+        let name = match (device, t.split_once(':')) {
+            (DeviceChoice::Cuda(i), _) => format!("cuda:{i}"),
+            (_, Some((_, i))) => format!("{device}:{i}"),
+            (_, None) => format!("{device}:0"),
+        };
+        if names.contains(&name) {
+            return Err(BadDevices::Twice(entry.clone()));
+        }
+        if let Some(first) = devices.first()
+            && std::mem::discriminant(first) != std::mem::discriminant(&device)
+        {
+            return Err(BadDevices::Mixed(entry.clone(), names[0].clone()));
+        }
+        names.push(name);
+        devices.push(device);
+    }
+    if devices.is_empty() {
+        return Err(BadDevices::Empty);
+    }
+    Ok(devices)
+}
+
+/// Why a list of devices cannot be a run's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadDevices {
+    /// An entry names no device.
+    #[error(transparent)]
+    Unknown(#[from] BadDevice),
+    /// A device is named twice.
+    #[error(
+        "`{0}` is named twice: each replica needs its own device (`cpu:0,cpu:1`, `cuda:0,cuda:1`)"
+    )]
+    Twice(String),
+    /// Devices of two kinds.
+    #[error("`{0}` beside `{1}`: the devices of one run are all of one kind")]
+    Mixed(String, String),
+    /// No device.
+    #[error("no device named: give at least one, such as `cpu:0,cpu:1`")]
+    Empty,
+    /// `cuda:all` without GPUs.
+    #[error("`cuda:all`: {0}")]
+    All(String),
+}
+
+/// How a run's devices are written in its record: `cpu`, `cuda:1`, or `cpu:0,cpu:1` for
+/// several.
+pub fn describe_devices(devices: &[DeviceChoice]) -> String {
+    match devices {
+        [one] => one.to_string(),
+        _ => devices
+            .iter()
+            .enumerate()
+            .map(|(k, d)| match d {
+                DeviceChoice::Cuda(i) => format!("cuda:{i}"),
+                other => format!("{other}:{k}"),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+/// The number of GPUs the NVIDIA driver sees (`cuda:all`).
+fn cuda_count() -> Result<usize, String> {
+    if !cfg!(feature = "cuda") {
+        return Err("`cuda:all` needs a build with the `cuda` feature".into());
+    }
+    let mut n = 0;
+    while probe_cuda(n).is_ok() {
+        n += 1;
+    }
+    match n {
+        0 => probe_cuda(0).map(|()| 0),
+        n => Ok(n),
+    }
+}
+
 impl DeviceChoice {
+    /// The device's index among the devices of its backend (the GPU's; 0 on the CPU, whose
+    /// replicas share one device).
+    pub fn index(self) -> usize {
+        match self {
+            DeviceChoice::Cuda(i) => i,
+            _ => 0,
+        }
+    }
+
     /// The cargo feature that builds the device's backend in (none for the CPU's).
     pub fn feature(self) -> &'static str {
         match self {

@@ -70,8 +70,12 @@ enum Command {
         /// `cpu`, `cuda` or `cuda:N`; overrides the trainer config's `device`.
         #[arg(long)]
         device: Option<String>,
+        /// Train data-parallel on several devices, comma-separated (`cpu:0,cpu:1`,
+        /// `cuda:0,cuda:1`, `cuda:all`); overrides the trainer config's `devices`.
+        #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+        devices: Option<Vec<String>>,
         /// Compute threads (over the trainer config's `threads`; every core available by
-        /// default); results do not depend on it.
+        /// default; shared out between the devices' replicas); results do not depend on it.
         #[arg(long)]
         threads: Option<usize>,
         /// Write a Chrome trace of the run to `training/profile/` (Perfetto, chrome://tracing)
@@ -82,8 +86,8 @@ enum Command {
         /// `20261202-071500`).
         #[arg(long)]
         run_name: Option<String>,
-        /// With `--continue`: go on even when the seed, the batch size, the shuffling or the
-        /// number of training samples changed since the checkpoint.
+        /// With `--continue`: go on even when the seed, the batch size, the shuffling, the
+        /// number of training samples or the number of devices changed since the checkpoint.
         #[arg(long, requires = "resume")]
         accept_changed_order: bool,
         /// With `--continue`: continue from this checkpoint instead of the newest (a name in
@@ -465,6 +469,7 @@ fn execute(
             overrides,
             resume,
             device,
+            devices,
             threads,
             profile,
             run_name,
@@ -477,6 +482,7 @@ fn execute(
             let stop = crate::signals::catch();
             let request = TrainRequest {
                 device,
+                devices,
                 threads,
                 overrides: overrides.over(&env),
             };

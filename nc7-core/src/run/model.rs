@@ -246,6 +246,30 @@ pub struct StepResult<B: Backend> {
     pub gradient_norm: Option<f64>,
 }
 
+/// How one training step runs besides its batch.
+pub struct StepSettings<'a, B: Backend> {
+    /// The learning rate.
+    pub lr: f64,
+    /// Global-norm gradient clipping.
+    pub clip: Option<f64>,
+    /// Whether to compute the gradients' global norm without clipping (summaries).
+    pub want_norm: bool,
+    /// Whether this step's summaries are written (the summary nucleotides run).
+    pub summaries: bool,
+    /// The profile being written.
+    pub profiler: Option<&'a crate::tracking::profile::Profiler>,
+    /// Data-parallel training: what this replica's gradients are exchanged through before
+    /// clipping and the optimizer step.
+    pub exchange: Option<&'a mut dyn GradientExchange<B>>,
+}
+
+/// Where a data-parallel replica's gradients meet the others'.
+pub trait GradientExchange<B: Backend> {
+    /// Takes this replica's gradients, flattened (every trainable parameter in the model's
+    /// order) and gives back what every replica steps with: the sum of all replicas'.
+    fn exchange(&mut self, flat: Tensor<B, 1>) -> Result<Tensor<B, 1>, BoxError>;
+}
+
 impl<B: AutodiffBackend> TrainModel<B> {
     /// Builds the model's parts on `device`: plugins with fresh weights (`trainable: false`
     /// frozen), each with the trainer's optimizer or its own.
@@ -290,12 +314,13 @@ impl<B: AutodiffBackend> TrainModel<B> {
     pub fn train_step(
         &mut self,
         batch: Nest<B>,
-        lr: f64,
-        clip: Option<f64>,
-        want_norm: bool,
-        summaries: bool,
-        profiler: Option<&crate::tracking::profile::Profiler>,
+        settings: StepSettings<'_, B::InnerBackend>,
     ) -> Result<StepResult<B::InnerBackend>, BoxError> {
+        let StepSettings {
+            summaries,
+            profiler,
+            ..
+        } = settings;
         let plugins = &self.plugins;
         // When profiling, each span ends with the device's work done, so that GPU times are real.
         let device = profiler.and_then(|_| {
@@ -340,9 +365,72 @@ impl<B: AutodiffBackend> TrainModel<B> {
             .collect();
         let loss = total.clone().into_scalar().elem::<f64>();
         let backward = profiler.map(|p| p.span("backward", "train"));
-        let mut grads = total.backward();
+        let grads = total.backward();
         sync();
         drop(backward);
+        let gradient_norm = self.apply(grads, settings)?;
+        sync();
+        Ok(StepResult {
+            loss,
+            losses,
+            outputs,
+            gradient_norm,
+        })
+    }
+
+    /// A data-parallel replica's step without samples (a global batch smaller than the
+    /// replicas): it gives zeros to the gradients' exchange and steps with the sum.
+    pub fn step_without_samples(
+        &mut self,
+        settings: StepSettings<'_, B::InnerBackend>,
+    ) -> Result<(), BoxError> {
+        let mut zero: Option<Tensor<B, 1>> = None;
+        for p in self.plugins.values() {
+            if let Some((_, squares)) = p.weight_sums() {
+                let z = squares.mul_scalar(0.0);
+                zero = Some(match zero {
+                    Some(t) => t + z,
+                    None => z,
+                });
+            }
+        }
+        let Some(zero) = zero else {
+            return Ok(());
+        };
+        self.apply(zero.backward(), settings)?;
+        Ok(())
+    }
+
+    /// The part of a step after the backward pass: the exchange between replicas, the
+    /// global norm and clipping, every plugin's optimizer step; the norm when asked for.
+    fn apply(
+        &mut self,
+        mut grads: B::Gradients,
+        settings: StepSettings<'_, B::InnerBackend>,
+    ) -> Result<Option<f64>, BoxError> {
+        let StepSettings {
+            lr,
+            clip,
+            want_norm,
+            profiler,
+            exchange,
+            ..
+        } = settings;
+        if let Some(exchange) = exchange {
+            let _span = profiler.map(|p| p.span("exchange", "train"));
+            let pieces: Vec<Tensor<B::InnerBackend, 1>> = self
+                .plugins
+                .values()
+                .flat_map(|p| p.flat_grads(&grads))
+                .collect();
+            if !pieces.is_empty() {
+                let summed = exchange.exchange(Tensor::cat(pieces, 0))?;
+                let mut offset = 0;
+                for p in self.plugins.values() {
+                    offset = p.set_grads(&mut grads, &summed, offset);
+                }
+            }
+        }
         let gradient_norm = if clip.is_some() || want_norm {
             let mut sum: Option<Tensor<B::InnerBackend, 1>> = None;
             for p in self.plugins.values() {
@@ -369,13 +457,7 @@ impl<B: AutodiffBackend> TrainModel<B> {
                 .expect("every plugin has an optimizer");
             plugin.step(optimizer, lr, &mut grads, scale);
         }
-        sync();
-        Ok(StepResult {
-            loss,
-            losses,
-            outputs,
-            gradient_norm,
-        })
+        Ok(gradient_norm)
     }
 
     /// The model with the current weights on the inner backend, for evaluation and export.

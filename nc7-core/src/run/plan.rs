@@ -74,9 +74,14 @@ pub struct TrainPlan {
     pub check: ProjectCheck,
     /// `trainer_config`.
     pub trainer: TrainerConfig,
-    /// Where the run computes (`--device` over `trainer_config.device`).
+    /// Where the run computes (`--device` over `trainer_config.device`): the first of
+    /// `devices`.
     pub device: DeviceChoice,
-    /// Its compute threads (`--threads` over `trainer_config.threads`).
+    /// Every device it trains on, one model replica each (`--devices` over
+    /// `trainer_config.devices`; else `device` alone).
+    pub devices: Vec<DeviceChoice>,
+    /// Its compute threads (`--threads` over `trainer_config.threads`), shared out between
+    /// the replicas.
     pub threads: usize,
     /// The model.
     pub model: ModelPlan,
@@ -98,6 +103,8 @@ pub struct TrainPlan {
 pub struct TrainRequest {
     /// `--device`.
     pub device: Option<DeviceChoice>,
+    /// `--devices`, as written (`cpu:0`, `cuda:all`).
+    pub devices: Option<Vec<String>>,
     /// `--threads`.
     pub threads: Option<usize>,
     /// Config overrides of the training configs.
@@ -201,6 +208,11 @@ pub struct InferPlan {
 }
 
 impl TrainPlan {
+    /// The compute threads of each device's replica: `threads` shared out, at least one.
+    pub fn replica_threads(&self) -> usize {
+        (self.threads / self.devices.len()).max(1)
+    }
+
     /// Resolves and checks `project`'s training configs.
     pub fn load(
         project: &Path,
@@ -221,6 +233,10 @@ impl TrainPlan {
                 &mut diags,
             )
         });
+        let devices = match (&trainer, compute) {
+            (Some(t), Some((device, _))) => resolve_devices(&check, request, t, device, &mut diags),
+            _ => None,
+        };
         let model_config = settings(&check, "model_config", &mut diags, ModelConfig::from_value);
         if let Some(m) = &model_config {
             check_loss_weights(&check, m, &mut diags);
@@ -246,7 +262,7 @@ impl TrainPlan {
         diags.sort();
         match (
             trainer,
-            compute,
+            compute.zip(devices),
             model,
             train_data,
             eval_data,
@@ -254,7 +270,7 @@ impl TrainPlan {
         ) {
             (
                 Some(trainer),
-                Some((device, threads)),
+                Some(((_, threads), devices)),
                 Some(model),
                 Some(train_data),
                 Some(eval_data),
@@ -265,7 +281,8 @@ impl TrainPlan {
                     ..check
                 },
                 trainer,
-                device,
+                device: devices[0],
+                devices,
                 threads,
                 model,
                 train_data,

@@ -2069,3 +2069,128 @@ fn export_alone(
     let _one_at_a_time = serial();
     export_checkpoint(plan, checkpoint)
 }
+
+/// A training on several devices: `devices` from the config or `--devices`, a project with
+/// 21 samples in batches of 4 (the last batch leaves the second device without a sample).
+fn devices_run(
+    dir: &Path,
+    devices: Option<&[&str]>,
+    resume: bool,
+    max_epochs: Option<u64>,
+    accept: bool,
+) -> Result<TrainReport, TrainError> {
+    let _one_at_a_time = serial();
+    let request = TrainRequest {
+        devices: devices.map(|d| d.iter().map(|s| s.to_string()).collect()),
+        ..TrainRequest::default()
+    };
+    let plan = TrainPlan::load(dir, &request, Registry::global())?;
+    let mut options = options(resume, max_epochs);
+    options.accept_changed_order = accept;
+    train(&plan, &options)
+}
+
+fn devices_project(trainer: &str) -> tempfile::TempDir {
+    let datasets = r#"{"train": {"class_name": "Points", "name": "train_points", "len": 21},
+        "eval": {"class_name": "Points", "name": "eval_points", "len": 8}}"#;
+    project(trainer, &[("datasets.json", datasets)])
+}
+
+#[test]
+fn several_devices_train_like_one_repeat_bit_for_bit_and_resume_exactly() {
+    let two = ["cpu:0", "cpu:1"];
+    // One device, then two: the same losses to float tolerance (the gradients are summed in
+    // another order), the same number of steps, every step's values over the whole batch.
+    let one_dir = devices_project(TRAINER);
+    let one = devices_run(one_dir.path(), None, false, None, false).unwrap();
+    let two_dir = devices_project(TRAINER);
+    let parallel = devices_run(two_dir.path(), Some(&two), false, None, false).unwrap();
+    assert_eq!(parallel.global_step, one.global_step);
+    assert_eq!(parallel.losses.len(), one.losses.len());
+    const TOLERANCE: f64 = 1e-5;
+    for (step, (a, b)) in one.losses.iter().zip(&parallel.losses).enumerate() {
+        assert!(
+            (a - b).abs() <= TOLERANCE * a.abs().max(1.0),
+            "step {step}: one device {a}, two {b}"
+        );
+    }
+    let (a, b) = (
+        one.evaluations.last().unwrap()["mae/mae"],
+        parallel.evaluations.last().unwrap()["mae/mae"],
+    );
+    assert!((a - b).abs() <= TOLERANCE, "evaluation: {a} vs {b}");
+    let recorded = ProjectMetadata::read(two_dir.path()).unwrap().runs[0]
+        .device
+        .clone();
+    assert_eq!(recorded.as_deref(), Some("cpu:0,cpu:1"));
+
+    // Two devices again, from the config this time: bit for bit the same.
+    let config = TRAINER.replacen('{', r#"{"devices": ["cpu:0", "cpu:1"], "#, 1);
+    let again_dir = devices_project(&config);
+    let again = devices_run(again_dir.path(), None, false, None, false).unwrap();
+    assert_eq!(again.losses, parallel.losses);
+    assert_eq!(
+        newest_weights(again_dir.path()),
+        newest_weights(two_dir.path())
+    );
+
+    // Stopped after two epochs and continued on the same devices: the uninterrupted run's
+    // weights, bit for bit.
+    let split = devices_project(&config);
+    devices_run(split.path(), None, false, Some(2), false).unwrap();
+    // Continuing on one device is refused, naming the change, unless asked for.
+    let err = devices_run(split.path(), Some(&["cpu"]), true, Some(1), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("devices 2 → 1") && err.contains("--accept-changed-order"),
+        "{err}"
+    );
+    devices_run(split.path(), None, true, None, false).unwrap();
+    assert_eq!(newest_weights(split.path()), newest_weights(two_dir.path()));
+    let accepted = devices_project(&config);
+    devices_run(accepted.path(), None, false, Some(1), false).unwrap();
+    let r = devices_run(accepted.path(), Some(&["cpu:0"]), true, None, true).unwrap();
+    assert_eq!(r.global_step, parallel.global_step);
+
+    // Bad device lists, refused before anything runs.
+    let refused = |trainer: &str, devices: Option<&[&str]>, device: Option<&str>| {
+        let dir = devices_project(trainer);
+        let request = TrainRequest {
+            devices: devices.map(|d| d.iter().map(|s| s.to_string()).collect()),
+            device: device.map(|d| d.parse().unwrap()),
+            ..TrainRequest::default()
+        };
+        TrainPlan::load(dir.path(), &request, Registry::global())
+            .unwrap_err()
+            .to_string()
+    };
+    let err = refused(TRAINER, Some(&["cpu:0", "cpu:0"]), None);
+    assert!(err.contains("`cpu:0` is named twice"), "{err}");
+    let err = refused(TRAINER, Some(&["cpu:0", "ndarray:1"]), None);
+    assert!(
+        err.contains("all of one kind") || err.contains("ndarray"),
+        "{err}"
+    );
+    let err = refused(TRAINER, Some(&["cpu:0", "tpu:1"]), None);
+    assert!(err.contains("unknown device `tpu:1`"), "{err}");
+    let err = refused(TRAINER, Some(&[]), None);
+    assert!(err.contains("no device named"), "{err}");
+    let err = refused(TRAINER, Some(&["cpu:0", "cpu:1"]), Some("cpu"));
+    assert!(
+        err.contains("--device and --devices are both given"),
+        "{err}"
+    );
+    let both = TRAINER.replacen('{', r#"{"device": "cpu", "devices": ["cpu:0"], "#, 1);
+    let err = refused(&both, None, None);
+    assert!(
+        err.contains("both `device` and `devices`") && err.contains("trainer.json"),
+        "{err}"
+    );
+    let five = ["cpu:0", "cpu:1", "cpu:2", "cpu:3", "cpu:4"];
+    let err = refused(TRAINER, Some(&five), None);
+    assert!(
+        err.contains("names 5 devices, more than the 4 samples of a training batch"),
+        "{err}"
+    );
+}

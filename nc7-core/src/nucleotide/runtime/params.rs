@@ -219,3 +219,50 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Step<'_, B> {
         Param::from_mapped_value(id, tensor, mapper)
     }
 }
+
+/// Every trainable parameter's gradient, flattened, in visiting order; zeros for one the step
+/// gave none, so that every replica of a model lays its gradients out alike.
+pub(super) struct FlatGrads<'a, B: AutodiffBackend> {
+    pub(super) grads: &'a B::Gradients,
+    pub(super) out: Vec<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for FlatGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let value = param.val();
+        if !value.is_require_grad() {
+            return;
+        }
+        let grad = match value.grad(self.grads) {
+            Some(g) => g.reshape([-1]),
+            None => value.inner().reshape([-1]).zeros_like(),
+        };
+        self.out.push(grad);
+    }
+}
+
+/// Gives each trainable parameter, in visiting order, the next piece of `flat` as its
+/// gradient (the layout [`FlatGrads`] made).
+pub(super) struct SetGrads<'a, B: AutodiffBackend> {
+    pub(super) grads: &'a mut B::Gradients,
+    pub(super) flat: &'a Tensor<B::InnerBackend, 1>,
+    pub(super) offset: usize,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for SetGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let value = param.val();
+        if !value.is_require_grad() {
+            return;
+        }
+        let shape = value.shape();
+        let n = shape.num_elements();
+        let piece = self
+            .flat
+            .clone()
+            .slice(self.offset..self.offset + n)
+            .reshape(shape);
+        value.grad_replace(self.grads, piece);
+        self.offset += n;
+    }
+}

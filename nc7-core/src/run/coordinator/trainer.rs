@@ -33,7 +33,10 @@ use crate::data::{BatchOrder, DataPosition, for_each_batch};
 use crate::gene::Kind;
 use crate::handler::BoxError;
 use crate::kpi::{KpiEvaluator, KpiTargets};
-use crate::model::{Model, Part, TrainModel, from_safetensors, scalars_of, to_safetensors};
+use crate::model::{
+    GradientExchange, Model, Part, StepSettings, TrainModel, from_safetensors, scalars_of,
+    to_safetensors,
+};
 use crate::nucleotide::{
     CallbackContext, IterationInfo, Mode, RunControl, RunEnd, RunOutcome, SummaryWriter,
 };
@@ -54,9 +57,11 @@ mod checkpointing;
 mod error;
 mod evaluate;
 mod export;
+mod replicas;
 
 pub use error::TrainError;
 use error::{failed, non_finite};
+use replicas::{Replicas, ShardValues, StepOrder};
 
 pub use export::export_checkpoint;
 
@@ -138,7 +143,7 @@ pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, Tr
             id,
             &crate::project::RunFacts {
                 config_file: Some(&snapshot),
-                device: Some(plan.device.to_string()),
+                device: Some(crate::backend::describe_devices(&plan.devices)),
                 threads: Some(plan.threads),
                 seed: Some(plan.trainer.random_seed),
             },
@@ -147,7 +152,7 @@ pub fn train(plan: &TrainPlan, options: &TrainOptions) -> Result<TrainReport, Tr
     };
     // The loop computes on the run's threads and waits only for the read-ahead, which
     // computes on its own.
-    let threads = crate::threads::Threads::new(plan.threads, "compute")?;
+    let threads = crate::threads::Threads::new(plan.replica_threads(), "compute")?;
     let result = threads.run(|| {
         plan.device.dispatch(Training {
             plan,
@@ -213,7 +218,7 @@ impl OnDevice for Training<'_> {
         device: &B::Device,
         inner: &burn::tensor::Device<B::InnerBackend>,
     ) -> Self::Output {
-        let trainer = Trainer::<B>::new(
+        let mut trainer = Trainer::<B>::new(
             self.plan,
             self.options,
             self.dirs,
@@ -221,10 +226,23 @@ impl OnDevice for Training<'_> {
             device,
             inner,
         )?;
-        (self.begin)()?;
         let mlflow = trainer.mlflow.clone();
         let profiler = trainer.profiler.clone();
-        let result = trainer.run();
+        // With several devices, the other replicas run on threads of this scope, which ends
+        // after the trainer (and its hold on them) is gone.
+        let result = std::thread::scope(|scope| {
+            if self.plan.devices.len() > 1 {
+                trainer.replicas = Some(Replicas::start(
+                    scope,
+                    self.plan,
+                    &trainer.model,
+                    device,
+                    inner,
+                )?);
+            }
+            (self.begin)()?;
+            trainer.run()
+        });
         if let Some(p) = profiler {
             let table = p.finish();
             log::info!("profile: {}\n{table}", p.path().display());
@@ -333,6 +351,8 @@ struct RunState {
     batch_size: u64,
     train_samples: u64,
     shuffle: Option<bool>,
+    /// The devices trained on (0 in older checkpoints: one).
+    devices: u64,
 }
 
 /// Mixes the run's seed with the step, so that each step's random operations are seeded on
@@ -396,6 +416,8 @@ struct Trainer<'a, B: AutodiffBackend> {
     plots: PlotValues,
     /// The names of the samples of the step running, for the error of a panic.
     batch_samples: Vec<String>,
+    /// The replicas on the other devices, when there are several.
+    replicas: Option<Replicas<B::InnerBackend>>,
 }
 
 /// The `file_name`s of a batch's samples, when it has them.
@@ -528,6 +550,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                 batch_size: config.batch_size.train() as u64,
                 train_samples: train_len,
                 shuffle: Some(config.shuffle),
+                devices: plan.devices.len() as u64,
                 ..RunState::default()
             },
             control,
@@ -536,6 +559,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             profiler: None,
             plots: PlotValues::default(),
             batch_samples: Vec::new(),
+            replicas: None,
         };
         let resumed = continued.is_some();
         if let Some(c) = continued {
@@ -779,13 +803,22 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             profiler,
             plots,
             batch_samples,
+            replicas,
             ..
         } = self;
         let profiler = profiler.as_deref();
+        // With several devices, this replica reads and trains its shard of each batch.
+        let globals: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let batches = match replicas {
+            Some(r) => r.epoch(&batches),
+            None => batches,
+        };
+        let own_sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let mut index = 0;
         // Samples per second, from one step's end to the next (reading included), for the
         // profile's counter.
         let sizes: Vec<usize> = match profiler {
-            Some(_) => batches.iter().map(Vec::len).collect(),
+            Some(_) => globals.clone(),
             None => Vec::new(),
         };
         let mut throughput = (0, Instant::now());
@@ -805,14 +838,59 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                 let lr = schedule.next_lr();
                 let data = batch.clone();
                 *batch_samples = sample_names(&data);
-                let result = model.train_step(
-                    nest_from_inner::<B>(batch),
+                let samples = globals[index];
+                index += 1;
+                if let Some(r) = replicas.as_mut() {
+                    let order = StepOrder {
+                        step,
+                        lr,
+                        summaries: summary,
+                    };
+                    r.step(order, samples);
+                }
+                let own_samples = own_sizes[index - 1];
+                let settings = StepSettings {
                     lr,
-                    config.optimization_config.gradient_clip,
-                    summary,
-                    summary,
+                    clip: config.optimization_config.gradient_clip,
+                    want_norm: summary,
+                    summaries: summary,
                     profiler,
-                )?;
+                    exchange: replicas
+                        .as_mut()
+                        .map(|r| r as &mut dyn GradientExchange<B::InnerBackend>),
+                };
+                let mut result = match model.train_step(nest_from_inner::<B>(batch), settings) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let e = TrainError::from(e);
+                        return Err(match replicas.as_mut() {
+                            Some(r) => r.failure(e),
+                            None => e,
+                        });
+                    }
+                };
+                // The whole batch's values: every replica's, weighted by its samples.
+                let mut scalars_all = None;
+                if let Some(r) = replicas.as_mut() {
+                    let own = ShardValues {
+                        samples: own_samples,
+                        loss: result.loss,
+                        losses: std::mem::take(&mut result.losses),
+                        scalars: if summary {
+                            scalars_of(
+                                model.parts(),
+                                &[Kind::ModelMetric, Kind::ModelSummary],
+                                &result.outputs,
+                            )
+                        } else {
+                            BTreeMap::new()
+                        },
+                    };
+                    let all = r.gather(own)?;
+                    result.loss = all.loss;
+                    result.losses = all.losses;
+                    scalars_all = Some(all.scalars);
+                }
                 if let Some(p) = profiler {
                     p.counter("loss", &[("loss", result.loss)]);
                     let (k, since) = &mut throughput;
@@ -848,11 +926,13 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                         scalars.push(("gradient_norm".to_owned(), n));
                     }
                     scalars.extend(result.losses.iter().map(|(k, v)| (k.clone(), *v)));
-                    scalars.extend(scalars_of(
-                        model.parts(),
-                        &[Kind::ModelMetric, Kind::ModelSummary],
-                        &result.outputs,
-                    ));
+                    scalars.extend(scalars_all.take().unwrap_or_else(|| {
+                        scalars_of(
+                            model.parts(),
+                            &[Kind::ModelMetric, Kind::ModelSummary],
+                            &result.outputs,
+                        )
+                    }));
                     for (k, v) in &scalars {
                         w.scalar(k, *v, s);
                     }
@@ -876,6 +956,9 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                 Ok(!options.stop.load(Ordering::SeqCst) && control.stop_requested().is_none())
             },
         )?;
+        if let Some(r) = replicas.as_mut() {
+            r.end_epoch(index < globals.len());
+        }
         progress.finish_and_clear();
         if let Some(f) = failure {
             return Err(f);

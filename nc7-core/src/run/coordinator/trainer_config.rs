@@ -60,6 +60,11 @@ pub struct TrainerConfig {
     /// (`project.toml`), else the CPU.
     #[serde(default)]
     pub device: Option<String>,
+    /// Data-parallel training on several devices (`["cpu:0", "cpu:1"]`, `["cuda:all"]`;
+    /// `--devices` overrides it): one replica of the model per device, each global batch
+    /// split between them, the gradients summed before each step. Instead of `device`.
+    #[serde(default)]
+    pub devices: Option<Vec<String>>,
     /// Compute threads (`--threads` overrides it); when absent, the project's
     /// (`project.toml`), else every core available. Results do not depend on it.
     #[serde(default)]

@@ -209,3 +209,76 @@ fn from<'a, T>(
         ((None, None), None) => None,
     }
 }
+
+/// The devices of a training run: `--devices`, else `--device` alone, else
+/// `trainer_config.devices`, else the run's one `device`. Each must be one this build can
+/// use; with several, each global batch must hold a sample for each.
+pub(super) fn resolve_devices(
+    check: &ProjectCheck,
+    request: &TrainRequest,
+    trainer: &TrainerConfig,
+    device: DeviceChoice,
+    diags: &mut Diagnostics,
+) -> Option<Vec<DeviceChoice>> {
+    let file = section_file(check, "trainer_config");
+    let mut error = |message: String, help: &str, file: Option<&str>| {
+        diags.push(Diagnostic::error(Code::DEVICE, "", message, help.to_owned()).with_file(file));
+    };
+    let (list, field, file) = match (&request.devices, request.device, &trainer.devices) {
+        (Some(_), Some(_), _) => {
+            error(
+                "--device and --devices are both given".into(),
+                "give `--devices` for several devices, `--device` for one",
+                None,
+            );
+            return None;
+        }
+        (Some(list), None, _) => (list, "--devices", None),
+        (None, Some(_), _) | (None, None, None) => return Some(vec![device]),
+        (None, None, Some(list)) => {
+            if trainer.device.is_some() {
+                error(
+                    "trainer_config has both `device` and `devices`".into(),
+                    "keep `devices` for several devices, `device` for one",
+                    file,
+                );
+                return None;
+            }
+            (list, "trainer_config.devices", file)
+        }
+    };
+    let devices = match crate::backend::parse_devices(list) {
+        Ok(d) => d,
+        Err(e) => {
+            error(
+                format!("{field}: {e}"),
+                "name the devices as `cpu:0,cpu:1`, `cuda:0,cuda:1` or `cuda:all`",
+                file,
+            );
+            return None;
+        }
+    };
+    for d in &devices {
+        if let Err(e) = d.available() {
+            error(
+                format!("{field}: {e}"),
+                "choose devices this build and machine have",
+                file,
+            );
+            return None;
+        }
+    }
+    let batch = trainer.batch_size.train();
+    if devices.len() > batch {
+        error(
+            format!(
+                "{field} names {} devices, more than the {batch} samples of a training batch: a device would train on nothing",
+                devices.len()
+            ),
+            "raise `trainer_config.batch_size` to at least the number of devices, or name fewer devices",
+            file,
+        );
+        return None;
+    }
+    Some(devices)
+}

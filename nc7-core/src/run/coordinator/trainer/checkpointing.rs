@@ -56,6 +56,15 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
         {
             changes.push(format!("shuffle {a} → {b}"));
         }
+        // Another number of devices shards each batch otherwise and sums the gradients in
+        // another order.
+        if saved.devices.max(1) != now.devices {
+            changes.push(format!(
+                "devices {} → {}",
+                saved.devices.max(1),
+                now.devices
+            ));
+        }
         if !changes.is_empty() {
             if !self.options.accept_changed_order {
                 return Err(TrainError::ChangedOrder {
@@ -64,7 +73,7 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
                 });
             }
             log::warn!(
-                "continuing with another data order than the checkpoint's: {}",
+                "continuing with another data order or other devices than the checkpoint's: {}",
                 changes.join(", ")
             );
         }
@@ -73,6 +82,7 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
             batch_size: now.batch_size,
             train_samples: now.train_samples,
             shuffle: now.shuffle,
+            devices: now.devices,
             ..saved
         };
         log::info!(

@@ -67,7 +67,7 @@ pub enum TrainError {
     },
     /// `--continue` would walk the data in another order than the run it continues.
     #[error(
-        "cannot continue from {}: the data order changed since it was written ({}); a continued run would not be the run it continues. Undo the change, start a fresh run (move `training/`, `checkpoints/` and `saved_models/` away), or continue anyway with `--accept-changed-order`",
+        "cannot continue from {}: the data order or the devices changed since it was written ({}); a continued run would not be the run it continues. Undo the change, start a fresh run (move `training/`, `checkpoints/` and `saved_models/` away), or continue anyway with `--accept-changed-order`",
         checkpoint.display(),
         changes.join(", ")
     )]

@@ -1,0 +1,509 @@
+//! Data-parallel training on several devices (`devices: ["cpu:0", "cpu:1"]`): one replica of
+//! the model per device, each on a thread of its own with its share of the compute threads.
+//!
+//! Each global batch is split into one contiguous shard per replica (the first replicas take
+//! one sample more when it does not divide), and each replica reads only its shard, with a
+//! read-ahead of its own. Every replica steps with the same gradient: its own, weighted by its
+//! share of the batch's samples, summed over the replicas through burn's collective. The sum
+//! is made alike on every replica and in replica order (each replica's gradients reach the
+//! others by burn's `broadcast`; its `all_reduce` adds in an order that changes from run to
+//! run), so the replicas keep identical weights and a run repeats bit for bit. The trainer's
+//! own replica (0) writes everything a run writes: summaries, callbacks, checkpoints,
+//! evaluations and saved models; the others send it their losses and scalars to be averaged.
+
+use std::sync::mpsc::{Receiver, Sender, channel};
+
+use burn::collective::{self, CollectiveConfig, PeerId};
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use super::*;
+use crate::Nest;
+use crate::model::{GradientExchange, StepSettings};
+use crate::runtime::DynDataset;
+
+/// Replica `rank`'s shard of a global batch of `len` samples among `count`: the range of the
+/// batch's positions it trains on.
+pub(super) fn shard(len: usize, rank: usize, count: usize) -> std::ops::Range<usize> {
+    let (base, extra) = (len / count, len % count);
+    let start = rank * base + rank.min(extra);
+    start..start + base + usize::from(rank < extra)
+}
+
+/// What one replica's step gives the trainer besides its gradients.
+#[derive(Debug, Default, Clone)]
+pub(super) struct ShardValues {
+    /// The samples it trained on.
+    pub samples: usize,
+    /// Its total loss.
+    pub loss: f64,
+    /// Its loss keys.
+    pub losses: BTreeMap<String, f64>,
+    /// Its metrics' and summaries' scalars, on summary steps.
+    pub scalars: BTreeMap<String, f64>,
+}
+
+impl ShardValues {
+    /// The values of the whole batch: each replica's weighted by its samples.
+    pub fn combine(shards: &[ShardValues]) -> ShardValues {
+        let total: usize = shards.iter().map(|s| s.samples).sum();
+        let weight = |s: &ShardValues| s.samples as f64 / total.max(1) as f64;
+        let mean = |pick: &dyn Fn(&ShardValues) -> &BTreeMap<String, f64>| {
+            let mut out: BTreeMap<String, f64> = BTreeMap::new();
+            for s in shards {
+                for (k, v) in pick(s) {
+                    *out.entry(k.clone()).or_default() += v * weight(s);
+                }
+            }
+            out
+        };
+        ShardValues {
+            samples: total,
+            loss: shards.iter().map(|s| s.loss * weight(s)).sum(),
+            losses: mean(&|s| &s.losses),
+            scalars: mean(&|s| &s.scalars),
+        }
+    }
+}
+
+/// What the trainer asks of a replica.
+enum Order {
+    /// The global batches of the next epoch (or what is left of it).
+    Epoch(Vec<Vec<usize>>),
+    /// The next step of the epoch.
+    Step(StepOrder),
+    /// The trainer stopped the epoch early: no more steps of it.
+    Stop,
+    /// The epoch is over.
+    EpochEnd,
+    /// The run is over.
+    Finish,
+}
+
+/// One step's settings, the trainer's for every replica.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StepOrder {
+    pub step: u64,
+    pub lr: f64,
+    pub summaries: bool,
+}
+
+/// One replica's place in the exchange of gradients.
+struct Peer {
+    rank: usize,
+    count: usize,
+    /// This step's share of the global batch's samples.
+    weight: f64,
+}
+
+impl<B: Backend> GradientExchange<B> for Peer {
+    fn exchange(&mut self, flat: Tensor<B, 1>) -> Result<Tensor<B, 1>, BoxError> {
+        let mine = flat.mul_scalar(self.weight);
+        let mut sum: Option<Tensor<B, 1>> = None;
+        for root in 0..self.count {
+            let given = (root == self.rank).then(|| mine.clone().into_primitive().tensor());
+            let got = collective::broadcast::<B>(PeerId(self.rank as u32), given)
+                .map_err(|e| format!("exchanging the gradients between the devices: {e:?}"))?;
+            let t = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(got));
+            sum = Some(match sum {
+                Some(s) => s + t,
+                None => t,
+            });
+        }
+        Ok(sum.expect("at least one replica"))
+    }
+}
+
+/// Joins the collective of `count` replicas as `rank` (waits for all of them).
+fn register<B: Backend>(rank: usize, count: usize, device: &B::Device) -> Result<(), TrainError> {
+    collective::register::<B>(
+        PeerId(rank as u32),
+        device.clone(),
+        CollectiveConfig::default().with_num_devices(count),
+    )
+    .map_err(|e| TrainError::Step(format!("device {rank} cannot join the others: {e:?}").into()))
+}
+
+/// The device of replica `rank` on `B`: the one with the index of `plan.devices[rank]`.
+fn device_of<D: burn::tensor::backend::DeviceOps>(first: &D, index: usize) -> D {
+    let mut id = first.to_id();
+    id.index_id = index as u16;
+    D::from_id(id)
+}
+
+/// The other replicas, seen from the trainer's (replica 0).
+pub(super) struct Replicas<B: Backend> {
+    peer: Peer,
+    orders: Vec<Sender<Order>>,
+    values: Vec<Receiver<Result<ShardValues, TrainError>>>,
+    finished: bool,
+    _backend: std::marker::PhantomData<B>,
+}
+
+impl<B: Backend> GradientExchange<B> for Replicas<B> {
+    fn exchange(&mut self, flat: Tensor<B, 1>) -> Result<Tensor<B, 1>, BoxError> {
+        GradientExchange::<B>::exchange(&mut self.peer, flat)
+    }
+}
+
+impl<B: Backend> Replicas<B> {
+    /// Starts one replica per device of `plan` but the first, on threads of `scope`, each
+    /// with the weights and optimizer state of `model` (the trainer's, fresh, loaded or
+    /// continued).
+    pub fn start<'s, 'p: 's, T: AutodiffBackend<InnerBackend = B>>(
+        scope: &'s std::thread::Scope<'s, 'p>,
+        plan: &'p TrainPlan,
+        model: &TrainModel<T>,
+        device: &T::Device,
+        inner: &B::Device,
+    ) -> Result<Self, TrainError> {
+        let count = plan.devices.len();
+        let weights = to_safetensors(model.tensors(), None)
+            .map_err(failed("copying the weights to the other devices"))?;
+        let optimizer = model
+            .optimizer_states()
+            .map_err(failed("copying the optimizer state to the other devices"))?;
+        // A collective a failed run left behind is forgotten.
+        collective::reset_collective::<B>();
+        let mut orders = Vec::new();
+        let mut values = Vec::new();
+        for rank in 1..count {
+            let (order_tx, order_rx) = channel();
+            let (value_tx, value_rx) = channel();
+            let index = plan.devices[rank].index();
+            let (device, inner) = (device_of(device, index), device_of(inner, index));
+            let (weights, optimizer) = (weights.clone(), optimizer.clone());
+            std::thread::Builder::new()
+                .name(format!("nc7-replica-{rank}"))
+                .spawn_scoped(scope, move || {
+                    let start = || -> Result<Worker<'p, T>, TrainError> {
+                        Worker::new(plan, rank, &device, &inner, &weights, optimizer)
+                    };
+                    let threads =
+                        match crate::threads::Threads::new(plan.replica_threads(), "replica") {
+                            Ok(t) => t,
+                            Err(e) => {
+                                let _ = value_tx.send(Err(e.into()));
+                                return;
+                            }
+                        };
+                    threads.run(|| match start() {
+                        Ok(worker) => worker.run(order_rx, value_tx),
+                        Err(e) => {
+                            collective::reset_collective::<B>();
+                            let _ = value_tx.send(Err(e));
+                        }
+                    });
+                })
+                .map_err(failed("starting a thread for a device"))?;
+            orders.push(order_tx);
+            values.push(value_rx);
+        }
+        let mut replicas = Replicas {
+            peer: Peer {
+                rank: 0,
+                count,
+                weight: 1.0,
+            },
+            orders,
+            values,
+            finished: false,
+            _backend: std::marker::PhantomData,
+        };
+        if let Err(e) = register::<B>(0, count, inner) {
+            return Err(replicas.cause().unwrap_or(e));
+        }
+        Ok(replicas)
+    }
+
+    /// The first error a replica reported, waiting a moment for it (the trainer's own
+    /// exchange fails when another replica failed).
+    fn cause(&mut self) -> Option<TrainError> {
+        let wait = std::time::Duration::from_secs(5);
+        for v in &self.values {
+            if let Ok(Err(e)) = v.recv_timeout(wait) {
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    fn send(&self, order: impl Fn() -> Order) {
+        for o in &self.orders {
+            let _ = o.send(order());
+        }
+    }
+
+    /// Starts an epoch of `batches` (global batches); the trainer's own shards of them.
+    pub fn epoch(&mut self, batches: &[Vec<usize>]) -> Vec<Vec<usize>> {
+        self.send(|| Order::Epoch(batches.to_vec()));
+        batches
+            .iter()
+            .map(|b| b[shard(b.len(), 0, self.peer.count)].to_vec())
+            .collect()
+    }
+
+    /// Orders the next step, whose global batch holds `samples` samples.
+    pub fn step(&mut self, order: StepOrder, samples: usize) {
+        let own = shard(samples, 0, self.peer.count).len();
+        self.peer.weight = own as f64 / samples as f64;
+        self.send(|| Order::Step(order));
+    }
+
+    /// The values of the whole batch after a step: the trainer's `own` with every other
+    /// replica's; a replica's failure is the run's.
+    pub fn gather(&mut self, own: ShardValues) -> Result<ShardValues, TrainError> {
+        let mut all = vec![own];
+        for v in &self.values {
+            match v.recv() {
+                Ok(Ok(values)) => all.push(values),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(TrainError::Step(
+                        "a device's replica stopped without saying why".into(),
+                    ));
+                }
+            }
+        }
+        Ok(ShardValues::combine(&all))
+    }
+
+    /// The trainer's step failed; when another replica's failure made it fail, that one.
+    pub fn failure(&mut self, e: TrainError) -> TrainError {
+        collective::reset_collective::<B>();
+        self.finished = true;
+        self.cause().unwrap_or(e)
+    }
+
+    /// Ends the epoch; `early` when the trainer stopped before its last step.
+    pub fn end_epoch(&mut self, early: bool) {
+        if early {
+            self.send(|| Order::Stop);
+        }
+        self.send(|| Order::EpochEnd);
+    }
+}
+
+impl<B: Backend> Drop for Replicas<B> {
+    fn drop(&mut self) {
+        self.send(|| Order::Finish);
+        if self.finished {
+            return;
+        }
+        // The others leave the collective as they finish; a run that ends in an error
+        // releases whoever still waits for an exchange.
+        if std::thread::panicking() || collective::finish_collective::<B>(PeerId(0)).is_err() {
+            collective::reset_collective::<B>();
+        }
+    }
+}
+
+/// A replica other than the trainer's, on its own thread.
+struct Worker<'p, B: AutodiffBackend> {
+    plan: &'p TrainPlan,
+    peer: Peer,
+    model: TrainModel<B>,
+    data: Box<dyn DynDataset<B::InnerBackend>>,
+    device: B::Device,
+    inner: burn::tensor::Device<B::InnerBackend>,
+}
+
+impl<'p, B: AutodiffBackend> Worker<'p, B> {
+    fn new(
+        plan: &'p TrainPlan,
+        rank: usize,
+        device: &B::Device,
+        inner: &burn::tensor::Device<B::InnerBackend>,
+        weights: &[u8],
+        optimizer: Vec<(String, Vec<u8>)>,
+    ) -> Result<Self, TrainError> {
+        let mut model = TrainModel::build(
+            plan.model.handler.clone(),
+            plan.model.eval_handler.clone(),
+            plan.model.parts.clone(),
+            plan.model.config.clone(),
+            &plan.trainer.optimization_config.optimizer,
+            device,
+        )
+        .map_err(failed(&format!("building the model on device {rank}")))?;
+        let mut tensors = from_safetensors::<B>(weights, device)
+            .map_err(failed("reading the weights on another device"))?;
+        model
+            .load_tensors(&mut tensors, &[])
+            .map_err(failed("loading the weights on another device"))?;
+        for (plugin, bytes) in optimizer {
+            model
+                .load_optimizer_state(&plugin, bytes, device)
+                .map_err(failed("loading the optimizer state on another device"))?;
+        }
+        let data = dataset::<B::InnerBackend>(&plan.train_data, "train", inner)?;
+        register::<B::InnerBackend>(rank, plan.devices.len(), inner)?;
+        Ok(Worker {
+            plan,
+            peer: Peer {
+                rank,
+                count: plan.devices.len(),
+                weight: 0.0,
+            },
+            model,
+            data,
+            device: device.clone(),
+            inner: inner.clone(),
+        })
+    }
+
+    /// Follows the trainer's orders until the run ends or this replica fails.
+    fn run(mut self, orders: Receiver<Order>, values: Sender<Result<ShardValues, TrainError>>) {
+        let rank = self.peer.rank;
+        loop {
+            let result = match orders.recv() {
+                Ok(Order::Epoch(batches)) => {
+                    let mut next = || orders.recv().unwrap_or(Order::Finish);
+                    crate::failure::catch(|| self.epoch(batches, &mut next, &values))
+                        .unwrap_or_else(|payload| {
+                            Err(TrainError::Step(
+                                format!(
+                                    "device {rank}: {}",
+                                    error::panic_message(payload.as_ref())
+                                )
+                                .into(),
+                            ))
+                        })
+                }
+                Ok(Order::Finish) | Err(_) => {
+                    let _ = collective::finish_collective::<B::InnerBackend>(PeerId(rank as u32));
+                    return;
+                }
+                // Orders of an epoch this replica already left (it failed).
+                Ok(_) => Ok(()),
+            };
+            if let Err(e) = result {
+                // The others stop waiting for this replica's gradients.
+                collective::reset_collective::<B::InnerBackend>();
+                let _ = values.send(Err(e));
+                return;
+            }
+        }
+    }
+
+    /// One epoch: this replica's shard of each global batch, read ahead and trained when the
+    /// trainer orders its step.
+    fn epoch(
+        &mut self,
+        batches: Vec<Vec<usize>>,
+        next: &mut dyn FnMut() -> Order,
+        values: &Sender<Result<ShardValues, TrainError>>,
+    ) -> Result<(), TrainError> {
+        let Worker {
+            plan,
+            peer,
+            model,
+            data,
+            device,
+            inner,
+        } = self;
+        let shards: Vec<Vec<usize>> = batches
+            .iter()
+            .map(|b| b[shard(b.len(), peer.rank, peer.count)].to_vec())
+            .collect();
+        let reading: Vec<Vec<usize>> = shards.iter().filter(|s| !s.is_empty()).cloned().collect();
+        let mut index = 0;
+        let clip = plan.trainer.optimization_config.gradient_clip;
+        let parts = plan.model.parts.clone();
+        let mut step = |batch: Option<Nest<B::InnerBackend>>,
+                        order: StepOrder,
+                        peer: &mut Peer,
+                        index: usize|
+         -> Result<(), TrainError> {
+            peer.weight = shards[index].len() as f64 / batches[index].len() as f64;
+            // Random operations of this replica's step are seeded like the trainer's, apart
+            // from them (burn's CPU backend has one generator for the process: there, models
+            // with random operations differ from run to run on several devices).
+            B::seed(
+                device,
+                step_seed(
+                    plan.trainer.random_seed ^ ((peer.rank as u64) << 32),
+                    order.step,
+                ),
+            );
+            let settings = StepSettings {
+                lr: order.lr,
+                clip,
+                want_norm: order.summaries,
+                summaries: order.summaries,
+                profiler: None,
+                exchange: Some(peer as &mut dyn GradientExchange<B::InnerBackend>),
+            };
+            let shard_values = match batch {
+                Some(batch) => {
+                    let r = model
+                        .train_step(nest_from_inner::<B>(batch), settings)
+                        .map_err(|e| {
+                            TrainError::Step(format!("device {}: {e}", peer.rank).into())
+                        })?;
+                    ShardValues {
+                        samples: shards[index].len(),
+                        loss: r.loss,
+                        losses: r.losses,
+                        scalars: if order.summaries {
+                            scalars_of(&parts, &[Kind::ModelMetric, Kind::ModelSummary], &r.outputs)
+                        } else {
+                            BTreeMap::new()
+                        },
+                    }
+                }
+                None => {
+                    model.step_without_samples(settings).map_err(|e| {
+                        TrainError::Step(format!("device {}: {e}", peer.rank).into())
+                    })?;
+                    ShardValues::default()
+                }
+            };
+            let _ = values.send(Ok(shard_values));
+            Ok(())
+        };
+        for_each_batch::<B::InnerBackend, TrainError>(
+            data.as_ref(),
+            reading,
+            plan.trainer.prefetch,
+            inner,
+            None,
+            |batch| {
+                let mut batch = Some(batch);
+                loop {
+                    match next() {
+                        Order::Step(order) => {
+                            let empty = shards[index].is_empty();
+                            step(if empty { None } else { batch.take() }, order, peer, index)?;
+                            index += 1;
+                            if !empty {
+                                return Ok(true);
+                            }
+                        }
+                        Order::Stop => return Ok(false),
+                        Order::EpochEnd | Order::Finish | Order::Epoch(_) => {
+                            return Err(TrainError::Step(
+                                "a device's replica lost step with the trainer".into(),
+                            ));
+                        }
+                    }
+                }
+            },
+        )?;
+        // Steps whose shard is empty after this replica's last batch, until the epoch ends.
+        loop {
+            match next() {
+                Order::Step(order) => {
+                    step(None, order, peer, index)?;
+                    index += 1;
+                }
+                Order::Stop => {}
+                Order::EpochEnd => return Ok(()),
+                Order::Finish | Order::Epoch(_) => {
+                    return Err(TrainError::Step(
+                        "a device's replica lost step with the trainer".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
