@@ -4,7 +4,7 @@
 //! - `ci`: runs exactly what CI runs (`.ci/run`): formatting, clippy, the CUDA build check and
 //!   the test suite.
 //! - `bench <name>`: runs a benchmark in release mode and prints its table. Names: `dna`, `parity`,
-//!   `inferer`.
+//!   `inferer`, `peer`, `scale`.
 //! - `template-smoke`: generates a project from `template/` for each starter task with the real
 //!   cargo-generate, outside this workspace, and checks, lints, tests, trains, exports and
 //!   infers with it; a deliberately broken copy must fail `check` with the expected errors.
@@ -27,7 +27,7 @@ usage: cargo xtask <command>
 
 commands:
   ci            run exactly what CI runs (.ci/run)
-  bench <name>  run a benchmark in release mode; names: dna, parity, inferer, peer
+  bench <name>  run a benchmark in release mode; names: dna, parity, inferer, peer, scale
   chaos [--runs N] [--seed S]
                 stop trainings at random moments (SIGKILL, SIGTERM, SIGINT),
                 continue them, compare with an
@@ -61,6 +61,11 @@ const BENCHES: &[(&str, &str, &str)] = &[
         "peer",
         "nc7-tests",
         "nc7 vs a PyTorch loop and PyTorch Lightning on the shapes classifier (makes a PyTorch venv once)",
+    ),
+    (
+        "scale",
+        "nc7-core",
+        "data-parallel training on 2 CPU devices vs 1 (parity ConvNet, batch 32): efficiency",
     ),
 ];
 

@@ -246,6 +246,15 @@ pub fn write_project(dir: &Path, steps: usize, batch: usize) {
 
 /// One nc7 training of `steps` steps in batches of `batch`; its losses and seconds.
 pub fn nc7(steps: usize, batch: usize) -> (Vec<f64>, f64) {
+    nc7_on(steps, batch, nc7_core::plan::TrainRequest::default())
+}
+
+/// One nc7 training as [`nc7`], with the devices and threads of `request`.
+pub fn nc7_on(
+    steps: usize,
+    batch: usize,
+    request: nc7_core::plan::TrainRequest,
+) -> (Vec<f64>, f64) {
     let dir = tempfile::tempdir().expect("a temporary folder");
     write_project(dir.path(), steps, batch);
     // `NC7_TRAINER__…` variables change the trainer config, as for any nc7 run.
@@ -260,7 +269,7 @@ pub fn nc7(steps: usize, batch: usize) -> (Vec<f64>, f64) {
         dir.path(),
         &nc7_core::plan::TrainRequest {
             overrides,
-            ..Default::default()
+            ..request
         },
         Registry::global(),
     )
