@@ -233,6 +233,40 @@ simple_nucleotide!(LossLog, CoordinatorCallback, Empty, LossIn<B>, NoKeys, {
     }
 });
 
+#[derive(Incoming)]
+pub struct PointsIn<B: Backend> {
+    x: Tensor<B, 2>,
+}
+
+// Appends each sample's `x` it is given to `points.txt`, one line per call.
+simple_nucleotide!(
+    PointsLog,
+    CoordinatorCallback,
+    Empty,
+    PointsIn<B>,
+    NoKeys,
+    {
+        fn on_iteration_end(
+            &mut self,
+            input: PointsIn<B>,
+            ctx: &CallbackContext,
+        ) -> Result<Option<NoKeys>, BoxError> {
+            use std::io::Write;
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(ctx.log_dir.join("points.txt"))?;
+            let values = input
+                .x
+                .into_data()
+                .to_vec::<f32>()
+                .map_err(|e| format!("{e:?}"))?;
+            writeln!(f, "{} {values:?}", ctx.iteration.iteration)?;
+            Ok(Some(NoKeys))
+        }
+    }
+);
+
 const C: &str = "training/configs";
 
 fn project(trainer: &str, extra: &[(&str, &str)]) -> tempfile::TempDir {
@@ -2093,7 +2127,29 @@ fn devices_run(
 fn devices_project(trainer: &str) -> tempfile::TempDir {
     let datasets = r#"{"train": {"class_name": "Points", "name": "train_points", "len": 21},
         "eval": {"class_name": "Points", "name": "eval_points", "len": 8}}"#;
-    project(trainer, &[("datasets.json", datasets)])
+    let points = r#"{"class_name": "PointsLog", "name": "points", "inbound_nodes": ["dataset"]}"#;
+    project(
+        trainer,
+        &[
+            ("datasets.json", datasets),
+            ("callbacks_eval/points.json", points),
+        ],
+    )
+}
+
+/// What the evaluation callback saw, by iteration: every sample once, in the data's order.
+fn points_seen(dir: &Path) -> Vec<(String, Vec<f64>)> {
+    let text = fs::read_to_string(dir.join("training/callbacks/eval/points.txt")).unwrap();
+    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+    for line in text.lines() {
+        let (iteration, values) = line.split_once(' ').unwrap();
+        let values: Vec<f64> = serde_json::from_str(values).unwrap();
+        match out.last_mut() {
+            Some((i, v)) if i == iteration => v.extend(values),
+            _ => out.push((iteration.to_owned(), values)),
+        }
+    }
+    out
 }
 
 #[test]
@@ -2119,6 +2175,22 @@ fn several_devices_train_like_one_repeat_bit_for_bit_and_resume_exactly() {
         parallel.evaluations.last().unwrap()["mae/mae"],
     );
     assert!((a - b).abs() <= TOLERANCE, "evaluation: {a} vs {b}");
+    // The evaluation is sharded too: its callbacks get each device's shard of a batch in
+    // device order, so they see the samples one device would, in the same order.
+    let seen = points_seen(two_dir.path());
+    assert_eq!(seen, points_seen(one_dir.path()));
+    assert_eq!(seen.len(), 4 * 3, "4 evaluations of 3 batches");
+    let calls = |dir: &Path| {
+        fs::read_to_string(dir.join("training/callbacks/eval/points.txt"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(
+        (calls(one_dir.path()), calls(two_dir.path())),
+        (12, 24),
+        "one call per batch, one per device's shard"
+    );
     let recorded = ProjectMetadata::read(two_dir.path()).unwrap().runs[0]
         .device
         .clone();

@@ -22,6 +22,12 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
             .take(iterations as usize)
             .collect();
         let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        // With several devices each evaluates its shard of every batch; the trainer takes
+        // the shards in device order, as one device would take the batch's samples.
+        let batches = match &mut self.replicas {
+            Some(r) => r.evaluate(&batches),
+            None => batches,
+        };
         let mut sums = WeightedMeans::default();
         let mut kpi = match &self.plan.kpi {
             Some(plan) => Some(
@@ -39,6 +45,7 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
         let started = Instant::now();
         let mut index = 0;
         let profiler = self.profiler.clone();
+        let replicas = &mut self.replicas;
         for_each_batch::<B::InnerBackend, TrainError>(
             eval.data.as_ref(),
             batches,
@@ -48,25 +55,23 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
             |batch| {
                 let _span = profiler.as_deref().map(|p| p.span("eval step", "eval"));
                 let pos = steps.next(global_step);
+                let own = match replicas.as_ref() {
+                    Some(r) => r.own_share(sizes[index]),
+                    None => sizes[index],
+                };
                 let outputs = valid
                     .run(batch.clone(), Mode::Eval)
                     .map_err(|e| TrainError::Step(e.to_string().into()))?
                     .into_map();
-                let mut values = BTreeMap::new();
-                if let Ok((total, losses)) = valid.losses(&outputs) {
-                    values.insert("loss".to_owned(), total.into_scalar().elem::<f64>());
-                    values.extend(losses);
-                }
-                values.extend(scalars_of(
-                    &parts,
-                    &[Kind::ModelMetric, Kind::ModelSummary],
-                    &outputs,
-                ));
+                let values = values_of(&mut valid, &parts, &outputs);
                 if pos.iteration == 1 {
-                    // Images and histograms of the first batch.
+                    // Images and histograms of the first batch (its first device's shard).
                     write_images_and_histograms(&eval.writer, &parts, &outputs, global_step)?;
                 }
-                sums.add(values, sizes[index]);
+                let mut pieces = vec![(batch, outputs, values, own)];
+                if let Some(r) = replicas.as_mut() {
+                    pieces.extend(r.evaluated(sizes[index])?);
+                }
                 index += 1;
                 eval.ctx.summary_step = pos.summary_step;
                 eval.ctx.iteration = IterationInfo {
@@ -75,16 +80,16 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
                     execution_time: started.elapsed().as_secs_f64(),
                     is_last: pos.iteration == iterations,
                 };
-                if let Some(kpi) = &mut kpi {
-                    kpi.iteration(
-                        &batch,
-                        &outputs,
-                        sizes[index - 1],
-                        pos.iteration == iterations,
-                    )
-                    .map_err(|e| TrainError::Step(e.into()))?;
+                let count = pieces.len();
+                for (i, (data, outputs, values, samples)) in pieces.into_iter().enumerate() {
+                    sums.add(values, samples);
+                    if let Some(kpi) = &mut kpi {
+                        let last = pos.iteration == iterations && i + 1 == count;
+                        kpi.iteration(&data, &outputs, samples, last)
+                            .map_err(|e| TrainError::Step(e.into()))?;
+                    }
+                    eval.callbacks.iteration(data, outputs, &eval.ctx)?;
                 }
-                eval.callbacks.iteration(batch, outputs, &eval.ctx)?;
                 Ok(true)
             },
         )?;
@@ -141,6 +146,26 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
         );
         Ok(means)
     }
+}
+
+/// The values of one evaluation batch's outputs: the total loss, the loss keys and the
+/// metrics' and summaries' scalars.
+pub(super) fn values_of<B: Backend>(
+    valid: &mut Model<B>,
+    parts: &[Part],
+    outputs: &BTreeMap<String, Option<crate::Nest<B>>>,
+) -> BTreeMap<String, f64> {
+    let mut values = BTreeMap::new();
+    if let Ok((total, losses)) = valid.losses(outputs) {
+        values.insert("loss".to_owned(), total.into_scalar().elem::<f64>());
+        values.extend(losses);
+    }
+    values.extend(scalars_of(
+        parts,
+        &[Kind::ModelMetric, Kind::ModelSummary],
+        outputs,
+    ));
+    values
 }
 
 /// Means of values over batches, each batch weighted by its samples.

@@ -65,8 +65,25 @@ impl ShardValues {
     }
 }
 
+/// What a replica reports to the trainer.
+pub(super) enum Report<B: Backend> {
+    /// Its values of a training step.
+    Step(ShardValues),
+    /// Its shard of an evaluation batch: the data, the evaluation model's outputs and their
+    /// values.
+    Eval {
+        data: Nest<B>,
+        outputs: BTreeMap<String, Option<Nest<B>>>,
+        values: BTreeMap<String, f64>,
+    },
+}
+
+type Reports<B> = Result<Report<B>, TrainError>;
+
 /// What the trainer asks of a replica.
 enum Order {
+    /// Evaluate its shard of each of these global batches of the evaluation data.
+    Evaluate(Vec<Vec<usize>>),
     /// The global batches of the next epoch (or what is left of it).
     Epoch(Vec<Vec<usize>>),
     /// The next step of the epoch.
@@ -134,7 +151,7 @@ fn device_of<D: burn::tensor::backend::DeviceOps>(first: &D, index: usize) -> D 
 pub(super) struct Replicas<B: Backend> {
     peer: Peer,
     orders: Vec<Sender<Order>>,
-    values: Vec<Receiver<Result<ShardValues, TrainError>>>,
+    values: Vec<Receiver<Reports<B>>>,
     finished: bool,
     _backend: std::marker::PhantomData<B>,
 }
@@ -242,10 +259,14 @@ impl<B: Backend> Replicas<B> {
             .collect()
     }
 
+    /// The trainer's share of a global batch of `samples`.
+    pub fn own_share(&self, samples: usize) -> usize {
+        shard(samples, 0, self.peer.count).len()
+    }
+
     /// Orders the next step, whose global batch holds `samples` samples.
     pub fn step(&mut self, order: StepOrder, samples: usize) {
-        let own = shard(samples, 0, self.peer.count).len();
-        self.peer.weight = own as f64 / samples as f64;
+        self.peer.weight = self.own_share(samples) as f64 / samples as f64;
         self.send(|| Order::Step(order));
     }
 
@@ -253,18 +274,66 @@ impl<B: Backend> Replicas<B> {
     /// replica's; a replica's failure is the run's.
     pub fn gather(&mut self, own: ShardValues) -> Result<ShardValues, TrainError> {
         let mut all = vec![own];
-        for v in &self.values {
-            match v.recv() {
-                Ok(Ok(values)) => all.push(values),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    return Err(TrainError::Step(
-                        "a device's replica stopped without saying why".into(),
-                    ));
-                }
+        for rank in 1..self.peer.count {
+            match self.report(rank)? {
+                Report::Step(values) => all.push(values),
+                Report::Eval { .. } => return Err(out_of_step()),
             }
         }
         Ok(ShardValues::combine(&all))
+    }
+
+    /// Replica `rank`'s next report; its failure is the run's.
+    fn report(&mut self, rank: usize) -> Result<Report<B>, TrainError> {
+        match self.values[rank - 1].recv() {
+            Ok(report) => report,
+            Err(_) => Err(TrainError::Step(
+                "a device's replica stopped without saying why".into(),
+            )),
+        }
+    }
+
+    /// Starts an evaluation of `batches` (global batches of the evaluation data); the
+    /// trainer's own shards of them.
+    pub fn evaluate(&mut self, batches: &[Vec<usize>]) -> Vec<Vec<usize>> {
+        self.send(|| Order::Evaluate(batches.to_vec()));
+        batches
+            .iter()
+            .map(|b| b[shard(b.len(), 0, self.peer.count)].to_vec())
+            .collect()
+    }
+
+    /// The other replicas' shards of an evaluation batch of `samples`, in replica order:
+    /// data, outputs, values and samples of each that has any.
+    #[allow(clippy::type_complexity)]
+    pub fn evaluated(
+        &mut self,
+        samples: usize,
+    ) -> Result<
+        Vec<(
+            Nest<B>,
+            BTreeMap<String, Option<Nest<B>>>,
+            BTreeMap<String, f64>,
+            usize,
+        )>,
+        TrainError,
+    > {
+        let mut out = Vec::new();
+        for rank in 1..self.peer.count {
+            let n = shard(samples, rank, self.peer.count).len();
+            if n == 0 {
+                continue;
+            }
+            match self.report(rank)? {
+                Report::Eval {
+                    data,
+                    outputs,
+                    values,
+                } => out.push((data, outputs, values, n)),
+                Report::Step(_) => return Err(out_of_step()),
+            }
+        }
+        Ok(out)
     }
 
     /// The trainer's step failed; when another replica's failure made it fail, that one.
@@ -297,12 +366,17 @@ impl<B: Backend> Drop for Replicas<B> {
     }
 }
 
+fn out_of_step() -> TrainError {
+    TrainError::Step("a device's replica lost step with the trainer".into())
+}
+
 /// A replica other than the trainer's, on its own thread.
 struct Worker<'p, B: AutodiffBackend> {
     plan: &'p TrainPlan,
     peer: Peer,
     model: TrainModel<B>,
     data: Box<dyn DynDataset<B::InnerBackend>>,
+    eval_data: Box<dyn DynDataset<B::InnerBackend>>,
     device: B::Device,
     inner: burn::tensor::Device<B::InnerBackend>,
 }
@@ -336,6 +410,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
                 .map_err(failed("loading the optimizer state on another device"))?;
         }
         let data = dataset::<B::InnerBackend>(&plan.train_data, "train", inner)?;
+        let eval_data = dataset::<B::InnerBackend>(&plan.eval_data, "eval", inner)?;
         register::<B::InnerBackend>(rank, plan.devices.len(), inner)?;
         Ok(Worker {
             plan,
@@ -346,28 +421,30 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
             },
             model,
             data,
+            eval_data,
             device: device.clone(),
             inner: inner.clone(),
         })
     }
 
     /// Follows the trainer's orders until the run ends or this replica fails.
-    fn run(mut self, orders: Receiver<Order>, values: Sender<Result<ShardValues, TrainError>>) {
+    fn run(mut self, orders: Receiver<Order>, values: Sender<Reports<B::InnerBackend>>) {
         let rank = self.peer.rank;
+        let panicked = |payload: Box<dyn std::any::Any + Send>| {
+            Err(TrainError::Step(
+                format!("device {rank}: {}", error::panic_message(payload.as_ref())).into(),
+            ))
+        };
         loop {
             let result = match orders.recv() {
                 Ok(Order::Epoch(batches)) => {
                     let mut next = || orders.recv().unwrap_or(Order::Finish);
                     crate::failure::catch(|| self.epoch(batches, &mut next, &values))
-                        .unwrap_or_else(|payload| {
-                            Err(TrainError::Step(
-                                format!(
-                                    "device {rank}: {}",
-                                    error::panic_message(payload.as_ref())
-                                )
-                                .into(),
-                            ))
-                        })
+                        .unwrap_or_else(panicked)
+                }
+                Ok(Order::Evaluate(batches)) => {
+                    crate::failure::catch(|| self.evaluate(batches, &values))
+                        .unwrap_or_else(panicked)
                 }
                 Ok(Order::Finish) | Err(_) => {
                     let _ = collective::finish_collective::<B::InnerBackend>(PeerId(rank as u32));
@@ -391,7 +468,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
         &mut self,
         batches: Vec<Vec<usize>>,
         next: &mut dyn FnMut() -> Order,
-        values: &Sender<Result<ShardValues, TrainError>>,
+        values: &Sender<Reports<B::InnerBackend>>,
     ) -> Result<(), TrainError> {
         let Worker {
             plan,
@@ -400,6 +477,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
             data,
             device,
             inner,
+            ..
         } = self;
         let shards: Vec<Vec<usize>> = batches
             .iter()
@@ -458,7 +536,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
                     ShardValues::default()
                 }
             };
-            let _ = values.send(Ok(shard_values));
+            let _ = values.send(Ok(Report::Step(shard_values)));
             Ok(())
         };
         for_each_batch::<B::InnerBackend, TrainError>(
@@ -480,11 +558,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
                             }
                         }
                         Order::Stop => return Ok(false),
-                        Order::EpochEnd | Order::Finish | Order::Epoch(_) => {
-                            return Err(TrainError::Step(
-                                "a device's replica lost step with the trainer".into(),
-                            ));
-                        }
+                        _ => return Err(out_of_step()),
                     }
                 }
             },
@@ -498,12 +572,46 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
                 }
                 Order::Stop => {}
                 Order::EpochEnd => return Ok(()),
-                Order::Finish | Order::Epoch(_) => {
-                    return Err(TrainError::Step(
-                        "a device's replica lost step with the trainer".into(),
-                    ));
-                }
+                _ => return Err(out_of_step()),
             }
         }
+    }
+
+    /// Evaluates this replica's shard of each global batch and reports each to the trainer.
+    fn evaluate(
+        &mut self,
+        batches: Vec<Vec<usize>>,
+        reports: &Sender<Reports<B::InnerBackend>>,
+    ) -> Result<(), TrainError> {
+        let mut valid = self
+            .model
+            .valid(&self.inner)
+            .map_err(failed("building the model to evaluate"))?;
+        let shards: Vec<Vec<usize>> = batches
+            .iter()
+            .map(|b| b[shard(b.len(), self.peer.rank, self.peer.count)].to_vec())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let parts = self.plan.model.parts.clone();
+        for_each_batch::<B::InnerBackend, TrainError>(
+            self.eval_data.as_ref(),
+            shards,
+            self.plan.trainer.prefetch,
+            &self.inner,
+            None,
+            |data| {
+                let outputs = valid
+                    .run(data.clone(), Mode::Eval)
+                    .map_err(|e| TrainError::Step(e.to_string().into()))?
+                    .into_map();
+                let values = evaluate::values_of(&mut valid, &parts, &outputs);
+                let report = Report::Eval {
+                    data,
+                    outputs,
+                    values,
+                };
+                Ok(reports.send(Ok(report)).is_ok())
+            },
+        )
     }
 }
