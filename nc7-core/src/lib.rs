@@ -18,7 +18,7 @@ pub use graph::{diagnostic, dna, gene, glue, handler, keys, mapping, nest, sugge
 pub use nucleotide::{common, layers, registry, runtime, standard};
 pub use run::{
     backend, cli, coordinator, environment, export, failure, integrity, kpi, memory, model, optim,
-    plan, project, signals, threads,
+    plan, precision, project, signals, threads,
 };
 pub use tracking::callbacks;
 

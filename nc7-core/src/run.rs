@@ -13,6 +13,7 @@ pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod plan;
+pub mod precision;
 pub mod project;
 pub mod signals;
 pub mod threads;

@@ -243,6 +243,14 @@ pub trait TrainPlugin<B: AutodiffBackend>: DynPlugin<B> {
     /// The sum of its gradients' squares (on the device, not read back); `None` when it has
     /// no gradients.
     fn square_grad_sum(&self, grads: &B::Gradients) -> Option<Tensor<B::InnerBackend, 1>>;
+    /// Its forward pass with its float weights cast to `dtype` (mixed precision; the
+    /// gradients reach the weights through the cast).
+    fn forward_in(
+        &self,
+        input: Nest<B>,
+        mode: Mode,
+        dtype: burn::tensor::FloatDType,
+    ) -> Result<Nest<B>, BoxError>;
     /// Its trainable parameters' gradients, each flattened, in a fixed order (zeros for one
     /// without a gradient): what data-parallel replicas exchange.
     fn flat_grads(&self, grads: &B::Gradients) -> Vec<Tensor<B::InnerBackend, 1>>;
@@ -656,6 +664,17 @@ impl<B: AutodiffBackend, F: family::ModelPlugin> TrainPlugin<B> for PluginNode<B
         let mut sum = SquareSum::<B> { grads, sum: None };
         self.module().visit(&mut sum);
         sum.sum
+    }
+
+    fn forward_in(
+        &self,
+        nest: Nest<B>,
+        mode: Mode,
+        dtype: burn::tensor::FloatDType,
+    ) -> Result<Nest<B>, BoxError> {
+        let i = input::<B, F::On<B>>(&self.name, nest)?;
+        let module = self.module().clone().map(&mut CastParams { dtype });
+        Ok(k::ModelPlugin::forward(&module, i, mode).into_nest())
     }
 
     fn flat_grads(&self, grads: &B::Gradients) -> Vec<Tensor<B::InnerBackend, 1>> {

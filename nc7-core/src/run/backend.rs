@@ -360,6 +360,23 @@ impl DeviceChoice {
         }
     }
 
+    /// Whether the device's backend computes in `precision` (NdArray has no half precision).
+    pub fn supports(self, precision: crate::precision::Precision) -> bool {
+        match self {
+            DeviceChoice::Cpu => precision.supported_by::<Cpu>(&Default::default()),
+            DeviceChoice::NdArray => {
+                precision.supported_by::<burn::backend::NdArray>(&Default::default())
+            }
+            #[cfg(feature = "cuda")]
+            DeviceChoice::Cuda(i) => {
+                precision.supported_by::<Cuda>(&burn::backend::cuda::CudaDevice::new(i))
+            }
+            // Refused before: the build has no CUDA.
+            #[cfg(not(feature = "cuda"))]
+            DeviceChoice::Cuda(_) => false,
+        }
+    }
+
     /// The cargo feature that builds the device's backend in (none for the CPU's).
     pub fn feature(self) -> &'static str {
         match self {

@@ -74,6 +74,10 @@ enum Command {
         /// `cuda:0,cuda:1`, `cuda:all`); overrides the trainer config's `devices`.
         #[arg(long, value_delimiter = ',', conflicts_with = "device")]
         devices: Option<Vec<String>>,
+        /// `f32`, or mixed precision `f16` / `bf16` (dynamic loss scaling, `f32` master
+        /// weights); overrides the trainer config's `precision`.
+        #[arg(long)]
+        precision: Option<String>,
         /// Compute threads (over the trainer config's `threads`; every core available by
         /// default; shared out between the devices' replicas); results do not depend on it.
         #[arg(long)]
@@ -470,6 +474,7 @@ fn execute(
             resume,
             device,
             devices,
+            precision,
             threads,
             profile,
             run_name,
@@ -480,9 +485,13 @@ fn execute(
                 .map(|d| d.parse::<crate::backend::DeviceChoice>())
                 .transpose()?;
             let stop = crate::signals::catch();
+            let precision = precision
+                .map(|p| p.parse::<crate::precision::Precision>())
+                .transpose()?;
             let request = TrainRequest {
                 device,
                 devices,
+                precision,
                 threads,
                 overrides: overrides.over(&env),
             };

@@ -149,6 +149,7 @@ fn known(e: &(dyn Error + 'static)) -> Option<Code> {
         crate::kpi::KpiError,
         crate::backend::DeviceError,
         crate::backend::BadDevice,
+        crate::precision::BadPrecision,
         crate::registry::RegistryError,
         crate::plan::PlanError,
         Fault,
@@ -387,6 +388,12 @@ impl Coded for crate::backend::DeviceError {
 impl Coded for crate::backend::BadDevice {
     fn code(&self) -> Code {
         Code::DEVICE
+    }
+}
+
+impl Coded for crate::precision::BadPrecision {
+    fn code(&self) -> Code {
+        Code::SETTING
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::prelude::{Backend, Tensor};
+use burn::tensor::TensorPrimitive;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::gene::Kind;
@@ -244,6 +245,8 @@ pub struct StepResult<B: Backend> {
     pub outputs: BTreeMap<String, Option<Nest<B>>>,
     /// The global norm of the gradients, when asked for or clipping.
     pub gradient_norm: Option<f64>,
+    /// Mixed precision: the gradients overflowed and the optimizer did not step.
+    pub skipped: bool,
 }
 
 /// How one training step runs besides its batch.
@@ -261,6 +264,19 @@ pub struct StepSettings<'a, B: Backend> {
     /// Data-parallel training: what this replica's gradients are exchanged through before
     /// clipping and the optimizer step.
     pub exchange: Option<&'a mut dyn GradientExchange<B>>,
+    /// Mixed precision: the dtype the plugins compute in, and the loss scale. A step whose
+    /// unscaled gradients are not finite is skipped.
+    pub half: Option<(burn::tensor::FloatDType, f64)>,
+}
+
+/// A nest's float tensors in `dtype` (other leaves as they are).
+fn cast_floats<B: Backend>(nest: Nest<B>, dtype: burn::tensor::FloatDType) -> Nest<B> {
+    crate::backend::map_nest(nest, &mut |t| match t {
+        AnyTensor::Float(TensorPrimitive::Float(p)) => {
+            AnyTensor::Float(TensorPrimitive::Float(B::float_cast(p, dtype)))
+        }
+        other => other,
+    })
 }
 
 /// Where a data-parallel replica's gradients meet the others'.
@@ -319,6 +335,7 @@ impl<B: AutodiffBackend> TrainModel<B> {
         let StepSettings {
             summaries,
             profiler,
+            half,
             ..
         } = settings;
         let plugins = &self.plugins;
@@ -342,7 +359,14 @@ impl<B: AutodiffBackend> TrainModel<B> {
             profiler,
             |name, input| match plugins.get(name) {
                 Some(p) => {
-                    let out = p.forward(input, Mode::Train);
+                    // In mixed precision the plugin computes in half precision and its
+                    // outputs go on in f32.
+                    let out = match half {
+                        Some((dtype, _)) => p
+                            .forward_in(cast_floats(input, dtype), Mode::Train, dtype)
+                            .map(|o| cast_floats(o, burn::tensor::FloatDType::F32)),
+                        None => p.forward(input, Mode::Train),
+                    };
                     sync();
                     out
                 }
@@ -365,16 +389,20 @@ impl<B: AutodiffBackend> TrainModel<B> {
             .collect();
         let loss = total.clone().into_scalar().elem::<f64>();
         let backward = profiler.map(|p| p.span("backward", "train"));
-        let grads = total.backward();
+        let grads = match half {
+            Some((_, scale)) => total.mul_scalar(scale).backward(),
+            None => total.backward(),
+        };
         sync();
         drop(backward);
-        let gradient_norm = self.apply(grads, settings)?;
+        let (gradient_norm, skipped) = self.apply(grads, settings)?;
         sync();
         Ok(StepResult {
             loss,
             losses,
             outputs,
             gradient_norm,
+            skipped,
         })
     }
 
@@ -383,7 +411,7 @@ impl<B: AutodiffBackend> TrainModel<B> {
     pub fn step_without_samples(
         &mut self,
         settings: StepSettings<'_, B::InnerBackend>,
-    ) -> Result<(), BoxError> {
+    ) -> Result<bool, BoxError> {
         let mut zero: Option<Tensor<B, 1>> = None;
         for p in self.plugins.values() {
             if let Some((_, squares)) = p.weight_sums() {
@@ -395,27 +423,29 @@ impl<B: AutodiffBackend> TrainModel<B> {
             }
         }
         let Some(zero) = zero else {
-            return Ok(());
+            return Ok(false);
         };
-        self.apply(zero.backward(), settings)?;
-        Ok(())
+        Ok(self.apply(zero.backward(), settings)?.1)
     }
 
     /// The part of a step after the backward pass: the exchange between replicas, the
-    /// global norm and clipping, every plugin's optimizer step; the norm when asked for.
+    /// global norm and clipping, every plugin's optimizer step; the norm when asked for, and
+    /// whether the step was skipped (mixed precision, gradients not finite).
     fn apply(
         &mut self,
         mut grads: B::Gradients,
         settings: StepSettings<'_, B::InnerBackend>,
-    ) -> Result<Option<f64>, BoxError> {
+    ) -> Result<(Option<f64>, bool), BoxError> {
         let StepSettings {
             lr,
             clip,
             want_norm,
             profiler,
             exchange,
+            half,
             ..
         } = settings;
+        let loss_scale = half.map_or(1.0, |h| h.1);
         if let Some(exchange) = exchange {
             let _span = profiler.map(|p| p.span("exchange", "train"));
             let pieces: Vec<Tensor<B::InnerBackend, 1>> = self
@@ -431,7 +461,7 @@ impl<B: AutodiffBackend> TrainModel<B> {
                 }
             }
         }
-        let gradient_norm = if clip.is_some() || want_norm {
+        let gradient_norm = if clip.is_some() || want_norm || half.is_some() {
             let mut sum: Option<Tensor<B::InnerBackend, 1>> = None;
             for p in self.plugins.values() {
                 if let Some(s) = p.square_grad_sum(&grads) {
@@ -441,14 +471,17 @@ impl<B: AutodiffBackend> TrainModel<B> {
                     });
                 }
             }
-            Some(sum.map_or(0.0, |s| s.into_scalar().elem::<f64>().sqrt()))
+            Some(sum.map_or(0.0, |s| s.into_scalar().elem::<f64>().sqrt()) / loss_scale)
         } else {
             None
         };
+        if half.is_some() && !gradient_norm.is_some_and(f64::is_finite) {
+            return Ok((gradient_norm, true));
+        }
         let scale = match (clip, gradient_norm) {
             (Some(c), Some(n)) => clip_factor(n, c),
             _ => 1.0,
-        };
+        } / loss_scale;
         let _optimizer = profiler.map(|p| p.span("optimizer", "train"));
         for (name, plugin) in self.plugins.iter_mut() {
             let optimizer = self
@@ -457,7 +490,7 @@ impl<B: AutodiffBackend> TrainModel<B> {
                 .expect("every plugin has an optimizer");
             plugin.step(optimizer, lr, &mut grads, scale);
         }
-        Ok(gradient_norm)
+        Ok((gradient_norm, false))
     }
 
     /// The model with the current weights on the inner backend, for evaluation and export.

@@ -83,6 +83,9 @@ pub struct TrainPlan {
     /// Its compute threads (`--threads` over `trainer_config.threads`), shared out between
     /// the replicas.
     pub threads: usize,
+    /// The precision the plugins compute in (`--precision` over
+    /// `trainer_config.precision`).
+    pub precision: crate::precision::Precision,
     /// The model.
     pub model: ModelPlan,
     /// The training dataset.
@@ -105,6 +108,8 @@ pub struct TrainRequest {
     pub device: Option<DeviceChoice>,
     /// `--devices`, as written (`cpu:0`, `cuda:all`).
     pub devices: Option<Vec<String>>,
+    /// `--precision`.
+    pub precision: Option<crate::precision::Precision>,
     /// `--threads`.
     pub threads: Option<usize>,
     /// Config overrides of the training configs.
@@ -237,6 +242,12 @@ impl TrainPlan {
             (Some(t), Some((device, _))) => resolve_devices(&check, request, t, device, &mut diags),
             _ => None,
         };
+        let precision = match (&trainer, &devices) {
+            (Some(t), Some(devices)) => {
+                resolve_precision(&check, request.precision, t, devices[0], &mut diags)
+            }
+            _ => None,
+        };
         let model_config = settings(&check, "model_config", &mut diags, ModelConfig::from_value);
         if let Some(m) = &model_config {
             check_loss_weights(&check, m, &mut diags);
@@ -262,7 +273,7 @@ impl TrainPlan {
         diags.sort();
         match (
             trainer,
-            compute.zip(devices),
+            compute.zip(devices).zip(precision),
             model,
             train_data,
             eval_data,
@@ -270,7 +281,7 @@ impl TrainPlan {
         ) {
             (
                 Some(trainer),
-                Some(((_, threads), devices)),
+                Some((((_, threads), devices), precision)),
                 Some(model),
                 Some(train_data),
                 Some(eval_data),
@@ -284,6 +295,7 @@ impl TrainPlan {
                 device: devices[0],
                 devices,
                 threads,
+                precision,
                 model,
                 train_data,
                 eval_data,

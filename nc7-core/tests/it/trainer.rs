@@ -2266,3 +2266,94 @@ fn several_devices_train_like_one_repeat_bit_for_bit_and_resume_exactly() {
         "{err}"
     );
 }
+
+#[test]
+fn mixed_precision_trains_in_half_precision_with_a_loss_scale_and_resumes_exactly() {
+    use nc7_core::precision::Precision;
+    let run_in = |dir: &Path, precision: Option<Precision>, resume: bool, max: Option<u64>| {
+        let _one_at_a_time = serial();
+        let request = TrainRequest {
+            precision,
+            ..TrainRequest::default()
+        };
+        let plan = TrainPlan::load(dir, &request, Registry::global()).unwrap();
+        train(&plan, &options(resume, max)).unwrap()
+    };
+    let full = project(TRAINER, &[]);
+    let f32_run = run_in(full.path(), None, false, None);
+    for precision in [Precision::F16, Precision::Bf16] {
+        // From the command line: the plugins compute in half precision, so the first loss
+        // (before any step) is the f32 run's to half precision, not equal; the run learns.
+        let dir = project(TRAINER, &[]);
+        let half = run_in(dir.path(), Some(precision), false, None);
+        assert_eq!(half.losses.len(), f32_run.losses.len());
+        let (a, b) = (f32_run.losses[0], half.losses[0]);
+        let tolerance = if precision == Precision::F16 {
+            1e-3
+        } else {
+            1e-2
+        };
+        assert!(
+            a != b && (a - b).abs() <= tolerance * a,
+            "{precision}: first loss {a} (f32) vs {b}"
+        );
+        let (first, last) = (half.losses[0], *half.losses.last().unwrap());
+        assert!(last < first / 2.0, "{precision}: {first} → {last}");
+        // The loss scale is in the summaries and the checkpoints; a run stopped and
+        // continued scales and steps as the uninterrupted one.
+        let split = project(
+            &TRAINER.replacen('{', &format!(r#"{{"precision": "{precision}", "#), 1),
+            &[],
+        );
+        run_in(split.path(), None, false, Some(2));
+        run_in(split.path(), None, true, None);
+        assert_eq!(newest_weights(split.path()), newest_weights(dir.path()));
+        let state = nc7_core::coordinator::Checkpoints::new(dir.path().join("checkpoints"), 9)
+            .newest()
+            .unwrap()
+            .unwrap()
+            .state;
+        // f16 overflows at 65504: the first steps' scaled gradients overflow, those steps
+        // are skipped and the scale halves until they fit; bf16 has f32's range.
+        let scale = state["loss_scale"]["scale"].as_f64().unwrap();
+        let initial = nc7_core::precision::LossScaler::INITIAL;
+        match precision {
+            Precision::F16 => assert!(scale < initial, "{state}"),
+            _ => assert_eq!(scale, initial, "{state}"),
+        }
+    }
+    // Half precision on two devices: the same steps as on one, to float tolerance.
+    let one = project(TRAINER, &[]);
+    let one = run_in(one.path(), Some(Precision::F16), false, None);
+    let two = devices_project(&TRAINER.replacen('{', r#"{"precision": "f16", "#, 1));
+    let two = devices_run(two.path(), Some(&["cpu:0", "cpu:1"]), false, None, false).unwrap();
+    assert_eq!(two.global_step, 24);
+    assert!(two.losses.iter().all(|l| l.is_finite()));
+    assert!(one.losses.last() < one.losses.first());
+
+    // A backend without half precision is refused before anything runs; a name that is not
+    // a precision too.
+    assert!(!nc7_core::backend::DeviceChoice::NdArray.supports(Precision::F16));
+    if cfg!(feature = "ndarray") {
+        let dir = project(TRAINER, &[]);
+        let request = TrainRequest {
+            precision: Some(Precision::Bf16),
+            device: Some(nc7_core::backend::DeviceChoice::NdArray),
+            ..TrainRequest::default()
+        };
+        let err = TrainPlan::load(dir.path(), &request, Registry::global())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "--precision is bf16: the `ndarray` device's backend does not compute in bf16"
+            ),
+            "{err}"
+        );
+    }
+    let dir = project(&TRAINER.replacen('{', r#"{"precision": "f8", "#, 1), &[]);
+    let err = TrainPlan::load(dir.path(), &TrainRequest::default(), Registry::global())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("precision") && err.contains("f8"), "{err}");
+}

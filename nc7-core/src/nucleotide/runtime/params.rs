@@ -266,3 +266,16 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for SetGrads<'_, B> {
         self.offset += n;
     }
 }
+
+/// A module's float parameters cast to `dtype` (mixed precision), on the autodiff graph when
+/// they are tracked, so that the gradients reach the originals.
+pub(super) struct CastParams {
+    pub(super) dtype: burn::tensor::FloatDType,
+}
+
+impl<B: Backend> ModuleMapper<B> for CastParams {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        Param::from_mapped_value(id, tensor.cast(self.dtype), mapper)
+    }
+}

@@ -353,6 +353,8 @@ struct RunState {
     shuffle: Option<bool>,
     /// The devices trained on (0 in older checkpoints: one).
     devices: u64,
+    /// Mixed precision's loss scale; none in f32.
+    loss_scale: Option<crate::precision::LossScaler>,
 }
 
 /// Mixes the run's seed with the step, so that each step's random operations are seeded on
@@ -551,6 +553,10 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                 train_samples: train_len,
                 shuffle: Some(config.shuffle),
                 devices: plan.devices.len() as u64,
+                loss_scale: plan
+                    .precision
+                    .half()
+                    .map(|_| crate::precision::LossScaler::default()),
                 ..RunState::default()
             },
             control,
@@ -776,6 +782,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
     /// Trains one epoch (or what is left of it); whether the epoch was completed.
     fn train_epoch(&mut self) -> Result<bool, TrainError> {
         let config = &self.plan.trainer;
+        let precision = self.plan.precision;
         let batches = self.epoch_batches();
         let progress = progress_bar(
             config.progress_bar && !self.options.quiet,
@@ -815,6 +822,8 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         };
         let own_sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
         let mut index = 0;
+        // Mixed-precision steps skipped because their gradients overflowed.
+        let mut skipped = 0;
         // Samples per second, from one step's end to the next (reading included), for the
         // profile's counter.
         let sizes: Vec<usize> = match profiler {
@@ -845,6 +854,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                         step,
                         lr,
                         summaries: summary,
+                        loss_scale: state.loss_scale.map_or(1.0, |s| s.scale),
                     };
                     r.step(order, samples);
                 }
@@ -858,6 +868,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                     exchange: replicas
                         .as_mut()
                         .map(|r| r as &mut dyn GradientExchange<B::InnerBackend>),
+                    half: precision.half().zip(state.loss_scale.map(|s| s.scale)),
                 };
                 let mut result = match model.train_step(nest_from_inner::<B>(batch), settings) {
                     Ok(r) => r,
@@ -900,6 +911,11 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                     p.counter("samples/s", &[("samples/s", rate)]);
                     (*k, *since) = (*k + 1, now);
                 }
+                if let Some(scaler) = &mut state.loss_scale
+                    && !scaler.update(!result.skipped)
+                {
+                    skipped += 1;
+                }
                 if !result.loss.is_finite() {
                     failure = Some(non_finite(&result.losses, result.loss, step, pos, dirs));
                     return Ok(false);
@@ -924,6 +940,9 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                     ];
                     if let Some(n) = result.gradient_norm {
                         scalars.push(("gradient_norm".to_owned(), n));
+                    }
+                    if let Some(s) = state.loss_scale {
+                        scalars.push(("loss_scale".to_owned(), s.scale));
                     }
                     scalars.extend(result.losses.iter().map(|(k, v)| (k.clone(), *v)));
                     scalars.extend(scalars_all.take().unwrap_or_else(|| {
@@ -966,6 +985,12 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         let epoch_done = state.global_step.is_multiple_of(iterations)
             && state.global_step > state.epoch * iterations;
         let mean = epoch_losses.iter().sum::<f64>() / epoch_losses.len().max(1) as f64;
+        if skipped > 0 {
+            log::info!(
+                "{skipped} steps skipped: their half-precision gradients overflowed (loss scale now {})",
+                state.loss_scale.map_or(1.0, |s| s.scale)
+            );
+        }
         log::info!(
             "epoch {} of {}: {} steps, mean loss {mean:.6}, {:.3} s",
             state.epoch + u64::from(epoch_done),

@@ -65,6 +65,10 @@ pub struct TrainerConfig {
     /// split between them, the gradients summed before each step. Instead of `device`.
     #[serde(default)]
     pub devices: Option<Vec<String>>,
+    /// The precision the model plugins compute in: `f32`, or `f16` / `bf16` with dynamic
+    /// loss scaling and `f32` master weights (`--precision` overrides it).
+    #[serde(default)]
+    pub precision: crate::precision::Precision,
     /// Compute threads (`--threads` overrides it); when absent, the project's
     /// (`project.toml`), else every core available. Results do not depend on it.
     #[serde(default)]

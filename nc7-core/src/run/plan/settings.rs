@@ -282,3 +282,35 @@ pub(super) fn resolve_devices(
     }
     Some(devices)
 }
+
+/// The precision of a training run: `--precision`, else `trainer_config.precision`; the
+/// device's backend must compute in it.
+pub(super) fn resolve_precision(
+    check: &ProjectCheck,
+    given: Option<crate::precision::Precision>,
+    trainer: &TrainerConfig,
+    device: DeviceChoice,
+    diags: &mut Diagnostics,
+) -> Option<crate::precision::Precision> {
+    let (precision, field, file) = match given {
+        Some(p) => (p, "--precision", None),
+        None => (
+            trainer.precision,
+            "trainer_config.precision",
+            section_file(check, "trainer_config"),
+        ),
+    };
+    if device.supports(precision) {
+        return Some(precision);
+    }
+    diags.push(
+        Diagnostic::error(
+            Code::DEVICE,
+            "",
+            format!("{field} is {precision}: the `{device}` device's backend does not compute in {precision}"),
+            "train in `f32` on it, or choose a device that computes in half precision (`cpu`, `cuda`)".into(),
+        )
+        .with_file(file),
+    );
+    None
+}

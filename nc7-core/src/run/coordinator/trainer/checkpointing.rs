@@ -83,6 +83,8 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
             train_samples: now.train_samples,
             shuffle: now.shuffle,
             devices: now.devices,
+            // The saved scale when the run continues in the same precision.
+            loss_scale: now.loss_scale.and(saved.loss_scale.or(now.loss_scale)),
             ..saved
         };
         log::info!(

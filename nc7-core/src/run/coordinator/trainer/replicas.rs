@@ -102,6 +102,8 @@ pub(super) struct StepOrder {
     pub step: u64,
     pub lr: f64,
     pub summaries: bool,
+    /// Mixed precision's loss scale (1 in f32).
+    pub loss_scale: f64,
 }
 
 /// One replica's place in the exchange of gradients.
@@ -510,6 +512,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
                 summaries: order.summaries,
                 profiler: None,
                 exchange: Some(peer as &mut dyn GradientExchange<B::InnerBackend>),
+                half: plan.precision.half().map(|d| (d, order.loss_scale)),
             };
             let shard_values = match batch {
                 Some(batch) => {
