@@ -74,3 +74,35 @@ fn trains_exports_and_classifies() {
             .is_file()
     );
 }
+
+/// The accuracy a `train` command printed in its last evaluation.
+fn accuracy_of(text: &str) -> f64 {
+    text.split("accuracy/accuracy ")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {text}"))
+}
+
+#[test]
+fn trains_on_two_devices_to_the_accuracy_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = |name: &str, extra: &[&str]| {
+        let project = dir.path().join(name);
+        nc7_core::project::copy_configs(&example("shapes-classifier"), &project).unwrap();
+        let p = project.to_str().unwrap().to_owned();
+        let mut args = vec!["train", &p, "--set", "trainer.num_epochs=2"];
+        args.extend_from_slice(extra);
+        let text = nc7("shapes-classifier", &args);
+        let runs = nc7_core::project::ProjectMetadata::read(&project).unwrap();
+        (accuracy_of(&text), runs.runs[0].device.clone())
+    };
+    let (one, device) = train("one", &[]);
+    assert_eq!(device.as_deref(), Some("cpu"));
+    let (two, devices) = train("two", &["--devices", "cpu:0,cpu:1"]);
+    assert_eq!(devices.as_deref(), Some("cpu:0,cpu:1"));
+    assert!(one > 0.6, "one device learns: {one}");
+    // The same steps to float tolerance: the accuracy over the 400 evaluation samples agrees
+    // to a few samples.
+    assert!((one - two).abs() <= 0.01, "one device {one}, two {two}");
+}
