@@ -1402,7 +1402,7 @@ fn what_check_refuses_train_refuses_before_the_first_step() {
             &[("model.json", r#"{"mixed_precision_config": {"use": true}}"#)],
             &[],
             "training/configs/model.json",
-            &["model_config.mixed_precision_config: nc7 does not train in mixed precision yet"],
+            &["model_config.mixed_precision_config: mixed precision is the trainer's `precision`"],
         ),
         (
             "model loss weights for a loss that is not there",

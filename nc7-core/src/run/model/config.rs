@@ -37,7 +37,7 @@ inventory::submit! {
 const NOT_IN_NC7: [(&str, &str); 3] = [
     (
         "mixed_precision_config",
-        "nc7 does not train in mixed precision yet; remove `mixed_precision_config`",
+        "mixed precision is the trainer's `precision` in nc7 (`\"precision\": \"f16\"` in trainer_config, or `--precision f16`); remove `mixed_precision_config`",
     ),
     (
         "aggregation_method",
@@ -116,7 +116,10 @@ mod tests {
         let e = ModelConfig::from_value(&json!({"mixed_precision_config": {"use": true}}))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("does not train in mixed precision yet"), "{e}");
+        assert!(
+            e.contains("mixed precision is the trainer's `precision`"),
+            "{e}"
+        );
         let e = ModelConfig::from_value(&json!({"load_config": {}}))
             .unwrap_err()
             .to_string();
