@@ -2083,7 +2083,7 @@ fn continuing_refuses_another_data_order_unless_told() {
     .unwrap();
     let err = run(dir.path(), true, None).unwrap_err().to_string();
     assert!(
-        err.contains("the data order changed since it was written (random_seed 3 → 4, train batch size 5 → 4)")
+        err.contains("the data order or the devices changed since it was written (random_seed 3 → 4, train batch size 5 → 4)")
             && err.contains("--accept-changed-order"),
         "{err}"
     );
