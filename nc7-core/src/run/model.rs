@@ -660,6 +660,14 @@ fn add_regularization<'a, B: Backend>(
     total
 }
 
+/// The metrics' and summaries' scalars among outputs (what summaries and evaluations report).
+pub(crate) fn metric_scalars<B: Backend>(
+    parts: &[Part],
+    outputs: &BTreeMap<String, Option<Nest<B>>>,
+) -> BTreeMap<String, f64> {
+    scalars_of(parts, &[Kind::ModelMetric, Kind::ModelSummary], outputs)
+}
+
 /// Scalars among outputs: every float tensor of one element or scalar number, by
 /// `<nucleotide>/<key>`; nucleotides of `kinds` only.
 pub(crate) fn scalars_of<B: Backend>(

@@ -34,7 +34,7 @@ use crate::gene::Kind;
 use crate::handler::BoxError;
 use crate::kpi::{KpiEvaluator, KpiTargets};
 use crate::model::{
-    GradientExchange, Model, Part, StepSettings, TrainModel, from_safetensors, scalars_of,
+    GradientExchange, Model, Part, StepSettings, TrainModel, from_safetensors, metric_scalars,
     to_safetensors,
 };
 use crate::nucleotide::{
@@ -888,11 +888,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                         loss: result.loss,
                         losses: std::mem::take(&mut result.losses),
                         scalars: if summary {
-                            scalars_of(
-                                model.parts(),
-                                &[Kind::ModelMetric, Kind::ModelSummary],
-                                &result.outputs,
-                            )
+                            metric_scalars(model.parts(), &result.outputs)
                         } else {
                             BTreeMap::new()
                         },
@@ -945,13 +941,11 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                         scalars.push(("loss_scale".to_owned(), s.scale));
                     }
                     scalars.extend(result.losses.iter().map(|(k, v)| (k.clone(), *v)));
-                    scalars.extend(scalars_all.take().unwrap_or_else(|| {
-                        scalars_of(
-                            model.parts(),
-                            &[Kind::ModelMetric, Kind::ModelSummary],
-                            &result.outputs,
-                        )
-                    }));
+                    scalars.extend(
+                        scalars_all
+                            .take()
+                            .unwrap_or_else(|| metric_scalars(model.parts(), &result.outputs)),
+                    );
                     for (k, v) in &scalars {
                         w.scalar(k, *v, s);
                     }

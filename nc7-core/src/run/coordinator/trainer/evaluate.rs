@@ -160,11 +160,7 @@ pub(super) fn values_of<B: Backend>(
         values.insert("loss".to_owned(), total.into_scalar().elem::<f64>());
         values.extend(losses);
     }
-    values.extend(scalars_of(
-        parts,
-        &[Kind::ModelMetric, Kind::ModelSummary],
-        outputs,
-    ));
+    values.extend(metric_scalars(parts, outputs));
     values
 }
 

@@ -114,6 +114,21 @@ struct Peer {
     weight: f64,
 }
 
+impl Peer {
+    /// Its shard of each global batch.
+    fn shards(&self, batches: &[Vec<usize>]) -> Vec<Vec<usize>> {
+        batches
+            .iter()
+            .map(|b| b[shard(b.len(), self.rank, self.count)].to_vec())
+            .collect()
+    }
+
+    /// A failure of its step, naming its device.
+    fn failed(&self, e: impl std::fmt::Display) -> TrainError {
+        TrainError::Step(format!("device {}: {e}", self.rank).into())
+    }
+}
+
 impl<B: Backend> GradientExchange<B> for Peer {
     fn exchange(&mut self, flat: Tensor<B, 1>) -> Result<Tensor<B, 1>, BoxError> {
         let mine = flat.mul_scalar(self.weight);
@@ -255,10 +270,7 @@ impl<B: Backend> Replicas<B> {
     /// Starts an epoch of `batches` (global batches); the trainer's own shards of them.
     pub fn epoch(&mut self, batches: &[Vec<usize>]) -> Vec<Vec<usize>> {
         self.send(|| Order::Epoch(batches.to_vec()));
-        batches
-            .iter()
-            .map(|b| b[shard(b.len(), 0, self.peer.count)].to_vec())
-            .collect()
+        self.peer.shards(batches)
     }
 
     /// The trainer's share of a global batch of `samples`.
@@ -299,10 +311,7 @@ impl<B: Backend> Replicas<B> {
     /// trainer's own shards of them.
     pub fn evaluate(&mut self, batches: &[Vec<usize>]) -> Vec<Vec<usize>> {
         self.send(|| Order::Evaluate(batches.to_vec()));
-        batches
-            .iter()
-            .map(|b| b[shard(b.len(), 0, self.peer.count)].to_vec())
-            .collect()
+        self.peer.shards(batches)
     }
 
     /// The other replicas' shards of an evaluation batch of `samples`, in replica order:
@@ -481,10 +490,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
             inner,
             ..
         } = self;
-        let shards: Vec<Vec<usize>> = batches
-            .iter()
-            .map(|b| b[shard(b.len(), peer.rank, peer.count)].to_vec())
-            .collect();
+        let shards = peer.shards(&batches);
         let reading: Vec<Vec<usize>> = shards.iter().filter(|s| !s.is_empty()).cloned().collect();
         let mut index = 0;
         let clip = plan.trainer.optimization_config.gradient_clip;
@@ -518,24 +524,22 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
                 Some(batch) => {
                     let r = model
                         .train_step(nest_from_inner::<B>(batch), settings)
-                        .map_err(|e| {
-                            TrainError::Step(format!("device {}: {e}", peer.rank).into())
-                        })?;
+                        .map_err(|e| peer.failed(e))?;
                     ShardValues {
                         samples: shards[index].len(),
                         loss: r.loss,
                         losses: r.losses,
                         scalars: if order.summaries {
-                            scalars_of(&parts, &[Kind::ModelMetric, Kind::ModelSummary], &r.outputs)
+                            metric_scalars(&parts, &r.outputs)
                         } else {
                             BTreeMap::new()
                         },
                     }
                 }
                 None => {
-                    model.step_without_samples(settings).map_err(|e| {
-                        TrainError::Step(format!("device {}: {e}", peer.rank).into())
-                    })?;
+                    model
+                        .step_without_samples(settings)
+                        .map_err(|e| peer.failed(e))?;
                     ShardValues::default()
                 }
             };
@@ -590,11 +594,8 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
             .model
             .valid(&self.inner)
             .map_err(failed("building the model to evaluate"))?;
-        let shards: Vec<Vec<usize>> = batches
-            .iter()
-            .map(|b| b[shard(b.len(), self.peer.rank, self.peer.count)].to_vec())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let mut shards = self.peer.shards(&batches);
+        shards.retain(|s| !s.is_empty());
         let parts = self.plan.model.parts.clone();
         for_each_batch::<B::InnerBackend, TrainError>(
             self.eval_data.as_ref(),
@@ -616,5 +617,47 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
                 Ok(reports.send(Ok(report)).is_ok())
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_a_batch_contiguously_the_first_taking_the_rest() {
+        for len in 0..20 {
+            for count in 1..6 {
+                let shards: Vec<_> = (0..count).map(|r| shard(len, r, count)).collect();
+                // Contiguous, in order, covering the batch.
+                assert_eq!(shards[0].start, 0);
+                assert_eq!(shards[count - 1].end, len);
+                for w in shards.windows(2) {
+                    assert_eq!(w[0].end, w[1].start);
+                }
+                // Sizes differ by one at most, the larger first.
+                let sizes: Vec<usize> = shards.iter().map(|s| s.len()).collect();
+                assert!(sizes.windows(2).all(|w| w[0] >= w[1] && w[0] - w[1] <= 1));
+            }
+        }
+        assert_eq!(shard(5, 0, 2), 0..3);
+        assert_eq!(shard(5, 1, 2), 3..5);
+        assert_eq!(shard(1, 1, 2), 1..1, "a batch smaller than the devices");
+    }
+
+    #[test]
+    fn the_whole_batch_values_weight_each_shard_by_its_samples() {
+        let shard = |samples, loss: f64, metric: f64| ShardValues {
+            samples,
+            loss,
+            losses: BTreeMap::from([("ce/loss".to_owned(), loss)]),
+            scalars: BTreeMap::from([("acc/accuracy".to_owned(), metric)]),
+        };
+        let all =
+            ShardValues::combine(&[shard(3, 1.0, 1.0), shard(1, 5.0, 0.0), shard(0, 0.0, 0.0)]);
+        assert_eq!(all.samples, 4);
+        assert_eq!(all.loss, 2.0);
+        assert_eq!(all.losses["ce/loss"], 2.0);
+        assert_eq!(all.scalars["acc/accuracy"], 0.75);
     }
 }
