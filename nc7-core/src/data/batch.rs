@@ -409,7 +409,16 @@ pub(crate) fn for_each_batch<B: Backend, E: From<BoxError>>(
         let _span = profiler.map(|p| p.span("read batch", "data"));
         let mut batch = Collator::new(indices.len(), device);
         for &i in indices {
-            let sample = dataset.get(i).map_err(|e| -> BoxError {
+            // A data set that panics on a sample fails the run naming the sample, as one
+            // that returns an error does.
+            let got = crate::failure::catch(|| dataset.get(i)).unwrap_or_else(|payload| {
+                Err(format!(
+                    "panicked: {}",
+                    crate::failure::panic_message(payload.as_ref())
+                )
+                .into())
+            });
+            let sample = got.map_err(|e| -> BoxError {
                 Box::new(crate::data::DataError::caused(
                     format!("sample {i}: {e}"),
                     e,

@@ -70,6 +70,15 @@ std::thread_local! {
     static CAUGHT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// What a panic said.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
 /// Runs `f`, catching a panic in it: a run reports it as its error (with its step and batch),
 /// so the panic hook [`install_panic_hook`] installs does not print it a second time.
 pub fn catch<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {

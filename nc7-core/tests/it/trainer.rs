@@ -69,12 +69,20 @@ pub struct PointsConfig {
     /// Makes every target NaN (the non-finite guard's test).
     #[serde(default)]
     poison: bool,
+    /// A sample whose reading fails (the failures' tests).
+    #[serde(default)]
+    broken: Option<usize>,
+    /// A sample whose reading panics.
+    #[serde(default)]
+    panics: Option<usize>,
 }
 
 #[nucleotide(kind = Dataset)]
 pub struct Points {
     len: usize,
     poison: bool,
+    broken: Option<usize>,
+    panics: Option<usize>,
 }
 
 impl<B: Backend> Build<B> for Points {
@@ -85,6 +93,8 @@ impl<B: Backend> Build<B> for Points {
         Ok(Points {
             len: c.len,
             poison: c.poison,
+            broken: c.broken,
+            panics: c.panics,
         })
     }
 }
@@ -100,6 +110,10 @@ impl<B: Backend> Dataset<B> for Points {
             rayon::current_num_threads(),
         );
         READ_THREADS.lock().unwrap().insert(seen);
+        if self.broken == Some(i) {
+            return Err(format!("sample {i} is broken").into());
+        }
+        assert!(self.panics != Some(i), "sample {i} panics");
         let d = Default::default();
         let a = ((i * 7919) % 97) as f32 / 48.5 - 1.0;
         let b = ((i * 104_729) % 89) as f32 / 44.5 - 1.0;
@@ -2356,4 +2370,50 @@ fn mixed_precision_trains_in_half_precision_with_a_loss_scale_and_resumes_exactl
         .unwrap_err()
         .to_string();
     assert!(err.contains("precision") && err.contains("f8"), "{err}");
+}
+
+#[test]
+fn a_device_whose_step_fails_fails_the_run_with_its_error_and_nothing_hangs() {
+    // Without shuffling, the first batch is samples 0–3: the second device's shard is 2 and 3.
+    for (fault, expected) in [
+        (r#""broken": 3"#, "sample 3 is broken"),
+        (r#""panics": 2"#, "sample 2: panicked: sample 2 panics"),
+    ] {
+        let datasets = format!(
+            r#"{{"train": {{"class_name": "Points", "name": "train_points", "len": 21, {fault}}},
+                "eval": {{"class_name": "Points", "name": "eval_points", "len": 8}}}}"#
+        );
+        let trainer = TRAINER.replacen(
+            '{',
+            r#"{"shuffle": false, "devices": ["cpu:0", "cpu:1"], "#,
+            1,
+        );
+        let dir = project(&trainer, &[("datasets.json", &datasets)]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_owned();
+        std::thread::spawn(move || {
+            let _one_at_a_time = serial();
+            let result = TrainPlan::load(&path, &TrainRequest::default(), Registry::global())
+                .map_err(TrainError::from)
+                .and_then(|plan| train(&plan, &options(false, None)));
+            let _ = tx.send(result.map(|r| r.global_step));
+        });
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the run ended instead of hanging");
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains(expected), "{fault}: {err}");
+        // The project records the run as failed; a second run on the same devices works.
+        let runs = ProjectMetadata::read(dir.path()).unwrap().runs;
+        assert_eq!(runs[0].status.to_string(), "failed", "{fault}");
+    }
+    let again = devices_project(TRAINER);
+    devices_run(
+        again.path(),
+        Some(&["cpu:0", "cpu:1"]),
+        false,
+        Some(1),
+        false,
+    )
+    .unwrap();
 }

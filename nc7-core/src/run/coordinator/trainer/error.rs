@@ -113,13 +113,7 @@ pub(crate) fn batch_of(samples: &[String]) -> String {
 }
 
 /// The message of a caught panic.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
+pub(crate) use crate::failure::panic_message;
 
 impl From<BoxError> for TrainError {
     fn from(e: BoxError) -> Self {
