@@ -14,11 +14,11 @@ pub mod records_reader;
 pub mod shapes;
 pub mod tensor_file;
 
-pub(crate) use batch::for_each_batch;
 pub use batch::{BatchError, Collator, collate, concat, stack};
+pub(crate) use batch::{EpochBatch, for_each_batch};
 pub use file_list::{FileList, FileListConfig, FileListConfigs};
 pub use image_files::{ImageFiles, ImageFilesFeeder};
-pub use order::{BatchOrder, DataPosition};
+pub use order::{BatchOrder, DataPosition, SampleKey};
 pub use pipe::{CsvReader, DataPipe, DataPipeFeeder, ImageReader, LabelReader, NpyReader};
 pub use records::{RecordsWriter, read_records};
 pub use records_reader::{Records, RecordsFeeder};

@@ -392,26 +392,36 @@ fn pad_stack<B: Backend>(
     Ok(AnyTensor::from_data(data, &device))
 }
 
-/// Reads the batches `batches` (sample indices each) from `dataset` and gives them to `consume`
-/// in order. With `prefetch > 0` a background thread reads up to `prefetch` batches ahead
+/// A batch to read: the data epoch it belongs to (0 outside training) and its samples'
+/// indices.
+pub(crate) type EpochBatch = (u64, Vec<usize>);
+
+/// Reads the batches `batches` (each its epoch and sample indices; the samples' keys carry
+/// the run's `seed`) from `dataset` and gives them to `consume` in order. With `prefetch > 0` a background thread reads up to `prefetch` batches ahead
 /// while `consume` runs (its parallel work on that one thread); `consume` returning `false`
 /// stops early. The first error, of
 /// reading or of `consume`, is returned.
 pub(crate) fn for_each_batch<B: Backend, E: From<BoxError>>(
     dataset: &dyn DynDataset<B>,
-    batches: Vec<Vec<usize>>,
+    batches: Vec<EpochBatch>,
+    seed: u64,
     prefetch: usize,
     device: &B::Device,
     profiler: Option<&crate::tracking::profile::Profiler>,
     mut consume: impl FnMut(Nest<B>) -> Result<bool, E>,
 ) -> Result<(), E> {
-    let read = |indices: &[usize]| -> Result<Nest<B>, BoxError> {
+    let read = |(epoch, indices): &EpochBatch| -> Result<Nest<B>, BoxError> {
         let _span = profiler.map(|p| p.span("read batch", "data"));
         let mut batch = Collator::new(indices.len(), device);
         for &i in indices {
+            let key = crate::data::SampleKey {
+                index: i,
+                epoch: *epoch,
+                seed,
+            };
             // A data set that panics on a sample fails the run naming the sample, as one
             // that returns an error does.
-            let got = crate::failure::catch(|| dataset.get(i)).unwrap_or_else(|payload| {
+            let got = crate::failure::catch(|| dataset.get_for(key)).unwrap_or_else(|payload| {
                 Err(format!(
                     "panicked: {}",
                     crate::failure::panic_message(payload.as_ref())

@@ -60,6 +60,32 @@ impl BatchOrder {
     }
 }
 
+/// Which sample a data set is asked for and what its randomness derives from: the run's seed,
+/// the data epoch and the sample's index. A data set that augments its samples draws from
+/// [`SampleKey::sample_seed`], so that an augmented run repeats bit for bit, continues exactly
+/// with `--continue`, and does not depend on which thread or device reads the sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    /// The sample's index in the data set.
+    pub index: usize,
+    /// The data epoch it is read for, from 1; 0 for evaluation, inference and exports.
+    pub epoch: u64,
+    /// The run's random seed (`trainer_config.random_seed`).
+    pub seed: u64,
+}
+
+impl SampleKey {
+    /// A seed of the sample's own, from the run's seed, the epoch and the index (SplitMix64
+    /// over the three, so that neighbouring samples and epochs draw unrelated numbers).
+    pub fn sample_seed(&self) -> u64 {
+        let mut g = SplitMix64(self.seed);
+        let a = g.next() ^ self.epoch;
+        let mut g = SplitMix64(a);
+        let b = g.next() ^ self.index as u64;
+        SplitMix64(b).next()
+    }
+}
+
 /// SplitMix64: a small generator with a fixed, documented output sequence, so that orders do
 /// not change when a dependency's generator does.
 struct SplitMix64(u64);
@@ -96,6 +122,24 @@ mod tests {
             shuffle,
             seed: 7,
         }
+    }
+
+    #[test]
+    fn each_sample_epoch_and_seed_draws_its_own_seed() {
+        let key = |index, epoch, seed| SampleKey { index, epoch, seed }.sample_seed();
+        let mut seen = std::collections::HashSet::new();
+        for index in 0..50 {
+            for epoch in 0..5 {
+                for seed in 0..3 {
+                    assert!(
+                        seen.insert(key(index, epoch, seed)),
+                        "{index} {epoch} {seed}"
+                    );
+                }
+            }
+        }
+        // A function of the key alone.
+        assert_eq!(key(3, 2, 7), key(3, 2, 7));
     }
 
     #[test]

@@ -346,6 +346,12 @@ pub trait Dataset<B: Backend>: Build<B> {
     }
     /// One sample.
     fn get(&self, index: usize) -> Result<Self::Output, BoxError>;
+    /// One sample, knowing the epoch it is read for and the run's seed: what the trainer
+    /// calls. By default [`Dataset::get`] of its index; a data set that augments its samples
+    /// implements this and draws from [`SampleKey::sample_seed`](crate::data::SampleKey).
+    fn get_for(&self, key: crate::data::SampleKey) -> Result<Self::Output, BoxError> {
+        self.get(key.index)
+    }
 }
 
 /// Gives inference samples one after another.

@@ -295,8 +295,16 @@ pub trait DynDataset<B: Backend>: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// One sample.
-    fn get(&self, index: usize) -> Result<Nest<B>, BoxError>;
+    /// One sample, for the epoch and run `key` names.
+    fn get_for(&self, key: crate::data::SampleKey) -> Result<Nest<B>, BoxError>;
+    /// One sample by its index alone (epoch 0, seed 0).
+    fn get(&self, index: usize) -> Result<Nest<B>, BoxError> {
+        self.get_for(crate::data::SampleKey {
+            index,
+            epoch: 0,
+            seed: 0,
+        })
+    }
 }
 
 /// A data feeder, its type erased.
@@ -499,8 +507,8 @@ where
     fn len(&self) -> usize {
         self.inner.len()
     }
-    fn get(&self, index: usize) -> Result<Nest<B>, BoxError> {
-        Ok(self.inner.get(index)?.into_nest())
+    fn get_for(&self, key: crate::data::SampleKey) -> Result<Nest<B>, BoxError> {
+        Ok(self.inner.get_for(key)?.into_nest())
     }
 }
 

@@ -75,7 +75,14 @@ pub struct PointsConfig {
     /// A sample whose reading panics.
     #[serde(default)]
     panics: Option<usize>,
+    /// Shifts each sample's `x` by noise drawn from its key's seed (augmentation), and
+    /// records the keys it was asked for in `KEYS`.
+    #[serde(default)]
+    augment: bool,
 }
+
+/// The sample keys an augmenting `Points` was asked for.
+static KEYS: std::sync::Mutex<Vec<nc7_core::data::SampleKey>> = std::sync::Mutex::new(Vec::new());
 
 #[nucleotide(kind = Dataset)]
 pub struct Points {
@@ -83,6 +90,7 @@ pub struct Points {
     poison: bool,
     broken: Option<usize>,
     panics: Option<usize>,
+    augment: bool,
 }
 
 impl<B: Backend> Build<B> for Points {
@@ -95,6 +103,7 @@ impl<B: Backend> Build<B> for Points {
             poison: c.poison,
             broken: c.broken,
             panics: c.panics,
+            augment: c.augment,
         })
     }
 }
@@ -102,6 +111,21 @@ impl<B: Backend> Build<B> for Points {
 impl<B: Backend> Dataset<B> for Points {
     fn len(&self) -> usize {
         self.len
+    }
+    fn get_for(&self, key: nc7_core::data::SampleKey) -> Result<PointSample<B>, BoxError> {
+        let sample = self.get(key.index)?;
+        if !self.augment {
+            return Ok(sample);
+        }
+        KEYS.lock().unwrap().push(key);
+        let seed = key.sample_seed();
+        let noise = |shift: u32| ((seed >> shift) & 0xffff) as f32 / 65536.0 * 0.2 - 0.1;
+        let d = sample.x.device();
+        let shift = Tensor::from_data(TensorData::new(vec![noise(0), noise(16)], [2]), &d);
+        Ok(PointSample {
+            x: sample.x + shift,
+            y: sample.y,
+        })
     }
     fn get(&self, i: usize) -> Result<PointSample<B>, BoxError> {
         let thread = std::thread::current().name().unwrap_or("").to_owned();
@@ -2416,4 +2440,70 @@ fn a_device_whose_step_fails_fails_the_run_with_its_error_and_nothing_hangs() {
         false,
     )
     .unwrap();
+}
+
+#[test]
+fn samples_are_read_with_their_epoch_and_the_run_seed_so_augmented_runs_repeat_and_resume() {
+    let trainer = TRAINER.replacen('{', r#"{"shuffle": true, "#, 1);
+    let datasets = r#"{"train": {"class_name": "Points", "name": "train_points", "len": 21, "augment": true},
+        "eval": {"class_name": "Points", "name": "eval_points", "len": 8, "augment": true}}"#;
+    let keys_of = |dir: &Path, devices: Option<&[&str]>, prefetch: Option<usize>| {
+        if let Some(p) = prefetch {
+            let t = fs::read_to_string(dir.join(C).join("trainer.json")).unwrap();
+            let t = t.replacen('{', &format!(r#"{{"prefetch": {p}, "#), 1);
+            fs::write(dir.join(C).join("trainer.json"), t).unwrap();
+        }
+        KEYS.lock().unwrap().clear();
+        devices_run(dir, devices, false, None, false).unwrap();
+        let mut keys = std::mem::take(&mut *KEYS.lock().unwrap());
+        keys.sort_by_key(|k| (k.epoch, k.index));
+        keys
+    };
+    let whole = project(&trainer, &[("datasets.json", datasets)]);
+    let keys = keys_of(whole.path(), None, None);
+    // Training reads each sample once per epoch with its data epoch; evaluation with epoch 0
+    // (the same samples every time); every key carries the run's seed.
+    for epoch in 1..=4 {
+        let indices: Vec<usize> = keys
+            .iter()
+            .filter(|k| k.epoch == epoch)
+            .map(|k| k.index)
+            .collect();
+        assert_eq!(indices, (0..21).collect::<Vec<_>>(), "epoch {epoch}");
+    }
+    assert!(keys.iter().filter(|k| k.epoch > 0).all(|k| k.seed == 7));
+    // Four evaluations of the 8 samples with the run's seed; the saved models' signatures
+    // read an evaluation batch by index alone (epoch 0, seed 0).
+    let evaluated = keys.iter().filter(|k| k.epoch == 0 && k.seed == 7).count();
+    assert_eq!(evaluated, 4 * 8);
+    assert!(keys.iter().all(|k| k.seed == 7 || k.epoch == 0));
+    // Another read-ahead, or two devices: the same keys, the same augmented samples.
+    let no_prefetch = project(&trainer, &[("datasets.json", datasets)]);
+    assert_eq!(keys_of(no_prefetch.path(), None, Some(0)), keys);
+    assert_eq!(
+        newest_weights(no_prefetch.path()),
+        newest_weights(whole.path())
+    );
+    let two = project(&trainer, &[("datasets.json", datasets)]);
+    let two_keys: Vec<_> = keys_of(two.path(), Some(&["cpu:0", "cpu:1"]), None)
+        .into_iter()
+        .filter(|k| k.epoch > 0)
+        .collect();
+    let one_keys: Vec<_> = keys.iter().copied().filter(|k| k.epoch > 0).collect();
+    assert_eq!(
+        two_keys, one_keys,
+        "each sample read once per epoch over both devices"
+    );
+    // Stopped after two epochs and continued: the epochs after the stop read the same keys,
+    // and the weights are the uninterrupted run's, bit for bit.
+    let split = project(&trainer, &[("datasets.json", datasets)]);
+    devices_run(split.path(), None, false, Some(2), false).unwrap();
+    KEYS.lock().unwrap().clear();
+    devices_run(split.path(), None, true, None, false).unwrap();
+    let resumed: Vec<_> = std::mem::take(&mut *KEYS.lock().unwrap())
+        .into_iter()
+        .filter(|k| k.epoch > 0)
+        .collect();
+    assert!(resumed.iter().all(|k| k.epoch >= 3), "{resumed:?}");
+    assert_eq!(newest_weights(split.path()), newest_weights(whole.path()));
 }

@@ -29,7 +29,7 @@ use super::monitor::{BestCheckpoint, Evaluation, History, KeepBest, best_file};
 use super::schedule::{EvalSteps, Position, train_position};
 use crate::backend::{OnDevice, nest_from_inner};
 use crate::config::RunType;
-use crate::data::{BatchOrder, DataPosition, for_each_batch};
+use crate::data::{BatchOrder, DataPosition, EpochBatch, for_each_batch};
 use crate::gene::Kind;
 use crate::handler::BoxError;
 use crate::kpi::{KpiEvaluator, KpiTargets};
@@ -751,7 +751,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
     }
 
     /// The batches of the next epoch, continuing the data order where the last one stopped.
-    fn epoch_batches(&self) -> Vec<Vec<usize>> {
+    fn epoch_batches(&self) -> Vec<EpochBatch> {
         let iterations = self.train.iterations;
         let done_in_epoch = self
             .state
@@ -768,7 +768,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             let rest: Vec<Vec<usize>> =
                 self.train.order.batches_from(position).take(need).collect();
             position.batch += rest.len() as u64;
-            batches.extend(rest);
+            batches.extend(rest.into_iter().map(|b| (position.epoch, b)));
             if position.batch >= self.train.order.batches_per_epoch() {
                 position = DataPosition {
                     epoch: position.epoch + 1,
@@ -815,12 +815,12 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         } = self;
         let profiler = profiler.as_deref();
         // With several devices, this replica reads and trains its shard of each batch.
-        let globals: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let globals: Vec<usize> = batches.iter().map(|b| b.1.len()).collect();
         let batches = match replicas {
             Some(r) => r.epoch(&batches),
             None => batches,
         };
-        let own_sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let own_sizes: Vec<usize> = batches.iter().map(|b| b.1.len()).collect();
         let mut index = 0;
         // Mixed-precision steps skipped because their gradients overflowed.
         let mut skipped = 0;
@@ -834,6 +834,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         for_each_batch::<B::InnerBackend, TrainError>(
             train.data.as_ref(),
             batches,
+            config.random_seed,
             config.prefetch,
             inner,
             profiler,

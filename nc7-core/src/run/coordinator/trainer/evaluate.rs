@@ -16,12 +16,14 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
         let eval = &mut self.eval;
         let iterations = eval.iterations;
         let mut steps = EvalSteps::new(iterations, self.train.iterations);
-        let batches: Vec<Vec<usize>> = eval
+        // Evaluation reads its samples as of epoch 0: the same every time.
+        let batches: Vec<EpochBatch> = eval
             .order
             .batches_from(DataPosition { epoch: 1, batch: 0 })
             .take(iterations as usize)
+            .map(|b| (0, b))
             .collect();
-        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = batches.iter().map(|b| b.1.len()).collect();
         // With several devices each evaluates its shard of every batch; the trainer takes
         // the shards in device order, as one device would take the batch's samples.
         let batches = match &mut self.replicas {
@@ -49,6 +51,7 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
         for_each_batch::<B::InnerBackend, TrainError>(
             eval.data.as_ref(),
             batches,
+            self.plan.trainer.random_seed,
             self.plan.trainer.prefetch,
             &self.inner,
             profiler.as_deref(),

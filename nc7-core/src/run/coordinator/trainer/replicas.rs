@@ -18,6 +18,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 
 use super::*;
 use crate::Nest;
+use crate::data::EpochBatch;
 use crate::model::{GradientExchange, StepSettings};
 use crate::runtime::DynDataset;
 
@@ -83,9 +84,9 @@ type Reports<B> = Result<Report<B>, TrainError>;
 /// What the trainer asks of a replica.
 enum Order {
     /// Evaluate its shard of each of these global batches of the evaluation data.
-    Evaluate(Vec<Vec<usize>>),
+    Evaluate(Vec<EpochBatch>),
     /// The global batches of the next epoch (or what is left of it).
-    Epoch(Vec<Vec<usize>>),
+    Epoch(Vec<EpochBatch>),
     /// The next step of the epoch.
     Step(StepOrder),
     /// The trainer stopped the epoch early: no more steps of it.
@@ -116,10 +117,10 @@ struct Peer {
 
 impl Peer {
     /// Its shard of each global batch.
-    fn shards(&self, batches: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    fn shards(&self, batches: &[EpochBatch]) -> Vec<EpochBatch> {
         batches
             .iter()
-            .map(|b| b[shard(b.len(), self.rank, self.count)].to_vec())
+            .map(|(e, b)| (*e, b[shard(b.len(), self.rank, self.count)].to_vec()))
             .collect()
     }
 
@@ -268,7 +269,7 @@ impl<B: Backend> Replicas<B> {
     }
 
     /// Starts an epoch of `batches` (global batches); the trainer's own shards of them.
-    pub fn epoch(&mut self, batches: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    pub fn epoch(&mut self, batches: &[EpochBatch]) -> Vec<EpochBatch> {
         self.send(|| Order::Epoch(batches.to_vec()));
         self.peer.shards(batches)
     }
@@ -309,7 +310,7 @@ impl<B: Backend> Replicas<B> {
 
     /// Starts an evaluation of `batches` (global batches of the evaluation data); the
     /// trainer's own shards of them.
-    pub fn evaluate(&mut self, batches: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    pub fn evaluate(&mut self, batches: &[EpochBatch]) -> Vec<EpochBatch> {
         self.send(|| Order::Evaluate(batches.to_vec()));
         self.peer.shards(batches)
     }
@@ -477,7 +478,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
     /// trainer orders its step.
     fn epoch(
         &mut self,
-        batches: Vec<Vec<usize>>,
+        batches: Vec<EpochBatch>,
         next: &mut dyn FnMut() -> Order,
         values: &Sender<Reports<B::InnerBackend>>,
     ) -> Result<(), TrainError> {
@@ -491,7 +492,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
             ..
         } = self;
         let shards = peer.shards(&batches);
-        let reading: Vec<Vec<usize>> = shards.iter().filter(|s| !s.is_empty()).cloned().collect();
+        let reading: Vec<EpochBatch> = shards.iter().filter(|s| !s.1.is_empty()).cloned().collect();
         let mut index = 0;
         let clip = plan.trainer.optimization_config.gradient_clip;
         let parts = plan.model.parts.clone();
@@ -500,7 +501,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
                         peer: &mut Peer,
                         index: usize|
          -> Result<(), TrainError> {
-            peer.weight = shards[index].len() as f64 / batches[index].len() as f64;
+            peer.weight = shards[index].1.len() as f64 / batches[index].1.len() as f64;
             // Random operations of this replica's step are seeded like the trainer's, apart
             // from them (burn's CPU backend has one generator for the process: there, models
             // with random operations differ from run to run on several devices).
@@ -526,7 +527,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
                         .train_step(nest_from_inner::<B>(batch), settings)
                         .map_err(|e| peer.failed(e))?;
                     ShardValues {
-                        samples: shards[index].len(),
+                        samples: shards[index].1.len(),
                         loss: r.loss,
                         losses: r.losses,
                         scalars: if order.summaries {
@@ -549,6 +550,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
         for_each_batch::<B::InnerBackend, TrainError>(
             data.as_ref(),
             reading,
+            plan.trainer.random_seed,
             plan.trainer.prefetch,
             inner,
             None,
@@ -557,7 +559,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
                 loop {
                     match next() {
                         Order::Step(order) => {
-                            let empty = shards[index].is_empty();
+                            let empty = shards[index].1.is_empty();
                             step(if empty { None } else { batch.take() }, order, peer, index)?;
                             index += 1;
                             if !empty {
@@ -587,7 +589,7 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
     /// Evaluates this replica's shard of each global batch and reports each to the trainer.
     fn evaluate(
         &mut self,
-        batches: Vec<Vec<usize>>,
+        batches: Vec<EpochBatch>,
         reports: &Sender<Reports<B::InnerBackend>>,
     ) -> Result<(), TrainError> {
         let mut valid = self
@@ -595,11 +597,12 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
             .valid(&self.inner)
             .map_err(failed("building the model to evaluate"))?;
         let mut shards = self.peer.shards(&batches);
-        shards.retain(|s| !s.is_empty());
+        shards.retain(|s| !s.1.is_empty());
         let parts = self.plan.model.parts.clone();
         for_each_batch::<B::InnerBackend, TrainError>(
             self.eval_data.as_ref(),
             shards,
+            self.plan.trainer.random_seed,
             self.plan.trainer.prefetch,
             &self.inner,
             None,
