@@ -2,6 +2,7 @@
 //! reproduces exactly, and how samples are stacked into batches and read ahead; file lists,
 //! sample files (images, `.npy`) and records (saved samples as safetensors shards).
 
+pub mod augment;
 pub mod batch;
 mod cache;
 pub mod file_list;
@@ -14,6 +15,7 @@ pub mod records_reader;
 pub mod shapes;
 pub mod tensor_file;
 
+pub use augment::{Augment, AugmentConfig};
 pub use batch::{BatchError, Collator, collate, concat, stack};
 pub(crate) use batch::{EpochBatch, for_each_batch};
 pub use file_list::{FileList, FileListConfig, FileListConfigs};

@@ -14,8 +14,9 @@
 //!  "filters": []}
 //! ```
 //!
-//! Each sample starts as the node `file_list`: its files' paths by key (strings) and
-//! `file_name` (the match name). Readers run first, then processors, each fed by its inbound
+//! Each sample starts as the node `file_list`: its files' paths by key (strings),
+//! `file_name` (the match name) and `sample_seed` (the sample's own seed from the run's seed,
+//! the data epoch and its index, for processors that augment, such as `Augment`). Readers run first, then processors, each fed by its inbound
 //! nodes through its key mapping, as in any helix. The sample is `file_name` and every key the
 //! readers and processors generate (a later nucleotide's key replaces an earlier one's).
 //! A **filter** is a DataProcessor that generates a boolean `keep`; a sample any filter does
@@ -53,6 +54,9 @@ use crate::{BoxError, Build, Generated, Incoming, NoKeys, nucleotide};
 pub const FILE_LIST_NODE: &str = "file_list";
 /// The key a filter generates.
 pub const KEEP_KEY: &str = "keep";
+/// The `file_list` key holding the sample's own seed, from the run's seed, the data epoch
+/// and the sample's index (what `Augment` draws from).
+pub const SAMPLE_SEED_KEY: &str = "sample_seed";
 
 /// `DataPipe` and `DataPipeFeeder`'s config.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -117,6 +121,8 @@ struct Pipe<B: Backend> {
     filter_inputs: std::collections::BTreeSet<String>,
     /// Samples each filter dropped (a sample counts for the first filter that drops it).
     dropped: Vec<usize>,
+    /// A nucleotide that takes `sample_seed` (its samples differ by epoch), if one does.
+    random: Option<String>,
 }
 
 fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe<B>, BoxError> {
@@ -205,6 +211,14 @@ fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe
             todo.extend(common.inbound_nodes.iter().cloned());
         }
     }
+    let random = parts
+        .iter()
+        .find(|p| {
+            (p.registration.signature)()
+                .incoming_key(SAMPLE_SEED_KEY)
+                .is_some()
+        })
+        .map(|p| p.name.clone());
     Ok(Pipe {
         list,
         handler,
@@ -213,6 +227,7 @@ fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe
         dropped: vec![0; filters.len()],
         filters,
         filter_inputs,
+        random,
     })
 }
 
@@ -237,11 +252,13 @@ impl<B: Backend> Pipe<B> {
         .into()
     }
 
-    /// Sample `index` through the pipe; `None` when a filter drops it. With `only_filters`,
-    /// only what the filters need runs (the sample's keys are then incomplete).
+    /// Sample `index` through the pipe, with `seed` as its `sample_seed`; `None` when a filter
+    /// drops it. With `only_filters`, only what the filters need runs (the sample's keys are
+    /// then incomplete).
     fn sample(
         &mut self,
         index: usize,
+        seed: u64,
         only_filters: bool,
     ) -> Result<Option<PipeSample<B>>, BoxError> {
         let (name, files) = self
@@ -254,6 +271,7 @@ impl<B: Backend> Pipe<B> {
             start.insert(key, Nest::Str(path.display().to_string()))?;
         }
         start.insert("file_name", Nest::Str(name.clone()))?;
+        start.insert(SAMPLE_SEED_KEY, Nest::Int(seed as i64))?;
         let Some(handler) = &self.handler else {
             return Ok(Some(PipeSample {
                 file_name: name.clone(),
@@ -329,7 +347,7 @@ impl<B: Backend> Build<B> for DataPipe {
         } else {
             let mut kept = Vec::new();
             for i in 0..pipe.list.len() {
-                if pipe.sample(i, true)?.is_some() {
+                if pipe.sample(i, unkeyed(i), true)?.is_some() {
                     kept.push(i);
                 }
             }
@@ -346,6 +364,12 @@ impl<B: Backend> Build<B> for DataPipe {
             }
             kept
         };
+        if let (Some(_), Some(random)) = (&c.cache, &pipe.random) {
+            return Err(format!(
+                "`cache` keeps each sample as it was made, but `{random}` takes `{SAMPLE_SEED_KEY}`: its samples differ every epoch; remove `cache`, or cache in a pipe without it"
+            )
+            .into());
+        }
         let cache = match &c.cache {
             Some(dir) => Some(super::cache::SampleCache::new(
                 dir.into(),
@@ -361,11 +385,30 @@ impl<B: Backend> Build<B> for DataPipe {
     }
 }
 
+/// The seed of sample `index` read outside a training's epochs (filtering at build,
+/// inference): epoch 0, seed 0.
+fn unkeyed(index: usize) -> u64 {
+    crate::data::SampleKey {
+        index,
+        epoch: 0,
+        seed: 0,
+    }
+    .sample_seed()
+}
+
 impl<B: Backend> Dataset<B> for DataPipe {
     fn len(&self) -> usize {
         self.kept.len()
     }
     fn get(&self, index: usize) -> Result<PipeSample<B>, BoxError> {
+        self.get_for(crate::data::SampleKey {
+            index,
+            epoch: 0,
+            seed: 0,
+        })
+    }
+    fn get_for(&self, key: crate::data::SampleKey) -> Result<PipeSample<B>, BoxError> {
+        let index = key.index;
         let i = *self
             .kept
             .get(index)
@@ -386,7 +429,7 @@ impl<B: Backend> Dataset<B> for DataPipe {
             }
             None => None,
         };
-        let s = lock().sample(i, false)?.ok_or_else(|| {
+        let s = lock().sample(i, key.sample_seed(), false)?.ok_or_else(|| {
             format!("sample {index} was kept by the filters at build but not now")
         })?;
         if let Some((cache, entry)) = cached
@@ -460,7 +503,8 @@ impl<B: Backend> DataFeeder<B> for DataPipeFeeder {
     fn next_sample(&mut self) -> Result<Option<PipeSample<B>>, BoxError> {
         while self.next < self.pipe.list.len() {
             self.next += 1;
-            if let Some(s) = self.pipe.sample(self.next - 1, false)? {
+            let index = self.next - 1;
+            if let Some(s) = self.pipe.sample(index, unkeyed(index), false)? {
                 self.given += 1;
                 return Ok(Some(PipeSample {
                     file_name: s.file_name,

@@ -519,3 +519,93 @@ fn data_pipes_read_process_and_filter_samples() {
     let e = build_error(&no_keep);
     assert!(e.contains("filter `f` gave nothing for `keep`"), "{e}");
 }
+
+#[test]
+fn a_data_pipe_augments_each_sample_by_its_key_and_refuses_a_cache_of_augmented_samples() {
+    use nc7_core::data::SampleKey;
+    use nc7_core::data::files::write_png;
+    use nc7_core::{Kind, Nest, Registry};
+    type B = nc7_core::backend::Cpu;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("img")).unwrap();
+    for i in 0..3 {
+        // A 4×4 ramp: flips and rotations show.
+        let values: Vec<f32> = (0..16).map(|p| (p + i) as f32 / 20.0).collect();
+        write_png(
+            &root.join(format!("img/{i}.png")),
+            &TensorData::new(values, [4, 4]),
+        )
+        .unwrap();
+    }
+    let glob = format!("{}/img/*.png", root.display());
+    let config = |cache: Option<&str>| {
+        let mut c = serde_json::json!({
+            "file_list": {"file_names": {"image": glob}},
+            "readers": [
+                {"class_name": "ImageReader", "name": "read", "inbound_nodes": ["file_list"],
+                 "incoming_keys_mapping": {"file_list": {"image": "path", "file_name": "_", "sample_seed": "_"}},
+                 "color": "grey"},
+                {"class_name": "ImageReader", "name": "read_mask", "inbound_nodes": ["file_list"],
+                 "incoming_keys_mapping": {"file_list": {"image": "path", "file_name": "_", "sample_seed": "_"}},
+                 "color": "grey"}
+            ],
+            "processors": [
+                {"class_name": "Augment", "name": "augment", "inbound_nodes": ["file_list", "read", "read_mask"],
+                 "incoming_keys_mapping": {"file_list": {"image": "_", "file_name": "_"}, "read_mask": {"image": "mask"}},
+                 "flip_horizontal": 0.5, "flip_vertical": 0.5, "rotate90": 0.5}
+            ]
+        });
+        if let Some(dir) = cache {
+            c["cache"] = serde_json::json!(dir);
+        }
+        c
+    };
+    let registry = Registry::global();
+    let reg = registry.resolve("DataPipe", Some(Kind::Dataset)).unwrap();
+    let device = Default::default();
+    let data = nc7_core::runtime::dataset::<B>(reg, "pipe", &config(None), &device).unwrap();
+    let read = |key: SampleKey| {
+        let s = data.get_for(key).unwrap();
+        let values = |k: &str| -> Vec<f32> {
+            let Some(Nest::Tensor(t)) = s.get(k) else {
+                panic!("no `{k}` in {s:?}")
+            };
+            t.clone().into_data().unwrap().to_vec().unwrap()
+        };
+        (values("image"), values("mask"))
+    };
+    let key = |index, epoch| SampleKey {
+        index,
+        epoch,
+        seed: 7,
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for epoch in 1..=8 {
+        let (image, mask) = read(key(0, epoch));
+        // The same sample twice: the same augmentation; the mask moved as the image.
+        assert_eq!(read(key(0, epoch)), (image.clone(), mask.clone()));
+        assert_eq!(image, mask, "epoch {epoch}");
+        seen.insert(
+            image
+                .iter()
+                .map(|v| (v * 1000.0) as i64)
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(
+        seen.len() > 2,
+        "epochs augment differently: {} distinct",
+        seen.len()
+    );
+    // A cache would keep one augmentation for ever: refused, naming the processor.
+    let cached = root.join("cache").display().to_string();
+    let err = nc7_core::runtime::dataset::<B>(reg, "pipe", &config(Some(&cached)), &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("`augment` takes `sample_seed`") && err.contains("remove `cache`"),
+        "{err}"
+    );
+}
