@@ -1,6 +1,6 @@
 //! `Augment`: reproducible augmentation as a data processor. Flips, 90° rotations, crops
-//! resized back to the image's size, brightness and contrast, each with a probability, applied
-//! alike to the image, its mask and its boxes.
+//! resized back to the image's size, scaling about the centre, brightness and contrast, each
+//! with a probability, applied alike to the image, its mask and its boxes.
 //!
 //! The randomness is the sample's: `sample_seed`, which a `DataPipe` gives every sample from
 //! the run's seed, the data epoch and the sample's index (see
@@ -58,6 +58,19 @@ fn one() -> f64 {
     1.0
 }
 
+/// A random scaling about the image's centre: above 1 zooms in, below 1 zooms out (the
+/// border filled with 0, the background of a mask).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scale {
+    /// The probability.
+    pub p: f64,
+    /// The smallest factor.
+    pub min: f64,
+    /// The largest factor.
+    pub max: f64,
+}
+
 /// `Augment`'s config: each augmentation off unless given.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +87,9 @@ pub struct AugmentConfig {
     /// A random crop resized back.
     #[serde(default)]
     pub crop: Option<Crop>,
+    /// A random scaling about the centre.
+    #[serde(default)]
+    pub scale: Option<Scale>,
     /// Adds a random amount to every pixel (clamped to [0, 1]).
     #[serde(default)]
     pub brightness: Option<Jitter>,
@@ -97,6 +113,9 @@ impl AugmentConfig {
         if let Some(c) = self.crop {
             p("crop.p", c.p);
         }
+        if let Some(sc) = self.scale {
+            p("scale.p", sc.p);
+        }
         for (name, j) in [("brightness", self.brightness), ("contrast", self.contrast)] {
             if let Some(j) = j {
                 p(&format!("{name}.p"), j.p);
@@ -108,6 +127,14 @@ impl AugmentConfig {
             problems.push(format!(
                 "`crop` scales {}–{}: give 0 < min_scale ≤ max_scale ≤ 1",
                 c.min_scale, c.max_scale
+            ));
+        }
+        if let Some(sc) = self.scale
+            && !(sc.min > 0.0 && sc.min <= sc.max && sc.max.is_finite())
+        {
+            problems.push(format!(
+                "`scale` factors {}–{}: give 0 < min ≤ max",
+                sc.min, sc.max
             ));
         }
         for (name, j) in [("brightness", self.brightness), ("contrast", self.contrast)] {
@@ -243,6 +270,8 @@ enum Move {
         ch: usize,
         cw: usize,
     },
+    /// By this factor about the centre.
+    Scale(f64),
 }
 
 impl Move {
@@ -272,6 +301,30 @@ impl Move {
                     at(yy, xx)
                 }
             }),
+            Move::Scale(f) => p.remake(h, w, |v, r, c| {
+                // Where the output pixel's centre was before the scaling; 0 outside.
+                let y = (r as f64 + 0.5 - h as f64 / 2.0) / f + h as f64 / 2.0 - 0.5;
+                let x = (c as f64 + 0.5 - w as f64 / 2.0) / f + w as f64 / 2.0 - 0.5;
+                let (hf, wf) = ((h - 1) as f64, (w - 1) as f64);
+                if y < -0.5 || x < -0.5 || y > hf + 0.5 || x > wf + 0.5 {
+                    return 0.0;
+                }
+                let at = |yy: usize, xx: usize| v[yy * w + xx];
+                if smooth {
+                    let (yf, xf) = (y.clamp(0.0, hf), x.clamp(0.0, wf));
+                    let (ya, xa) = (yf.floor() as usize, xf.floor() as usize);
+                    let (yb, xb) = ((ya + 1).min(h - 1), (xa + 1).min(w - 1));
+                    let (dy, dx) = (yf - ya as f64, xf - xa as f64);
+                    let top = at(ya, xa) * (1.0 - dx) + at(ya, xb) * dx;
+                    let bottom = at(yb, xa) * (1.0 - dx) + at(yb, xb) * dx;
+                    top * (1.0 - dy) + bottom * dy
+                } else {
+                    at(
+                        (y.round().max(0.0) as usize).min(h - 1),
+                        (x.round().max(0.0) as usize).min(w - 1),
+                    )
+                }
+            }),
         }
     }
 
@@ -292,7 +345,13 @@ impl Move {
                 let fy = |y: f64| (y * h as f64 - cy as f64) / ch as f64;
                 [fx(x0), fy(y0), fx(x1), fy(y1)]
             }
+            Move::Scale(f) => [x0, y0, x1, y1].map(|v| (v - 0.5) * f + 0.5),
         }
+    }
+
+    /// Whether the move can take part of the image out (its boxes are clipped after it).
+    fn cuts(self) -> bool {
+        matches!(self, Move::Crop { .. } | Move::Scale(_))
     }
 }
 
@@ -349,6 +408,13 @@ impl AugmentConfig {
             let x0 = ((w - cw + 1) as f64 * c) as usize % (w - cw + 1);
             if (ch, cw) != (h, w) {
                 moves.push(Move::Crop { y0, x0, ch, cw });
+            }
+        }
+        let (scale, f) = (d.chance(self.scale.map_or(0.0, |s| s.p)), d.next());
+        if let (true, Some(sc)) = (scale, self.scale) {
+            let factor = sc.min + (sc.max - sc.min) * f;
+            if factor != 1.0 {
+                moves.push(Move::Scale(factor));
             }
         }
         let mut jitter = |j: Option<Jitter>| {
@@ -431,6 +497,15 @@ impl<B: Backend> DataProcessor<B> for Augment {
                 }
                 let dtype = data.dtype;
                 let values: Vec<f64> = data.iter::<f64>().collect();
+                for (i, b) in values.chunks(4).enumerate() {
+                    let inside = b.iter().all(|v| (0.0..=1.0).contains(v));
+                    if !inside || b[2] < b[0] || b[3] < b[1] {
+                        return Err(format!(
+                            "box {i} is {b:?}: boxes are x0, y0, x1, y1 as fractions of the image, from 0 to 1, x0 ≤ x1 and y0 ≤ y1; fix the labels"
+                        )
+                        .into());
+                    }
+                }
                 let mut out = Vec::new();
                 for b in values.chunks(4) {
                     let (mut bh, mut bw) = (h, w);
@@ -441,7 +516,7 @@ impl<B: Backend> DataProcessor<B> for Augment {
                         if *m == Move::Rotate {
                             (bh, bw) = (bw, bh);
                         }
-                        if matches!(m, Move::Crop { .. }) {
+                        if m.cuts() {
                             let inside = bx.map(|v| v.clamp(0.0, 1.0));
                             cut |= inside != bx;
                             bx = inside;
@@ -600,10 +675,38 @@ mod tests {
     }
 
     #[test]
+    fn scaling_keeps_the_size_and_moves_boxes_about_the_centre() {
+        // Zoom in by 2: the centre 3×3 fills the image; the box (rows 1..3, columns 2..5)
+        // becomes [1/6, 0, 1, 1/2] after clipping.
+        let out = augment(serde_json::json!({"scale": {"p": 1.0, "min": 2.0, "max": 2.0}}))
+            .process(sample(0))
+            .unwrap();
+        assert_eq!(out.image.dims(), [1, 6, 6]);
+        let (_, b) = values(out.boxes);
+        let want = [1.0 / 6.0, 0.0, 1.0, 0.5];
+        for (g, w) in b.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{b:?}");
+        }
+        assert_eq!((out.boxes_clipped, out.boxes_dropped), (1, 0));
+        // Zoom out by 1/2: the border is 0 in image and mask, the box shrinks to the centre.
+        let out = augment(serde_json::json!({"scale": {"p": 1.0, "min": 0.5, "max": 0.5}}))
+            .process(sample(0))
+            .unwrap();
+        let image: Vec<f64> = out.image.into_data().iter::<f64>().collect();
+        let (_, mask) = values(out.mask);
+        assert_eq!((image[0], mask[0]), (0.0, 0.0), "a corner is border");
+        let (_, b) = values(out.boxes);
+        let want = [5.0 / 12.0, 1.0 / 3.0, 2.0 / 3.0, 0.5];
+        for (g, w) in b.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{b:?}");
+        }
+    }
+
+    #[test]
     fn the_sample_seed_alone_decides_and_brightness_and_contrast_stay_in_range() {
         let config = serde_json::json!({
             "flip_horizontal": 0.5, "rotate90": 0.5,
-            "crop": {"p": 0.5, "min_scale": 0.6},
+            "crop": {"p": 0.5, "min_scale": 0.6}, "scale": {"p": 0.5, "min": 0.7, "max": 1.3},
             "brightness": {"p": 0.5, "delta": 0.3}, "contrast": {"p": 0.5, "delta": 0.5}
         });
         let run = |seed| {
@@ -636,6 +739,10 @@ mod tests {
                 serde_json::json!({"brightness": {"p": 0.5, "delta": -1.0}}),
                 "`brightness.delta` is -1",
             ),
+            (
+                serde_json::json!({"scale": {"p": 0.5, "min": 1.5, "max": 1.2}}),
+                "give 0 < min ≤ max",
+            ),
         ] {
             let c: AugmentConfig = serde_json::from_value(config).unwrap();
             let err = <Augment as Build<Cpu>>::build(&c, &Default::default())
@@ -655,6 +762,21 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("give [N, 4] or [4]"), "{err}");
+        // A label's box outside the image.
+        let mut s = sample(0);
+        s.boxes = Some(AnyValue(Nest::Tensor(AnyTensor::from_data(
+            TensorData::new(vec![0.5f32, 0.2, 1.3, 0.4], [4]),
+            &Default::default(),
+        ))));
+        let err = augment(serde_json::json!({}))
+            .process(s)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("box 0 is [0.5,") && err.contains("fix the labels"),
+            "{err}"
+        );
         let mut s = sample(0);
         s.image = Tensor::zeros([1, 4, 6], &Default::default());
         s.mask = None;
