@@ -446,7 +446,7 @@ impl<B: Backend> Dataset<B> for DataPipe {
 
 /// The pipe's tensors, read on the CPU backend, on the backend `B` of the caller (moved only
 /// when `B` is another backend).
-fn move_nest<B: Backend>(nest: Nest<crate::backend::Cpu>) -> Result<Nest<B>, BoxError> {
+pub(crate) fn move_nest<B: Backend>(nest: Nest<crate::backend::Cpu>) -> Result<Nest<B>, BoxError> {
     let any: Box<dyn std::any::Any> = Box::new(nest);
     let nest = match any.downcast::<Nest<B>>() {
         Ok(same) => return Ok(*same),

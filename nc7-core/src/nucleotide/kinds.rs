@@ -352,6 +352,12 @@ pub trait Dataset<B: Backend>: Build<B> {
     fn get_for(&self, key: crate::data::SampleKey) -> Result<Self::Output, BoxError> {
         self.get(key.index)
     }
+    /// How many samples of each part an epoch of a run with `seed` draws (a mix of data sets
+    /// says, by data set); none by default. The trainer writes them to the summaries.
+    fn epoch_counts(&self, epoch: u64, seed: u64) -> std::collections::BTreeMap<String, usize> {
+        let _ = (epoch, seed);
+        std::collections::BTreeMap::new()
+    }
 }
 
 /// Gives inference samples one after another.

@@ -297,6 +297,11 @@ pub trait DynDataset<B: Backend>: Send + Sync {
     }
     /// One sample, for the epoch and run `key` names.
     fn get_for(&self, key: crate::data::SampleKey) -> Result<Nest<B>, BoxError>;
+    /// How many samples of each part an epoch draws (a mix of data sets); none by default.
+    fn epoch_counts(&self, epoch: u64, seed: u64) -> BTreeMap<String, usize> {
+        let _ = (epoch, seed);
+        BTreeMap::new()
+    }
     /// One sample by its index alone (epoch 0, seed 0).
     fn get(&self, index: usize) -> Result<Nest<B>, BoxError> {
         self.get_for(crate::data::SampleKey {
@@ -509,6 +514,9 @@ where
     }
     fn get_for(&self, key: crate::data::SampleKey) -> Result<Nest<B>, BoxError> {
         Ok(self.inner.get_for(key)?.into_nest())
+    }
+    fn epoch_counts(&self, epoch: u64, seed: u64) -> BTreeMap<String, usize> {
+        self.inner.epoch_counts(epoch, seed)
     }
 }
 

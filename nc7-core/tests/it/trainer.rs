@@ -2507,3 +2507,135 @@ fn samples_are_read_with_their_epoch_and_the_run_seed_so_augmented_runs_repeat_a
     assert!(resumed.iter().all(|k| k.epoch >= 3), "{resumed:?}");
     assert_eq!(newest_weights(split.path()), newest_weights(whole.path()));
 }
+
+#[test]
+fn a_dataset_mix_draws_each_data_set_by_its_weight_repeats_and_resumes() {
+    use nc7_core::data::SampleKey;
+    use nc7_core::{Kind, Nest};
+    type B = nc7_core::backend::Cpu;
+    let mix = serde_json::json!({
+        "datasets": [{"class_name": "Points", "name": "a", "len": 21},
+                     {"class_name": "Points", "name": "b", "len": 5}],
+        "weights": [3, 1], "samples_per_epoch": 20
+    });
+    let reg = Registry::global()
+        .resolve("DatasetMix", Some(Kind::Dataset))
+        .unwrap();
+    let device = Default::default();
+    let data = nc7_core::runtime::dataset::<B>(reg, "mix", &mix, &device).unwrap();
+    assert_eq!(data.len(), 20);
+    let source = |epoch, index| {
+        let s = data
+            .get_for(SampleKey {
+                index,
+                epoch,
+                seed: 7,
+            })
+            .unwrap();
+        let Some(Nest::Str(name)) = s.get("source") else {
+            panic!("{s:?}")
+        };
+        let Some(Nest::Tensor(x)) = s.get("x") else {
+            panic!("{s:?}")
+        };
+        (
+            name.clone(),
+            x.clone().into_data().unwrap().to_vec::<f32>().unwrap(),
+        )
+    };
+    let (mut from_a, mut total) = (0, 0);
+    for epoch in 1..=10 {
+        let counts = data.epoch_counts(epoch, 7);
+        assert_eq!(counts.values().sum::<usize>(), 20);
+        from_a += counts["a"];
+        total += 20;
+        // Within an epoch a data set repeats no sample before all were given.
+        let drawn: Vec<_> = (0..20).map(|i| source(epoch, i)).collect();
+        for name in ["a", "b"] {
+            let xs: Vec<_> = drawn.iter().filter(|d| d.0 == name).map(|d| &d.1).collect();
+            let len = if name == "a" { 21 } else { 5 };
+            let first: Vec<_> = xs.iter().take(len).collect();
+            for (i, x) in first.iter().enumerate() {
+                assert!(!first[..i].contains(x), "epoch {epoch}: `{name}` repeated");
+            }
+        }
+        // The same key, the same sample; another epoch, other draws.
+        assert_eq!(source(epoch, 3), source(epoch, 3));
+    }
+    let share = from_a as f64 / total as f64;
+    assert!((0.6..0.9).contains(&share), "weights 3:1, `a` gave {share}");
+    assert_ne!(
+        (0..20).map(|i| source(1, i)).collect::<Vec<_>>(),
+        (0..20).map(|i| source(2, i)).collect::<Vec<_>>()
+    );
+
+    // Training on the mix: the counts go to the summaries; a run stopped and continued ends
+    // with the uninterrupted run's weights.
+    let datasets = format!(
+        r#"{{"train": {{"class_name": "DatasetMix", "name": "train_mix", "datasets": {},
+             "weights": [3, 1], "samples_per_epoch": 20}},
+            "eval": {{"class_name": "Points", "name": "eval_points", "len": 8}}}}"#,
+        mix["datasets"]
+    );
+    let whole = project(TRAINER, &[("datasets.json", &datasets)]);
+    devices_run(whole.path(), None, false, None, false).unwrap();
+    let events: Vec<u8> = fs::read_dir(whole.path().join("training/summaries/train"))
+        .unwrap()
+        .flatten()
+        .flat_map(|e| fs::read(e.path()).unwrap())
+        .collect();
+    for tag in ["samples/a", "samples/b"] {
+        assert!(
+            events.windows(tag.len()).any(|w| w == tag.as_bytes()),
+            "no {tag} in the summaries"
+        );
+    }
+    let split = project(TRAINER, &[("datasets.json", &datasets)]);
+    devices_run(split.path(), None, false, Some(2), false).unwrap();
+    devices_run(split.path(), None, true, None, false).unwrap();
+    assert_eq!(newest_weights(split.path()), newest_weights(whole.path()));
+
+    // Bad mixes, each named.
+    for (change, expected) in [
+        (
+            json!({"weights": [3, 0]}),
+            "`weights[1]` is 0: a sampling weight is more than 0",
+        ),
+        (json!({"weights": [-1, 1]}), "`weights[0]` is -1"),
+        (json!({"weights": [0, 0]}), "`weights[0]` is 0"),
+        (
+            json!({"weights": [1]}),
+            "`weights` has 1 values for 2 data sets",
+        ),
+        (json!({"datasets": []}), "`datasets` is empty"),
+        (json!({"samples_per_epoch": 0}), "`samples_per_epoch` is 0"),
+        (
+            json!({"datasets": [{"class_name": "Points", "len": 3}]}),
+            "`datasets[0]` has no `name`",
+        ),
+        (
+            json!({"datasets": [{"class_name": "Pointz", "name": "p", "len": 3}]}),
+            "`datasets[0]` (`p`)",
+        ),
+        (
+            json!({"datasets": [{"class_name": "Points", "name": "p", "len": 3},
+                                {"class_name": "Shapes", "name": "s", "samples": 3, "size": 8}]}),
+            "the data sets of the mix give other keys: `s` has",
+        ),
+    ] {
+        let mut bad = mix.clone();
+        for (k, v) in change.as_object().unwrap() {
+            bad[k] = v.clone();
+        }
+        if bad["datasets"].as_array().is_some_and(|d| d.len() != 2)
+            && change.get("weights").is_none()
+        {
+            bad.as_object_mut().unwrap().remove("weights");
+        }
+        let err = nc7_core::runtime::dataset::<B>(reg, "mix", &bad, &device)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(expected), "{change}: {err}");
+    }
+}

@@ -784,6 +784,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         let config = &self.plan.trainer;
         let precision = self.plan.precision;
         let batches = self.epoch_batches();
+        self.write_epoch_counts(&batches);
         let progress = progress_bar(
             config.progress_bar && !self.options.quiet,
             batches.len() as u64,
@@ -994,6 +995,39 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             started.elapsed().as_secs_f64()
         );
         Ok(epoch_done)
+    }
+
+    /// For each data epoch that starts among `batches`, how many samples each part of the
+    /// training data gives to it (a mix of data sets): to the log and the summaries
+    /// (`samples/<part>`, at the epoch's first step).
+    fn write_epoch_counts(&self, batches: &[EpochBatch]) {
+        let mut epochs: Vec<u64> = batches.iter().map(|b| b.0).collect();
+        epochs.dedup();
+        let mut step = self.state.global_step;
+        for epoch in epochs {
+            let starts = epoch != self.state.data_epoch || self.state.data_batch == 0;
+            let counts = self
+                .train
+                .data
+                .epoch_counts(epoch, self.plan.trainer.random_seed);
+            if starts && !counts.is_empty() {
+                log::info!(
+                    "data epoch {epoch}: {}",
+                    counts
+                        .iter()
+                        .map(|(k, v)| format!("{v} from `{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let at = train_position(step, self.train.iterations).summary_step;
+                for (part, n) in &counts {
+                    self.train
+                        .writer
+                        .scalar(&format!("samples/{part}"), *n as f64, at);
+                }
+            }
+            step += batches.iter().filter(|b| b.0 == epoch).count() as u64;
+        }
     }
 
     /// Records an evaluation, protects the best checkpoint and exports a saved model.
