@@ -125,24 +125,34 @@ struct Pipe<B: Backend> {
     random: Option<String>,
 }
 
-fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe<B>, BoxError> {
-    let list = FileList::build_all(&c.file_list, std::path::Path::new("."))?;
+/// Nucleotides wired after a start node whose keys are the data's, as a pipe or a data filter
+/// has them: checked (every problem at once) and built.
+pub(crate) struct Built<B: Backend> {
+    pub(crate) entries: Vec<crate::config::NucleotideEntry>,
+    pub(crate) parts: Vec<Part>,
+    pub(crate) handler: Option<GeneHandler>,
+    pub(crate) steps: BTreeMap<String, Box<dyn DynStep<B>>>,
+}
+
+/// Builds the nucleotides of `sections` in `tree` after the start node `start`; `what` names
+/// them in the error (`the data pipe's nucleotides`).
+pub(crate) fn build_nucleotides<B: Backend>(
+    tree: &Value,
+    sections: &[NucleotideSection],
+    start: &str,
+    what: &str,
+    device: &B::Device,
+) -> Result<Built<B>, BoxError> {
     let mut sources = Sources::default();
     let source = sources.add(Source::Builtin);
     let mut layered = Layered {
         run: RunType::Train,
-        tree: Tagged::new(
-            &serde_json::json!({
-                "readers": c.readers, "processors": c.processors, "filters": c.filters
-            }),
-            source,
-        ),
+        tree: Tagged::new(tree, source),
         sources,
     };
     let registry = Registry::global();
     let mut diags = Diagnostics::default();
-    let entries =
-        crate::config::complete_nucleotides(&mut layered, &SECTIONS, registry, &mut diags);
+    let entries = crate::config::complete_nucleotides(&mut layered, sections, registry, &mut diags);
     let parts = if diags.has_errors() {
         None
     } else {
@@ -164,7 +174,7 @@ fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe
         None
     } else {
         let start = NodeSpec::new(
-            FILE_LIST_NODE,
+            start,
             Kind::DataFeeder,
             Signature::default().with_dynamic_generated(),
         );
@@ -177,7 +187,7 @@ fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe
         }
     };
     if diags.has_errors() {
-        return Err(format!("the data pipe's nucleotides have problems:\n{diags}").into());
+        return Err(format!("{what} have problems:\n{diags}").into());
     }
     let parts = parts.unwrap_or_default();
     let mut steps = BTreeMap::new();
@@ -187,6 +197,69 @@ fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe
             runtime::step::<B>(p.registration, &p.name, &p.config, device)?,
         );
     }
+    Ok(Built {
+        entries,
+        parts,
+        handler,
+        steps,
+    })
+}
+
+/// Whether every filter of `filters` keeps the sample whose nucleotides' outputs are
+/// `outputs`; a drop counts for the first filter that drops it (in `dropped`).
+pub(crate) fn kept_by<B: Backend>(
+    outputs: &crate::handler::Outputs<'_, B>,
+    filters: &[String],
+    dropped: &mut [usize],
+) -> Result<bool, BoxError> {
+    for (i, f) in filters.iter().enumerate() {
+        let keep = match outputs.get(f).and_then(|o| o.get(KEEP_KEY)) {
+            Some(flag) => flag
+                .truth_values()
+                .map_err(|e| format!("filter `{f}`: `{KEEP_KEY}`: {e}"))?
+                .into_iter()
+                .all(|v| v),
+            None => {
+                return Err(format!(
+                    "filter `{f}` gave nothing for `{KEEP_KEY}`; a filter generates a boolean `{KEEP_KEY}`"
+                )
+                .into());
+            }
+        };
+        if !keep {
+            dropped[i] += 1;
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// What each filter dropped, for a message: `` `a` dropped 3, `b` dropped 1 ``.
+pub(crate) fn dropped_by(filters: &[String], dropped: &[usize]) -> String {
+    filters
+        .iter()
+        .zip(dropped)
+        .map(|(f, n)| format!("`{f}` dropped {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe<B>, BoxError> {
+    let list = FileList::build_all(&c.file_list, std::path::Path::new("."))?;
+    let Built {
+        entries,
+        parts,
+        handler,
+        steps,
+    } = build_nucleotides::<B>(
+        &serde_json::json!({
+            "readers": c.readers, "processors": c.processors, "filters": c.filters
+        }),
+        &SECTIONS,
+        FILE_LIST_NODE,
+        "the data pipe's nucleotides",
+        device,
+    )?;
     let filters: Vec<String> = entries
         .iter()
         .filter(|e| e.section == "filters")
@@ -234,12 +307,7 @@ fn build_pipe<B: Backend>(c: &DataPipeConfig, device: &B::Device) -> Result<Pipe
 impl<B: Backend> Pipe<B> {
     /// What each filter dropped, for a message: `` `a` dropped 3, `b` dropped 1 ``.
     fn dropped_by(&self) -> String {
-        self.filters
-            .iter()
-            .zip(&self.dropped)
-            .map(|(f, n)| format!("`{f}` dropped {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        dropped_by(&self.filters, &self.dropped)
     }
 
     /// The error of filters that keep none of the file list's samples.
@@ -291,24 +359,8 @@ impl<B: Backend> Pipe<B> {
                 }
             })
             .map_err(|e| format!("sample `{name}`: {e}"))?;
-        for (i, f) in self.filters.iter().enumerate() {
-            let keep = match outputs.get(f).and_then(|o| o.get(KEEP_KEY)) {
-                Some(flag) => flag
-                    .truth_values()
-                    .map_err(|e| format!("filter `{f}`: `{KEEP_KEY}`: {e}"))?
-                    .into_iter()
-                    .all(|v| v),
-                None => {
-                    return Err(format!(
-                        "filter `{f}` gave nothing for `{KEEP_KEY}`; a filter generates a boolean `{KEEP_KEY}`"
-                    )
-                    .into());
-                }
-            };
-            if !keep {
-                self.dropped[i] += 1;
-                return Ok(None);
-            }
+        if !kept_by(&outputs, &self.filters, &mut self.dropped)? {
+            return Ok(None);
         }
         let mut keys = Nest::map();
         for m in &self.makers {

@@ -609,3 +609,94 @@ fn a_data_pipe_augments_each_sample_by_its_key_and_refuses_a_cache_of_augmented_
         "{err}"
     );
 }
+
+#[test]
+fn filters_drop_samples_of_any_data_set_or_data_feeder() {
+    use nc7_core::{Kind, Nest, Registry};
+    type B = nc7_core::backend::Cpu;
+    let registry = Registry::global();
+    let device = Default::default();
+    let label_of = |s: &Nest<B>| {
+        let Some(Nest::Tensor(t)) = s.get("label") else {
+            panic!("{s:?}")
+        };
+        ints(t.clone().into_data().unwrap())[0]
+    };
+    let shapes = serde_json::json!({"class_name": "Shapes", "name": "shapes", "samples": 30, "size": 8, "seed": 3});
+    let not_one =
+        serde_json::json!([{"class_name": "NotOne", "name": "not_one", "inbound_nodes": ["data"]}]);
+    let all = nc7_core::runtime::dataset::<B>(
+        registry.resolve("Shapes", Some(Kind::Dataset)).unwrap(),
+        "shapes",
+        &serde_json::json!({"samples": 30, "size": 8, "seed": 3}),
+        &device,
+    )
+    .unwrap();
+    let expected: Vec<i64> = (0..30)
+        .map(|i| label_of(&all.get(i).unwrap()))
+        .filter(|l| *l != 1)
+        .collect();
+    assert!(expected.len() < 30, "the data has squares to drop");
+    // A data set: its length is what the filter keeps; each sample is the wrapped one's.
+    let reg = registry
+        .resolve("FilteredDataset", Some(Kind::Dataset))
+        .unwrap();
+    let config = serde_json::json!({"dataset": shapes, "filters": not_one});
+    let data = nc7_core::runtime::dataset::<B>(reg, "kept", &config, &device).unwrap();
+    let labels: Vec<i64> = (0..data.len())
+        .map(|i| label_of(&data.get(i).unwrap()))
+        .collect();
+    assert_eq!(labels, expected);
+    assert!(data.get(0).unwrap().get("image").is_some());
+    // A data feeder: the same samples in order.
+    let feeder_reg = registry
+        .resolve("FilteredFeeder", Some(Kind::DataFeeder))
+        .unwrap();
+    let feeder_config = serde_json::json!({"feeder": {"class_name": "ShapesFeeder", "name": "shapes",
+        "samples": 30, "size": 8, "seed": 3}, "filters": not_one});
+    let mut feeder =
+        nc7_core::runtime::feeder::<B>(feeder_reg, "kept", &feeder_config, &device).unwrap();
+    let mut fed = Vec::new();
+    while let Some(s) = feeder.next_sample().unwrap() {
+        fed.push(label_of(&s));
+    }
+    assert_eq!(fed, expected);
+    // Filters that keep nothing, and bad configs, are named.
+    // A one-sample data set whose sample is a square.
+    let seed = (0..100)
+        .find(|&seed| {
+            let one = nc7_core::runtime::dataset::<B>(
+                registry.resolve("Shapes", Some(Kind::Dataset)).unwrap(),
+                "shapes",
+                &serde_json::json!({"samples": 1, "size": 8, "seed": seed}),
+                &device,
+            )
+            .unwrap();
+            label_of(&one.get(0).unwrap()) == 1
+        })
+        .expect("a seed whose first shape is a square");
+    let square = serde_json::json!({"class_name": "Shapes", "name": "shapes", "samples": 1, "size": 8, "seed": seed});
+    let err = |config: serde_json::Value| {
+        nc7_core::runtime::dataset::<B>(reg, "kept", &config, &device)
+            .err()
+            .unwrap()
+            .to_string()
+    };
+    let e = err(serde_json::json!({"dataset": square, "filters": not_one}));
+    assert!(
+        e.contains("the filters keep none of the 1 samples of `shapes`: `not_one` dropped 1"),
+        "{e}"
+    );
+    let e = err(
+        serde_json::json!({"dataset": {"class_name": "Shapes", "samples": 3}, "filters": not_one}),
+    );
+    assert!(e.contains("`dataset` has no `name`"), "{e}");
+    let e = err(serde_json::json!({"dataset": shapes, "filters": []}));
+    assert!(e.contains("`filters` is empty"), "{e}");
+    let e = err(serde_json::json!({"dataset": shapes,
+        "filters": [{"class_name": "NotOne", "name": "f", "inbound_nodes": ["dataset"]}]}));
+    assert!(
+        e.contains("the filters have problems") && e.contains("dataset"),
+        "{e}"
+    );
+}
