@@ -26,6 +26,7 @@ use burn::prelude::{Backend, Tensor};
 use burn::tensor::{DType, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::order::SplitMix64;
 use crate::glue::AnyValue;
 use crate::nest::{AnyTensor, Nest};
 use crate::nucleotide::DataProcessor;
@@ -355,30 +356,12 @@ impl Move {
     }
 }
 
-/// A small generator for this sample's draws (splitmix64 from its seed).
-struct Draws(u64);
-
-impl Draws {
-    fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Whether an augmentation of probability `p` happens.
-    fn chance(&mut self, p: f64) -> bool {
-        // Drawn even when `p` is 0 or 1, so that each augmentation's draws stay where they
-        // are whichever others are on.
-        self.next() < p
-    }
-}
-
 impl AugmentConfig {
     /// The moves and pixel changes for a sample of `h × w` with `seed`.
     fn plan(&self, seed: u64, h: usize, w: usize) -> (Vec<Move>, Option<f64>, Option<f64>) {
-        let mut d = Draws(seed);
+        // Each augmentation draws whether it is on even when it is off, so that its draws
+        // stay where they are whichever others are on.
+        let mut d = SplitMix64(seed);
         let mut moves = Vec::new();
         if d.chance(self.flip_horizontal) {
             moves.push(Move::FlipH);
@@ -386,7 +369,7 @@ impl AugmentConfig {
         if d.chance(self.flip_vertical) {
             moves.push(Move::FlipV);
         }
-        let (rotate, turns) = (d.chance(self.rotate90), 1 + (d.next() * 3.0) as usize % 3);
+        let (rotate, turns) = (d.chance(self.rotate90), 1 + d.below(3) as usize);
         let (mut h, mut w) = (h, w);
         if rotate {
             for _ in 0..turns {
@@ -396,9 +379,9 @@ impl AugmentConfig {
         }
         let (crop, a, b, c) = (
             d.chance(self.crop.map_or(0.0, |c| c.p)),
-            d.next(),
-            d.next(),
-            d.next(),
+            d.unit(),
+            d.unit(),
+            d.unit(),
         );
         if let (true, Some(cfg)) = (crop, self.crop) {
             let scale = cfg.min_scale + (cfg.max_scale - cfg.min_scale) * a;
@@ -410,7 +393,7 @@ impl AugmentConfig {
                 moves.push(Move::Crop { y0, x0, ch, cw });
             }
         }
-        let (scale, f) = (d.chance(self.scale.map_or(0.0, |s| s.p)), d.next());
+        let (scale, f) = (d.chance(self.scale.map_or(0.0, |s| s.p)), d.unit());
         if let (true, Some(sc)) = (scale, self.scale) {
             let factor = sc.min + (sc.max - sc.min) * f;
             if factor != 1.0 {
@@ -418,7 +401,7 @@ impl AugmentConfig {
             }
         }
         let mut jitter = |j: Option<Jitter>| {
-            let (on, amount) = (d.chance(j.map_or(0.0, |j| j.p)), d.next() * 2.0 - 1.0);
+            let (on, amount) = (d.chance(j.map_or(0.0, |j| j.p)), d.unit() * 2.0 - 1.0);
             j.filter(|_| on).map(|j| amount * j.delta)
         };
         let brightness = jitter(self.brightness);

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::SampleKey;
+use super::order::SplitMix64;
 use crate::gene::Kind;
 use crate::nest::Nest;
 use crate::nucleotide::Dataset;
@@ -68,27 +69,6 @@ pub struct DatasetMix {
     len: usize,
     /// The last epochs' tables (a read-ahead may read two epochs at once).
     tables: Mutex<Vec<((u64, u64), Table)>>,
-}
-
-/// SplitMix64 draws.
-struct Draws(u64);
-
-impl Draws {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.unit() * n as f64) as usize % n.max(1)
-    }
 }
 
 impl<B: Backend> Build<B> for DatasetMix {
@@ -223,7 +203,7 @@ impl DatasetMix {
             seed,
         }
         .sample_seed();
-        let mut draws = Draws(base);
+        let mut draws = SplitMix64(base);
         let picks: Vec<usize> = (0..self.len)
             .map(|_| {
                 let u = draws.unit();
@@ -239,7 +219,7 @@ impl DatasetMix {
                 let n = self.sources[s].len();
                 let mut order: Vec<usize> = (0..n).collect();
                 for i in (1..n).rev() {
-                    order.swap(i, draws.below(i + 1));
+                    order.swap(i, draws.below(i as u64 + 1) as usize);
                 }
                 orders[s] = order;
                 next[s] = 0;

@@ -88,10 +88,10 @@ impl SampleKey {
 
 /// SplitMix64: a small generator with a fixed, documented output sequence, so that orders do
 /// not change when a dependency's generator does.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -99,8 +99,18 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
+    /// A uniform draw from `[0, 1)` (53 bits).
+    pub(crate) fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Whether something of probability `p` happens (one draw, whatever `p`).
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
     /// A uniform draw from `0..n` (Lemire's method with rejection).
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         loop {
             let m = u128::from(self.next()) * u128::from(n);
             let low = m as u64;
