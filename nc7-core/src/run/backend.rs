@@ -513,6 +513,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn device_lists() {
+        let list = |l: &[&str]| parse_devices(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            list(&["cpu:0", "CPU:1"]),
+            Ok(vec![DeviceChoice::Cpu, DeviceChoice::Cpu])
+        );
+        assert_eq!(
+            describe_devices(&[DeviceChoice::Cpu, DeviceChoice::Cpu]),
+            "cpu:0,cpu:1"
+        );
+        assert_eq!(describe_devices(&[DeviceChoice::Cuda(3)]), "cuda:3");
+        assert_eq!(
+            describe_devices(&[DeviceChoice::Cuda(0), DeviceChoice::Cuda(2)]),
+            "cuda:0,cuda:2"
+        );
+        assert_eq!(
+            list(&["cuda:1", "cuda:0"]),
+            Ok(vec![DeviceChoice::Cuda(1), DeviceChoice::Cuda(0)])
+        );
+        assert_eq!(
+            list(&["cpu", "cpu:0"]),
+            Err(BadDevices::Twice("cpu:0".into()))
+        );
+        assert_eq!(
+            list(&["cuda:0", "cuda"]),
+            Err(BadDevices::Twice("cuda".into()))
+        );
+        assert_eq!(
+            list(&["cpu:0", "cuda:1"]),
+            Err(BadDevices::Mixed("cuda:1".into(), "cpu:0".into()))
+        );
+        assert_eq!(list(&[]), Err(BadDevices::Empty));
+        assert!(matches!(list(&["tpu:0"]), Err(BadDevices::Unknown(_))));
+        // `cuda:all` counts the GPUs the driver sees; without the feature or a GPU it says so.
+        if !cfg!(feature = "cuda") {
+            let err = list(&["cuda:all"]).unwrap_err().to_string();
+            assert!(
+                err.contains("`cuda:all` needs a build with the `cuda` feature"),
+                "{err}"
+            );
+        } else if probe_cuda(0).is_err() {
+            assert!(matches!(list(&["cuda:all"]), Err(BadDevices::All(_))));
+        }
+    }
+
+    #[test]
     fn device_names() {
         assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
         assert_eq!("CUDA".parse(), Ok(DeviceChoice::Cuda(0)));
