@@ -165,7 +165,7 @@ impl<B: Backend> Conv2d<B> {
             return y;
         }
         let x = if ph > 0 || pw > 0 {
-            x.pad((pw, pw, ph, ph), 0.0)
+            pad_zeros(x, ph, pw)
         } else {
             x
         };
@@ -284,6 +284,15 @@ impl MaxPool2d {
     }
 }
 
+/// `x` with `ph` rows and `pw` columns of zeros on each side, in `x`'s own dtype (burn's
+/// `pad` makes its border in the default float dtype, which a half-precision tensor cannot
+/// take).
+fn pad_zeros<B: Backend>(x: Tensor<B, 4>, ph: usize, pw: usize) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    let zeros = Tensor::<B, 4>::zeros([n, c, h + 2 * ph, w + 2 * pw], &x.device()).cast(x.dtype());
+    zeros.slice_assign([0..n, 0..c, ph..ph + h, pw..pw + w], x)
+}
+
 /// `[N, C, H, W]` → `[N, C, 2H, 2W]`, each pixel repeated in a 2×2 block (nearest
 /// neighbour).
 pub fn upsample2<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -324,6 +333,42 @@ mod tests {
     use super::*;
 
     type B = Autodiff<NdArray>;
+
+    #[test]
+    fn a_padded_convolution_and_pooling_compute_in_half_precision() {
+        // Mixed precision runs the layers on half-precision inputs and weights: the padding
+        // and the fallbacks (nc7's kernels are f32) keep the dtype.
+        type H = Autodiff<crate::backend::Cpu>;
+        let device = Default::default();
+        let conv = Conv2dConfig::new([2, 3], [3, 3]).init::<H>(&device);
+        let x = Tensor::<H, 4>::random([2, 2, 6, 6], Distribution::Default, &device);
+        let full = MaxPool2d::new([2, 2]).forward(conv.forward(x.clone()));
+        for dtype in [
+            burn::tensor::FloatDType::F16,
+            burn::tensor::FloatDType::BF16,
+        ] {
+            // As mixed precision casts them: on the graph, keeping the parameters' ids.
+            let cast = |p: Param<Tensor<H, 4>>| {
+                let (id, t, mapper) = p.consume();
+                Param::from_mapped_value(id, t.cast(dtype), mapper)
+            };
+            let cast_bias = |p: Param<Tensor<H, 1>>| {
+                let (id, t, mapper) = p.consume();
+                Param::from_mapped_value(id, t.cast(dtype), mapper)
+            };
+            let mut half = conv.clone();
+            half.weight = cast(half.weight);
+            half.bias = half.bias.map(cast_bias);
+            let y = MaxPool2d::new([2, 2]).forward(half.forward(x.clone().cast(dtype)));
+            assert_eq!(y.dims(), full.dims());
+            let diff = (y.cast(burn::tensor::FloatDType::F32) - full.clone())
+                .abs()
+                .max()
+                .into_scalar()
+                .elem::<f32>();
+            assert!(diff < 0.05, "{dtype:?}: {diff}");
+        }
+    }
 
     fn burn_twin(ours: &Conv2d<B>, kernel: [usize; 2]) -> BurnConv2d<B> {
         let [out, inp, _, _] = ours.weight.dims();
