@@ -257,6 +257,32 @@ impl Planes {
     }
 }
 
+/// The value at `(y, x)` (in pixels, possibly between them) of a `size` plane that `at`
+/// reads: bilinear when `smooth` (images), else the nearest pixel (masks); clamped to the
+/// plane's edge.
+fn resample(
+    at: impl Fn(usize, usize) -> f64,
+    [h, w]: [usize; 2],
+    y: f64,
+    x: f64,
+    smooth: bool,
+) -> f64 {
+    let (hf, wf) = ((h - 1) as f64, (w - 1) as f64);
+    if !smooth {
+        return at(
+            (y.round().max(0.0) as usize).min(h - 1),
+            (x.round().max(0.0) as usize).min(w - 1),
+        );
+    }
+    let (yf, xf) = (y.clamp(0.0, hf), x.clamp(0.0, wf));
+    let (ya, xa) = (yf.floor() as usize, xf.floor() as usize);
+    let (yb, xb) = ((ya + 1).min(h - 1), (xa + 1).min(w - 1));
+    let (dy, dx) = (yf - ya as f64, xf - xa as f64);
+    let top = at(ya, xa) * (1.0 - dx) + at(ya, xb) * dx;
+    let bottom = at(yb, xa) * (1.0 - dx) + at(yb, xb) * dx;
+    top * (1.0 - dy) + bottom * dy
+}
+
 /// One geometric change, to apply alike to image, mask and boxes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Move {
@@ -287,20 +313,7 @@ impl Move {
                 // The output pixel's centre, in the crop's pixels.
                 let y = (r as f64 + 0.5) * ch as f64 / h as f64 - 0.5;
                 let x = (c as f64 + 0.5) * cw as f64 / w as f64 - 0.5;
-                let at = |yy: usize, xx: usize| v[(y0 + yy) * w + x0 + xx];
-                if smooth {
-                    let (yf, xf) = (y.clamp(0.0, (ch - 1) as f64), x.clamp(0.0, (cw - 1) as f64));
-                    let (ya, xa) = (yf.floor() as usize, xf.floor() as usize);
-                    let (yb, xb) = ((ya + 1).min(ch - 1), (xa + 1).min(cw - 1));
-                    let (dy, dx) = (yf - ya as f64, xf - xa as f64);
-                    let top = at(ya, xa) * (1.0 - dx) + at(ya, xb) * dx;
-                    let bottom = at(yb, xa) * (1.0 - dx) + at(yb, xb) * dx;
-                    top * (1.0 - dy) + bottom * dy
-                } else {
-                    let yy = (y.round().max(0.0) as usize).min(ch - 1);
-                    let xx = (x.round().max(0.0) as usize).min(cw - 1);
-                    at(yy, xx)
-                }
+                resample(|yy, xx| v[(y0 + yy) * w + x0 + xx], [ch, cw], y, x, smooth)
             }),
             Move::Scale(f) => p.remake(h, w, |v, r, c| {
                 // Where the output pixel's centre was before the scaling; 0 outside.
@@ -310,21 +323,7 @@ impl Move {
                 if y < -0.5 || x < -0.5 || y > hf + 0.5 || x > wf + 0.5 {
                     return 0.0;
                 }
-                let at = |yy: usize, xx: usize| v[yy * w + xx];
-                if smooth {
-                    let (yf, xf) = (y.clamp(0.0, hf), x.clamp(0.0, wf));
-                    let (ya, xa) = (yf.floor() as usize, xf.floor() as usize);
-                    let (yb, xb) = ((ya + 1).min(h - 1), (xa + 1).min(w - 1));
-                    let (dy, dx) = (yf - ya as f64, xf - xa as f64);
-                    let top = at(ya, xa) * (1.0 - dx) + at(ya, xb) * dx;
-                    let bottom = at(yb, xa) * (1.0 - dx) + at(yb, xb) * dx;
-                    top * (1.0 - dy) + bottom * dy
-                } else {
-                    at(
-                        (y.round().max(0.0) as usize).min(h - 1),
-                        (x.round().max(0.0) as usize).min(w - 1),
-                    )
-                }
+                resample(|yy, xx| v[yy * w + xx], [h, w], y, x, smooth)
             }),
         }
     }
