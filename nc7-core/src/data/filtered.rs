@@ -118,8 +118,9 @@ impl Filters {
     }
 }
 
-/// The registration, name and own config of a nested nucleotide config of `kind`.
-fn nested(
+/// The registration, name and own config of a nucleotide config of `kind` nested in a
+/// data nucleotide's `field` (a filtered data set's, a mix's).
+pub(super) fn nested(
     config: &Value,
     field: &str,
     kind: Kind,
@@ -198,11 +199,7 @@ impl<B: Backend> Dataset<B> for FilteredDataset {
     }
 
     fn get(&self, index: usize) -> Result<FilteredSample<B>, BoxError> {
-        self.get_for(SampleKey {
-            index,
-            epoch: 0,
-            seed: 0,
-        })
+        self.get_for(SampleKey::unkeyed(index))
     }
 
     fn get_for(&self, key: SampleKey) -> Result<FilteredSample<B>, BoxError> {

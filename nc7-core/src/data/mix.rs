@@ -29,7 +29,6 @@ use super::order::SplitMix64;
 use crate::gene::Kind;
 use crate::nest::Nest;
 use crate::nucleotide::Dataset;
-use crate::registry::Registry;
 use crate::runtime::DynDataset;
 use crate::{BoxError, Build, Generated, NoKeys, nucleotide};
 
@@ -101,30 +100,16 @@ impl<B: Backend> Build<B> for DatasetMix {
             )
             .into());
         }
-        let registry = Registry::global();
         let mut names = Vec::new();
         let mut sources = Vec::new();
         for (i, d) in c.datasets.iter().enumerate() {
-            let at = |field: &str| {
-                d.get(field)
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("`datasets[{i}]` has no `{field}`: give the data set's `class_name` and `name`"))
-            };
-            let (class, name) = (at("class_name")?, at("name")?);
+            let (registration, name, own) =
+                super::filtered::nested(d, &format!("datasets[{i}]"), Kind::Dataset)?;
             if names.contains(&name) {
                 return Err(format!(
                     "`datasets[{i}]`: the name `{name}` is taken by another data set of the mix"
                 )
                 .into());
-            }
-            let registration = registry
-                .resolve(&class, Some(Kind::Dataset))
-                .map_err(|e| format!("`datasets[{i}]` (`{name}`): {e}"))?;
-            let mut own = d.clone();
-            if let Some(m) = own.as_object_mut() {
-                m.remove("class_name");
-                m.remove("name");
             }
             let data = crate::runtime::dataset::<crate::backend::Cpu>(
                 registration,
@@ -242,11 +227,7 @@ impl<B: Backend> Dataset<B> for DatasetMix {
     }
 
     fn get(&self, index: usize) -> Result<MixSample<B>, BoxError> {
-        self.get_for(SampleKey {
-            index,
-            epoch: 0,
-            seed: 0,
-        })
+        self.get_for(SampleKey::unkeyed(index))
     }
 
     fn get_for(&self, key: SampleKey) -> Result<MixSample<B>, BoxError> {

@@ -75,6 +75,16 @@ pub struct SampleKey {
 }
 
 impl SampleKey {
+    /// Sample `index` read outside a training's epochs (by index alone, filtering at build,
+    /// inference, a saved model's signature): epoch 0, seed 0.
+    pub fn unkeyed(index: usize) -> SampleKey {
+        SampleKey {
+            index,
+            epoch: 0,
+            seed: 0,
+        }
+    }
+
     /// A seed of the sample's own, from the run's seed, the epoch and the index (SplitMix64
     /// over the three, so that neighbouring samples and epochs draw unrelated numbers).
     pub fn sample_seed(&self) -> u64 {

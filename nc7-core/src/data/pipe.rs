@@ -438,14 +438,9 @@ impl<B: Backend> Build<B> for DataPipe {
 }
 
 /// The seed of sample `index` read outside a training's epochs (filtering at build,
-/// inference): epoch 0, seed 0.
+/// inference).
 fn unkeyed(index: usize) -> u64 {
-    crate::data::SampleKey {
-        index,
-        epoch: 0,
-        seed: 0,
-    }
-    .sample_seed()
+    crate::data::SampleKey::unkeyed(index).sample_seed()
 }
 
 impl<B: Backend> Dataset<B> for DataPipe {
@@ -453,11 +448,7 @@ impl<B: Backend> Dataset<B> for DataPipe {
         self.kept.len()
     }
     fn get(&self, index: usize) -> Result<PipeSample<B>, BoxError> {
-        self.get_for(crate::data::SampleKey {
-            index,
-            epoch: 0,
-            seed: 0,
-        })
+        self.get_for(crate::data::SampleKey::unkeyed(index))
     }
     fn get_for(&self, key: crate::data::SampleKey) -> Result<PipeSample<B>, BoxError> {
         let index = key.index;

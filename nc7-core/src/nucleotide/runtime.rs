@@ -304,11 +304,7 @@ pub trait DynDataset<B: Backend>: Send + Sync {
     }
     /// One sample by its index alone (epoch 0, seed 0).
     fn get(&self, index: usize) -> Result<Nest<B>, BoxError> {
-        self.get_for(crate::data::SampleKey {
-            index,
-            epoch: 0,
-            seed: 0,
-        })
+        self.get_for(crate::data::SampleKey::unkeyed(index))
     }
 }
 
