@@ -384,6 +384,43 @@ fn dataset<B: Backend>(
     Ok(d)
 }
 
+/// The plan's model, fresh, on `device`.
+fn build_model<B: AutodiffBackend>(
+    plan: &TrainPlan,
+    device: &B::Device,
+) -> Result<TrainModel<B>, crate::handler::BoxError> {
+    TrainModel::build(
+        plan.model.handler.clone(),
+        plan.model.eval_handler.clone(),
+        plan.model.parts.clone(),
+        plan.model.config.clone(),
+        &plan.trainer.optimization_config.optimizer,
+        device,
+    )
+}
+
+/// Loads `weights` (safetensors) and each plugin's optimizer state into `model`; `of` says
+/// whose they are in the errors (`the checkpoint's`).
+fn load_state<B: AutodiffBackend>(
+    model: &mut TrainModel<B>,
+    weights: &[u8],
+    optimizers: Vec<(String, Vec<u8>)>,
+    device: &B::Device,
+    of: &str,
+) -> Result<(), TrainError> {
+    let mut tensors =
+        from_safetensors::<B>(weights, device).map_err(failed(&format!("reading {of} weights")))?;
+    model
+        .load_tensors(&mut tensors, &[])
+        .map_err(failed(&format!("loading {of} weights")))?;
+    for (plugin, bytes) in optimizers {
+        model
+            .load_optimizer_state(&plugin, bytes, device)
+            .map_err(failed(&format!("loading {of} optimizer state")))?;
+    }
+    Ok(())
+}
+
 /// One mode's data and how it is walked.
 struct Stage<B: Backend> {
     data: Box<dyn DynDataset<B>>,
@@ -449,15 +486,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
     ) -> Result<Self, TrainError> {
         let config = &plan.trainer;
         B::seed(device, config.random_seed);
-        let mut model = TrainModel::build(
-            plan.model.handler.clone(),
-            plan.model.eval_handler.clone(),
-            plan.model.parts.clone(),
-            plan.model.config.clone(),
-            &config.optimization_config.optimizer,
-            device,
-        )
-        .map_err(failed("building the model"))?;
+        let mut model = build_model(plan, device).map_err(failed("building the model"))?;
         // `load_config` starts a run that has no checkpoint to continue: its weights are read
         // before anything is written, so a wrong path refuses the run.
         if continued.is_none() && !config.load_config.is_empty() {

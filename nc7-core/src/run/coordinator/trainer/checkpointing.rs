@@ -12,26 +12,23 @@ impl<B: AutodiffBackend> Trainer<'_, B> {
         }
         let weights = std::fs::read(cp.file(WEIGHTS))
             .map_err(failed(&format!("reading {}", cp.file(WEIGHTS).display())))?;
-        let mut tensors = from_safetensors::<B>(&weights, &self.device)
-            .map_err(failed("reading the checkpoint's weights"))?;
-        self.model
-            .load_tensors(&mut tensors, &[])
-            .map_err(failed("loading the checkpoint's weights"))?;
-        let plugins: Vec<String> = self
-            .model
-            .parts()
-            .iter()
-            .filter(|p| p.kind == Kind::ModelPlugin)
-            .map(|p| p.name.clone())
-            .collect();
-        for p in plugins {
-            let path = cp.file(&optimizer_file(&p));
+        let mut optimizers = Vec::new();
+        for p in self.model.parts() {
+            if p.kind != Kind::ModelPlugin {
+                continue;
+            }
+            let path = cp.file(&optimizer_file(&p.name));
             let bytes =
                 std::fs::read(&path).map_err(failed(&format!("reading {}", path.display())))?;
-            self.model
-                .load_optimizer_state(&p, bytes, &self.device)
-                .map_err(failed("loading the checkpoint's optimizer state"))?;
+            optimizers.push((p.name.clone(), bytes));
         }
+        load_state(
+            &mut self.model,
+            &weights,
+            optimizers,
+            &self.device,
+            "the checkpoint's",
+        )?;
         let saved: RunState = serde_json::from_value(cp.state.clone())
             .map_err(failed("reading the checkpoint's state"))?;
         let now = self.state;

@@ -402,25 +402,10 @@ impl<'p, B: AutodiffBackend> Worker<'p, B> {
         weights: &[u8],
         optimizer: Vec<(String, Vec<u8>)>,
     ) -> Result<Self, TrainError> {
-        let mut model = TrainModel::build(
-            plan.model.handler.clone(),
-            plan.model.eval_handler.clone(),
-            plan.model.parts.clone(),
-            plan.model.config.clone(),
-            &plan.trainer.optimization_config.optimizer,
-            device,
-        )
-        .map_err(failed(&format!("building the model on device {rank}")))?;
-        let mut tensors = from_safetensors::<B>(weights, device)
-            .map_err(failed("reading the weights on another device"))?;
-        model
-            .load_tensors(&mut tensors, &[])
-            .map_err(failed("loading the weights on another device"))?;
-        for (plugin, bytes) in optimizer {
-            model
-                .load_optimizer_state(&plugin, bytes, device)
-                .map_err(failed("loading the optimizer state on another device"))?;
-        }
+        let mut model = build_model(plan, device)
+            .map_err(failed(&format!("building the model on device {rank}")))?;
+        let of = format!("device {rank}'s copy of the");
+        load_state(&mut model, weights, optimizer, device, &of)?;
         let data = dataset::<B::InnerBackend>(&plan.train_data, "train", inner)?;
         let eval_data = dataset::<B::InnerBackend>(&plan.eval_data, "eval", inner)?;
         register::<B::InnerBackend>(rank, plan.devices.len(), inner)?;
