@@ -1035,11 +1035,14 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         let mut step = self.state.global_step;
         for epoch in epochs {
             let starts = epoch != self.state.data_epoch || self.state.data_batch == 0;
-            let counts = self
-                .train
-                .data
-                .epoch_counts(epoch, self.plan.trainer.random_seed);
-            if starts && !counts.is_empty() {
+            let counts = match starts {
+                true => self
+                    .train
+                    .data
+                    .epoch_counts(epoch, self.plan.trainer.random_seed),
+                false => BTreeMap::new(),
+            };
+            if !counts.is_empty() {
                 log::info!(
                     "data epoch {epoch}: {}",
                     counts
