@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
 use burn::prelude::Backend;
@@ -43,6 +42,7 @@ use crate::tracking::mlflow::MlflowRun;
 use crate::tracking::summaries::write_image;
 use crate::tracking::tensorboard::EventWriter;
 
+mod queue;
 mod signature;
 mod sink;
 mod stages;
@@ -498,8 +498,8 @@ fn threaded<B: Backend>(
     call_back: &mut CallBack<'_, B>,
 ) -> Stages {
     std::thread::scope(|scope| {
-        let (read_tx, read_rx) = sync_channel::<Read<B>>(prefetch);
-        let (out_tx, out_rx) = sync_channel::<Predicted<B>>(prefetch);
+        let (read_tx, read_rx) = queue::queue::<Read<B>>(prefetch, queue::QUEUE_BYTES);
+        let (out_tx, out_rx) = queue::queue::<Predicted<B>>(prefetch, queue::QUEUE_BYTES);
         // A stage whose receiver is gone stops quietly: the stage after it failed or stopped,
         // and reports that itself.
         let reading = scope.spawn(move || {
@@ -507,7 +507,8 @@ fn threaded<B: Backend>(
                 let result = loop {
                     match reader.next() {
                         Ok(Some(read)) => {
-                            if read_tx.send(read).is_err() {
+                            let bytes = read.batches.iter().map(queue::nest_bytes).sum();
+                            if read_tx.send(read, bytes).is_err() {
                                 break Ok(());
                             }
                         }
@@ -524,7 +525,13 @@ fn threaded<B: Backend>(
                 for read in read_rx {
                     match predictor.predict(read) {
                         Ok(p) => {
-                            if out_tx.send(p).is_err() {
+                            let bytes = queue::nest_bytes(&p.data)
+                                + p.outputs
+                                    .values()
+                                    .flatten()
+                                    .map(queue::nest_bytes)
+                                    .sum::<usize>();
+                            if out_tx.send(p, bytes).is_err() {
                                 break;
                             }
                         }
@@ -538,7 +545,7 @@ fn threaded<B: Backend>(
             })
         });
         let result = crate::threads::serial(move || {
-            for predicted in out_rx.iter() {
+            for predicted in out_rx {
                 match call_back(predicted, ctx) {
                     Ok(true) => {}
                     Ok(false) => break,

@@ -9,8 +9,9 @@ pub struct InfererConfig {
     /// Samples per batch (`--batch-size`); one of the two must give it.
     #[serde(default)]
     pub batch_size: Option<usize>,
-    /// Iterations each stage may run ahead of the next (`--prefetch`).
-    #[serde(default = "two")]
+    /// Iterations each stage may run ahead of the next (`--prefetch`); each queue also holds at
+    /// most 128 MiB of tensors (always one iteration).
+    #[serde(default = "sixteen")]
     pub prefetch_buffer_size: usize,
     /// Read, predict and call back in one thread (`--single-thread`).
     #[serde(default)]
@@ -39,15 +40,18 @@ inventory::submit! {
     }
 }
 
-fn two() -> usize {
-    2
+/// Deep queues smooth the stages' jitter (the inferer benchmark: 2 iterations ahead reach 82 %
+/// of the machine's ceiling, 8 reach 88 %, 16 reach 93 %); the queues' byte bound keeps large
+/// batches from piling up.
+fn sixteen() -> usize {
+    16
 }
 
 impl Default for InfererConfig {
     fn default() -> Self {
         InfererConfig {
             batch_size: None,
-            prefetch_buffer_size: two(),
+            prefetch_buffer_size: sixteen(),
             single_thread: false,
             skip_bad_samples: false,
             device: None,
@@ -85,8 +89,9 @@ pub struct FeedConfig {
     /// Samples per iteration (`--batch-size`).
     #[serde(default = "one")]
     pub batch_size: usize,
-    /// Iterations the reading may run ahead of the rest (`--prefetch`).
-    #[serde(default = "two")]
+    /// Iterations the reading may run ahead of the rest (`--prefetch`; each queue also holds
+    /// at most 128 MiB of tensors, always one iteration).
+    #[serde(default = "sixteen")]
     pub prefetch_buffer_size: usize,
     /// Read and evaluate in one thread (`--single-thread`).
     #[serde(default)]
@@ -111,7 +116,7 @@ impl Default for FeedConfig {
     fn default() -> Self {
         FeedConfig {
             batch_size: one(),
-            prefetch_buffer_size: two(),
+            prefetch_buffer_size: sixteen(),
             single_thread: false,
             skip_bad_samples: false,
             device: None,
@@ -176,7 +181,7 @@ mod tests {
             InfererConfig::from_value(&json!({"batch_size": 4, "single_thread": true})).unwrap();
         assert_eq!(
             (c.batch_size, c.single_thread, c.prefetch_buffer_size),
-            (Some(4), true, 2)
+            (Some(4), true, 16)
         );
         let cases = [
             (
