@@ -418,22 +418,50 @@ mod tests {
 
     #[test]
     fn warmup_then_step_schedule() {
-        let mut s = Schedule::new(&config(serde_json::json!({
-            "name": "step", "step_size": 2, "gamma": 0.5,
-            "warmup": {"steps": 2, "start_factor": 0.5}
-        })))
+        let mut s = Schedule::new(
+            &config(serde_json::json!({
+                "name": "step", "step_size": 2, "gamma": 0.5,
+                "warmup": {"steps": 2, "start_factor": 0.5}
+            })),
+            None,
+        )
         .unwrap();
         let lrs: Vec<f64> = (0..6).map(|_| s.next_lr()).collect();
         assert!((lrs[0] - 0.05).abs() < 1e-12, "{lrs:?}");
         assert!((lrs[2] - 0.1).abs() < 1e-12, "{lrs:?}");
         assert!((lrs[4] - 0.05).abs() < 1e-12, "{lrs:?}");
-        let mut again = Schedule::new(&config(serde_json::json!({
-            "name": "step", "step_size": 2, "gamma": 0.5,
-            "warmup": {"steps": 2, "start_factor": 0.5}
-        })))
+        let mut again = Schedule::new(
+            &config(serde_json::json!({
+                "name": "step", "step_size": 2, "gamma": 0.5,
+                "warmup": {"steps": 2, "start_factor": 0.5}
+            })),
+            None,
+        )
         .unwrap();
         again.fast_forward(4);
         assert_eq!(again.next_lr(), lrs[4]);
+    }
+
+    #[test]
+    fn a_cosine_without_steps_spans_the_run_after_the_warmup() {
+        let spec = serde_json::json!({
+            "name": "cosine", "min_learning_rate": 0.001,
+            "warmup": {"steps": 4, "start_factor": 0.1}
+        });
+        let mut s = Schedule::new(&config(spec.clone()), Some(24)).unwrap();
+        let lrs: Vec<f64> = (0..24).map(|_| s.next_lr()).collect();
+        assert!(lrs[0] < 0.02, "{lrs:?}");
+        assert!(
+            (lrs[4] - 0.1).abs() < 1e-9,
+            "the warm-up reaches the rate: {lrs:?}"
+        );
+        assert!(lrs[5..].windows(2).all(|w| w[1] < w[0]), "{lrs:?}");
+        // The last step of the run is the cosine's last: the lowest rate.
+        assert!((lrs[23] - 0.001).abs() < 1e-3, "{lrs:?}");
+        // Twice the run: twice as slow.
+        let mut longer = Schedule::new(&config(spec), Some(44)).unwrap();
+        let slow: Vec<f64> = (0..24).map(|_| longer.next_lr()).collect();
+        assert!(slow[23] > 0.04, "{slow:?}");
     }
 
     #[test]
@@ -446,13 +474,14 @@ mod tests {
             serde_json::json!({"name": "composed", "schedules": [
                 {"name": "cosine", "steps": 10}, {"name": "exponential", "gamma": 0.9}]}),
         ] {
-            let mut s = Schedule::new(&config(spec.clone())).unwrap();
+            let mut s = Schedule::new(&config(spec.clone()), None).unwrap();
             let first = s.next_lr();
             assert!(first > 0.0 && first <= 0.1 + 1e-12, "{spec}: {first}");
         }
-        let err = Schedule::new(&config(
-            serde_json::json!({"name": "exponential", "gamma": 2.0}),
-        ))
+        let err = Schedule::new(
+            &config(serde_json::json!({"name": "exponential", "gamma": 2.0})),
+            None,
+        )
         .unwrap_err()
         .to_string();
         assert!(err.contains("exponential"), "{err}");

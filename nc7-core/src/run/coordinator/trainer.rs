@@ -558,6 +558,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             &dirs.callbacks_eval,
         )?;
         let train_len = train.data.len() as u64;
+        let run_steps = config.num_epochs * config.train_iterations(train.data.len());
         // What interrupted writes left (the project's lock says no other command writes now).
         crate::integrity::remove_leftovers(&dirs.checkpoints);
         crate::integrity::remove_leftovers(&dirs.saved_models);
@@ -574,7 +575,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             // Read below when a checkpoint continues the run.
             history: History::fresh(&dirs.root),
             // The plan built this schedule once already: it cannot fail here.
-            schedule: Schedule::new(&config.optimization_config)?,
+            schedule: Schedule::new(&config.optimization_config, Some(run_steps))?,
             state: RunState {
                 seed: config.random_seed,
                 data_epoch: 1,

@@ -200,7 +200,7 @@ impl TrainerConfig {
             problems.push("trainer_config.tracking.experiment must name an experiment".into());
         }
         // The schedule is built here once, so that a parameter burn refuses is found by `check`.
-        if let Err(e) = crate::optim::Schedule::new(&config.optimization_config) {
+        if let Err(e) = crate::optim::Schedule::new(&config.optimization_config, None) {
             problems.extend(e.problems);
         }
         SettingsError::check("trainer_config", config, problems)

@@ -33,8 +33,10 @@ pub enum ScheduleSpec {
     },
     /// Cosine annealing to `min_learning_rate` over `steps`.
     Cosine {
-        /// The steps of one cosine period.
-        steps: usize,
+        /// The steps of one cosine period; the training's steps after the warm-up when absent
+        /// (`num_epochs` × the iterations of an epoch), so that the schedule follows the data.
+        #[serde(default)]
+        steps: Option<usize>,
         /// The lowest learning rate.
         #[serde(default)]
         min_learning_rate: f64,
@@ -126,8 +128,14 @@ impl std::fmt::Debug for Schedule {
 
 impl Schedule {
     /// The schedule of `config`; an error says which parameter burn refused.
-    pub fn new(config: &OptimizationConfig) -> Result<Schedule, crate::config::SettingsError> {
-        Self::build(config).map_err(|e| {
+    ///
+    /// `run_steps` is the training's steps, when known: a cosine schedule without `steps` spans
+    /// them after the warm-up (one step when unknown, as `check` builds it only to validate).
+    pub fn new(
+        config: &OptimizationConfig,
+        run_steps: Option<u64>,
+    ) -> Result<Schedule, crate::config::SettingsError> {
+        Self::build(config, run_steps).map_err(|e| {
             crate::config::SettingsError::one(
                 "trainer_config",
                 format!("trainer_config.optimization_config.{e}"),
@@ -135,7 +143,7 @@ impl Schedule {
         })
     }
 
-    fn build(config: &OptimizationConfig) -> Result<Schedule, String> {
+    fn build(config: &OptimizationConfig, run_steps: Option<u64>) -> Result<Schedule, String> {
         let lr = config.learning_rate;
         let spec = config
             .learning_rate_schedule
@@ -149,6 +157,8 @@ impl Schedule {
             | ScheduleSpec::Linear { warmup, .. }
             | ScheduleSpec::Composed { warmup, .. } => warmup.clone(),
         };
+        let warmup_steps = warmup.as_ref().map_or(0, |w| w.steps);
+        let rest = run_steps.map_or(1, |s| (s as usize).saturating_sub(warmup_steps).max(1));
         let warmup = match warmup {
             Some(w) if w.steps > 0 => Some((
                 LinearLrSchedulerConfig::new(lr * w.start_factor, lr, w.steps)
@@ -160,7 +170,7 @@ impl Schedule {
         };
         Ok(Schedule {
             warmup,
-            main: sched(&spec, lr)?,
+            main: sched(&spec, lr, rest)?,
             taken: 0,
         })
     }
@@ -187,7 +197,8 @@ impl Schedule {
     }
 }
 
-fn sched(spec: &ScheduleSpec, lr: f64) -> Result<Sched, String> {
+/// `spec`'s schedule from `lr`; `rest` is the steps a cosine without `steps` spans.
+fn sched(spec: &ScheduleSpec, lr: f64, rest: usize) -> Result<Sched, String> {
     let named = |name: &str, r: Result<Sched, String>| {
         r.map_err(|e| format!("learning_rate_schedule `{name}`: {e}"))
     };
@@ -214,7 +225,7 @@ fn sched(spec: &ScheduleSpec, lr: f64) -> Result<Sched, String> {
             ..
         } => named(
             "cosine",
-            CosineAnnealingLrSchedulerConfig::new(lr, *steps)
+            CosineAnnealingLrSchedulerConfig::new(lr, steps.unwrap_or(rest))
                 .with_min_lr(*min_learning_rate)
                 .init()
                 .map(Sched::Cosine),
@@ -252,7 +263,7 @@ fn sched(spec: &ScheduleSpec, lr: f64) -> Result<Sched, String> {
                         min_learning_rate,
                         ..
                     } => config.cosine(
-                        CosineAnnealingLrSchedulerConfig::new(lr, *steps)
+                        CosineAnnealingLrSchedulerConfig::new(lr, steps.unwrap_or(rest))
                             .with_min_lr(*min_learning_rate),
                     ),
                     ScheduleSpec::Linear {
