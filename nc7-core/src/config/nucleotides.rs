@@ -164,7 +164,7 @@ fn complete_one(
             .with_key(field)
             .with_file(file.as_deref())
     };
-    let common = match CommonConfig::split(&target.to_value()) {
+    let mut common = match CommonConfig::split(&target.to_value()) {
         Ok(c) => c,
         Err(errors) => {
             for e in errors {
@@ -233,15 +233,7 @@ fn complete_one(
     }
     let fields = config_fields(&(registration.config_schema)());
     let declared: Vec<String> = fields.iter().map(|f| f.name.clone()).collect();
-    let is_scope = |k: &str| registry.resolve(k, None).is_ok();
-    for (k, v, scope) in defaults_for(
-        global,
-        registration.kind,
-        registration.class_name,
-        registration.path,
-        &declared,
-        &is_scope,
-    ) {
+    for (k, v, scope) in global_defaults(global, registration, &declared, registry) {
         if target.get(&k).is_none() {
             let id = sources.add(Source::Global(scope));
             target.set(&k, Tagged::new(&v, id));
@@ -260,6 +252,15 @@ fn complete_one(
             .collect(),
         _ => Default::default(),
     };
+    // Nucleotides nested in its fields (a processed data set's processors, a mix's data
+    // sets) take the global config's defaults too.
+    let mut own = own;
+    for value in own.values_mut() {
+        fill_nested(value, global, registry);
+    }
+    // What the nucleotide is built with: its own fields, with the global config's and the
+    // type's defaults filled in (the plan builds from `common.rest`).
+    common.rest = own.clone();
     if let Err(e) = (registration.check_config)(&Value::Object(own)) {
         let field = if e.path.is_empty() {
             ""
@@ -282,4 +283,55 @@ fn complete_one(
     }
     entry.common = Some(common);
     entry
+}
+
+/// What the global config gives a nucleotide of `registration` for the parameters it
+/// `declared`, each with its scope.
+fn global_defaults(
+    global: &serde_json::Map<String, Value>,
+    registration: &Registration,
+    declared: &[String],
+    registry: &Registry,
+) -> Vec<(String, Value, super::global::Scope)> {
+    let is_scope = |k: &str| registry.resolve(k, None).is_ok();
+    defaults_for(
+        global,
+        registration.kind,
+        registration.class_name,
+        registration.path,
+        declared,
+        &is_scope,
+    )
+}
+
+/// Fills, in every nucleotide config nested in `value` (an object with a registered
+/// `class_name`, at any depth), the parameters its type declares that it does not give and the
+/// project global config does.
+fn fill_nested(value: &mut Value, global: &serde_json::Map<String, Value>, registry: &Registry) {
+    match value {
+        Value::Object(map) => {
+            let registration = map
+                .get("class_name")
+                .and_then(Value::as_str)
+                .and_then(|c| registry.resolve(c, None).ok());
+            if let Some(r) = registration {
+                let declared: Vec<String> = config_fields(&(r.config_schema)())
+                    .into_iter()
+                    .map(|f| f.name)
+                    .collect();
+                for (k, v, _) in global_defaults(global, r, &declared, registry) {
+                    map.entry(k).or_insert(v);
+                }
+            }
+            for v in map.values_mut() {
+                fill_nested(v, global, registry);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                fill_nested(v, global, registry);
+            }
+        }
+        _ => {}
+    }
 }
