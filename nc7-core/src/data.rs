@@ -12,6 +12,7 @@ pub mod image_files;
 pub mod mix;
 pub mod order;
 pub mod pipe;
+pub mod processed;
 pub mod records;
 pub mod records_reader;
 pub mod shapes;
@@ -25,7 +26,10 @@ pub use filtered::{FilteredDataset, FilteredFeeder};
 pub use image_files::{ImageFiles, ImageFilesFeeder};
 pub use mix::{DatasetMix, DatasetMixConfig};
 pub use order::{BatchOrder, DataPosition, SampleKey};
-pub use pipe::{CsvReader, DataPipe, DataPipeFeeder, ImageReader, LabelReader, NpyReader};
+pub use pipe::{
+    BoxesReader, CsvReader, DataPipe, DataPipeFeeder, ImageReader, LabelReader, NpyReader,
+};
+pub use processed::{ProcessedDataset, ProcessedFeeder, Standardize, StandardizeConfig};
 pub use records::{RecordsWriter, read_records};
 pub use records_reader::{Records, RecordsFeeder};
 pub use shapes::{Shapes, ShapesConfig, ShapesFeeder, write_shapes};

@@ -34,9 +34,10 @@ commands:
                 uninterrupted one (30 runs by default)
   fuzz [--minutes N]
                 run the fuzz properties with fresh inputs for N minutes (10)
-  template-smoke
+  template-smoke [task…]
                 generate, check, lint, test, train, export and infer a project per starter task
-  new <name> [--task classification|segmentation] [--device cpu|cuda]
+                (classification, segmentation, detection; all by default)
+  new <name> [--task classification|segmentation|detection] [--device cpu|cuda]
                 generate a project from template/ next to this checkout
   help          print this message";
 
@@ -75,7 +76,8 @@ fn main() -> ExitCode {
     match args.as_slice() {
         ["ci"] => run(Command::new("bash").arg(".ci/run"), "bash .ci/run"),
         ["bench", name] => bench(name),
-        ["template-smoke"] => smoke::run_all(),
+        ["template-smoke"] => smoke::run_all(&[]),
+        ["template-smoke", tasks @ ..] => smoke::run_all(tasks),
         ["chaos", rest @ ..] => chaos(rest),
         ["fuzz"] => fuzz(10.0),
         ["fuzz", "--minutes", m] => match m.parse::<f64>() {

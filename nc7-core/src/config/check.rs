@@ -90,6 +90,7 @@ impl ProjectCheck {
         let sections = run.nucleotide_sections();
         let nucleotides = complete_nucleotides(&mut config, &sections, registry, &mut diags);
         crate::config::check_global(&config, &nucleotides, registry, &mut diags);
+        check_preprocessing(&nucleotides, registry, &mut diags);
         // Without the run's configs directory that one error says it all.
         if run.configs_dir(project).is_dir() {
             missing_sections(&config, run, &mut diags);
@@ -137,6 +138,7 @@ impl ProjectCheck {
                     registry,
                     diags,
                 ));
+                check_preprocessing(&self.nucleotides, registry, diags);
             }
         }
         self.handlers = build_handlers(self.run, &self.nucleotides, diags);
@@ -228,6 +230,67 @@ impl ProjectCheck {
             }
         }
         Ok(written)
+    }
+}
+
+/// NC0019 (warning): a model plugin that expects a data processor in front of it (nc7's
+/// backbones: `Standardize`) while no data config of the run (data sets or data feeder, at any
+/// depth: a processed data set's processors, a pipe's) has one.
+fn check_preprocessing(entries: &[NucleotideEntry], registry: &Registry, diags: &mut Diagnostics) {
+    fn has(value: &serde_json::Value, wanted: &str, registry: &Registry) -> bool {
+        match value {
+            serde_json::Value::Object(map) => {
+                let named = map
+                    .get("class_name")
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(|c| registry.resolve(c, None).ok())
+                    .is_some_and(|r| r.class_name == wanted);
+                named || map.values().any(|v| has(v, wanted, registry))
+            }
+            serde_json::Value::Array(items) => items.iter().any(|v| has(v, wanted, registry)),
+            _ => false,
+        }
+    }
+    let data: Vec<&NucleotideEntry> = entries
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::Dataset | Kind::DataFeeder))
+        .collect();
+    // No data config here (a model-only check, or one reported missing already).
+    if data.is_empty() {
+        return;
+    }
+    for e in entries.iter().filter(|e| e.kind == Kind::ModelPlugin) {
+        let Some(registration) = e.registration else {
+            continue;
+        };
+        let Some(wanted) = crate::standard::vision::expected_preprocessing(registration.path)
+        else {
+            continue;
+        };
+        let found = data.iter().any(|d| {
+            d.registration.is_some_and(|r| r.class_name == wanted)
+                || d.common.as_ref().is_some_and(|c| {
+                    has(&serde_json::Value::Object(c.rest.clone()), wanted, registry)
+                })
+        });
+        if !found {
+            let name = e.name().to_owned();
+            diags.push(
+                Diagnostic::warning(
+                    Code::PREPROCESSING,
+                    &name,
+                    format!(
+                        "nucleotide `{name}` ({}) expects images preprocessed by `{wanted}`, which no data config of this run has",
+                        registration.class_name
+                    ),
+                    format!(
+                        "wrap the data in a `ProcessedDataset` (a `ProcessedFeeder` for inference) with {{\"class_name\": \"{wanted}\", \"name\": \"{}\", \"inbound_nodes\": [\"data\"]}} among its `processors`",
+                        wanted.to_lowercase()
+                    ),
+                )
+                .with_file(e.file.as_deref()),
+            );
+        }
     }
 }
 

@@ -19,8 +19,8 @@
 //! whose last two dimensions are `H × W` (integer or float; resized by nearest neighbour);
 //! boxes `[N, 4]` or one box `[4]`, `x0, y0, x1, y1` as fractions of the width and height. A
 //! crop clips the boxes to the image; a box that leaves the image entirely is dropped from a
-//! `[N, 4]` list (a single `[4]` box is clipped to nothing). `boxes_clipped` and
-//! `boxes_dropped` count them.
+//! `[N, 4]` list (a single `[4]` box is clipped to nothing), and its row of the optional
+//! `labels` (`[N, …]`, one per box) with it. `boxes_clipped` and `boxes_dropped` count them.
 
 use burn::prelude::{Backend, Tensor};
 use burn::tensor::{DType, TensorData};
@@ -162,6 +162,8 @@ pub struct AugmentIn<B: Backend> {
     pub mask: Option<AnyValue<B>>,
     /// `[N, 4]` or `[4]`: `x0, y0, x1, y1` as fractions.
     pub boxes: Option<AnyValue<B>>,
+    /// One label (or any value per box) per box, `[N, …]`: kept with the boxes a crop keeps.
+    pub labels: Option<AnyValue<B>>,
     /// The sample's seed (a `DataPipe`'s `file_list` gives it).
     pub sample_seed: i64,
 }
@@ -175,6 +177,8 @@ pub struct AugmentOut<B: Backend> {
     pub mask: Option<AnyValue<B>>,
     /// The boxes, moved as the image, clipped to it.
     pub boxes: Option<AnyValue<B>>,
+    /// The labels of the boxes kept.
+    pub labels: Option<AnyValue<B>>,
     /// Boxes a crop clipped.
     pub boxes_clipped: i64,
     /// Boxes a crop moved out of the image, dropped.
@@ -195,6 +199,42 @@ impl<B: Backend> Build<B> for Augment {
         c.check()?;
         Ok(Augment { config: c.clone() })
     }
+}
+
+/// The rows of `labels` (one per box) whose box is `kept`; all of them when no box was given.
+fn keep_rows<B: Backend>(
+    labels: AnyValue<B>,
+    kept: &[bool],
+    device: &B::Device,
+) -> Result<AnyValue<B>, BoxError> {
+    let data = tensor_of(labels, "labels")?.into_data()?;
+    let shape = data.shape.to_vec();
+    let rows = shape.first().copied().unwrap_or(1);
+    if kept.is_empty() {
+        return Ok(AnyValue(Nest::Tensor(AnyTensor::from_data(data, device))));
+    }
+    if rows != kept.len() {
+        return Err(format!(
+            "{} boxes but labels of shape {shape:?}: give one label per box",
+            kept.len()
+        )
+        .into());
+    }
+    let size = data.num_elements() / rows.max(1);
+    let dtype = data.dtype;
+    let values: Vec<f64> = data.iter::<f64>().collect();
+    let out: Vec<f64> = values
+        .chunks(size.max(1))
+        .zip(kept)
+        .filter(|(_, k)| **k)
+        .flat_map(|(row, _)| row.iter().copied())
+        .collect();
+    let mut shape = shape;
+    if let Some(first) = shape.first_mut() {
+        *first = kept.iter().filter(|k| **k).count();
+    }
+    let data = TensorData::new(out, shape).convert_dtype(dtype);
+    Ok(AnyValue(Nest::Tensor(AnyTensor::from_data(data, device))))
 }
 
 /// Values on `H × W` planes (every leading dimension a plane), with their tensor's shape and
@@ -466,6 +506,8 @@ impl<B: Backend> DataProcessor<B> for Augment {
             None => None,
         };
         let (mut clipped, mut dropped) = (0, 0);
+        // Which boxes stay, in order (all of them without boxes).
+        let mut kept: Vec<bool> = Vec::new();
         let boxes = match input.boxes {
             Some(b) => {
                 let data = tensor_of(b, "boxes")?.into_data()?;
@@ -505,6 +547,7 @@ impl<B: Backend> DataProcessor<B> for Augment {
                         }
                     }
                     let empty = bx[2] <= bx[0] || bx[3] <= bx[1];
+                    kept.push(!empty || single);
                     if empty && !single {
                         dropped += 1;
                         continue;
@@ -519,10 +562,15 @@ impl<B: Backend> DataProcessor<B> for Augment {
             }
             None => None,
         };
+        let labels = match input.labels {
+            Some(l) => Some(keep_rows(l, &kept, &device)?),
+            None => None,
+        };
         Ok(AugmentOut {
             image: Tensor::from_data(image.data(), &device),
             mask,
             boxes,
+            labels,
             boxes_clipped: clipped,
             boxes_dropped: dropped,
         })
@@ -557,6 +605,10 @@ mod tests {
             )))),
             boxes: Some(AnyValue(Nest::Tensor(AnyTensor::from_data(
                 TensorData::new(vec![2.0f32 / 6.0, 1.0 / 6.0, 5.0 / 6.0, 3.0 / 6.0], [1, 4]),
+                &d,
+            )))),
+            labels: Some(AnyValue(Nest::Tensor(AnyTensor::from_data(
+                TensorData::new(vec![7i64], [1]),
                 &d,
             )))),
             sample_seed: seed,
@@ -646,14 +698,35 @@ mod tests {
                     .all(|v| (v / 10.0).floor() <= 5.0 && v % 10.0 <= 5.0)
             );
             let (bshape, b) = values(out.boxes);
+            // A dropped box takes its label with it.
+            let (lshape, labels) = values(out.labels);
             if out.boxes_dropped == 1 {
                 assert_eq!(bshape, [0, 4]);
+                assert_eq!(lshape, [0]);
             } else {
+                assert_eq!((lshape, labels), (vec![1], vec![7.0]));
                 assert!(b.iter().all(|v| (0.0..=1.0).contains(v)), "{b:?}");
             }
             cut += out.boxes_clipped + out.boxes_dropped;
         }
         assert!(cut > 0, "a half-size crop cuts the box sometimes");
+    }
+
+    #[test]
+    fn labels_go_one_per_box() {
+        let mut two = sample(0);
+        two.labels = Some(AnyValue(Nest::Tensor(AnyTensor::from_data(
+            TensorData::new(vec![7i64, 8], [2]),
+            &Default::default(),
+        ))));
+        let Err(e) = augment(serde_json::json!({"flip_horizontal": 1.0})).process(two) else {
+            panic!("two labels for one box: accepted")
+        };
+        assert!(
+            e.to_string()
+                .contains("1 boxes but labels of shape [2]: give one label per box"),
+            "{e}"
+        );
     }
 
     #[test]

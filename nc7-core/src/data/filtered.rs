@@ -25,7 +25,7 @@ use super::pipe::{Built, build_nucleotides, dropped_by, kept_by, move_nest};
 use crate::config::{NucleotideSection, SectionShape};
 use crate::gene::Kind;
 use crate::nest::Nest;
-use crate::nucleotide::{DataFeeder, Dataset, Mode};
+use crate::nucleotide::{DataFeeder, Dataset};
 use crate::registry::Registry;
 use crate::runtime::{DynDataset, DynFeeder};
 use crate::{BoxError, Build, Generated, NoKeys, nucleotide};
@@ -97,14 +97,7 @@ impl Filters {
 
     /// Whether every filter keeps `sample`.
     fn keep(&mut self, sample: Nest<crate::backend::Cpu>) -> Result<bool, BoxError> {
-        let Built { handler, steps, .. } = &mut self.built;
-        let handler = handler.as_ref().ok_or("no filter was built")?;
-        let outputs = handler.run(vec![Some(sample)], |node, input| {
-            match steps.get_mut(&node.spec.name) {
-                Some(s) => s.run(input, Mode::Infer).map(Some),
-                None => Err(format!("filter `{}` was not built", node.spec.name).into()),
-            }
-        })?;
+        let outputs = self.built.run(sample, "filter")?;
         kept_by(&outputs, &self.names, &mut self.dropped)
     }
 

@@ -134,6 +134,27 @@ pub(crate) struct Built<B: Backend> {
     pub(crate) steps: BTreeMap<String, Box<dyn DynStep<B>>>,
 }
 
+impl<B: Backend> Built<B> {
+    /// Runs every nucleotide on `start` (the start node's keys); `what` names one of them in
+    /// the error of one that was not built (`filter`, `processor`).
+    pub(crate) fn run(
+        &mut self,
+        start: Nest<B>,
+        what: &str,
+    ) -> Result<crate::handler::Outputs<'_, B>, BoxError> {
+        let Built { handler, steps, .. } = self;
+        let handler = handler
+            .as_ref()
+            .ok_or_else(|| format!("no {what} was built"))?;
+        Ok(handler.run(vec![Some(start)], |node, input| {
+            match steps.get_mut(&node.spec.name) {
+                Some(s) => s.run(input, Mode::Infer).map(Some),
+                None => Err(format!("{what} `{}` was not built", node.spec.name).into()),
+            }
+        })?)
+    }
+}
+
 /// Builds the nucleotides of `sections` in `tree` after the start node `start`; `what` names
 /// them in the error (`the data pipe's nucleotides`).
 pub(crate) fn build_nucleotides<B: Backend>(
@@ -636,6 +657,101 @@ impl<B: Backend> DataReader<B> for LabelReader {
         let label = read_label(std::path::Path::new(&input.path))?;
         Ok(ReadLabel {
             label: Tensor::from_data(TensorData::new(vec![label], [1]), &Default::default()),
+        })
+    }
+}
+
+/// Boxes and their labels read from a file.
+#[derive(Generated)]
+pub struct ReadBoxes<B: Backend> {
+    /// `[G, 4]`: `x0, y0, x1, y1` as fractions of the image.
+    pub boxes: Tensor<B, 2>,
+    /// `[G]`: each box's class.
+    pub labels: Tensor<B, 1, Int>,
+}
+
+/// The boxes and labels of a JSON file: `{"boxes": [[x0, y0, x1, y1], ...], "labels": [...]}`,
+/// or one box as `write_shapes` writes it, `{"bbox": [x0, y0, x1, y1], "label": n}`.
+pub fn read_boxes(path: &std::path::Path) -> Result<(Vec<f32>, Vec<i64>), super::DataError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        super::DataError::caused(format!("cannot read boxes {}: {e}", path.display()), e)
+    })?;
+    let json: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    let bad = |what: &str| -> super::DataError {
+        format!(
+            "{}: {what}; a boxes file is {{\"boxes\": [[x0, y0, x1, y1], ...], \"labels\": [class, ...]}} (or {{\"bbox\": [x0, y0, x1, y1], \"label\": class}}), boxes as fractions of the image",
+            path.display()
+        )
+        .into()
+    };
+    let (boxes, labels) = match (json.get("boxes"), json.get("bbox")) {
+        (Some(Value::Array(b)), _) => (
+            b.clone(),
+            json.get("labels")
+                .and_then(Value::as_array)
+                .cloned()
+                .ok_or_else(|| bad("`boxes` without a `labels` list"))?,
+        ),
+        (None, Some(b @ Value::Array(_))) => (
+            vec![b.clone()],
+            vec![
+                json.get("label")
+                    .cloned()
+                    .ok_or_else(|| bad("`bbox` without a `label`"))?,
+            ],
+        ),
+        _ => return Err(bad("no `boxes` list and no `bbox`")),
+    };
+    if boxes.len() != labels.len() {
+        return Err(bad(&format!(
+            "{} boxes and {} labels",
+            boxes.len(),
+            labels.len()
+        )));
+    }
+    let mut flat = Vec::with_capacity(4 * boxes.len());
+    for (i, b) in boxes.iter().enumerate() {
+        let numbers: Option<Vec<f32>> = b
+            .as_array()
+            .filter(|a| a.len() == 4)
+            .and_then(|a| a.iter().map(|v| v.as_f64().map(|v| v as f32)).collect());
+        let numbers = numbers.ok_or_else(|| bad(&format!("box {i} is {b}, not four numbers")))?;
+        flat.extend(numbers);
+    }
+    let labels = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.as_i64()
+                .ok_or_else(|| bad(&format!("label {i} is {l}, not a class index")))
+        })
+        .collect::<Result<Vec<i64>, _>>()?;
+    Ok((flat, labels))
+}
+
+/// Reads a JSON file of boxes and labels (see [`read_boxes`]) into `boxes` and `labels`: the
+/// ground truth of a detection data set.
+#[nucleotide(kind = DataReader)]
+pub struct BoxesReader;
+
+impl<B: Backend> Build<B> for BoxesReader {
+    type Config = NoConfig;
+    type Input = FilePath;
+    type Output = ReadBoxes<B>;
+    fn build(_: &NoConfig, _: &B::Device) -> Result<Self, BoxError> {
+        Ok(BoxesReader)
+    }
+}
+
+impl<B: Backend> DataReader<B> for BoxesReader {
+    fn read(&mut self, input: FilePath) -> Result<ReadBoxes<B>, BoxError> {
+        let (boxes, labels) = read_boxes(std::path::Path::new(&input.path))?;
+        let n = labels.len();
+        let device = Default::default();
+        Ok(ReadBoxes {
+            boxes: Tensor::from_data(TensorData::new(boxes, [n, 4]), &device),
+            labels: Tensor::from_data(TensorData::new(labels, [n]), &device),
         })
     }
 }

@@ -9,14 +9,18 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::Backend;
 use burn::tensor::{Int, Tensor};
 
+pub mod center;
 mod detection;
 mod kpi;
 #[cfg(feature = "notify")]
 pub mod notify;
+pub mod vision;
+pub use center::{CenterDecode, CenterHead, CenterLoss, CenterTargets};
 pub use detection::*;
 pub use kpi::*;
 #[cfg(feature = "notify")]
 pub use notify::Notify;
+pub use vision::{ClassificationHead, ConvBackbone, Fpn, ResidualBackbone, SegmentationHead};
 
 use crate::nucleotide::{ModelLoss, ModelMetric, ModelPostProcessor, NoConfig};
 use crate::{BoxError, Build, Generated, Incoming, Mode, nucleotide};

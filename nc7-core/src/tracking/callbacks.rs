@@ -27,10 +27,12 @@ use crate::nucleotide::{CallbackContext, CoordinatorCallback};
 use crate::{BoxError, Build, Incoming, NoKeys, nucleotide};
 
 mod buffer;
+mod detections;
 mod experiments;
 mod records;
 mod samples;
 pub use buffer::*;
+pub use detections::*;
 pub use experiments::*;
 pub use records::*;
 pub use samples::*;
@@ -140,6 +142,30 @@ fn batch_size<B: Backend>(batch: &Nest<B>, not_batch_keys: &[String]) -> Option<
     batch.flatten().into_iter().find_map(|(k, v)| match v {
         Nest::Tensor(t) if !not_batch_keys.contains(&k) => t.shape().to_vec().first().copied(),
         _ => None,
+    })
+}
+
+/// Creates the folder `path` goes in, naming it when that fails.
+pub(crate) fn create_parent(path: &Path) -> Result<(), crate::data::DataError> {
+    match path.parent() {
+        Some(parent) => std::fs::create_dir_all(parent).map_err(|e| {
+            crate::data::DataError::caused(format!("cannot create {}: {e}", parent.display()), e)
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `base` with `tail` appended to its last part (`sample-3` and `.json`: `sample-3.json`).
+pub(crate) fn with_tail(base: &Path, tail: &str) -> PathBuf {
+    let mut p = base.as_os_str().to_owned();
+    p.push(tail);
+    PathBuf::from(p)
+}
+
+/// Writes `text` to `path`, naming it when that fails.
+pub(crate) fn write_text(path: &Path, text: &str) -> Result<(), crate::data::DataError> {
+    std::fs::write(path, text).map_err(|e| {
+        crate::data::DataError::caused(format!("cannot write {}: {e}", path.display()), e)
     })
 }
 

@@ -21,3 +21,4 @@ mod nucleotide;
 mod project;
 mod tensorboard;
 mod trainer;
+mod vision;

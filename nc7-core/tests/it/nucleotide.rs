@@ -269,7 +269,7 @@ fn registry_errors_name_the_problem_and_the_fix() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "unknown class_name `Scal`; did you mean `Scale`?; registered ModelPlugin nucleotides: `Brightness`, `ConvNet`, `Line`, `Mix`, `Net`, `Scale`, `Twice`"
+        "unknown class_name `Scal`; did you mean `Scale`?; registered ModelPlugin nucleotides: `Brightness`, `CenterHead`, `ClassificationHead`, `ConvBackbone`, `ConvNet`, `Fpn`, `Line`, `Mix`, `Net`, `ResidualBackbone`, `Scale`, `SegmentationHead`, `Twice`"
     );
     let err = registry
         .resolve("Round", Some(Kind::ModelLoss))

@@ -222,22 +222,73 @@ impl Builder {
         }
     }
 
-    fn report_missing(
-        &mut self,
+    /// The message and help for a missing `key` that a mapping rule maps from a key its inbound
+    /// node does not generate (a head mapped to a level another backbone has): the rule, what
+    /// the node generates, and the rule that fixes it.
+    fn mapped_from_nothing(
+        &self,
+        index: usize,
+        key: &str,
+        available: &[(usize, String, String)],
+    ) -> Option<(String, String)> {
+        let spec = self.spec(index);
+        for node in &spec.inbound_nodes {
+            let Some(&(from, _, _)) = available
+                .iter()
+                .find(|(from, _, _)| self.spec(*from).name == *node)
+            else {
+                continue;
+            };
+            let signature = &self.spec(from).signature;
+            if signature.dynamic_generated {
+                continue;
+            }
+            let generated = leaf_names(&signature.generated);
+            let leaves: Vec<&str> = generated
+                .iter()
+                .filter(|g| {
+                    !generated
+                        .iter()
+                        .any(|o| o.starts_with(&format!("{g}{SEPARATOR}")))
+                })
+                .map(String::as_str)
+                .collect();
+            for (source, target) in spec.mapping.rules_for(node) {
+                if target != key || generated.iter().any(|g| g == source) {
+                    continue;
+                }
+                // The closest key; between equally close ones the first declared (a backbone
+                // declares its finest level first).
+                let fix = leaves
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(i, l)| (suggest::distance(source, l), *i))
+                    .map(|(_, l)| *l)?;
+                return Some((
+                    format!(
+                        "missing incoming key `{key}` for nucleotide `{}`: its `incoming_keys_mapping` maps `{source}` of `{node}` to it, but `{node}` generates no `{source}`; it generates {}",
+                        spec.name,
+                        suggest::list(&leaves)
+                    ),
+                    format!(
+                        "map a key `{node}` generates in `incoming_keys_mapping`: {{\"{node}\": {{\"{fix}\": \"{key}\"}}}}"
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
+    /// The message and help for a missing `key`: what the inbound nodes generate, the closest
+    /// key and the mapping rule that would bring it.
+    fn missing_message(
+        &self,
         index: usize,
         key: &str,
         optional: bool,
         available: &[(usize, String, String)],
-    ) {
+    ) -> (String, String) {
         let spec = self.spec(index);
-        // Every KPI accumulator takes `evaluate` without declaring it; without it, it combines
-        // at the end of the data, which is what most want: nothing to warn about.
-        if optional
-            && key == crate::nucleotide::EVALUATE_KEY
-            && spec.kind == crate::gene::Kind::KpiAccumulator
-        {
-            return;
-        }
         let mut mapped: Vec<&str> = available.iter().map(|(_, _, m)| m.as_str()).collect();
         mapped.sort_unstable();
         mapped.dedup();
@@ -271,6 +322,35 @@ impl Builder {
             None => format!(
                 "add an inbound node that generates `{key}`, or map one of the generated keys to it in `incoming_keys_mapping`"
             ),
+        };
+        (message, help)
+    }
+
+    fn report_missing(
+        &mut self,
+        index: usize,
+        key: &str,
+        optional: bool,
+        available: &[(usize, String, String)],
+    ) {
+        let spec = self.spec(index);
+        // Every KPI accumulator takes `evaluate` without declaring it; without it, it combines
+        // at the end of the data, which is what most want: nothing to warn about.
+        if optional
+            && key == crate::nucleotide::EVALUATE_KEY
+            && spec.kind == crate::gene::Kind::KpiAccumulator
+        {
+            return;
+        }
+        // A nucleotide whose config maps its inputs explicitly has chosen what it takes: an
+        // optional key no rule names is left out on purpose (a neck given two of its four
+        // levels), not a typo (a rule naming a key nobody generates is NC0018).
+        if optional && !spec.mapping.is_empty() {
+            return;
+        }
+        let (message, help) = match self.mapped_from_nothing(index, key, available) {
+            Some(found) => found,
+            None => self.missing_message(index, key, optional, available),
         };
         let name = spec.name.clone();
         let file = spec.file.clone();

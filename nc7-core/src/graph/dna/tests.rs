@@ -186,6 +186,29 @@ fn mapped_keys_satisfy_incoming_keys() {
 }
 
 #[test]
+fn an_optional_key_left_out_of_an_explicit_mapping_is_no_warning() {
+    let net = NodeSpec::new("net", Kind::ModelPlugin, sig(&[], &["low", "high"]));
+    let mapping = crate::mapping::KeysMapping::from_json(&serde_json::json!(
+        {"net": {"low": "level0", "high": "level1"}}
+    ))
+    .unwrap();
+    let neck = NodeSpec::new(
+        "neck",
+        Kind::ModelPlugin,
+        sig(&["level0", "_level1", "_level2"], &["out"]),
+    )
+    .inbound(["net"])
+    .mapping(mapping);
+    let helix = Helix::build(vec![], vec![net, neck]).unwrap();
+    assert_eq!(
+        helix.warnings().warnings().count(),
+        0,
+        "{}",
+        helix.warnings()
+    );
+}
+
+#[test]
 fn missing_optional_key_is_a_warning() {
     let net = NodeSpec::new("net", Kind::ModelPlugin, sig(&[], &["logits"]));
     let loss =

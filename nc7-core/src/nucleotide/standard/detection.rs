@@ -3,7 +3,8 @@
 //! detections of a class are matched greedily by score to its boxes of that class at ten IoU
 //! thresholds (0.5 to 0.95), precision is made monotone and read at 101 recall points, and the
 //! mean runs over the classes that have ground-truth boxes. Boxes whose area is outside COCO's
-//! range (a negative width or height) are ignored as COCO ignores them.
+//! range (a negative width or height) are ignored as COCO ignores them, and true boxes of all
+//! zeros are left out: they are the padding a batch gives images with fewer boxes.
 
 use burn::prelude::Backend;
 use serde::{Deserialize, Serialize};
@@ -115,7 +116,10 @@ fn recall_threshold(i: usize) -> f64 {
 }
 
 /// The numbers of a value: its shape and its values as `f64`.
-fn numbers<B: Backend>(value: &Nest<B>, what: &str) -> Result<(Vec<usize>, Vec<f64>), BoxError> {
+pub(super) fn numbers<B: Backend>(
+    value: &Nest<B>,
+    what: &str,
+) -> Result<(Vec<usize>, Vec<f64>), BoxError> {
     match value {
         Nest::Float(v) => Ok((vec![], vec![*v])),
         Nest::Int(v) => Ok((vec![], vec![*v as f64])),
@@ -307,6 +311,12 @@ impl<B: Backend> KpiAccumulator<B> for DetectionKpi {
         for s in &samples {
             let truth = boxes(&s.boxes.0, "boxes", c.box_format)?;
             let truth_classes = classes(&s.labels.0, "labels", truth.len(), n)?;
+            // Batches pad images with fewer boxes with all-zero boxes: not objects.
+            let (truth, truth_classes): (Vec<[f64; 4]>, Vec<usize>) = truth
+                .into_iter()
+                .zip(truth_classes)
+                .filter(|(b, _)| *b != [0.0; 4])
+                .unzip();
             let found = boxes(&s.detected_boxes.0, "detected_boxes", c.box_format)?;
             let found_classes = classes(&s.detected_labels.0, "detected_labels", found.len(), n)?;
             let (_, scores) = numbers(&s.detected_scores.0, "detected_scores")?;

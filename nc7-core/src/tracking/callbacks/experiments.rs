@@ -183,11 +183,7 @@ pub(crate) fn append_row(
             .map_err(bad)?;
     }
     let bytes = writer.into_inner().map_err(|e| e.to_string())?;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            crate::data::DataError::caused(format!("cannot create {}: {e}", parent.display()), e)
-        })?;
-    }
+    create_parent(path)?;
     crate::project::replace_file(path, &bytes).map_err(|e| {
         crate::data::DataError::caused(format!("cannot write {}: {e}", path.display()), e)
     })

@@ -53,19 +53,8 @@ impl<B: Backend> CoordinatorCallback<B> for SampleSaver {
                     position: Some((ctx.iteration.epoch, ctx.iteration.iteration, i)),
                 },
             )?;
-            if let Some(parent) = base.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    crate::data::DataError::caused(
-                        format!("cannot create {}: {e}", parent.display()),
-                        e,
-                    )
-                })?;
-            }
-            let with = |tail: &str| {
-                let mut p = base.clone().into_os_string();
-                p.push(tail);
-                PathBuf::from(p)
-            };
+            create_parent(&base)?;
+            let with = |tail: &str| with_tail(&base, tail);
             for key in &c.image_keys {
                 let data = sample
                     .remove(key)
@@ -78,14 +67,7 @@ impl<B: Backend> CoordinatorCallback<B> for SampleSaver {
                     json.insert(key, tensor_json(&data)?);
                 }
                 let path = with(".json");
-                std::fs::write(&path, serde_json::Value::Object(json).to_string()).map_err(
-                    |e| {
-                        crate::data::DataError::caused(
-                            format!("cannot write {}: {e}", path.display()),
-                            e,
-                        )
-                    },
-                )?;
+                write_text(&path, &serde_json::Value::Object(json).to_string())?;
             }
         }
         Ok(Some(NoKeys))
