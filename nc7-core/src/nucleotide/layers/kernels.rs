@@ -14,6 +14,7 @@
 //! The table tests hold every kernel to burn's own op: values and gradients.
 
 use std::any::Any;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use burn::backend::Autodiff;
@@ -124,6 +125,76 @@ fn rows2<T: Send, U: Send>(
     }
 }
 
+/// A new `Vec` of `total` elements in rows of `len`, each row made by `f(i, row)` as
+/// [`rows`] does, without filling it with zeros first (most of a kernel's outputs are written
+/// whole). `f` must write every element of its row.
+fn new_rows<T: Send>(
+    total: usize,
+    len: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Send + Sync,
+) -> Vec<T> {
+    let mut v = Vec::with_capacity(total);
+    rows(&mut v.spare_capacity_mut()[..total], len, f);
+    // SAFETY: the first `total` elements of the capacity were each written by `f` (its
+    // contract; every caller writes its rows element by element from end to end).
+    unsafe { v.set_len(total) };
+    v
+}
+
+/// Like [`new_rows`], two outputs with as many rows each, as [`rows2`].
+fn new_rows2<T: Send, U: Send>(
+    a_total: usize,
+    a_len: usize,
+    b_total: usize,
+    b_len: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<T>], &mut [MaybeUninit<U>]) + Send + Sync,
+) -> (Vec<T>, Vec<U>) {
+    let mut a = Vec::with_capacity(a_total);
+    let mut b = Vec::with_capacity(b_total);
+    rows2(
+        &mut a.spare_capacity_mut()[..a_total],
+        a_len,
+        &mut b.spare_capacity_mut()[..b_total],
+        b_len,
+        f,
+    );
+    // SAFETY: as in `new_rows`: `f` wrote every element of both.
+    unsafe {
+        a.set_len(a_total);
+        b.set_len(b_total);
+    }
+    (a, b)
+}
+
+/// Writes `src` into `dst` (as long).
+fn write_all<T: Copy>(dst: &mut [MaybeUninit<T>], src: &[T]) {
+    assert_eq!(dst.len(), src.len(), "write_all: lengths differ");
+    for (d, s) in dst.iter_mut().zip(src) {
+        d.write(*s);
+    }
+}
+
+/// The sum of `v` in sixteen lanes, added pairwise at the end: vectorised, and the same on
+/// every machine (the order depends on the length alone).
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (l, x) in lanes.iter_mut().zip(chunk) {
+            *l += x;
+        }
+    }
+    let mut width = 16;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+    }
+    rest.iter().fold(lanes[0], |s, x| s + x)
+}
+
 /// Rows per task when `total` elements in rows of `len` are worth sharing among the pool's
 /// threads (a few tasks per thread); `None` when they are not.
 fn per_task(total: usize, len: usize) -> Option<usize> {
@@ -155,6 +226,53 @@ fn valid(
 
 /// The patch matrix `[c·kh·kw, n·ho·wo]` of `x` (`[n, c, h, w]`, contiguous).
 fn im2col(x: &[f32], g: &Conv) -> Vec<f32> {
+    if g.stride == [1, 1] && g.out()[1] == g.w {
+        im2col_same(x, g)
+    } else {
+        im2col_rows(x, g)
+    }
+}
+
+/// [`im2col`] of a convolution at stride 1 whose output is as wide as its input (`same`
+/// padding), written once element by element: each window position's row is one contiguous
+/// copy of the input plane at an offset (a copy per output row otherwise), its elements in the
+/// padding then set to zero.
+fn im2col_same(x: &[f32], g: &Conv) -> Vec<f32> {
+    let (l, p) = (g.l(), g.p());
+    let [ho, wo] = g.out();
+    let [kh, kw] = g.kernel;
+    let [ph, pw] = g.padding;
+    let zero = MaybeUninit::new(0.0);
+    new_rows(g.k() * l, l, |row, out| {
+        let (c, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
+        let ys = valid(ho, g.h, 1, i, ph);
+        let xs = valid(wo, g.w, 1, j, pw);
+        for n in 0..g.n {
+            let out = &mut out[n * p..][..p];
+            if ys.is_empty() || xs.is_empty() {
+                out.fill(zero);
+                continue;
+            }
+            let plane = &x[(n * g.c + c) * g.h * g.w..][..g.h * g.w];
+            // Output (oy, ox) reads input (oy + i − ph, ox + j − pw): one offset in the flat
+            // plane, as both rows are `wo` wide.
+            let (lo, hi) = (ys.start * wo + xs.start, (ys.end - 1) * wo + xs.end);
+            let from = lo + i * g.w + j - ph * g.w - pw;
+            out[..lo].fill(zero);
+            write_all(&mut out[lo..hi], &plane[from..from + (hi - lo)]);
+            out[hi..].fill(zero);
+            if xs.len() < wo {
+                for line in out[ys.start * wo..ys.end * wo].chunks_exact_mut(wo) {
+                    line[..xs.start].fill(zero);
+                    line[xs.end..].fill(zero);
+                }
+            }
+        }
+    })
+}
+
+/// [`im2col`] of any convolution, a copy per output row.
+fn im2col_rows(x: &[f32], g: &Conv) -> Vec<f32> {
     let (l, p) = (g.l(), g.p());
     let [ho, wo] = g.out();
     let [kh, kw] = g.kernel;
@@ -186,7 +304,16 @@ fn im2col(x: &[f32], g: &Conv) -> Vec<f32> {
 }
 
 /// Adds the patch matrix's gradient `[c·kh·kw, n·ho·wo]` back onto the input's `[n, c, h, w]`.
-fn col2im(dcols: &[f32], g: &Conv) -> Vec<f32> {
+fn col2im(mut dcols: Vec<f32>, g: &Conv) -> Vec<f32> {
+    if g.stride == [1, 1] && g.out()[1] == g.w {
+        col2im_same(&mut dcols, g)
+    } else {
+        col2im_rows(&dcols, g)
+    }
+}
+
+/// [`col2im`] of any convolution, a run per output row.
+fn col2im_rows(dcols: &[f32], g: &Conv) -> Vec<f32> {
     let (l, p) = (g.l(), g.p());
     let [ho, wo] = g.out();
     let [kh, kw] = g.kernel;
@@ -214,6 +341,54 @@ fn col2im(dcols: &[f32], g: &Conv) -> Vec<f32> {
                             dst[ox * sw + j - pw] += src[ox];
                         }
                     }
+                }
+            }
+        }
+    });
+    dx
+}
+
+/// [`col2im`] of a convolution at stride 1 whose output is as wide as its input (`same`
+/// padding): a window position's row of the patch matrix is then the input plane shifted by
+/// one offset, so each of the kernel's positions adds one long contiguous run to the plane
+/// (vectorised) instead of a short one per output row. The patch matrix's elements that fall
+/// in the padding are set to zero first, so that the run can go over them; the sums are the
+/// same, element by element and in the same order, as adding the rows one by one.
+fn col2im_same(dcols: &mut [f32], g: &Conv) -> Vec<f32> {
+    let (l, p) = (g.l(), g.p());
+    let [ho, wo] = g.out();
+    let [kh, kw] = g.kernel;
+    let [ph, pw] = g.padding;
+    let at = |i: usize, j: usize| (valid(ho, g.h, 1, i, ph), valid(wo, g.w, 1, j, pw));
+    rows(dcols, l, |row, dcol| {
+        let (ys, xs) = at((row / kw) % kh, row % kw);
+        if xs.len() < wo {
+            for n in 0..g.n {
+                for oy in ys.clone() {
+                    let line = &mut dcol[n * p + oy * wo..][..wo];
+                    line[..xs.start].fill(0.0);
+                    line[xs.end..].fill(0.0);
+                }
+            }
+        }
+    });
+    let dcols = &*dcols;
+    let mut dx = vec![0f32; g.n * g.c * g.h * g.w];
+    rows(&mut dx, g.h * g.w, |plane, out| {
+        let (n, c) = (plane / g.c, plane % g.c);
+        for i in 0..kh {
+            for j in 0..kw {
+                let (ys, xs) = at(i, j);
+                if ys.is_empty() || xs.is_empty() {
+                    continue;
+                }
+                // Output (oy, ox) adds onto input (oy + i − ph, ox + j − pw): one offset in
+                // the flat plane, as both rows are `wo` wide.
+                let (lo, hi) = (ys.start * wo + xs.start, (ys.end - 1) * wo + xs.end);
+                let to = lo + i * g.w + j - ph * g.w - pw;
+                let src = &dcols[((c * kh + i) * kw + j) * l + n * p..][lo..hi];
+                for (d, s) in out[to..to + (hi - lo)].iter_mut().zip(src) {
+                    *d += s;
                 }
             }
         }
@@ -310,13 +485,12 @@ fn conv_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv) -> (V
     let (k, l, p) = (g.k(), g.l(), g.p());
     // [o, n·p]
     let prod = matmul(Mat::new(weight, g.o, k), Mat::new(&cols, k, l));
-    let mut y = vec![0f32; g.n * g.o * p];
-    rows(&mut y, p, |plane, out| {
+    let y = new_rows(g.n * g.o * p, p, |plane, out| {
         let (n, o) = (plane / g.o, plane % g.o);
         let src = &prod[o * l + n * p..][..p];
         let b = bias.map_or(0.0, |b| b[o]);
         for (d, s) in out.iter_mut().zip(src) {
-            *d = s + b;
+            d.write(s + b);
         }
     });
     (y, cols)
@@ -332,16 +506,15 @@ fn conv_backward(
 ) -> [Option<Vec<f32>>; 3] {
     let (k, l, p) = (g.k(), g.l(), g.p());
     // dY as [o, n·p], the patch matrix's column order.
-    let mut dy2 = vec![0f32; g.o * l];
-    rows(&mut dy2, l, |o, row| {
+    let dy2 = new_rows(g.o * l, l, |o, row| {
         for n in 0..g.n {
-            row[n * p..][..p].copy_from_slice(&dy[(n * g.o + o) * p..][..p]);
+            write_all(&mut row[n * p..][..p], &dy[(n * g.o + o) * p..][..p]);
         }
     });
     let dy2m = Mat::new(&dy2, g.o, l);
-    let dx = want[0].then(|| col2im(&matmul(Mat::new(weight, g.o, k).t(), dy2m), g));
+    let dx = want[0].then(|| col2im(matmul(Mat::new(weight, g.o, k).t(), dy2m), g));
     let dw = want[1].then(|| matmul(dy2m, Mat::new(cols, k, l).t()));
-    let db = want[2].then(|| dy2.chunks(l).map(|row| row.iter().sum()).collect());
+    let db = want[2].then(|| dy2.chunks(l).map(lane_sum).collect());
     [dx, dw, db]
 }
 
@@ -373,56 +546,89 @@ fn wins(v: f32, best: f32) -> bool {
 fn pool_forward(x: &[f32], g: &Pool) -> (Vec<f32>, Vec<u32>) {
     let [ho, wo] = g.out();
     let (hw, p) = (g.h * g.w, ho * wo);
-    let mut values = vec![0f32; g.planes * p];
-    let mut indices = vec![0u32; g.planes * p];
-    rows2(&mut values, p, &mut indices, p, |plane, values, indices| {
+    let total = g.planes * p;
+    new_rows2(total, p, total, p, |plane, values, indices| {
         let x = &x[plane * hw..][..hw];
         if g.kernel == [2, 2] && g.stride == [2, 2] && g.padding == [0, 0] {
-            // The common case, without ranges or branches: four candidates per window.
-            let out = values
-                .chunks_exact_mut(wo)
-                .zip(indices.chunks_exact_mut(wo));
-            for (oy, (values, indices)) in out.enumerate() {
-                let (r0, r1) = (2 * oy * g.w, (2 * oy + 1) * g.w);
-                let pairs = x[r0..r0 + g.w]
-                    .chunks_exact(2)
-                    .zip(x[r1..r1 + g.w].chunks_exact(2));
-                let out = values.iter_mut().zip(indices.iter_mut());
-                for (((value, index), (top, bottom)), c) in out.zip(pairs).zip((0..).step_by(2)) {
-                    let mut best = (top[0], r0 + c);
-                    for (v, i) in [
-                        (top[1], r0 + c + 1),
-                        (bottom[0], r1 + c),
-                        (bottom[1], r1 + c + 1),
-                    ] {
-                        best = if wins(v, best.0) { (v, i) } else { best };
-                    }
-                    (*value, *index) = (best.0, best.1 as u32);
-                }
-            }
-            return;
+            pool_2x2(x, g.w, values, indices);
+        } else {
+            pool_windows(x, g, values, indices);
         }
-        for oy in 0..ho {
-            let y0 = (oy * g.stride[0]) as isize - g.padding[0] as isize;
-            let ys = y0.max(0) as usize..((y0 + g.kernel[0] as isize) as usize).min(g.h);
-            for ox in 0..wo {
-                let x0 = (ox * g.stride[1]) as isize - g.padding[1] as isize;
-                let xs = x0.max(0) as usize..((x0 + g.kernel[1] as isize) as usize).min(g.w);
-                let mut best = (f32::NEG_INFINITY, ys.start * g.w + xs.start);
-                for yy in ys.clone() {
-                    for xx in xs.clone() {
-                        let v = x[yy * g.w + xx];
-                        if wins(v, best.0) {
-                            best = (v, yy * g.w + xx);
-                        }
+    })
+}
+
+/// Any windows over one plane `x`: each one's first maximum in reading order.
+fn pool_windows(
+    x: &[f32],
+    g: &Pool,
+    values: &mut [MaybeUninit<f32>],
+    indices: &mut [MaybeUninit<u32>],
+) {
+    let [ho, wo] = g.out();
+    for oy in 0..ho {
+        let y0 = (oy * g.stride[0]) as isize - g.padding[0] as isize;
+        let ys = y0.max(0) as usize..((y0 + g.kernel[0] as isize) as usize).min(g.h);
+        for ox in 0..wo {
+            let x0 = (ox * g.stride[1]) as isize - g.padding[1] as isize;
+            let xs = x0.max(0) as usize..((x0 + g.kernel[1] as isize) as usize).min(g.w);
+            let mut best = (f32::NEG_INFINITY, ys.start * g.w + xs.start);
+            for yy in ys.clone() {
+                for xx in xs.clone() {
+                    let v = x[yy * g.w + xx];
+                    if wins(v, best.0) {
+                        best = (v, yy * g.w + xx);
                     }
                 }
-                values[oy * wo + ox] = x[best.1];
-                indices[oy * wo + ox] = best.1 as u32;
             }
+            values[oy * wo + ox].write(x[best.1]);
+            indices[oy * wo + ox].write(best.1 as u32);
         }
-    });
-    (values, indices)
+    }
+}
+
+/// 2×2 windows at stride 2 over one plane `x` of width `w`, written without branches so that
+/// the compiler vectorises it: each row pair of a window first (its first maximum), then the
+/// lower pair's winner against the upper's — the first maximum in reading order, as the
+/// general loop chooses.
+fn pool_2x2(
+    x: &[f32],
+    w: usize,
+    values: &mut [MaybeUninit<f32>],
+    indices: &mut [MaybeUninit<u32>],
+) {
+    let wo = w / 2;
+    if wo == 0 {
+        return;
+    }
+    let out = values
+        .chunks_exact_mut(wo)
+        .zip(indices.chunks_exact_mut(wo));
+    for (oy, (values, indices)) in out.enumerate() {
+        let r0 = 2 * oy * w;
+        let top = &x[r0..][..2 * wo];
+        let bottom = &x[r0 + w..][..2 * wo];
+        let (values, indices) = (&mut values[..wo], &mut indices[..wo]);
+        let (base, w) = (r0 as u32, w as u32);
+        // Indexed rather than zipped: the compiler vectorises this form (4× the zipped one).
+        for c in 0..wo {
+            let (t, b) = (
+                [top[2 * c], top[2 * c + 1]],
+                [bottom[2 * c], bottom[2 * c + 1]],
+            );
+            let upper_right = wins(t[1], t[0]);
+            let upper = if upper_right { t[1] } else { t[0] };
+            let lower_right = wins(b[1], b[0]);
+            let lower = if lower_right { b[1] } else { b[0] };
+            let down = wins(lower, upper);
+            values[c].write(if down { lower } else { upper });
+            let offset = if down {
+                w + lower_right as u32
+            } else {
+                upper_right as u32
+            };
+            indices[c].write(base + 2 * c as u32 + offset);
+        }
+    }
 }
 
 /// The input's gradient: each output's gradient added at its maximum.
@@ -741,6 +947,8 @@ mod tests {
             ([2, 3, 10, 11], 2, [3, 3], [2, 2], [1, 1], true),
             ([1, 2, 6, 6], 3, [5, 5], [1, 1], [2, 2], true),
             ([2, 2, 4, 4], 1, [3, 3], [3, 3], [2, 2], false),
+            ([2, 2, 7, 5], 3, [3, 1], [1, 1], [0, 0], true),
+            ([1, 3, 5, 6], 2, [2, 3], [1, 1], [1, 1], true),
         ];
         for &(shape, o, kernel, stride, padding, with_bias) in table {
             let case =
@@ -898,6 +1106,31 @@ mod tests {
     }
 
     #[test]
+    fn the_two_by_two_path_picks_the_windows_first_maximum_as_the_general_one() {
+        // Few distinct values: most windows hold ties, some a NaN or two.
+        let (h, w) = (6, 9);
+        let x: Vec<f32> = (0..h * w)
+            .map(|i| match (i as u32).wrapping_mul(2_654_435_761) >> 28 {
+                15 => f32::NAN,
+                v => (v % 3) as f32,
+            })
+            .collect();
+        let g = Pool {
+            planes: 1,
+            h,
+            w,
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+        };
+        let p = 3 * 4;
+        let fast = new_rows2(p, p, p, p, |_, v, i| pool_2x2(&x, w, v, i));
+        let general = new_rows2(p, p, p, p, |_, v, i| pool_windows(&x, &g, v, i));
+        let both = |(v, i): (Vec<f32>, Vec<u32>)| (bits(&v), i);
+        assert_eq!(both(fast), both(general));
+    }
+
+    #[test]
     fn a_window_holding_a_nan_pools_to_it() {
         let nan = f32::NAN;
         for (kernel, stride) in [([2, 2], [2, 2]), ([2, 2], [1, 1])] {
@@ -915,6 +1148,81 @@ mod tests {
                 "{kernel:?} {stride:?}: {y:?} at {at:?}"
             );
             assert_eq!(pool_backward(&[5.0], &at, &g), [0.0, 5.0, 0.0, 0.0]);
+        }
+    }
+
+    /// `len` values spread over −8..8 by a multiplicative hash of their index.
+    fn noise(len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 8) as f32 / 1e6 - 8.0)
+            .collect()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// Convolutions at stride 1 whose output keeps the input's width: `[n, c, h, w]`, kernel,
+    /// padding (one output channel).
+    const SAME_WIDTH: [([usize; 4], [usize; 2], [usize; 2]); 5] = [
+        ([2, 3, 6, 6], [3, 3], [1, 1]),
+        ([1, 2, 7, 5], [3, 1], [0, 0]),
+        ([2, 1, 5, 6], [2, 3], [1, 1]),
+        ([1, 2, 6, 6], [5, 5], [2, 2]),
+        ([1, 1, 3, 4], [1, 1], [0, 0]),
+    ];
+
+    fn same_width([n, c, h, w]: [usize; 4], kernel: [usize; 2], padding: [usize; 2]) -> Conv {
+        let g = Conv {
+            n,
+            c,
+            h,
+            w,
+            o: 1,
+            kernel,
+            stride: [1, 1],
+            padding,
+        };
+        assert_eq!(
+            g.out()[1],
+            w,
+            "[{n}, {c}, {h}, {w}] {kernel:?}: the width must stay"
+        );
+        g
+    }
+
+    #[test]
+    fn the_same_width_col2im_adds_as_the_row_by_row_one_bit_for_bit() {
+        for (shape, kernel, padding) in SAME_WIDTH {
+            let g = same_width(shape, kernel, padding);
+            let dcols = noise(g.k() * g.l());
+            assert_eq!(
+                bits(&col2im_same(&mut dcols.clone(), &g)),
+                bits(&col2im_rows(&dcols, &g)),
+                "{shape:?} kernel {kernel:?} padding {padding:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_width_im2col_copies_as_the_row_by_row_one_bit_for_bit() {
+        for (shape, kernel, padding) in SAME_WIDTH {
+            let g = same_width(shape, kernel, padding);
+            let x = noise(shape.iter().product());
+            assert_eq!(
+                bits(&im2col_same(&x, &g)),
+                bits(&im2col_rows(&x, &g)),
+                "{shape:?} kernel {kernel:?} padding {padding:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lane_sums_add_every_element() {
+        for len in [0, 1, 15, 16, 17, 100, 1000] {
+            let v: Vec<f32> = (0..len).map(|i| (i % 7) as f32 - 2.5).collect();
+            let exact: f64 = v.iter().map(|&x| f64::from(x)).sum();
+            assert!((f64::from(lane_sum(&v)) - exact).abs() < 1e-3, "{len}");
         }
     }
 
