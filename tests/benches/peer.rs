@@ -47,9 +47,12 @@ fn main() {
         );
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer.py");
-    // nc7 on its default device, and on NdArray when built in (`--features ndarray`).
+    // nc7 on its default device, and on NdArray when built in (`--features ndarray`; with
+    // `--features openblas`, NdArray's matrix products are OpenBLAS's).
     let mut sides = vec!["nc7", "torch", "lightning"];
-    if cfg!(feature = "ndarray") {
+    if cfg!(feature = "openblas") {
+        sides.insert(1, "nc7-openblas");
+    } else if cfg!(feature = "ndarray") {
         sides.insert(1, "nc7-ndarray");
     }
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); sides.len()];
@@ -57,7 +60,9 @@ fn main() {
         for (i, side) in sides.iter().enumerate() {
             let run = match *side {
                 "nc7" => nc7_run(nc7, "cpu", &tmp.join(format!("project-{round}"))),
-                "nc7-ndarray" => nc7_run(nc7, "ndarray", &tmp.join(format!("ndarray-{round}"))),
+                "nc7-ndarray" | "nc7-openblas" => {
+                    nc7_run(nc7, "ndarray", &tmp.join(format!("ndarray-{round}")))
+                }
                 mode => python_run(&python, &script, mode, &tmp),
             };
             eprintln!(
@@ -97,10 +102,11 @@ fn main() {
     }
     println!("(PyTorch's memory includes its CUDA build's libraries; {THREADS} threads each)");
     let of = |side: &str| medians[sides.iter().position(|s| *s == side).unwrap()].0;
-    if cfg!(feature = "ndarray") {
+    if let Some(side) = sides.get(1).filter(|s| s.starts_with("nc7-")) {
         println!(
-            "peer ratio on ndarray: {:.3}",
-            of("nc7-ndarray") / of("lightning")
+            "peer ratio on {}: {:.3}",
+            &side[4..],
+            of(side) / of("lightning")
         );
     }
     println!("peer ratio: {:.3}", of("nc7") / of("lightning"));

@@ -4,7 +4,8 @@
 //! - `ci`: runs exactly what CI runs (`.ci/run`): formatting, clippy, the CUDA build check and
 //!   the test suite.
 //! - `bench <name>`: runs a benchmark in release mode and prints its table. Names: `dna`, `parity`,
-//!   `inferer`, `peer`, `scale`.
+//!   `inferer`, `peer`, `scale`; `bench peer --openblas` measures NdArray with the system's
+//!   OpenBLAS instead of plain NdArray.
 //! - `template-smoke`: generates a project from `template/` for each starter task with the real
 //!   cargo-generate, outside this workspace, and checks, lints, tests, trains, exports and
 //!   infers with it; a deliberately broken copy must fail `check` with the expected errors.
@@ -28,6 +29,7 @@ usage: cargo xtask <command>
 commands:
   ci            run exactly what CI runs (.ci/run)
   bench <name>  run a benchmark in release mode; names: dna, parity, inferer, peer, scale
+                (`bench peer --openblas`: its NdArray side with the system's OpenBLAS)
   chaos [--runs N] [--seed S]
                 stop trainings at random moments (SIGKILL, SIGTERM, SIGINT),
                 continue them, compare with an
@@ -75,7 +77,8 @@ fn main() -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
         ["ci"] => run(Command::new("bash").arg(".ci/run"), "bash .ci/run"),
-        ["bench", name] => bench(name),
+        ["bench", name] => bench(name, false),
+        ["bench", "peer", "--openblas"] => bench("peer", true),
         ["template-smoke"] => smoke::run_all(&[]),
         ["template-smoke", tasks @ ..] => smoke::run_all(tasks),
         ["chaos", rest @ ..] => chaos(rest),
@@ -104,7 +107,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(name: &str) -> ExitCode {
+/// `openblas`: the peer bench's NdArray side with the system's OpenBLAS.
+fn bench(name: &str, openblas: bool) -> ExitCode {
     let Some((_, package, _)) = BENCHES.iter().find(|(n, _, _)| *n == name) else {
         eprintln!("error: unknown benchmark `{name}`\n");
         list_benches();
@@ -114,7 +118,8 @@ fn bench(name: &str) -> ExitCode {
     cmd.args(["bench", "--quiet", "--package", package, "--bench", name]);
     // The peer bench measures the NdArray backend beside the default.
     if name == "peer" {
-        cmd.args(["--features", "nc7-tests/ndarray"]);
+        let feature = if openblas { "openblas" } else { "ndarray" };
+        cmd.args(["--features", &format!("nc7-tests/{feature}")]);
     }
     run(
         &mut cmd,
