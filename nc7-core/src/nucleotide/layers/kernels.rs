@@ -233,40 +233,72 @@ fn im2col(x: &[f32], g: &Conv) -> Vec<f32> {
     }
 }
 
+/// Where a window position `(i, j)` of a stride-1 convolution whose output is as wide as its
+/// input (`same` padding) reads: its valid output rows `ys` and columns `xs`, and the run
+/// `lo..hi` of a sample's segment of the patch-matrix row that covers them, which lies in the
+/// input plane from `at` on — output `(oy, ox)` reads input `(oy + i − ph, ox + j − pw)`, one
+/// offset in the flat plane, as both rows are `wo` wide. Inside the run, the entries of the
+/// columns outside `xs` fall in the padding. `None` when the window never lies on the input.
+struct SameRun {
+    ys: std::ops::Range<usize>,
+    xs: std::ops::Range<usize>,
+    lo: usize,
+    hi: usize,
+    at: usize,
+}
+
+impl SameRun {
+    fn new(g: &Conv, i: usize, j: usize) -> Option<SameRun> {
+        let [ho, wo] = g.out();
+        let [ph, pw] = g.padding;
+        let ys = valid(ho, g.h, 1, i, ph);
+        let xs = valid(wo, g.w, 1, j, pw);
+        if ys.is_empty() || xs.is_empty() {
+            return None;
+        }
+        let (lo, hi) = (ys.start * wo + xs.start, (ys.end - 1) * wo + xs.end);
+        let at = lo + i * g.w + j - ph * g.w - pw;
+        Some(SameRun { ys, xs, lo, hi, at })
+    }
+
+    /// Sets the entries of `segment` (a sample's segment of the row, rows `wo` wide) that lie
+    /// inside the run but in the padding's columns.
+    fn clear_padding<T: Clone>(&self, segment: &mut [T], wo: usize, zero: T) {
+        if self.xs.len() < wo {
+            for line in segment[self.ys.start * wo..self.ys.end * wo].chunks_exact_mut(wo) {
+                line[..self.xs.start].fill(zero.clone());
+                line[self.xs.end..].fill(zero.clone());
+            }
+        }
+    }
+}
+
 /// [`im2col`] of a convolution at stride 1 whose output is as wide as its input (`same`
 /// padding), written once element by element: each window position's row is one contiguous
-/// copy of the input plane at an offset (a copy per output row otherwise), its elements in the
-/// padding then set to zero.
+/// copy of the input plane at an offset ([`SameRun`]; a copy per output row otherwise), its
+/// elements in the padding then set to zero.
 fn im2col_same(x: &[f32], g: &Conv) -> Vec<f32> {
     let (l, p) = (g.l(), g.p());
-    let [ho, wo] = g.out();
     let [kh, kw] = g.kernel;
-    let [ph, pw] = g.padding;
+    let wo = g.out()[1];
     let zero = MaybeUninit::new(0.0);
     new_rows(g.k() * l, l, |row, out| {
         let (c, i, j) = (row / (kh * kw), (row / kw) % kh, row % kw);
-        let ys = valid(ho, g.h, 1, i, ph);
-        let xs = valid(wo, g.w, 1, j, pw);
+        let run = SameRun::new(g, i, j);
         for n in 0..g.n {
             let out = &mut out[n * p..][..p];
-            if ys.is_empty() || xs.is_empty() {
+            let Some(run) = &run else {
                 out.fill(zero);
                 continue;
-            }
+            };
             let plane = &x[(n * g.c + c) * g.h * g.w..][..g.h * g.w];
-            // Output (oy, ox) reads input (oy + i − ph, ox + j − pw): one offset in the flat
-            // plane, as both rows are `wo` wide.
-            let (lo, hi) = (ys.start * wo + xs.start, (ys.end - 1) * wo + xs.end);
-            let from = lo + i * g.w + j - ph * g.w - pw;
-            out[..lo].fill(zero);
-            write_all(&mut out[lo..hi], &plane[from..from + (hi - lo)]);
-            out[hi..].fill(zero);
-            if xs.len() < wo {
-                for line in out[ys.start * wo..ys.end * wo].chunks_exact_mut(wo) {
-                    line[..xs.start].fill(zero);
-                    line[xs.end..].fill(zero);
-                }
-            }
+            out[..run.lo].fill(zero);
+            write_all(
+                &mut out[run.lo..run.hi],
+                &plane[run.at..run.at + (run.hi - run.lo)],
+            );
+            out[run.hi..].fill(zero);
+            run.clear_padding(out, wo, zero);
         }
     })
 }
@@ -350,25 +382,18 @@ fn col2im_rows(dcols: &[f32], g: &Conv) -> Vec<f32> {
 
 /// [`col2im`] of a convolution at stride 1 whose output is as wide as its input (`same`
 /// padding): a window position's row of the patch matrix is then the input plane shifted by
-/// one offset, so each of the kernel's positions adds one long contiguous run to the plane
-/// (vectorised) instead of a short one per output row. The patch matrix's elements that fall
-/// in the padding are set to zero first, so that the run can go over them; the sums are the
-/// same, element by element and in the same order, as adding the rows one by one.
+/// one offset ([`SameRun`]), so each of the kernel's positions adds one long contiguous run to
+/// the plane (vectorised) instead of a short one per output row. The patch matrix's elements
+/// that fall in the padding are set to zero first, so that the run can go over them; the sums
+/// are the same, element by element and in the same order, as adding the rows one by one.
 fn col2im_same(dcols: &mut [f32], g: &Conv) -> Vec<f32> {
     let (l, p) = (g.l(), g.p());
-    let [ho, wo] = g.out();
     let [kh, kw] = g.kernel;
-    let [ph, pw] = g.padding;
-    let at = |i: usize, j: usize| (valid(ho, g.h, 1, i, ph), valid(wo, g.w, 1, j, pw));
+    let wo = g.out()[1];
     rows(dcols, l, |row, dcol| {
-        let (ys, xs) = at((row / kw) % kh, row % kw);
-        if xs.len() < wo {
+        if let Some(run) = SameRun::new(g, (row / kw) % kh, row % kw) {
             for n in 0..g.n {
-                for oy in ys.clone() {
-                    let line = &mut dcol[n * p + oy * wo..][..wo];
-                    line[..xs.start].fill(0.0);
-                    line[xs.end..].fill(0.0);
-                }
+                run.clear_padding(&mut dcol[n * p..][..p], wo, 0.0);
             }
         }
     });
@@ -378,16 +403,11 @@ fn col2im_same(dcols: &mut [f32], g: &Conv) -> Vec<f32> {
         let (n, c) = (plane / g.c, plane % g.c);
         for i in 0..kh {
             for j in 0..kw {
-                let (ys, xs) = at(i, j);
-                if ys.is_empty() || xs.is_empty() {
+                let Some(run) = SameRun::new(g, i, j) else {
                     continue;
-                }
-                // Output (oy, ox) adds onto input (oy + i − ph, ox + j − pw): one offset in
-                // the flat plane, as both rows are `wo` wide.
-                let (lo, hi) = (ys.start * wo + xs.start, (ys.end - 1) * wo + xs.end);
-                let to = lo + i * g.w + j - ph * g.w - pw;
-                let src = &dcols[((c * kh + i) * kw + j) * l + n * p..][lo..hi];
-                for (d, s) in out[to..to + (hi - lo)].iter_mut().zip(src) {
+                };
+                let src = &dcols[((c * kh + i) * kw + j) * l + n * p..][run.lo..run.hi];
+                for (d, s) in out[run.at..run.at + (run.hi - run.lo)].iter_mut().zip(src) {
                     *d += s;
                 }
             }
