@@ -267,11 +267,11 @@ fn check_preprocessing(entries: &[NucleotideEntry], registry: &Registry, diags: 
         else {
             continue;
         };
+        // The processor is a data processor: it stands in a data config's fields, never as one.
         let found = data.iter().any(|d| {
-            d.registration.is_some_and(|r| r.class_name == wanted)
-                || d.common.as_ref().is_some_and(|c| {
-                    has(&serde_json::Value::Object(c.rest.clone()), wanted, registry)
-                })
+            d.common
+                .as_ref()
+                .is_some_and(|c| c.rest.values().any(|v| has(v, wanted, registry)))
         });
         if !found {
             let name = e.name().to_owned();

@@ -452,7 +452,7 @@ pub fn box_iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 }
 
 /// Sets to 0 the score of every box whose IoU with a higher-scored box of its class is above
-/// `threshold`; `order` is by descending score.
+/// `threshold`; the boxes come in descending order of score.
 pub fn suppress(boxes: &[[f32; 4]], labels: &[i64], scores: &mut [f32], threshold: f32) {
     for i in 0..boxes.len() {
         if scores[i] <= 0.0 {
